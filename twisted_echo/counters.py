@@ -1,0 +1,53 @@
+# -*- test-case-name: tests.test_counters -*-
+"""
+Per-service counters, readable from code and logged at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServiceCounters:
+    """
+    What one service has done since start.
+
+    @ivar connections_open: TCP connections open now.
+    @ivar connections_total: TCP connections accepted since start.
+    @ivar bytes_in: bytes received from peers (TCP payload or datagram payload).
+    @ivar bytes_out: bytes sent back to peers.
+    @ivar datagrams_in: UDP datagrams received.
+    @ivar datagrams_out: UDP datagrams sent back.
+    @ivar dropped: datagrams or connections dropped, by reason (C{str}).
+    """
+
+    connections_open: int = 0
+    connections_total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+    def summary(self) -> str:
+        """
+        @return: one human-readable line of the non-zero counters.
+        """
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("connections", self.connections_total),
+                ("open", self.connections_open),
+                ("bytes_in", self.bytes_in),
+                ("bytes_out", self.bytes_out),
+                ("datagrams_in", self.datagrams_in),
+                ("datagrams_out", self.datagrams_out),
+            )
+            if value
+        ]
+        parts.extend(
+            f"dropped[{reason}]={n}" for reason, n in sorted(self.dropped.items())
+        )
+        return " ".join(parts) or "idle"

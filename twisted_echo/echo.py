@@ -1,0 +1,31 @@
+# -*- test-case-name: tests.test_echo -*-
+"""
+TCP echo, RFC 862: every byte the peer sends comes back unchanged, in order.
+"""
+
+from __future__ import annotations
+
+from twisted_echo.stream import StreamFactory, StreamProtocol
+
+
+class Echo(StreamProtocol):
+    """
+    RFC 862 echo over TCP, byte-transparent, with half-close and flow control
+    (see L{twisted_echo.stream}).
+    """
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Send C{data} (bytes) straight back.
+        """
+        self.bytes_in += len(data)
+        self.send(data)
+
+
+class EchoFactory(StreamFactory):
+    """
+    Builds L{Echo} protocols.
+    """
+
+    protocol = Echo
+    service_name = "echo"

@@ -1,0 +1,256 @@
+# -*- test-case-name: tests.test_listen -*-
+"""
+Listening: one service per listening address, TCP and UDP alike, that logs
+the address it really bound (so port 0 is usable) and fails with one readable
+line when it cannot listen.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorUDP,
+    IStreamServerEndpoint,
+)
+from twisted.internet.protocol import DatagramProtocol, Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from twisted_echo.address import describe_address
+from twisted_echo.udp import MAX_DATAGRAM
+
+_log = Logger()
+
+
+class ListenError(Exception):
+    """
+    A listener could not be started.
+
+    @ivar description: the listening address as the user gave it.
+    @ivar reason: why, in words (C{"address already in use"}).
+    """
+
+    def __init__(self, description: str, reason: str) -> None:
+        super().__init__(description, reason)
+        self.description = description
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"cannot listen on {self.description}: {self.reason}"
+
+
+def explain_listen_failure(error: BaseException) -> str:
+    """
+    Say in words why listening failed.
+
+    @param error: the exception C{listen} raised.
+    @return: e.g. C{"address already in use"}, C{"permission denied"}.
+    """
+    cause: BaseException | None = error
+    if isinstance(error, CannotListenError):
+        cause = error.socketError
+    code = getattr(cause, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return os.strerror(code).lower()
+    return str(cause or error) or type(error).__name__
+
+
+@dataclass(frozen=True)
+class UDPAddress:
+    """
+    Where a UDP service listens.
+
+    @ivar port: UDP port number, 0 for any free port.
+    @ivar interface: local address to bind, C{""} for all IPv4 addresses,
+        C{"::"} for all IPv6 ones.
+    """
+
+    port: int
+    interface: str = ""
+
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+def parse_udp_description(description: str) -> UDPAddress:
+    """
+    Parse a UDP listening address in Twisted's endpoint string form.
+
+    @param description: C{udp:PORT[:interface=ADDR]}; colons in C{ADDR} are
+        escaped with a backslash as in every endpoint string
+        (C{udp:7007:interface=\\:\\:1}). C{port=PORT} is accepted too.
+    @return: the parsed L{UDPAddress}.
+    @raise ValueError: with a message naming what is wrong.
+    """
+    kind, _, rest = description.partition(":")
+    if kind != "udp":
+        raise ValueError(f"expected udp:PORT[:interface=ADDR], not {description!r}")
+    args: list[str] = []
+    kwargs: dict[str, str] = {}
+    for part in _UNESCAPED_COLON.split(rest) if rest else []:
+        part = part.replace("\\:", ":")
+        key, sep, value = part.partition("=")
+        if sep:
+            if key not in ("port", "interface"):
+                raise ValueError(f"unknown udp parameter {key!r} in {description!r}")
+            kwargs[key] = value
+        else:
+            args.append(part)
+    if len(args) > 1 or (args and "port" in kwargs):
+        raise ValueError(f"too many ports in {description!r}")
+    port_text = args[0] if args else kwargs.get("port")
+    if port_text is None:
+        raise ValueError(f"no port in {description!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"bad port {port_text!r} in {description!r}") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} out of range 0-65535 in {description!r}")
+    return UDPAddress(port, kwargs.get("interface", ""))
+
+
+def _stop_listening(port: Any) -> Deferred[None]:
+    d: Deferred[None] = maybeDeferred(port.stopListening)
+    return d
+
+
+class StreamListenerService(Service):
+    """
+    Listens on one stream endpoint (TCP, UNIX, TLS...) while running.
+
+    Listening starts in C{privilegedStartService} (before twistd drops
+    privileges), and a failure is raised there as L{ListenError}.
+
+    @ivar port: the L{IListeningPort} once listening, else L{None}.
+    """
+
+    port: IListeningPort | None = None
+
+    def __init__(
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        service_name: str,
+    ) -> None:
+        self.description = description
+        self.endpoint = endpoint
+        self.factory = factory
+        self.service_name = service_name
+        self._started = False
+
+    def privilegedStartService(self) -> None:
+        """
+        Start listening.
+
+        @raise ListenError: if the endpoint failed at once (busy port,
+            permission denied, bad address).
+        """
+        Service.privilegedStartService(self)
+        if self._started:
+            return
+        self._started = True
+        failures: list[Failure] = []
+        try:
+            d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
+        except Exception as e:
+            raise ListenError(self.description, explain_listen_failure(e)) from e
+        d.addCallbacks(self._listening, failures.append)
+        if failures:
+            error = failures[0].value
+            assert error is not None
+            raise ListenError(self.description, explain_listen_failure(error))
+
+    def _listening(self, port: IListeningPort) -> None:
+        self.port = port
+        _log.info(
+            "{service} listening on {address}",
+            service=self.service_name,
+            address=describe_address(port.getHost()),
+        )
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if not self._started:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None] | None:
+        """
+        Stop listening; open connections are not touched.
+        """
+        Service.stopService(self)
+        self._started = False
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        return _stop_listening(port)
+
+
+class DatagramListenerService(Service):
+    """
+    Listens on one UDP address while running.
+
+    @ivar port: the UDP port once listening, else L{None}.
+    """
+
+    port: Any = None
+
+    def __init__(
+        self,
+        description: str,
+        address: UDPAddress,
+        protocol: DatagramProtocol,
+        reactor: IReactorUDP,
+        service_name: str,
+    ) -> None:
+        self.description = description
+        self.address = address
+        self.protocol = protocol
+        self.reactor = reactor
+        self.service_name = service_name
+
+    def privilegedStartService(self) -> None:
+        """
+        Start listening, reading datagrams up to L{MAX_DATAGRAM} bytes.
+
+        @raise ListenError: if the address cannot be bound.
+        """
+        Service.privilegedStartService(self)
+        if self.port is not None:
+            return
+        try:
+            self.port = self.reactor.listenUDP(
+                self.address.port,
+                self.protocol,
+                interface=self.address.interface,
+                maxPacketSize=MAX_DATAGRAM,
+            )
+        except Exception as e:
+            raise ListenError(self.description, explain_listen_failure(e)) from e
+        _log.info(
+            "{service} listening on {address}",
+            service=self.service_name,
+            address=describe_address(self.port.getHost()),
+        )
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self.port is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None] | None:
+        Service.stopService(self)
+        port, self.port = self.port, None
+        if port is None:
+            return None
+        return _stop_listening(port)

@@ -1,0 +1,121 @@
+# -*- test-case-name: tests.test_welcome -*-
+"""
+Welcome: a banner line on connect, then C{OK...} and the line for every line
+received.
+
+Lines end in C{\\n} or C{\\r\\n} (netcat, telnet); replies end in C{\\r\\n}
+(RFC 854's NVT end of line). Telnet commands and option negotiation
+(RFC 854, C{IAC ...}) are parsed by L{twisted.conch.telnet.Telnet}: they are
+answered as telnet requires (every option refused) and never echoed as text.
+A line longer than the limit gets one error line, then the connection closes.
+"""
+
+from __future__ import annotations
+
+from twisted.conch import telnet
+from twisted.internet.interfaces import IReactorTime
+from twisted.protocols import basic
+
+from twisted_echo.counters import ServiceCounters
+from twisted_echo.stream import StreamFactory, StreamProtocol
+
+DEFAULT_BANNER = "Welcome to the server. Type something and hit enter"
+DEFAULT_MAX_LINE = 16384
+_EOL = b"\r\n"
+
+
+class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
+    """
+    The welcome service's protocol, with half-close and flow control (see
+    L{twisted_echo.stream}): replies to every line received before the peer
+    half-closed are delivered, and a last line without an end of line is
+    answered too.
+    """
+
+    factory: WelcomeFactory
+    delimiter = b"\n"
+
+    def __init__(self) -> None:
+        telnet.Telnet.__init__(self)
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self.MAX_LENGTH = self.factory.max_line
+        self.send(self.factory.banner + _EOL)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Strip telnet commands from C{data} and pass the text on as lines.
+        """
+        self.bytes_in += len(data)
+        if self.state == "data" and telnet.IAC not in data:
+            # Fast path, same result as the telnet parser: no command, and
+            # CR only as part of CR LF (the parser turns CR LF into LF).
+            if b"\r" not in data:
+                basic.LineReceiver.dataReceived(self, data)
+                return
+            if data.count(b"\r") == data.count(b"\r\n"):
+                basic.LineReceiver.dataReceived(self, data.replace(b"\r\n", b"\n"))
+                return
+        try:
+            telnet.Telnet.dataReceived(self, data)
+        except ValueError:
+            # Telnet.dataReceived raises on a byte after IAC that no telnet
+            # command uses.
+            self.send(b"ERROR: malformed telnet command (IAC sequence)" + _EOL)
+            self.close()
+
+    def applicationDataReceived(self, data: bytes) -> None:
+        """
+        Text from the telnet parser: split it into lines.
+        """
+        basic.LineReceiver.dataReceived(self, data)
+
+    def lineReceived(self, line: bytes) -> None:
+        """
+        Answer one line (bytes, without its end of line) with C{OK...line}.
+        """
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        self.send(b"OK..." + line + _EOL)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """
+        Answer a line over the limit with one error line and close.
+        """
+        self.send(
+            b"ERROR: line too long (over %d bytes); closing connection%s"
+            % (self.MAX_LENGTH, _EOL)
+        )
+        self.close()
+
+    def end_of_input(self) -> None:
+        """
+        Answer a last line that the peer ended with EOF instead of C{\\n}.
+        """
+        rest: bytes = basic.LineReceiver.clearLineBuffer(self)
+        if rest and not self.transport.disconnecting:  # type: ignore[union-attr]
+            self.lineReceived(rest)
+
+
+class WelcomeFactory(StreamFactory):
+    """
+    Builds L{Welcome} protocols and holds their settings.
+
+    @ivar banner: the first line sent on connect (bytes, UTF-8, no EOL).
+    @ivar max_line: the longest line accepted, in bytes, without its EOL.
+    """
+
+    protocol = Welcome
+    service_name = "welcome"
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        counters: ServiceCounters | None = None,
+        banner: str = DEFAULT_BANNER,
+        max_line: int = DEFAULT_MAX_LINE,
+    ) -> None:
+        super().__init__(clock, counters)
+        self.banner = banner.encode("utf-8")
+        self.max_line = max_line
