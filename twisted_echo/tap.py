@@ -45,6 +45,19 @@ DEFAULTS = {
 TCP_SERVICES = ("echo", "upper", "welcome")
 
 
+def _max_line(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"--max-line takes a positive number of bytes, not {value!r}")
+    return number
+
+
+_max_line.coerceDoc = "A positive number of bytes."  # type: ignore[attr-defined]
+
+
 def _listener_option(service: str, help_text: str) -> Any:
     def opt(self: Options, description: str) -> None:
         self.listeners[service].append(description)
@@ -78,7 +91,7 @@ class Options(usage.Options):
             None,
             DEFAULT_MAX_LINE,
             "Longest line the welcome service accepts, in bytes.",
-            int,
+            _max_line,
         ],
     ]
 
@@ -100,10 +113,6 @@ class Options(usage.Options):
         """
         from twisted.internet import reactor
 
-        if self["max-line"] < 1:
-            raise usage.UsageError(
-                f"--max-line must be a positive number of bytes, not {self['max-line']}"
-            )
         for service, given in self.listeners.items():
             if self[f"no-{service}"]:
                 if given:

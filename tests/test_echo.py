@@ -1,0 +1,123 @@
+"""
+Tests for L{twisted_echo.echo}: RFC 862 TCP echo.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from tests.loopback import (
+    connect_stalled_reader,
+    exchange,
+    listen_tcp,
+    record_protocols,
+)
+from tests.memory import connect
+from twisted_echo.echo import Echo, EchoFactory
+
+
+class EchoProtocolTests(TestCase):
+    """
+    The echo protocol, in memory.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = EchoFactory(self.clock)
+        self.protocol, self.transport = connect(self.factory, Echo)
+
+    def test_every_byte_value_comes_back(self) -> None:
+        """
+        All 256 byte values come back unchanged, in order, whatever the
+        chunking.
+        """
+        payload = bytes(range(256)) * 3
+        for start in range(0, len(payload), 100):
+            self.protocol.dataReceived(payload[start : start + 100])
+        self.assertEqual(self.transport.value(), payload)
+
+    def test_half_close_sends_everything_then_closes(self) -> None:
+        """
+        When the peer shuts down its sending side, what was echoed stays
+        queued and the transport is asked to close after flushing it, with
+        the flow-control producer unregistered so that a paused transport
+        still closes.
+        """
+        self.protocol.dataReceived(b"last words")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.transport.value(), b"last words")
+        self.assertTrue(self.transport.disconnecting)
+        self.assertIsNone(self.transport.producer)
+
+    def test_counts_connection_and_bytes(self) -> None:
+        """
+        The service counters record the connection and its bytes.
+        """
+        self.protocol.dataReceived(b"12345")
+        counters = self.factory.counters
+        self.assertEqual(
+            (counters.connections_total, counters.connections_open), (1, 1)
+        )
+        self.clock.advance(2.5)
+        self.protocol.readConnectionLost()
+        self.protocol.connectionLost(None)
+        self.assertEqual(
+            (counters.connections_total, counters.connections_open), (1, 0)
+        )
+        self.assertEqual((counters.bytes_in, counters.bytes_out), (5, 5))
+
+
+class EchoLoopbackTests(TestCase):
+    """
+    The echo service on a real loopback socket.
+    """
+
+    def setUp(self) -> None:
+        self.factory = EchoFactory(reactor)  # type: ignore[arg-type]
+        self.port = listen_tcp(self, self.factory)
+
+    async def test_20_mb_with_half_close_arrives_intact(self) -> None:
+        """
+        A client that sends 20 MB and then shuts down its sending side gets
+        every byte back (sha256) before the server closes.
+        """
+        payload = os.urandom(20 * 1000 * 1000)
+        client = await exchange(self.port, payload)
+        self.assertEqual(client.count, len(payload))
+        self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
+
+    async def test_eight_clients_at_once(self) -> None:
+        """
+        Eight clients connected at the same time each get exactly their own
+        bytes back.
+        """
+        payloads = [os.urandom(300_000) + bytes([i]) for i in range(8)]
+        clients = await gatherResults(
+            [Deferred.fromCoroutine(exchange(self.port, p)) for p in payloads]
+        )
+        for client, payload in zip(clients, payloads, strict=True):
+            self.assertEqual(b"".join(client.received), payload)
+
+    async def test_client_that_does_not_read_is_paused(self) -> None:
+        """
+        A client that writes and does not read stops being read from once
+        the server's write buffer is full (flow control), so it cannot make
+        the server buffer without bound; when it reads again, every byte
+        arrives.
+        """
+        servers = record_protocols(self.factory)
+        client = await connect_stalled_reader(self.port)
+        await client.fill(limit=128 * 1024 * 1024, quiet=0.5)
+        # Only kernel socket buffers and one transport buffer were filled.
+        self.assertLess(client.sent, 64 * 1024 * 1024)
+        [server] = servers
+        self.assertTrue(server.transport.producerPaused)  # type: ignore[union-attr]
+        await client.drain()
+        self.assertEqual(client.received, client.sent)
+        self.assertEqual(client.digest_in.digest(), client.digest_out.digest())

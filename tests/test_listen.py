@@ -1,0 +1,112 @@
+"""
+Tests for L{twisted_echo.listen}: listeners, UDP addresses, listen errors.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.error import CannotListenError
+from twisted.logger import capturedLogs
+from twisted.trial.unittest import TestCase
+
+from twisted_echo.echo import EchoFactory
+from twisted_echo.listen import (
+    ListenError,
+    StreamListenerService,
+    UDPAddress,
+    explain_listen_failure,
+    parse_udp_description,
+)
+
+
+class ParseUDPDescriptionTests(TestCase):
+    """
+    C{udp:PORT[:interface=ADDR]}, in Twisted's endpoint string syntax.
+    """
+
+    def test_forms(self) -> None:
+        for text, expected in [
+            ("udp:7007", UDPAddress(7007, "")),
+            ("udp:0:interface=127.0.0.1", UDPAddress(0, "127.0.0.1")),
+            ("udp:port=53:interface=\\:\\:1", UDPAddress(53, "::1")),
+        ]:
+            self.assertEqual(parse_udp_description(text), expected, text)
+
+    def test_errors_name_the_problem(self) -> None:
+        for text, words in [
+            ("tcp:7007", "expected udp:PORT"),
+            ("udp:", "no port"),
+            ("udp:seven", "bad port 'seven'"),
+            ("udp:70000", "out of range"),
+            ("udp:7:colour=red", "unknown udp parameter 'colour'"),
+            ("udp:7:8", "too many ports"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parse_udp_description(text)
+            self.assertIn(words, str(caught.exception), text)
+
+
+class ExplainListenFailureTests(TestCase):
+    def test_busy_port_in_words(self) -> None:
+        error = CannotListenError(
+            "127.0.0.1", 7007, OSError(errno.EADDRINUSE, "Address already in use")
+        )
+        self.assertEqual(explain_listen_failure(error), "address already in use")
+
+    def test_other_errors_keep_their_message(self) -> None:
+        self.assertEqual(
+            explain_listen_failure(ValueError("no such file")), "no such file"
+        )
+
+
+class StreamListenerServiceTests(TestCase):
+    """
+    One TCP listener as a service.
+    """
+
+    def test_logs_the_real_bound_address(self) -> None:
+        """
+        With port 0, the log says which port was really bound.
+        """
+        service = StreamListenerService(
+            "tcp:0:interface=127.0.0.1",
+            TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1"),
+            EchoFactory(reactor),  # type: ignore[arg-type]
+            "echo",
+        )
+        with capturedLogs() as events:
+            service.privilegedStartService()
+        self.addCleanup(service.stopService)
+        assert service.port is not None
+        port = service.port.getHost().port
+        self.assertNotEqual(port, 0)
+        messages = [e.get("address") for e in events if e.get("service") == "echo"]
+        self.assertEqual(messages, [f"tcp:127.0.0.1:{port}"])
+
+    def test_busy_port_raises_listen_error(self) -> None:
+        """
+        A port already in use is reported as a L{ListenError} naming the
+        address as the user wrote it.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        number = busy.getsockname()[1]
+        description = f"tcp:{number}:interface=127.0.0.1"
+        service = StreamListenerService(
+            description,
+            TCP4ServerEndpoint(reactor, number, interface="127.0.0.1"),
+            EchoFactory(reactor),  # type: ignore[arg-type]
+            "echo",
+        )
+        with self.assertRaises(ListenError) as caught:
+            service.privilegedStartService()
+        self.assertEqual(
+            str(caught.exception),
+            f"cannot listen on {description}: address already in use",
+        )

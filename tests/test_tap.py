@@ -1,0 +1,144 @@
+"""
+Tests for L{twisted_echo.tap}: the options and the service they build.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from twisted_echo.listen import DatagramListenerService, StreamListenerService
+from twisted_echo.tap import DEFAULTS, Options, SockechoService, makeService
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionsTests(TestCase):
+    """
+    Option parsing and validation.
+    """
+
+    def test_defaults_are_on_loopback(self) -> None:
+        """
+        With no options every service listens on its default port on
+        127.0.0.1 only.
+        """
+        options = parse()
+        self.assertEqual(
+            options.listeners,
+            {name: [description] for name, description in DEFAULTS.items()},
+        )
+        for description in DEFAULTS.values():
+            self.assertIn("interface=127.0.0.1", description)
+
+    def test_listener_option_replaces_default_and_repeats(self) -> None:
+        options = parse(
+            "--echo", "tcp:0:interface=127.0.0.1", "--echo", "unix:/tmp/e.sock"
+        )
+        self.assertEqual(
+            options.listeners["echo"], ["tcp:0:interface=127.0.0.1", "unix:/tmp/e.sock"]
+        )
+        self.assertEqual(options.listeners["upper"], [DEFAULTS["upper"]])
+
+    def test_switch_a_service_off(self) -> None:
+        options = parse("--no-upper", "--no-udp")
+        self.assertEqual(options.listeners["upper"], [])
+        self.assertEqual(options.listeners["udp"], [])
+
+    def test_errors_name_the_option_and_value(self) -> None:
+        for args, words in [
+            (["--echo", "bogus:1"], "bad address for --echo 'bogus:1'"),
+            (["--welcome", "tcp:notaport"], "bad address for --welcome 'tcp:notaport'"),
+            (["--udp", "udp:x"], "bad address for --udp 'udp:x'"),
+            (["--upper", "tcp:0", "--no-upper"], "--upper and --no-upper conflict"),
+            (["--max-line", "0"], "--max-line takes a positive number of bytes"),
+            (["--max-line", "many"], "--max-line takes a positive number of bytes"),
+            (
+                ["--no-echo", "--no-upper", "--no-welcome", "--no-udp"],
+                "nothing to run",
+            ),
+        ]:
+            with self.assertRaises(usage.UsageError) as caught:
+                parse(*args)
+            self.assertIn(words, str(caught.exception), args)
+
+
+class MakeServiceTests(TestCase):
+    """
+    The service tree and its start-up failures.
+    """
+
+    def test_one_child_per_listener(self) -> None:
+        service = makeService(
+            parse(
+                "--echo", "tcp:0:interface=127.0.0.1",
+                "--echo", "tcp6:0:interface=\\:\\:1",
+                "--upper", "tcp:0:interface=127.0.0.1",
+                "--no-welcome",
+                "--udp", "udp:0:interface=127.0.0.1",
+            )
+        )  # fmt: skip
+        children = list(service)
+        self.assertEqual(
+            [(type(c), c.service_name) for c in children],  # type: ignore[attr-defined]
+            [
+                (StreamListenerService, "echo"),
+                (StreamListenerService, "echo"),
+                (StreamListenerService, "upper"),
+                (DatagramListenerService, "udp"),
+            ],
+        )
+        self.assertEqual(sorted(service.counters), ["echo", "udp", "upper"])
+
+    def test_starts_and_stops_listening(self) -> None:
+        service = makeService(
+            parse(
+                "--echo", "tcp:0:interface=127.0.0.1",
+                "--upper", "tcp:0:interface=127.0.0.1",
+                "--welcome", "tcp:0:interface=127.0.0.1",
+                "--udp", "udp:0:interface=127.0.0.1",
+            )
+        )  # fmt: skip
+        service.privilegedStartService()
+        service.startService()
+        ports = [child.port for child in service]  # type: ignore[attr-defined]
+        self.assertTrue(all(p is not None for p in ports))
+        return service.stopService()
+
+    def test_busy_port_is_one_line_and_exit_1(self) -> None:
+        """
+        A port in use gives the one line naming it on standard error, removes
+        the pid file twistd wrote, and exits with status 1.
+        """
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        description = f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1"
+        pidfile = self.mktemp()
+        with open(pidfile, "w") as f:
+            f.write(str(os.getpid()))
+        stderr = io.StringIO()
+        top = SockechoService({}, pidfile=pidfile, stderr=stderr)
+        for child in makeService(
+            parse("--echo", "tcp:0:interface=127.0.0.1", "--echo", description)
+        ):
+            top.addService(child)
+        with self.assertRaises(SystemExit) as caught:
+            top.privilegedStartService()
+        self.assertEqual(caught.exception.code, 1)
+        self.assertEqual(
+            stderr.getvalue(),
+            f"sockecho: cannot listen on {description}: address already in use\n",
+        )
+        self.assertFalse(os.path.exists(pidfile))
+        # The listener that did start was stopped again.
+        self.assertIsNone(list(top)[0].port)  # type: ignore[attr-defined]

@@ -1,0 +1,184 @@
+"""
+Tests for L{twisted_echo.welcome}: banner, C{OK...} lines, telnet, limits.
+"""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.conch import telnet
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+from twisted.trial.unittest import TestCase
+
+from tests.loopback import exchange, listen_tcp
+from tests.memory import connect, cut
+from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory
+
+BANNER = DEFAULT_BANNER.encode() + b"\r\n"
+
+
+class WelcomeProtocolTests(TestCase):
+    """
+    The welcome protocol, in memory.
+    """
+
+    def setUp(self) -> None:
+        self.factory = WelcomeFactory(Clock(), max_line=100)
+        self.protocol, self.transport = connect(self.factory, Welcome)
+
+    def replies(self) -> bytes:
+        """
+        What was sent after the banner.
+        """
+        value = self.transport.value()
+        self.assertTrue(value.startswith(BANNER), value)
+        return value[len(BANNER) :]
+
+    def test_banner_then_ok_line(self) -> None:
+        """
+        The reference session: the banner on connect, C{hi} answered by
+        C{OK...hi}.
+        """
+        self.assertEqual(self.transport.value(), BANNER)
+        self.protocol.dataReceived(b"hi\n")
+        self.assertEqual(self.replies(), b"OK...hi\r\n")
+
+    def test_custom_banner(self) -> None:
+        """
+        The banner is the factory's, in UTF-8.
+        """
+        _, transport = connect(WelcomeFactory(Clock(), banner="Grüß dich"), Welcome)
+        self.assertEqual(transport.value(), "Grüß dich\r\n".encode())
+
+    def test_crlf_and_lf_lines_split_anywhere(self) -> None:
+        """
+        Lines ending in LF (netcat) or CR LF (telnet), split across chunks
+        anywhere, each get one reply ending in CR LF.
+        """
+        for chunk in [b"o", b"ne\r", b"\ntwo\n", b"three\r\nfo", b"ur\n"]:
+            self.protocol.dataReceived(chunk)
+        self.assertEqual(
+            self.replies(), b"OK...one\r\nOK...two\r\nOK...three\r\nOK...four\r\n"
+        )
+
+    def test_telnet_negotiation_is_answered_not_echoed(self) -> None:
+        """
+        A telnet client's option request (IAC DO ECHO) is refused as RFC 854
+        says (IAC WONT ECHO) and never shows up in a reply line.
+        """
+        self.protocol.dataReceived(telnet.IAC + telnet.DO + telnet.ECHO + b"hi\r\n")
+        replies = self.replies()
+        self.assertIn(telnet.IAC + telnet.WONT + telnet.ECHO, replies)
+        self.assertTrue(replies.endswith(b"OK...hi\r\n"), replies)
+        self.assertNotIn(telnet.IAC, replies.split(b"OK...")[1])
+
+    def test_telnet_commands_are_stripped(self) -> None:
+        """
+        Telnet commands inside a line (interrupt process, no-op, a
+        subnegotiation) are removed from the text.
+        """
+        self.protocol.dataReceived(
+            b"a"
+            + telnet.IAC
+            + telnet.IP
+            + b"b"
+            + telnet.IAC
+            + telnet.NOP
+            + telnet.IAC
+            + telnet.SB
+            + b"\x18\x00xterm"
+            + telnet.IAC
+            + telnet.SE
+            + b"c\r\n"
+        )
+        self.assertEqual(self.replies(), b"OK...abc\r\n")
+
+    def test_malformed_telnet_command(self) -> None:
+        """
+        A byte after IAC that is no telnet command gets an error line and a
+        clean close, not a crash.
+        """
+        self.protocol.dataReceived(telnet.IAC + b"A")
+        self.assertTrue(self.replies().startswith(b"ERROR: malformed telnet"))
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_line_at_the_limit_is_answered(self) -> None:
+        """
+        A line of exactly C{max_line} bytes is fine.
+        """
+        self.protocol.dataReceived(b"x" * 100 + b"\r\n")
+        self.assertEqual(self.replies(), b"OK..." + b"x" * 100 + b"\r\n")
+        self.assertFalse(self.transport.disconnecting)
+
+    def test_line_over_the_limit(self) -> None:
+        """
+        A line over C{max_line} bytes, even without its end of line yet,
+        gets one error line, then the connection closes.
+        """
+        self.protocol.dataReceived(b"y" * 60)
+        self.protocol.dataReceived(b"y" * 60)
+        self.assertEqual(
+            self.replies(),
+            b"ERROR: line too long (over 100 bytes); closing connection\r\n",
+        )
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_half_close_answers_every_line_and_the_last_partial_one(self) -> None:
+        """
+        After the peer half-closes, every line it sent is answered, a last
+        line without an end of line too, then the connection closes.
+        """
+        self.protocol.dataReceived(b"a\nb\nlast")
+        self.protocol.readConnectionLost()
+        self.assertEqual(self.replies(), b"OK...a\r\nOK...b\r\nOK...last\r\n")
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_invalid_utf8_and_nul_pass_through(self) -> None:
+        """
+        Bytes that are not UTF-8 (other than telnet's IAC) and NUL come back
+        unchanged in the reply.
+        """
+        self.protocol.dataReceived(b"\x80\xfe\x00z\n")
+        self.assertEqual(self.replies(), b"OK...\x80\xfe\x00z\r\n")
+
+    @given(
+        st.lists(
+            st.binary(max_size=20).filter(
+                lambda b: b"\n" not in b and b"\r" not in b and b"\xff" not in b
+            ),
+            max_size=10,
+        ),
+        st.lists(st.integers(0, 400), max_size=8),
+        st.booleans(),
+    )
+    def test_one_reply_per_line_any_chunking(
+        self, lines: list[bytes], cuts: list[int], crlf: bool
+    ) -> None:
+        """
+        For any lines, any end of line style and any chunking, there is
+        exactly one C{OK...} reply per line, in order.
+        """
+        protocol, transport = connect(WelcomeFactory(Clock()), Welcome)
+        stream = b"".join(line + (b"\r\n" if crlf else b"\n") for line in lines)
+        for chunk in cut(stream, cuts):
+            protocol.dataReceived(chunk)
+        expected = b"".join(b"OK..." + line + b"\r\n" for line in lines)
+        self.assertEqual(transport.value(), BANNER + expected)
+
+
+class WelcomeLoopbackTests(TestCase):
+    """
+    The welcome service on a real loopback socket.
+    """
+
+    async def test_many_lines_with_half_close(self) -> None:
+        """
+        Thousands of lines sent at once, then a half-close: every reply
+        arrives, in order, before the server closes.
+        """
+        port = listen_tcp(self, WelcomeFactory(reactor))  # type: ignore[arg-type]
+        lines = [b"line %d" % i for i in range(20_000)]
+        client = await exchange(port, b"\r\n".join(lines) + b"\r\n")
+        expected = BANNER + b"".join(b"OK..." + line + b"\r\n" for line in lines)
+        self.assertEqual(b"".join(client.received), expected)
