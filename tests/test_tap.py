@@ -58,6 +58,7 @@ class OptionsTests(TestCase):
             (["--echo", "bogus:1"], "bad address for --echo 'bogus:1'"),
             (["--welcome", "tcp:notaport"], "bad address for --welcome 'tcp:notaport'"),
             (["--udp", "udp:x"], "bad address for --udp 'udp:x'"),
+            (["--echo", "tcp:7:interfase=a"], "unknown parameter 'interfase'"),
             (["--upper", "tcp:0", "--no-upper"], "--upper and --no-upper conflict"),
             (["--max-line", "0"], "--max-line takes a positive number of bytes"),
             (["--max-line", "many"], "--max-line takes a positive number of bytes"),

@@ -11,6 +11,7 @@ C{udp:PORT[:interface=ADDR]}. Defaults listen on loopback only.
 from __future__ import annotations
 
 import os
+import re
 import sys
 from typing import IO, Any
 
@@ -64,6 +65,16 @@ def _listener_option(service: str, help_text: str) -> Any:
 
     opt.__doc__ = f"{help_text} [default: {DEFAULTS[service]}] (repeatable)"
     return opt
+
+
+def _explain_parse_error(error: Exception) -> str:
+    """
+    Say why an endpoint string did not parse, in the user's terms.
+    """
+    unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
+    if isinstance(error, TypeError) and unknown:
+        return f"unknown parameter {unknown.group(1)!r}"
+    return str(error)
 
 
 class Options(usage.Options):
@@ -131,7 +142,8 @@ class Options(usage.Options):
                         )
                 except Exception as e:
                     raise usage.UsageError(
-                        f"bad address for --{service} {description!r}: {e}"
+                        f"bad address for --{service} {description!r}: "
+                        f"{_explain_parse_error(e)}"
                     ) from None
         if not any(self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]):
             raise usage.UsageError("every service is switched off; nothing to run")
