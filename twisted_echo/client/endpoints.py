@@ -1,0 +1,182 @@
+# -*- test-case-name: tests.test_client_endpoints -*-
+"""
+Where the client connects: Twisted client endpoint strings for streams
+(C{tcp:HOST:PORT}, C{tcp6:}, C{unix:PATH}, C{ssl:...}, anything
+L{clientFromString} takes) and C{udp:HOST:PORT} for datagrams, which Twisted
+has no client endpoint for.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import re
+import socket
+from dataclasses import dataclass
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.endpoints import clientFromString
+from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
+from twisted.python.failure import Failure
+
+from twisted_echo.client.errors import ClientUsageError
+
+_UNESCAPED_COLON = re.compile(r"(?<!\\):")
+
+
+class EndpointError(ClientUsageError, ValueError):
+    """
+    An endpoint string the user gave cannot be used; C{str()} is one line
+    naming it and why.
+    """
+
+
+@dataclass(frozen=True)
+class DatagramTarget:
+    """
+    A UDP peer as the user named it.
+
+    @ivar host: a host name or an IPv4 or IPv6 address literal.
+    @ivar port: the UDP port, 1 to 65535.
+    """
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = self.host.replace(":", "\\:")
+        return f"udp:{host}:{self.port}"
+
+
+def is_datagram(description: str) -> bool:
+    """
+    @param description: an endpoint string.
+    @return: whether it names a UDP peer (C{udp:...}).
+    """
+    return description.strip().lower().startswith("udp:")
+
+
+def parse_datagram_endpoint(description: str) -> DatagramTarget:
+    """
+    Parse C{udp:HOST:PORT}. HOST may be an IPv6 literal with its colons
+    escaped (C{udp:\\:\\:1:7}) or in brackets (C{udp:[::1]:7}); the
+    keyword form C{udp:host=H:port=P} is accepted too.
+
+    @param description: the endpoint string.
+    @return: the peer it names.
+    @raise EndpointError: when it is not of that form.
+    """
+    kind, _, rest = description.strip().partition(":")
+    if kind.lower() != "udp":
+        raise EndpointError(f"bad endpoint {description!r}: not a udp: endpoint")
+    fields: dict[str, str] = {}
+    positional: list[str] = []
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or not after.startswith(":"):
+            raise EndpointError(f"bad endpoint {description!r}: unclosed '['")
+        positional.append(host)
+        rest = after[1:]
+    for part in _UNESCAPED_COLON.split(rest) if rest else []:
+        part = part.replace("\\:", ":")
+        key, eq, value = part.partition("=")
+        if eq and key in ("host", "port"):
+            fields[key] = value
+        else:
+            positional.append(part)
+    for key, value in zip(("host", "port"), positional, strict=False):
+        fields.setdefault(key, value)
+    if len(positional) > 2 or "host" not in fields or "port" not in fields:
+        raise EndpointError(f"bad endpoint {description!r}: expected udp:HOST:PORT")
+    host, port_text = fields["host"], fields["port"]
+    if not host:
+        raise EndpointError(f"bad endpoint {description!r}: empty host")
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise EndpointError(
+            f"bad endpoint {description!r}: port {port_text!r} is not 1-65535"
+        )
+    return DatagramTarget(host, port)
+
+
+def stream_endpoint(reactor: object, description: str) -> IStreamClientEndpoint:
+    """
+    Build a stream client endpoint with L{clientFromString}.
+
+    @param reactor: the reactor to connect with.
+    @param description: e.g. C{tcp:127.0.0.1:7007}, C{unix:/run/s.sock}.
+    @return: the endpoint (nothing is connected yet).
+    @raise EndpointError: when the string is not a client endpoint, or names
+        C{udp:} where a stream is needed.
+    """
+    if is_datagram(description):
+        raise EndpointError(
+            f"bad endpoint {description!r}: udp is not a stream endpoint here"
+        )
+    try:
+        endpoint: IStreamClientEndpoint = clientFromString(reactor, description)
+    except Exception as e:
+        reason = str(e) or type(e).__name__
+        raise EndpointError(f"bad endpoint {description!r}: {reason}") from None
+    return endpoint
+
+
+def resolve_datagram_target(
+    reactor: IReactorCore, target: DatagramTarget
+) -> Deferred[tuple[str, int]]:
+    """
+    Find the address to send datagrams to.
+
+    @param reactor: used for name resolution (IPv4 only for names).
+    @param target: the peer.
+    @return: a L{Deferred} firing with C{(address literal, address family)},
+        the family being C{socket.AF_INET} or C{socket.AF_INET6}; it fails
+        with L{EndpointError} when the name does not resolve.
+    """
+    try:
+        literal = ipaddress.ip_address(target.host)
+    except ValueError:
+        pass
+    else:
+        family = socket.AF_INET6 if literal.version == 6 else socket.AF_INET
+        return succeed((str(literal), family))
+
+    def failed(failure: Failure) -> tuple[str, int]:
+        raise EndpointError(
+            f"cannot resolve {target.host!r} for {target}: "
+            f"{explain_connect_failure(failure.value or Exception())}"
+        )
+
+    resolving: Deferred[str] = reactor.resolve(target.host)
+    return resolving.addCallbacks(lambda ip: (ip, socket.AF_INET), failed)
+
+
+def explain_connect_failure(reason: BaseException) -> str:
+    """
+    Say in words why a connection failed or ended badly.
+
+    @param reason: the exception (e.g. L{error.ConnectionRefusedError}).
+    @return: e.g. C{"connection refused"}, C{"timed out"}.
+    """
+    if isinstance(reason, error.ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, error.TimeoutError | TimeoutError):
+        return "timed out"
+    if isinstance(reason, error.DNSLookupError):
+        return "host name not found"
+    if isinstance(reason, error.NoRouteError):
+        return "no route to host"
+    if isinstance(reason, error.ConnectionDone):
+        return "connection closed"
+    if isinstance(reason, error.ConnectionLost):
+        return "connection lost (reset by peer)"
+    code = getattr(reason, "osError", None) or getattr(reason, "errno", None)
+    if isinstance(code, int) and code in errno.errorcode:
+        return os.strerror(code).lower()
+    text = str(reason).strip().rstrip(".")
+    return text.splitlines()[0] if text else type(reason).__name__
