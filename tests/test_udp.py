@@ -1,5 +1,7 @@
+# -*- test-case-name: tests.test_udp -*-
 """
-Tests for L{twisted_echo.udp}: UDP echo with BSD inetd's loop guard.
+Tests for L{twisted_echo.udp}: UDP echo with BSD inetd's loop guard and rate
+limits.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import socket
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.trial.unittest import TestCase
 
 from twisted_echo.listen import DatagramListenerService, UDPAddress
+from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.udp import LOOP_PORTS, UDPEcho
 
 
@@ -61,6 +65,112 @@ class UDPEchoProtocolTests(TestCase):
         self.transport.write = refuse  # type: ignore[method-assign]
         self.protocol.datagramReceived(b"x", ("192.0.2.1", 5555))
         self.assertEqual(self.protocol.counters.dropped["send_error"], 1)
+
+
+class UDPEchoRateLimitTests(TestCase):
+    """
+    UDP echo with per-source and global rate limits, on a fake transport and
+    a fake clock.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.transport = FakeDatagramTransport()
+
+    def _echo(
+        self,
+        source_limit: SourceRateLimiter | None = None,
+        global_limit: TokenBucket | None = None,
+    ) -> UDPEcho:
+        protocol = UDPEcho(source_limit=source_limit, global_limit=global_limit)
+        protocol.makeConnection(self.transport)  # type: ignore[arg-type]
+        return protocol
+
+    def _answered(self, host: str) -> int:
+        return sum(1 for _, addr in self.transport.written if addr[0] == host)
+
+    def test_flood_from_one_source(self) -> None:
+        """
+        1,000 datagrams at one instant from one host (from ever-changing
+        ports, as a spoofer would send them) with a limit of 10/s, burst 20:
+        exactly 20 are answered; more after time passes; another host is
+        still answered meanwhile.
+        """
+        protocol = self._echo(SourceRateLimiter(10, 20, self.clock))
+        for i in range(1000):
+            protocol.datagramReceived(b"flood", ("192.0.2.66", 1024 + i))
+        self.assertEqual(self._answered("192.0.2.66"), 20)
+        self.assertEqual(protocol.counters.dropped["rate_source"], 980)
+
+        protocol.datagramReceived(b"hello", ("192.0.2.7", 5555))
+        self.assertEqual(self.transport.written[-1], (b"hello", ("192.0.2.7", 5555)))
+
+        self.clock.advance(1)
+        for i in range(1000):
+            protocol.datagramReceived(b"flood", ("192.0.2.66", 1024 + i))
+        self.assertEqual(self._answered("192.0.2.66"), 30)
+        self.assertEqual(protocol.counters.dropped["rate_source"], 1970)
+        self.assertEqual(protocol.counters.datagrams_in, 2001)
+        self.assertEqual(protocol.counters.datagrams_out, 31)
+
+    def test_global_limit_caps_the_total(self) -> None:
+        """
+        The global limit caps what all sources together get back, however
+        many there are.
+        """
+        protocol = self._echo(global_limit=TokenBucket(5, 50, self.clock))
+        for i in range(200):
+            protocol.datagramReceived(b"x", (f"10.0.0.{i}", 5555))
+        self.assertEqual(len(self.transport.written), 50)
+        self.assertEqual(protocol.counters.dropped["rate_global"], 150)
+        self.clock.advance(2)
+        for i in range(200):
+            protocol.datagramReceived(b"x", (f"10.0.1.{i}", 5555))
+        self.assertEqual(len(self.transport.written), 60)
+        self.assertEqual(protocol.counters.dropped["rate_global"], 340)
+
+    def test_checks_in_order_drops_by_reason(self) -> None:
+        """
+        The loop guard comes first, then the per-source limit, then the
+        global one; each drop is counted under its own reason, and a
+        datagram dropped by an earlier check spends no token of a later one.
+        """
+        protocol = self._echo(
+            SourceRateLimiter(1, 2, self.clock), TokenBucket(1, 3, self.clock)
+        )
+        # Loop ports: dropped before any bucket is touched.
+        for _ in range(10):
+            protocol.datagramReceived(b"loop?", ("192.0.2.1", 7))
+        # Host 1: 2 answered, 8 over its own limit (global has 1 token left).
+        for _ in range(10):
+            protocol.datagramReceived(b"a", ("192.0.2.1", 5555))
+        # Host 2: its first passes the source limit and takes the last
+        # global token; its second passes the source limit, not the global.
+        for _ in range(2):
+            protocol.datagramReceived(b"b", ("192.0.2.2", 5555))
+        self.assertEqual(
+            dict(protocol.counters.dropped),
+            {"loop_port": 10, "rate_source": 8, "rate_global": 1},
+        )
+        self.assertEqual(
+            self.transport.written,
+            [(b"a", ("192.0.2.1", 5555))] * 2 + [(b"b", ("192.0.2.2", 5555))],
+        )
+
+    def test_unlimited_limiters_are_not_consulted(self) -> None:
+        """
+        Limiters with rate 0 are the same as none: no check on the hot path.
+        """
+        protocol = self._echo(
+            SourceRateLimiter(0, 0, self.clock), TokenBucket(0, 0, self.clock)
+        )
+        self.assertIsNone(protocol.source_limit)
+        self.assertIsNone(protocol.global_limit)
+        for i in range(1000):
+            protocol.datagramReceived(b"x", ("192.0.2.1", 1024 + i))
+        self.assertEqual(len(self.transport.written), 1000)
+        self.assertEqual(UDPEcho().source_limit, None)
+        self.assertEqual(UDPEcho().global_limit, None)
 
 
 class _Receiver(DatagramProtocol):

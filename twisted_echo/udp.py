@@ -6,6 +6,11 @@ Datagrams from source port 0 or from the classic internal services' ports
 (echo 7, discard 9, daytime 13, chargen 19, time 37) are never answered, as
 BSD inetd does, so two such services cannot be made to bounce datagrams at
 each other forever. Dropped datagrams are counted by reason.
+
+Optional rate limits (L{twisted_echo.ratelimit}) then bound what one source
+host, and all sources together, can get back: the per-source limit stops a
+flood from one address and caps what a spoofed reflection victim receives;
+the global limit caps the total, whatever the sources.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from twisted.internet.error import MessageLengthError
 from twisted.internet.protocol import DatagramProtocol
 
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 
 #: Source ports never answered (BSD inetd's loop guard).
 LOOP_PORTS = frozenset({0, 7, 9, 13, 19, 37})
@@ -29,26 +35,62 @@ class UDPEcho(DatagramProtocol):
     """
     Echoes each datagram to its sender.
 
+    Each datagram is checked, in this order, and dropped at the first check
+    it fails: the loop guard (source port in L{LOOP_PORTS}, as BSD inetd),
+    the per-source rate limit, then the global rate limit. So a datagram
+    dropped by its source's limit does not use up the global allowance.
+
     @ivar counters: datagrams and bytes in and out, drops by reason
         (C{"loop_port"}: the source port is in L{LOOP_PORTS};
+        C{"rate_source"}: the source host is over its rate limit;
+        C{"rate_global"}: all sources together are over the global limit;
         C{"send_error"}: the kernel refused the reply).
+    @ivar source_limit: the per-source limiter, or C{None} for none.
+    @ivar global_limit: the global limiter, or C{None} for none.
     """
 
     noisy = False
 
-    def __init__(self, counters: ServiceCounters | None = None) -> None:
+    def __init__(
+        self,
+        counters: ServiceCounters | None = None,
+        source_limit: SourceRateLimiter | None = None,
+        global_limit: TokenBucket | None = None,
+    ) -> None:
+        """
+        @param counters: where to count; a new L{ServiceCounters} if C{None}.
+        @param source_limit: datagrams per second per source host; C{None}
+            or an unlimited one (rate 0): no per-source limit.
+        @param global_limit: datagrams per second from all sources together;
+            C{None} or an unlimited one (rate 0): no global limit.
+        """
         self.counters = counters if counters is not None else ServiceCounters()
+        # An unlimited limiter is not consulted at all: one `is None` test.
+        self.source_limit = (
+            None if source_limit is None or source_limit.unlimited else source_limit
+        )
+        self.global_limit = (
+            None if global_limit is None or global_limit.unlimited else global_limit
+        )
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         """
         Send C{datagram} (bytes) back to C{addr} (C{(host, port)}), unless
-        it came from a port in L{LOOP_PORTS}.
+        it came from a port in L{LOOP_PORTS} or is over a rate limit.
         """
         counters = self.counters
         counters.datagrams_in += 1
         counters.bytes_in += len(datagram)
         if addr[1] in LOOP_PORTS:
             counters.dropped["loop_port"] += 1
+            return
+        source_limit = self.source_limit
+        if source_limit is not None and not source_limit.allow(addr[0]):
+            counters.dropped["rate_source"] += 1
+            return
+        global_limit = self.global_limit
+        if global_limit is not None and not global_limit.allow():
+            counters.dropped["rate_global"] += 1
             return
         try:
             self.transport.write(datagram, addr)  # type: ignore[union-attr]
