@@ -12,7 +12,8 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from twisted_echo.listen import DatagramListenerService, StreamListenerService
-from twisted_echo.tap import DEFAULTS, Options, SockechoService, makeService
+from twisted_echo.server import SockechoService
+from twisted_echo.tap import DEFAULTS, Options, makeService
 
 
 def parse(*args: str) -> Options:

@@ -13,6 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange, listen_tcp
 from tests.memory import connect, cut
+from twisted_echo.limits import Timeouts
 from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory
 
 BANNER = DEFAULT_BANNER.encode() + b"\r\n"
@@ -182,3 +183,40 @@ class WelcomeLoopbackTests(TestCase):
         client = await exchange(port, b"\r\n".join(lines) + b"\r\n")
         expected = BANNER + b"".join(b"OK..." + line + b"\r\n" for line in lines)
         self.assertEqual(b"".join(client.received), expected)
+
+
+class WelcomeLineTimeoutTests(TestCase):
+    """
+    A client that trickles a line byte by byte is closed after the line
+    timeout, though every byte resets the idle timeout.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = WelcomeFactory(
+            self.clock, timeouts=Timeouts(idle=5, stall=10, line=20)
+        )
+        self.protocol, self.transport = connect(self.factory, Welcome)
+
+    def test_trickled_line_is_cut_off(self) -> None:
+        for _ in range(19):
+            self.protocol.dataReceived(b"x")
+            self.clock.advance(1)
+        self.assertFalse(self.transport.disconnecting)
+        self.protocol.dataReceived(b"x")
+        self.clock.advance(1.5)
+        self.assertTrue(
+            self.transport.value().endswith(
+                b"ERROR: line not finished within 20 s; closing connection\r\n"
+            )
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.counters.timeouts["line"], 1)
+
+    def test_each_finished_line_restarts_the_clock(self) -> None:
+        for _ in range(10):
+            self.protocol.dataReceived(b"abc")
+            self.clock.advance(4)
+            self.protocol.dataReceived(b"\r\n")
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.transport.value().count(b"OK...abc\r\n"), 10)

@@ -20,7 +20,10 @@ class ServiceCounters:
     @ivar bytes_out: bytes sent back to peers.
     @ivar datagrams_in: UDP datagrams received.
     @ivar datagrams_out: UDP datagrams sent back.
-    @ivar dropped: datagrams or connections dropped, by reason (C{str}).
+    @ivar dropped: datagrams dropped, by reason (C{str}).
+    @ivar refused: TCP connections refused by a limit, by reason.
+    @ivar timeouts: TCP connections closed by a timeout, by kind (C{"idle"},
+        C{"stall"}, C{"line"}, C{"drain"}).
     """
 
     connections_open: int = 0
@@ -30,6 +33,8 @@ class ServiceCounters:
     datagrams_in: int = 0
     datagrams_out: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    timeouts: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         """
@@ -47,7 +52,10 @@ class ServiceCounters:
             )
             if value
         ]
-        parts.extend(
-            f"dropped[{reason}]={n}" for reason, n in sorted(self.dropped.items())
-        )
+        for name, counter in (
+            ("dropped", self.dropped),
+            ("refused", self.refused),
+            ("timeouts", self.timeouts),
+        ):
+            parts.extend(f"{name}[{key}]={n}" for key, n in sorted(counter.items()))
         return " ".join(parts) or "idle"

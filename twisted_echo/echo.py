@@ -19,6 +19,7 @@ class Echo(StreamProtocol):
         Send C{data} (bytes) straight back.
         """
         self.bytes_in += len(data)
+        self.resetTimeout()
         self.send(data)
 
 

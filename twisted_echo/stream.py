@@ -1,36 +1,70 @@
 # -*- test-case-name: tests.test_stream -*-
 """
-What every TCP service of sockecho shares: half-close, flow control and
-per-connection accounting.
+What every TCP service of sockecho shares: half-close, flow control, limits,
+timeouts, graceful shutdown and per-connection accounting.
 
 Half-close (RFC 9293 section 3.6, C{shutdown(SHUT_WR)}, C{nc -N}): when the
 peer stops sending, every reply byte still owed is sent before the connection
 closes. Twisted's plain L{twisted.protocols.wire.Echo} closes at once and
 loses what was still queued.
 
-Flow control: the transport is registered as its own streaming producer, so
-when its write buffer is full (the peer does not read) Twisted stops reading
-from the peer, and resumes when the buffer drains. Server memory per
-connection stays bounded by the transport's buffer size.
+Flow control: the protocol is its transport's streaming producer. When the
+transport's write buffer is full (the peer does not read) Twisted pauses it
+and it stops reading from the peer; when the buffer drains it reads again.
+Server memory per connection stays bounded by the transport's buffer size. A
+peer that stays paused longer than the stall timeout is disconnected.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
-    IConsumer,
+    IDelayedCall,
     IHalfCloseableProtocol,
     IPushProducer,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_echo.address import describe_address
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+
+
+def peer_host(address: object) -> str | None:
+    """
+    @return: the host of an IPv4 or IPv6 address, L{None} for others.
+    """
+    host = getattr(address, "host", None)
+    return host if isinstance(host, str) else None
+
+
+@implementer(IHalfCloseableProtocol)
+class Refused(Protocol):
+    """
+    Answers a connection over a limit: an optional one-line reason, then a
+    clean close.
+    """
+
+    def __init__(self, line: bytes) -> None:
+        self.line = line
+
+    def connectionMade(self) -> None:
+        if self.line:
+            self.transport.write(self.line)  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def readConnectionLost(self) -> None:
+        pass
+
+    def writeConnectionLost(self) -> None:
+        pass
 
 
 class StreamFactory(Factory):
@@ -38,53 +72,157 @@ class StreamFactory(Factory):
     Builds one service's protocols and holds that service's settings.
 
     @ivar service_name: the name used in logs and counters (C{"echo"}...).
-    @ivar clock: the reactor's clock, for connection durations (seconds).
+    @ivar clock: the reactor's clock (seconds), for timeouts and durations.
     @ivar counters: this service's L{ServiceCounters}.
+    @ivar limits: the L{ConnectionLimits} shared by the server's services.
+    @ivar timeouts: the L{Timeouts} of each connection.
+    @ivar open_protocols: the protocols of the connections open now.
+    @cvar refusal_line: whether a refused client is told why in a line
+        (line services) or just closed (byte-transparent services).
     """
 
     protocol: type[StreamProtocol]  # type: ignore[assignment]
     service_name: ClassVar[str] = "stream"
+    refusal_line: ClassVar[bool] = False
     noisy = False
 
     def __init__(
-        self, clock: IReactorTime, counters: ServiceCounters | None = None
+        self,
+        clock: IReactorTime,
+        counters: ServiceCounters | None = None,
+        limits: ConnectionLimits | None = None,
+        timeouts: Timeouts | None = None,
     ) -> None:
         self.clock = clock
         self.counters = counters if counters is not None else ServiceCounters()
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self.timeouts = timeouts if timeouts is not None else Timeouts()
+        self.open_protocols: set[StreamProtocol] = set()
+        self._draining: Deferred[None] | None = None
+
+    def buildProtocol(self, addr: Any) -> Protocol | None:
+        """
+        Build a protocol for a new connection from C{addr}, or a L{Refused}
+        one when a connection limit is reached.
+        """
+        host = peer_host(addr)
+        refusal = self.limits.admit(host)
+        if refusal is not None:
+            self.counters.refused[refusal] += 1
+            line = b""
+            if self.refusal_line:
+                line = b"ERROR: too many connections (%s); try again later\r\n" % (
+                    refusal.encode("ascii")
+                )
+            return Refused(line)
+        protocol = self.protocol()
+        protocol.factory = self
+        protocol.peer_host = host
+        return protocol
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Shut down gracefully: every open connection closes once it has been
+        quiet for L{DRAIN_QUIET} seconds (so transfers in progress finish);
+        those still open after C{timeout} seconds are aborted.
+
+        @return: a L{Deferred} that fires when no connection is left open.
+        """
+        done: Deferred[None] = Deferred()
+        self._draining = done
+        if not self.open_protocols:
+            self._drained()
+            return done
+        for protocol in list(self.open_protocols):
+            protocol.start_draining()
+        abort = self.clock.callLater(timeout, self._abort_remaining)
+
+        def cancel_abort(result: None) -> None:
+            if abort.active():
+                abort.cancel()
+            return result
+
+        done.addCallback(cancel_abort)
+        return done
+
+    def _abort_remaining(self) -> None:
+        for protocol in list(self.open_protocols):
+            self.counters.timeouts["drain"] += 1
+            protocol.abort()
+        # connectionLost may come later for aborted connections; do not wait.
+        self._drained()
+
+    def _drained(self) -> None:
+        done, self._draining = self._draining, None
+        if done is not None and not done.called:
+            done.callback(None)
+
+    def connection_closed(self, protocol: StreamProtocol) -> None:
+        """
+        Forget a closed connection (called by the protocol).
+        """
+        self.open_protocols.discard(protocol)
+        if self._draining is not None and not self.open_protocols:
+            self._drained()
 
 
-@implementer(IHalfCloseableProtocol)
-class StreamProtocol(Protocol):
+@implementer(IHalfCloseableProtocol, IPushProducer)
+class StreamProtocol(TimeoutMixin, Protocol):
     """
-    Base protocol of the TCP services: half-close, flow control, accounting.
+    Base protocol of the TCP services: half-close, flow control, timeouts,
+    accounting.
 
     Subclasses implement C{dataReceived}, count what they read in
-    C{bytes_in}, reply with L{send}, and may override L{end_of_input} to send
-    what they still hold when the peer stops sending.
+    C{bytes_in}, call C{resetTimeout()} on input, reply with L{send}, and
+    may override L{end_of_input} to send what they still hold when the peer
+    stops sending.
 
     @ivar bytes_in: bytes read from the peer on this connection.
     @ivar bytes_out: bytes written to the peer on this connection.
+    @ivar peer_host: the peer's address for per-peer limits, or L{None}.
     """
 
     factory: StreamFactory
     _log = Logger()
     bytes_in = 0
     bytes_out = 0
+    peer_host: str | None = None
     _opened_at = 0.0
     _producing = False
+    _stall_call: IDelayedCall | None = None
+    _closing = False
+
+    def callLater(self, period: float, func: Any) -> IDelayedCall:
+        """
+        Schedule timeouts on the factory's clock (see L{TimeoutMixin}).
+        """
+        return self.factory.clock.callLater(period, func)
+
+    def setTimeout(self, period: float | None) -> float | None:
+        """
+        Set or (with L{None}) cancel the idle timeout, in seconds.
+        """
+        previous: float | None = TimeoutMixin.setTimeout(self, period)
+        return previous
+
+    def resetTimeout(self) -> None:
+        """
+        Traffic seen: restart the idle timeout.
+        """
+        TimeoutMixin.resetTimeout(self)
 
     def connectionMade(self) -> None:
         """
-        Register the transport as its own push producer (flow control), and
-        account for the new connection.
+        Become the transport's streaming producer (flow control), start the
+        idle timeout, and account for the new connection.
         """
         transport = self.transport
         assert transport is not None
-        if IConsumer.providedBy(transport) and IPushProducer.providedBy(transport):
-            transport.registerProducer(transport, True)
-            self._producing = True
         factory = self.factory
+        transport.registerProducer(self, True)  # type: ignore[attr-defined]
+        self._producing = True
         self._opened_at = factory.clock.seconds()
+        factory.open_protocols.add(self)
         factory.counters.connections_open += 1
         factory.counters.connections_total += 1
         self._log.info(
@@ -92,6 +230,10 @@ class StreamProtocol(Protocol):
             service=factory.service_name,
             peer=describe_address(transport.getPeer()),
         )
+        if factory._draining is not None:
+            self.start_draining()
+        elif factory.timeouts.idle:
+            self.setTimeout(factory.timeouts.idle)
 
     def send(self, data: bytes) -> None:
         """
@@ -102,18 +244,89 @@ class StreamProtocol(Protocol):
         self.bytes_out += len(data)
         self.transport.write(data)  # type: ignore[union-attr]
 
+    # IPushProducer, called by the transport.
+
+    def pauseProducing(self) -> None:
+        """
+        The peer is not reading what we send: stop reading from it, and
+        abort if it stays so for the stall timeout.
+        """
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+        stall = self.factory.timeouts.stall
+        if stall and self._stall_call is None:
+            self._stall_call = self.callLater(stall, self._stalled)
+
+    def resumeProducing(self) -> None:
+        """
+        The peer read what we sent: read from it again.
+        """
+        self._cancel_stall()
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        """
+        The connection is going away: nothing to do.
+        """
+
+    def _cancel_stall(self) -> None:
+        call, self._stall_call = self._stall_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _stalled(self) -> None:
+        self._stall_call = None
+        self.factory.counters.timeouts["stall"] += 1
+        self._log.info(
+            "{service} connection from {peer}: peer read nothing for "
+            "{stall} s; aborting",
+            service=self.factory.service_name,
+            peer=describe_address(self.transport.getPeer()),  # type: ignore[union-attr]
+            stall=self.factory.timeouts.stall,
+        )
+        self.abort()
+
+    def timeoutConnection(self) -> None:
+        """
+        No traffic for the idle timeout (or, while shutting down, for
+        L{DRAIN_QUIET}): close, after sending what is owed.
+        """
+        if self.factory._draining is None:
+            self.factory.counters.timeouts["idle"] += 1
+        self.close()
+
+    def start_draining(self) -> None:
+        """
+        The server is shutting down: close once quiet for L{DRAIN_QUIET}.
+        """
+        self.setTimeout(DRAIN_QUIET)
+
     def close(self) -> None:
         """
-        Close the connection after every byte already written is sent.
+        Close the connection after every byte already written is sent; abort
+        it if the peer does not read them within the stall timeout.
         """
+        if self._closing:
+            return
+        self._closing = True
+        self.setTimeout(None)
         transport = self.transport
         assert transport is not None
         if self._producing:
-            # A paused streaming producer would keep the transport from
-            # closing once its buffer drains; unregister it first.
+            # A paused producer would keep the transport from closing once
+            # its buffer drains; unregister it first.
             self._producing = False
             transport.unregisterProducer()  # type: ignore[attr-defined]
+        self._cancel_stall()
+        stall = self.factory.timeouts.stall
+        if stall:
+            self._stall_call = self.callLater(stall, self._stalled)
         transport.loseConnection()
+
+    def abort(self) -> None:
+        """
+        Drop the connection now, unsent bytes included.
+        """
+        self.transport.abortConnection()  # type: ignore[union-attr]
 
     def end_of_input(self) -> None:
         """
@@ -139,7 +352,10 @@ class StreamProtocol(Protocol):
         """
         Account for the closed connection and log its totals.
         """
+        self.setTimeout(None)
+        self._cancel_stall()
         factory = self.factory
+        factory.limits.release(self.peer_host)
         counters = factory.counters
         counters.connections_open -= 1
         counters.bytes_in += self.bytes_in
@@ -154,3 +370,4 @@ class StreamProtocol(Protocol):
             bytes_out=self.bytes_out,
             duration=factory.clock.seconds() - self._opened_at,
         )
+        factory.connection_closed(self)

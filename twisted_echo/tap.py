@@ -10,31 +10,28 @@ C{udp:PORT[:interface=ADDR]}. Defaults listen on loopback only.
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
-from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IReactorUDP, IStreamServerEndpoint
-from twisted.logger import Logger
 from twisted.python import usage
 
+from twisted_echo import limits
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.echo import EchoFactory
 from twisted_echo.listen import (
     DatagramListenerService,
-    ListenError,
     StreamListenerService,
     parse_udp_description,
 )
+from twisted_echo.logformat import json_observer_factory
+from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
 from twisted_echo.udp import UDPEcho
 from twisted_echo.upper import UpperFactory
 from twisted_echo.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE, WelcomeFactory
-
-_log = Logger()
 
 #: The default listener of each service: all on loopback.
 DEFAULTS = {
@@ -44,19 +41,39 @@ DEFAULTS = {
     "udp": "udp:7007:interface=127.0.0.1",
 }
 TCP_SERVICES = ("echo", "upper", "welcome")
+#: Listen queue length given to stream endpoints that do not set one.
+#: Twisted's default of 50 stalls connects during accept storms (1 s SYN
+#: retransmits); the kernel caps it at net.core.somaxconn.
+DEFAULT_BACKLOG = 1024
+_BACKLOG_TYPES = ("tcp", "tcp6", "unix", "ssl")
 
 
-def _max_line(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        number = 0
-    if number < 1:
-        raise ValueError(f"--max-line takes a positive number of bytes, not {value!r}")
-    return number
+def _number(
+    option: str, kind: Callable[[str], Any], minimum: float, what: str
+) -> Callable[[str], Any]:
+    """
+    A C{usage.Options} coercer whose error names the option.
+    """
+
+    def coerce(value: str) -> Any:
+        try:
+            number = kind(value)
+        except ValueError:
+            number = None
+        if number is None or number < minimum:
+            raise ValueError(f"--{option} takes {what}, not {value!r}")
+        return number
+
+    coerce.coerceDoc = what[0].upper() + what[1:] + "."  # type: ignore[attr-defined]
+    return coerce
 
 
-_max_line.coerceDoc = "A positive number of bytes."  # type: ignore[attr-defined]
+def _seconds(option: str) -> Callable[[str], Any]:
+    return _number(option, float, 0, "a number of seconds (0: never)")
+
+
+def _count(option: str, what: str) -> Callable[[str], Any]:
+    return _number(option, int, 0, f"a number of {what} (0: no limit)")
 
 
 def _listener_option(service: str, help_text: str) -> Any:
@@ -75,6 +92,20 @@ def _explain_parse_error(error: Exception) -> str:
     if isinstance(error, TypeError) and unknown:
         return f"unknown parameter {unknown.group(1)!r}"
     return str(error)
+
+
+def with_backlog(description: str, backlog: int) -> str:
+    """
+    Add C{backlog=} to a stream endpoint description that has none.
+
+    @param description: an endpoint string, e.g. C{tcp:7007}.
+    @param backlog: the listen queue length.
+    @return: e.g. C{tcp:7007:backlog=1024}; other endpoint types unchanged.
+    """
+    kind = description.partition(":")[0]
+    if kind not in _BACKLOG_TYPES or re.search(r"(^|:)backlog=", description):
+        return description
+    return f"{description}:backlog={backlog}"
 
 
 class Options(usage.Options):
@@ -102,8 +133,61 @@ class Options(usage.Options):
             None,
             DEFAULT_MAX_LINE,
             "Longest line the welcome service accepts, in bytes.",
-            _max_line,
+            _number("max-line", int, 1, "a positive number of bytes"),
         ],
+        [
+            "max-connections",
+            None,
+            limits.DEFAULT_MAX_CONNECTIONS,
+            "Most TCP connections open at once, all services together.",
+            _count("max-connections", "connections"),
+        ],
+        [
+            "max-per-peer",
+            None,
+            limits.DEFAULT_MAX_PER_PEER,
+            "Most TCP connections open at once from one client address.",
+            _count("max-per-peer", "connections"),
+        ],
+        [
+            "idle-timeout",
+            None,
+            limits.DEFAULT_IDLE_TIMEOUT,
+            "Close a connection with no traffic for this many seconds.",
+            _seconds("idle-timeout"),
+        ],
+        [
+            "stall-timeout",
+            None,
+            limits.DEFAULT_STALL_TIMEOUT,
+            "Abort a connection whose peer reads nothing of what it is owed "
+            "for this many seconds.",
+            _seconds("stall-timeout"),
+        ],
+        [
+            "line-timeout",
+            None,
+            limits.DEFAULT_LINE_TIMEOUT,
+            "Close a welcome connection whose line is not finished within "
+            "this many seconds of its first byte.",
+            _seconds("line-timeout"),
+        ],
+        [
+            "drain-timeout",
+            None,
+            limits.DEFAULT_DRAIN_TIMEOUT,
+            "On SIGTERM/SIGINT, give open connections this many seconds to "
+            "finish, then abort them.",
+            _seconds("drain-timeout"),
+        ],
+        [
+            "backlog",
+            None,
+            DEFAULT_BACKLOG,
+            "Listen queue length for stream endpoints that set none.",
+            _number("backlog", int, 1, "a positive number of connections"),
+        ],
+        ["log-format", None, "text", "Log format: text or json (one object a line)."],
     ]
 
     opt_echo = _listener_option("echo", "Endpoint for the echo service.")
@@ -118,12 +202,17 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         """
-        Resolve each service's listeners and check every one parses.
+        Resolve each service's listeners and check every one parses; set
+        twistd's log observer for C{--log-format json}.
 
         @raise usage.UsageError: naming the option and the value at fault.
         """
         from twisted.internet import reactor
 
+        if self["log-format"] not in ("text", "json"):
+            raise usage.UsageError(
+                f"--log-format takes text or json, not {self['log-format']!r}"
+            )
         for service, given in self.listeners.items():
             if self[f"no-{service}"]:
                 if given:
@@ -136,7 +225,9 @@ class Options(usage.Options):
                     if service == "udp":
                         parse_udp_description(description)
                     else:
-                        endpoint = serverFromString(reactor, description)
+                        endpoint = serverFromString(
+                            reactor, with_backlog(description, self["backlog"])
+                        )
                         self.endpoints.setdefault(service, []).append(
                             (description, endpoint)
                         )
@@ -147,70 +238,9 @@ class Options(usage.Options):
                     ) from None
         if not any(self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]):
             raise usage.UsageError("every service is switched off; nothing to run")
-
-
-class SockechoService(MultiService):
-    """
-    All of sockecho's listeners, one child service each.
-
-    @ivar counters: each service's L{ServiceCounters}, by service name.
-    """
-
-    def __init__(
-        self,
-        counters: dict[str, ServiceCounters],
-        pidfile: str | None = None,
-        stderr: IO[str] | None = None,
-        daemon: bool = False,
-    ) -> None:
-        MultiService.__init__(self)
-        self.counters = counters
-        self._pidfile = pidfile
-        self._daemon = daemon
-        self._stderr = stderr
-
-    def addService(self, service: IService) -> None:
-        """
-        Add one listener (an L{IService}) as a child.
-        """
-        MultiService.addService(self, service)
-
-    def privilegedStartService(self) -> None:
-        """
-        Start every listener; if one cannot listen, print one line naming it
-        to standard error and exit with status 1.
-
-        @raise SystemExit: when a listener fails.
-        """
-        try:
-            MultiService.privilegedStartService(self)
-        except ListenError as e:
-            self._fail(f"sockecho: {e}")
-
-    def _fail(self, message: str) -> None:
-        for child in self:
-            child.stopService()
-        stderr = self._stderr or sys.__stderr__ or sys.stderr
-        print(message, file=stderr, flush=True)
-        if self._daemon:
-            # A daemon's standard error is /dev/null: say it in the log too.
-            _log.critical("{message}", message=message)
-        if self._pidfile:
-            # twistd wrote it just before starting services; a SystemExit
-            # skips twistd's own clean-up.
-            try:
-                os.remove(self._pidfile)
-            except OSError:
-                pass
-        raise SystemExit(1)
-
-    def stopService(self) -> Any:
-        """
-        Stop listening and log each service's counters.
-        """
-        for name, counters in self.counters.items():
-            _log.info("{service}: {summary}", service=name, summary=counters.summary())
-        return MultiService.stopService(self)
+        twistd = getattr(self, "parent", None)
+        if self["log-format"] == "json" and twistd is not None:
+            twistd["logger"] = json_observer_factory(twistd.get("logfile"))
 
 
 def makeService(config: Options) -> SockechoService:
@@ -224,21 +254,36 @@ def makeService(config: Options) -> SockechoService:
     from twisted.internet import reactor
 
     counters = {name: ServiceCounters() for name in DEFAULTS}
+    shared = limits.ConnectionLimits(
+        max_connections=config["max-connections"],
+        max_per_peer=config["max-per-peer"],
+    )
+    timeouts = limits.Timeouts(
+        idle=config["idle-timeout"],
+        stall=config["stall-timeout"],
+        line=config["line-timeout"],
+    )
     factories: dict[str, StreamFactory] = {
-        "echo": EchoFactory(reactor, counters["echo"]),
-        "upper": UpperFactory(reactor, counters["upper"]),
+        "echo": EchoFactory(reactor, counters["echo"], shared, timeouts),
+        "upper": UpperFactory(reactor, counters["upper"], shared, timeouts),
         "welcome": WelcomeFactory(
             reactor,
             counters["welcome"],
+            shared,
+            timeouts,
             banner=config["banner"],
             max_line=config["max-line"],
         ),
     }
-    twistd_config = getattr(config, "parent", None) or {}
+    twistd = getattr(config, "parent", None) or {}
+    running = [name for name in DEFAULTS if config.listeners[name]]
     top = SockechoService(
-        {name: counters[name] for name in DEFAULTS if config.listeners[name]},
-        pidfile=twistd_config.get("pidfile") or None,
-        daemon="nodaemon" in twistd_config and not twistd_config["nodaemon"],
+        {name: counters[name] for name in running},
+        factories=[factories[name] for name in TCP_SERVICES if name in running],
+        drain_timeout=config["drain-timeout"],
+        open_files=config["max-connections"] + 256,
+        pidfile=twistd.get("pidfile") or None,
+        daemon="nodaemon" in twistd and not twistd["nodaemon"],
     )
     for service in TCP_SERVICES:
         for description, endpoint in config.endpoints.get(service, []):

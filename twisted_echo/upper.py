@@ -49,6 +49,7 @@ class Upper(StreamProtocol):
         multi-byte character until its last byte arrives.
         """
         self.bytes_in += len(data)
+        self.resetTimeout()
         decoder = self._decoder
         if data.isascii() and not decoder.getstate()[0]:
             self.send(data.upper())

@@ -7,16 +7,21 @@ Lines end in C{\\n} or C{\\r\\n} (netcat, telnet); replies end in C{\\r\\n}
 (RFC 854's NVT end of line). Telnet commands and option negotiation
 (RFC 854, C{IAC ...}) are parsed by L{twisted.conch.telnet.Telnet}: they are
 answered as telnet requires (every option refused) and never echoed as text.
-A line longer than the limit gets one error line, then the connection closes.
+A line longer than the limit, or one not finished within the line timeout
+(a client trickling bytes), gets one error line, then the connection closes.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from twisted.conch import telnet
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.protocols import basic
+from twisted.python.failure import Failure
 
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.limits import ConnectionLimits, Timeouts
 from twisted_echo.stream import StreamFactory, StreamProtocol
 
 DEFAULT_BANNER = "Welcome to the server. Type something and hit enter"
@@ -34,6 +39,7 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
 
     factory: WelcomeFactory
     delimiter = b"\n"
+    _line_call: IDelayedCall | None = None
 
     def __init__(self) -> None:
         telnet.Telnet.__init__(self)
@@ -48,14 +54,15 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
         Strip telnet commands from C{data} and pass the text on as lines.
         """
         self.bytes_in += len(data)
+        self.resetTimeout()
         if self.state == "data" and telnet.IAC not in data:
             # Fast path, same result as the telnet parser: no command, and
             # CR only as part of CR LF (the parser turns CR LF into LF).
             if b"\r" not in data:
-                basic.LineReceiver.dataReceived(self, data)
+                self.applicationDataReceived(data)
                 return
             if data.count(b"\r") == data.count(b"\r\n"):
-                basic.LineReceiver.dataReceived(self, data.replace(b"\r\n", b"\n"))
+                self.applicationDataReceived(data.replace(b"\r\n", b"\n"))
                 return
         try:
             telnet.Telnet.dataReceived(self, data)
@@ -67,9 +74,31 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
 
     def applicationDataReceived(self, data: bytes) -> None:
         """
-        Text from the telnet parser: split it into lines.
+        Text from the telnet parser: split it into lines, and time the line
+        left unfinished, if any.
         """
         basic.LineReceiver.dataReceived(self, data)
+        if not data.endswith(b"\n"):
+            if self._line_call is None and self.factory.timeouts.line:
+                self._line_call = self.callLater(
+                    self.factory.timeouts.line, self._line_timed_out
+                )
+        elif self._line_call is not None:
+            self._cancel_line_timeout()
+
+    def _cancel_line_timeout(self) -> None:
+        call, self._line_call = self._line_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _line_timed_out(self) -> None:
+        self._line_call = None
+        self.factory.counters.timeouts["line"] += 1
+        self.send(
+            b"ERROR: line not finished within %g s; closing connection%s"
+            % (self.factory.timeouts.line, _EOL)
+        )
+        self.close()
 
     def lineReceived(self, line: bytes) -> None:
         """
@@ -93,9 +122,18 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
         """
         Answer a last line that the peer ended with EOF instead of C{\\n}.
         """
+        self._cancel_line_timeout()
         rest: bytes = basic.LineReceiver.clearLineBuffer(self)
         if rest and not self.transport.disconnecting:  # type: ignore[union-attr]
             self.lineReceived(rest)
+
+    def close(self) -> None:
+        self._cancel_line_timeout()
+        StreamProtocol.close(self)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._cancel_line_timeout()
+        StreamProtocol.connectionLost(self, reason)
 
 
 class WelcomeFactory(StreamFactory):
@@ -108,14 +146,17 @@ class WelcomeFactory(StreamFactory):
 
     protocol = Welcome
     service_name = "welcome"
+    refusal_line: ClassVar[bool] = True
 
     def __init__(
         self,
         clock: IReactorTime,
         counters: ServiceCounters | None = None,
+        limits: ConnectionLimits | None = None,
+        timeouts: Timeouts | None = None,
         banner: str = DEFAULT_BANNER,
         max_line: int = DEFAULT_MAX_LINE,
     ) -> None:
-        super().__init__(clock, counters)
+        super().__init__(clock, counters, limits, timeouts)
         self.banner = banner.encode("utf-8")
         self.max_line = max_line
