@@ -1,0 +1,731 @@
+"""
+Integration tests of the real server: C{twistd -n sockecho} run as a separate
+process and driven by real clients (telnet, netcat) and plain sockets.
+
+Every server listens on port 0 on 127.0.0.1 and reports the ports it got in
+its log; nothing here uses a fixed port. Each test starts its own server and
+kills it in clean-up. The tests are synchronous (blocking subprocesses and
+sockets with timeouts), so they run the same under trial and pytest.
+
+A client program a test needs (telnet, OpenBSD netcat) is installed by CI;
+outside CI a missing one skips the test, with C{CI} set it fails it.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest as pyunit
+from collections.abc import Callable, Sequence
+
+from twisted.trial import unittest
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+HOST = "127.0.0.1"
+SERVICES = ("echo", "upper", "welcome", "udp")
+ANY_PORT = {
+    "echo": f"tcp:0:interface={HOST}",
+    "upper": f"tcp:0:interface={HOST}",
+    "welcome": f"tcp:0:interface={HOST}",
+    "udp": f"udp:0:interface={HOST}",
+}
+BANNER = b"Welcome to the server. Type something and hit enter"
+STARTUP_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+IO_TIMEOUT = 10.0
+MB = 1 << 20
+#: How twistd ends after a clean shutdown on SIGTERM: twistd (twisted.scripts.
+#: twistd.run, app._exitWithSignal) re-raises the signal it stopped on, so the
+#: status is -SIGTERM (143 in a shell); 0 is accepted too.
+CLEAN_SIGTERM_EXIT = (0, -signal.SIGTERM)
+
+# Telnet (RFC 854) command bytes and option codes.
+IAC, DONT, DO, WONT, WILL = 255, 254, 253, 252, 251
+AYT, NOP = 246, 241
+ECHO, SGA, TTYPE, NAWS = 1, 3, 24, 31
+
+
+def twistd_command(*args: str) -> list[str]:
+    """
+    @return: the command line of C{twistd -n sockecho ARGS} without a pid file.
+    """
+    return [TWISTD, "-n", "--pidfile=", "sockecho", *args]
+
+
+def any_port_args(**override: str) -> list[str]:
+    """
+    @return: options giving every service a port-0 address on 127.0.0.1,
+        except the services named in C{override}.
+    """
+    args = []
+    for service in SERVICES:
+        args += [f"--{service}", override.get(service, ANY_PORT[service])]
+    return args
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def temp_dir(case: pyunit.TestCase) -> str:
+    """
+    @return: a new empty directory, removed when C{case} ends.
+    """
+    path = tempfile.mkdtemp(prefix="sockecho-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def require_tool(
+    case: pyunit.TestCase, name: str, check: Callable[[str], bool] | None = None
+) -> str:
+    """
+    Find the program C{name}: skip the test if it is missing, or fail it when
+    the environment variable C{CI} is set (CI installs every tool).
+
+    @param check: optional test of the found program's path (e.g. that it is
+        the right variant); a program failing it counts as missing.
+    @return: the program's path.
+    """
+    path = shutil.which(name)
+    problem = None
+    if path is None:
+        problem = f"{name!r} is not installed"
+    elif check is not None and not check(path):
+        problem = f"{path} is not the {name} these tests need"
+    if problem is not None:
+        missing(case, problem, "apt-get install -y telnet netcat-openbsd")
+    assert path is not None
+    return path
+
+
+def in_ci() -> bool:
+    """
+    @return: whether the environment variable C{CI} says this is CI.
+    """
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(case: pyunit.TestCase, problem: str, hint: str) -> None:
+    """
+    Skip C{case} for want of something it needs, or fail it in CI.
+    """
+    if in_ci():
+        case.fail(f"{problem} (CI is set, so this is an error; {hint})")
+    case.skipTest(f"{problem} ({hint})")
+
+
+def _is_openbsd_netcat(path: str) -> bool:
+    """
+    @return: whether C{path} is a netcat with C{-N} (shutdown after EOF).
+    """
+    try:
+        result = subprocess.run(
+            [path, "-h"], capture_output=True, text=True, timeout=IO_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "-N" in result.stdout + result.stderr
+
+
+class RunningServer:
+    """
+    A C{twistd -n sockecho} process, its log read line by line by a thread.
+
+    @ivar ports: the port each service listens on, by service name.
+    @ivar output: standard output lines so far (text, no end of line).
+    @ivar errors: standard error lines so far.
+    """
+
+    def __init__(self, case: pyunit.TestCase, args: Sequence[str]) -> None:
+        self.ports: dict[str, int] = {}
+        self.output: list[str] = []
+        self.errors: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            twistd_command(*args),
+            cwd=temp_dir(case),
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        case.addCleanup(self.kill)
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in (
+                (self.process.stdout, self.output),
+                (self.process.stderr, self.errors),
+            )
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _read(self, stream: io.BufferedReader, lines: list[str]) -> None:
+        for raw in stream:
+            with self._changed:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(
+        self, pattern: str, timeout: float = IO_TIMEOUT, start: int = 0
+    ) -> re.Match[str]:
+        """
+        Wait until a line of standard output from index C{start} on matches
+        the regular expression C{pattern}.
+
+        @return: the match.
+        @raise AssertionError: when no line matched in C{timeout} seconds or
+            the process ended first.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._changed:
+            while True:
+                for line in self.output[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = max(seen, len(self.output))
+                left = deadline - time.monotonic()
+                ended = self.process.poll() is not None and not any(
+                    r.is_alive() for r in self._readers
+                )
+                if left <= 0 or ended:
+                    raise AssertionError(
+                        f"no log line matching {pattern!r} within {timeout} s"
+                        f" (exit status {self.process.poll()});\nstdout:\n"
+                        + "\n".join(self.output[-30:])
+                        + "\nstderr:\n"
+                        + "\n".join(self.errors[-30:])
+                    )
+                self._changed.wait(min(left, 0.2))
+
+    def wait_listening(self, services: Sequence[str] = SERVICES) -> dict[str, int]:
+        """
+        Wait for the C{listening on} line of each of C{services}.
+
+        @return: L{ports}.
+        """
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for service in services:
+            match = self.wait_for(
+                rf"\] {service} listening on (tcp|udp):127\.0\.0\.1:(\d+)$",
+                max(0.0, deadline - time.monotonic()),
+            )
+            self.ports[service] = int(match.group(2))
+        return self.ports
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """
+        Send C{signum} and wait for the process to end and its output to be
+        read.
+
+        @return: the exit status.
+        """
+        self.process.send_signal(signum)
+        status = self.process.wait(STOP_TIMEOUT)
+        for reader in self._readers:
+            reader.join(STOP_TIMEOUT)
+        return status
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        finally:
+            for reader in self._readers:
+                reader.join(STOP_TIMEOUT)
+            for stream in (self.process.stdout, self.process.stderr):
+                if stream is not None:
+                    stream.close()
+
+    def vm_rss(self) -> int:
+        """
+        @return: the process's resident set size in bytes, from /proc.
+        """
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
+
+
+def start_server(case: pyunit.TestCase, args: Sequence[str] = ()) -> RunningServer:
+    """
+    Start C{twistd -n --pidfile= sockecho} with every service on a free port
+    of 127.0.0.1 (plus C{args}), and wait until all four listen. The process
+    is killed when C{case} ends.
+    """
+    server = RunningServer(case, [*any_port_args(), *args])
+    server.wait_listening()
+    return server
+
+
+def run_twistd(case: pyunit.TestCase, *args: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{twistd -n sockecho ARGS} to its end (it is expected to fail fast).
+    """
+    return subprocess.run(
+        twistd_command(*args),
+        cwd=temp_dir(case),
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def tcp_exchange(port: int, data: bytes, timeout: float = IO_TIMEOUT) -> bytes:
+    """
+    Connect to C{port}, send C{data}, shut down the sending side, and read
+    until the server closes.
+
+    @return: every byte received.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return bytes(received)
+            received += chunk
+        raise AssertionError(f"server did not close within {timeout} s")
+
+
+def udp_socket(case: pyunit.TestCase, timeout: float = IO_TIMEOUT) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    case.addCleanup(sock.close)
+    sock.settimeout(timeout)
+    return sock
+
+
+class TelnetTests(unittest.TestCase):
+    """
+    A real telnet session against the welcome service.
+    """
+
+    def test_session(self) -> None:
+        """
+        telnet shows the banner, C{OK...} and each line typed, and quits by
+        its escape character. telnet's option negotiation (forced with a
+        C{-PORT} port, and again by C{mode character}) and an C{AYT} command
+        never come back as text.
+        """
+        telnet = require_tool(self, "telnet")
+        try:
+            import pexpect
+        except ImportError:
+            missing(self, "pexpect is not installed", "pip install pexpect")
+
+        server = start_server(self)
+        port = server.ports["welcome"]
+        transcript = io.BytesIO()
+        # "-PORT" makes telnet negotiate options as on the telnet port.
+        child = pexpect.spawn(
+            telnet, ["--", HOST, f"-{port}"], timeout=IO_TIMEOUT, env=child_env()
+        )
+        self.addCleanup(child.close, True)
+        child.logfile_read = transcript
+        child.expect_exact("Escape character is '^]'.")
+        child.expect(re.escape(BANNER) + rb"\r+\n")
+        child.sendline("hi")
+        child.expect(rb"\nOK\.\.\.hi\r+\n")
+        child.send("\x1d")
+        child.expect_exact("telnet> ")
+        child.sendline("send ayt")
+        child.send("\x1d")
+        child.expect_exact("telnet> ")
+        child.sendline("mode character")
+        child.sendline("second line")
+        child.expect(rb"\nOK\.\.\.second line\r+\n")
+        child.send("\x1d")
+        child.expect_exact("telnet> ")
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+        child.close()
+        self.assertEqual(child.exitstatus, 0, transcript.getvalue())
+
+        text = transcript.getvalue()
+        garbage = re.findall(rb"[^\x20-\x7e\r\n]", text)
+        self.assertEqual(garbage, [], f"non-text bytes shown by telnet: {text!r}")
+        replies = re.findall(rb"OK\.\.\.[^\r\n]*", text)
+        self.assertEqual(replies, [b"OK...hi", b"OK...second line"], text)
+
+        # The server did get telnet commands, not only the 16 text bytes, so
+        # the check above is not vacuous.
+        closed = server.wait_for(r"welcome connection from .* closed: (\d+) bytes in")
+        self.assertGreater(int(closed.group(1)), len(b"hi\r\nsecond line\r\n"))
+
+    def test_negotiation_bytes_not_echoed(self) -> None:
+        """
+        The option negotiation and commands a telnet client sends (seen here
+        as raw bytes, since telnet itself would swallow any that came back)
+        get telnet replies, never text: the text the server sends is exactly
+        the banner and one C{OK...} line per line, and every command it
+        sends is a refusal (C{WONT}/C{DONT}).
+        """
+        server = start_server(self)
+        request = (
+            bytes([IAC, DO, SGA, IAC, WILL, TTYPE, IAC, WILL, NAWS, IAC, DO, ECHO])
+            + b"hi\r\n"
+            + bytes([IAC, AYT])
+            + b"h"
+            + bytes([IAC, NOP])
+            + b"o\r\n"
+        )
+        reply = tcp_exchange(server.ports["welcome"], request)
+        commands = re.findall(rb"\xff[\xfb-\xfe].", reply, re.S)
+        text = re.sub(rb"\xff[\xfb-\xfe].", b"", reply, flags=re.S)
+        self.assertEqual(text, BANNER + b"\r\nOK...hi\r\nOK...ho\r\n")
+        self.assertTrue(commands, reply)
+        self.assertEqual({c[1] for c in commands} - {WONT, DONT}, set(), reply)
+
+
+class NetcatTests(unittest.TestCase):
+    """
+    OpenBSD netcat (C{nc -N}: shut down sending after end of input) against
+    the TCP services.
+    """
+
+    def setUp(self) -> None:
+        self.nc = require_tool(self, "nc", _is_openbsd_netcat)
+        self.server = start_server(self)
+
+    def netcat(self, service: str, data: bytes) -> bytes:
+        """
+        Pipe C{data} through C{nc -N} to C{service}.
+
+        @return: what nc printed.
+        """
+        directory = temp_dir(self)
+        path = os.path.join(directory, "input")
+        with open(path, "wb") as f:
+            f.write(data)
+        with open(path, "rb") as stdin:
+            result = subprocess.run(
+                [self.nc, "-N", HOST, str(self.server.ports[service])],
+                stdin=stdin,
+                capture_output=True,
+                timeout=30,
+            )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        return result.stdout
+
+    def test_echo_megabyte(self) -> None:
+        """
+        A 1 MB file sent with C{nc -N} comes back byte for byte.
+        """
+        data = os.urandom(MB)
+        reply = self.netcat("echo", data)
+        self.assertEqual(len(reply), len(data))
+        self.assertEqual(
+            hashlib.sha256(reply).hexdigest(), hashlib.sha256(data).hexdigest()
+        )
+
+    def test_upper(self) -> None:
+        """
+        upper upper-cases UTF-8 text the Unicode way.
+        """
+        reply = self.netcat("upper", "hello straße\n".encode())
+        self.assertEqual(reply, b"HELLO STRASSE\n")
+
+    def test_welcome_lines(self) -> None:
+        """
+        welcome sends its banner, then answers lines ended by C{\\n} and by
+        C{\\r\\n} alike, each reply ended by C{\\r\\n}.
+        """
+        reply = self.netcat("welcome", b"first\nsecond\r\n")
+        self.assertEqual(reply, BANNER + b"\r\nOK...first\r\nOK...second\r\n")
+
+
+class UDPTests(unittest.TestCase):
+    """
+    UDP echo over a real socket.
+    """
+
+    def test_largest_datagram(self) -> None:
+        """
+        A 65507-byte datagram (the IPv4 maximum) comes back whole, from the
+        address it was sent to.
+        """
+        server = start_server(self)
+        address = (HOST, server.ports["udp"])
+        sock = udp_socket(self)
+        data = os.urandom(65507)
+        sock.sendto(data, address)
+        reply, source = sock.recvfrom(65536)
+        self.assertEqual(source, address)
+        self.assertEqual(len(reply), len(data))
+        self.assertEqual(reply, data)
+
+    def test_echo_port_source_not_answered(self) -> None:
+        """
+        A datagram from source port 7 (echo) is not answered, so two echo
+        services cannot bounce a datagram forever; the server counts it as
+        dropped, and keeps answering other senders.
+        """
+        looped = udp_socket(self, timeout=1.0)
+        try:
+            looped.bind((HOST, 7))
+        except OSError as e:
+            if e.errno in (errno.EACCES, errno.EPERM, errno.EADDRINUSE):
+                self.skipTest(f"cannot bind UDP {HOST}:7 as the sender: {e}")
+            raise
+        server = start_server(self)
+        address = (HOST, server.ports["udp"])
+        looped.sendto(b"loop?", address)
+        with self.assertRaises(socket.timeout):
+            looped.recvfrom(65536)
+
+        other = udp_socket(self)
+        other.sendto(b"ping", address)
+        self.assertEqual(other.recvfrom(65536), (b"ping", address))
+
+        server.stop()
+        udp_lines = [line for line in server.output if "] udp: " in line]
+        self.assertEqual(len(udp_lines), 1, server.output)
+        self.assertIn("dropped[loop_port]=1", udp_lines[0])
+        self.assertIn("datagrams_in=2", udp_lines[0])
+        self.assertIn("datagrams_out=1", udp_lines[0])
+
+
+class FlowControlTests(unittest.TestCase):
+    """
+    A client that sends to echo but never reads.
+    """
+
+    LIMIT = 200 * MB
+    MAX_SECONDS = 30.0
+    BLOCKED_SECONDS = 2.0
+    RSS_GROWTH_LIMIT = 64 * MB
+    ACCEPTED_LIMIT = 64 * MB
+
+    def flood(self, sock: socket.socket) -> tuple[int, str]:
+        """
+        Send on the non-blocking C{sock} until sending has been blocked for
+        L{BLOCKED_SECONDS}, or L{LIMIT} bytes were sent, or L{MAX_SECONDS}
+        passed.
+
+        @return: the number of bytes sent and their SHA-256.
+        """
+        chunk = bytes(range(256)) * 1024
+        digest = hashlib.sha256()
+        sent = 0
+        start = last_progress = time.monotonic()
+        while sent < self.LIMIT:
+            now = time.monotonic()
+            if now - last_progress >= self.BLOCKED_SECONDS:
+                break
+            if now - start >= self.MAX_SECONDS:
+                break
+            _, writable, _ = select.select([], [sock], [], 0.1)
+            if not writable:
+                continue
+            offset = sent % len(chunk)
+            piece = chunk[offset:] + chunk[:offset]
+            try:
+                n = sock.send(piece[: self.LIMIT - sent])
+            except BlockingIOError:
+                continue
+            digest.update(piece[:n])
+            sent += n
+            last_progress = time.monotonic()
+        return sent, digest.hexdigest()
+
+    def test_sender_that_never_reads(self) -> None:
+        """
+        The server stops reading from a client that does not read its echo:
+        the client's sends block long before 200 MB, the server's memory
+        stays bounded, another client is served promptly meanwhile, and
+        once the first client reads it gets every byte it sent.
+        """
+        server = start_server(self)
+        port = server.ports["echo"]
+        rss_before = server.vm_rss()
+
+        flooder = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+        self.addCleanup(flooder.close)
+        flooder.setblocking(False)
+        sent, sent_digest = self.flood(flooder)
+        rss_during = server.vm_rss()
+
+        self.assertLess(
+            sent,
+            self.ACCEPTED_LIMIT,
+            f"the server accepted {sent / MB:.1f} MB from a client that never reads",
+        )
+        self.assertLess(
+            rss_during - rss_before,
+            self.RSS_GROWTH_LIMIT,
+            f"server RSS grew from {rss_before / MB:.1f} MB to "
+            f"{rss_during / MB:.1f} MB after {sent / MB:.1f} MB were sent",
+        )
+
+        began = time.monotonic()
+        self.assertEqual(
+            tcp_exchange(port, b"still there?", timeout=5.0), b"still there?"
+        )
+        self.assertLess(time.monotonic() - began, 2.0)
+
+        # Nothing was lost while the server held back.
+        flooder.settimeout(IO_TIMEOUT)
+        flooder.shutdown(socket.SHUT_WR)
+        received = 0
+        digest = hashlib.sha256()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            data = flooder.recv(MB)
+            if not data:
+                break
+            received += len(data)
+            digest.update(data)
+        self.assertEqual(received, sent)
+        self.assertEqual(digest.hexdigest(), sent_digest)
+
+
+class ListenFailureTests(unittest.TestCase):
+    """
+    A port that is already in use.
+    """
+
+    def assert_busy(self, service: str, description: str) -> None:
+        result = run_twistd(self, *any_port_args(**{service: description}))
+        self.assertEqual(
+            result.stderr,
+            f"sockecho: cannot listen on {description}: address already in use\n",
+        )
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertNotIn("Traceback", result.stdout)
+
+    def test_tcp_port_in_use(self) -> None:
+        """
+        A second server on the TCP port the first one bound prints one line
+        naming the address to standard error and exits 1; the first server
+        keeps serving.
+        """
+        server = start_server(self)
+        port = server.ports["echo"]
+        self.assert_busy("echo", f"tcp:{port}:interface={HOST}")
+        self.assertEqual(tcp_exchange(port, b"alive"), b"alive")
+
+    def test_udp_port_in_use(self) -> None:
+        """
+        The same for a busy UDP port.
+        """
+        server = start_server(self)
+        self.assert_busy("udp", f"udp:{server.ports['udp']}:interface={HOST}")
+
+
+class BadOptionTests(pyunit.TestCase):
+    """
+    Bad command-line options: exit status 1, no traceback, and a last line
+    of output that names what is wrong.
+    """
+
+    def assert_rejected(self, args: Sequence[str], *named: str) -> None:
+        result = run_twistd(self, *args)
+        self.assertEqual(result.returncode, 1, result.stdout + result.stderr)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        lines = result.stdout.strip().splitlines()
+        self.assertTrue(lines, result.stderr)
+        last = lines[-1]
+        self.assertTrue(last.startswith(TWISTD + " -n: "), last)
+        for word in named:
+            self.assertIn(word, last)
+
+    def test_unknown_endpoint_type(self) -> None:
+        self.assert_rejected(
+            ["--echo", "bogus:1"],
+            "--echo",
+            "'bogus:1'",
+            "Unknown endpoint type: 'bogus'",
+        )
+
+    def test_bad_port(self) -> None:
+        self.assert_rejected(["--echo", "tcp:notaport"], "--echo", "'notaport'")
+
+    def test_bad_udp_port(self) -> None:
+        self.assert_rejected(["--udp", "udp:x"], "--udp", "'x'")
+
+    def test_max_line_not_a_number(self) -> None:
+        """
+        The message names the option, not only the value.
+        """
+        self.assert_rejected(["--max-line=x"], "max-line", "'x'")
+
+    def test_max_line_zero(self) -> None:
+        self.assert_rejected(["--max-line=0"], "--max-line", "0")
+
+
+class ShutdownTests(unittest.TestCase):
+    """
+    Stopping the server.
+    """
+
+    def test_sigterm(self) -> None:
+        """
+        SIGTERM stops the server with exit status 0, after a log line per
+        service with what it did.
+        """
+        server = start_server(self)
+        mark = len(server.output)
+        self.assertEqual(tcp_exchange(server.ports["echo"], b"hello"), b"hello")
+        self.assertEqual(tcp_exchange(server.ports["upper"], b"hello"), b"HELLO")
+        self.assertEqual(
+            tcp_exchange(server.ports["welcome"], b"hi\n"),
+            BANNER + b"\r\nOK...hi\r\n",
+        )
+        sock = udp_socket(self)
+        sock.sendto(b"ping", (HOST, server.ports["udp"]))
+        self.assertEqual(sock.recv(100), b"ping")
+        for service in ("echo", "upper", "welcome"):
+            server.wait_for(rf"\] {service} connection from .* closed", start=mark)
+
+        welcome_out = len(BANNER + b"\r\nOK...hi\r\n")
+        status = server.stop(signal.SIGTERM)
+        self.assertIn(status, CLEAN_SIGTERM_EXIT, server.errors)
+        self.assertEqual(server.errors, [])
+        self.assertNotIn("Traceback", "\n".join(server.output))
+        # Stopped by twistd's handler, not killed by the signal's default.
+        self.assertRegex(server.output[-1], r"\] Server Shut Down\.$")
+        summaries = {}
+        for line in server.output:
+            match = re.search(r"\] (echo|upper|welcome|udp): (.*)$", line)
+            if match:
+                summaries[match.group(1)] = match.group(2)
+        self.assertEqual(
+            summaries,
+            {
+                "echo": "connections=1 bytes_in=5 bytes_out=5",
+                "upper": "connections=1 bytes_in=5 bytes_out=5",
+                "welcome": f"connections=1 bytes_in=3 bytes_out={welcome_out}",
+                "udp": "bytes_in=4 bytes_out=4 datagrams_in=1 datagrams_out=1",
+            },
+        )
