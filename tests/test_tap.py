@@ -13,7 +13,7 @@ from twisted.trial.unittest import TestCase
 
 from twisted_echo.listen import DatagramListenerService, StreamListenerService
 from twisted_echo.server import SockechoService
-from twisted_echo.tap import DEFAULTS, Options, makeService
+from twisted_echo.tap import DEFAULTS, Options, makeService, with_backlog
 
 
 def parse(*args: str) -> Options:
@@ -49,6 +49,24 @@ class OptionsTests(TestCase):
         )
         self.assertEqual(options.listeners["upper"], [DEFAULTS["upper"]])
 
+    def test_numbers_and_rates(self) -> None:
+        options = parse(
+            "--udp-rate", "50/10", "--udp-global-rate", "0",
+            "--idle-timeout", "2.5", "--max-connections", "0",
+        )  # fmt: skip
+        self.assertEqual(options["udp-rate"], (50.0, 10))
+        self.assertEqual(options["udp-global-rate"], (0.0, 1))
+        self.assertEqual(options["idle-timeout"], 2.5)
+        self.assertEqual(options["max-connections"], 0)
+
+    def test_backlog_is_added_to_stream_endpoints(self) -> None:
+        self.assertEqual(with_backlog("tcp:7007", 1024), "tcp:7007:backlog=1024")
+        self.assertEqual(with_backlog("unix:/s:backlog=5", 1024), "unix:/s:backlog=5")
+        self.assertEqual(
+            with_backlog("systemd:domain=INET:index=0", 9),
+            "systemd:domain=INET:index=0",
+        )
+
     def test_switch_a_service_off(self) -> None:
         options = parse("--no-upper", "--no-udp")
         self.assertEqual(options.listeners["upper"], [])
@@ -61,6 +79,11 @@ class OptionsTests(TestCase):
             (["--udp", "udp:x"], "bad address for --udp 'udp:x'"),
             (["--echo", "tcp:7:interfase=a"], "unknown parameter 'interfase'"),
             (["--upper", "tcp:0", "--no-upper"], "--upper and --no-upper conflict"),
+            (["--udp-rate", "fast"], "--udp-rate takes RATE[/BURST]"),
+            (["--udp-global-rate", "10/0"], "--udp-global-rate takes RATE[/BURST]"),
+            (["--idle-timeout", "-1"], "--idle-timeout takes a number of seconds"),
+            (["--max-per-peer", "x"], "--max-per-peer takes a number of connections"),
+            (["--log-format", "xml"], "--log-format takes text or json"),
             (["--max-line", "0"], "--max-line takes a positive number of bytes"),
             (["--max-line", "many"], "--max-line takes a positive number of bytes"),
             (

@@ -10,6 +10,7 @@ C{udp:PORT[:interface=ADDR]}. Defaults listen on loopback only.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ from twisted_echo.listen import (
     parse_udp_description,
 )
 from twisted_echo.logformat import json_observer_factory
+from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
 from twisted_echo.udp import UDPEcho
@@ -46,6 +48,9 @@ TCP_SERVICES = ("echo", "upper", "welcome")
 #: retransmits); the kernel caps it at net.core.somaxconn.
 DEFAULT_BACKLOG = 1024
 _BACKLOG_TYPES = ("tcp", "tcp6", "unix", "ssl")
+#: UDP echo rate limits, C{(datagrams per second, burst)}.
+DEFAULT_UDP_RATE = (1000.0, 2000)
+DEFAULT_UDP_GLOBAL_RATE = (20000.0, 40000)
 
 
 def _number(
@@ -74,6 +79,30 @@ def _seconds(option: str) -> Callable[[str], Any]:
 
 def _count(option: str, what: str) -> Callable[[str], Any]:
     return _number(option, int, 0, f"a number of {what} (0: no limit)")
+
+
+def _rate(option: str) -> Callable[[str], Any]:
+    """
+    A coercer for C{RATE[/BURST]}: datagrams per second, and the burst in
+    datagrams (default: one second's worth); C{0} for no limit.
+    """
+
+    def coerce(value: str) -> tuple[float, int]:
+        rate_text, _, burst_text = value.partition("/")
+        try:
+            rate = float(rate_text)
+            burst = int(burst_text) if burst_text else max(1, math.ceil(rate))
+        except ValueError:
+            rate, burst = -1, 0
+        if not (math.isfinite(rate) and rate >= 0 and burst >= 1):
+            raise ValueError(
+                f"--{option} takes RATE[/BURST] in datagrams per second "
+                f"(0: no limit), not {value!r}"
+            )
+        return rate, burst
+
+    coerce.coerceDoc = "RATE[/BURST]: datagrams per second[/datagrams]; 0: none."  # type: ignore[attr-defined]
+    return coerce
 
 
 def _listener_option(service: str, help_text: str) -> Any:
@@ -187,6 +216,20 @@ class Options(usage.Options):
             "Listen queue length for stream endpoints that set none.",
             _number("backlog", int, 1, "a positive number of connections"),
         ],
+        [
+            "udp-rate",
+            None,
+            DEFAULT_UDP_RATE,
+            "UDP datagrams answered per second per source address.",
+            _rate("udp-rate"),
+        ],
+        [
+            "udp-global-rate",
+            None,
+            DEFAULT_UDP_GLOBAL_RATE,
+            "UDP datagrams answered per second, all sources together.",
+            _rate("udp-global-rate"),
+        ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
     ]
 
@@ -292,7 +335,13 @@ def makeService(config: Options) -> SockechoService:
                     description, endpoint, factories[service], service
                 )
             )
-    udp_protocol = UDPEcho(counters["udp"])
+    source_rate, source_burst = config["udp-rate"]
+    global_rate, global_burst = config["udp-global-rate"]
+    udp_protocol = UDPEcho(
+        counters["udp"],
+        source_limit=SourceRateLimiter(source_rate, source_burst, reactor),
+        global_limit=TokenBucket(global_rate, global_burst, reactor),
+    )
     for description in config.listeners["udp"]:
         top.addService(
             DatagramListenerService(
