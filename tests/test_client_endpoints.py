@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.endpoints import TCP4ClientEndpoint, UNIXClientEndpoint
 from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import TestCase
@@ -95,6 +95,7 @@ class ExplainTests(TestCase):
             "connection refused",
         )
         self.assertEqual(explain_connect_failure(error.TimeoutError()), "timed out")
+        self.assertEqual(explain_connect_failure(defer.TimeoutError()), "timed out")
         self.assertEqual(
             explain_connect_failure(error.DNSLookupError()), "host name not found"
         )

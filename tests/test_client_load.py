@@ -272,12 +272,10 @@ class LoadLoopbackTests(TestCase):
         self.assertIn("reply byte 99 differs", report["problems"][0])
 
     async def test_refused(self) -> None:
-        port = serve_tcp(self, EchoFactory(reactor))
         # A port just freed: nothing listens there any more.
         listening = reactor.listenTCP(0, EchoFactory(reactor), interface="127.0.0.1")
         free = listening.getHost().port
         await listening.stopListening()
-        del port
         run = LoadRun(_config(endpoint=f"tcp:127.0.0.1:{free}"), reactor)
         endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", free)
         e = await self.assertFailure(

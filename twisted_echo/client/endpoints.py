@@ -15,7 +15,7 @@ import re
 import socket
 from dataclasses import dataclass
 
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import clientFromString
 from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
@@ -165,7 +165,7 @@ def explain_connect_failure(reason: BaseException) -> str:
     """
     if isinstance(reason, error.ConnectionRefusedError):
         return "connection refused"
-    if isinstance(reason, error.TimeoutError | TimeoutError):
+    if isinstance(reason, error.TimeoutError | defer.TimeoutError | TimeoutError):
         return "timed out"
     if isinstance(reason, error.DNSLookupError):
         return "host name not found"
