@@ -27,7 +27,7 @@ from twisted_echo.listen import (
     StreamListenerService,
     parse_udp_description,
 )
-from twisted_echo.logformat import json_observer_factory
+from twisted_echo.logformat import use_json_log
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
@@ -283,7 +283,7 @@ class Options(usage.Options):
             raise usage.UsageError("every service is switched off; nothing to run")
         twistd = getattr(self, "parent", None)
         if self["log-format"] == "json" and twistd is not None:
-            twistd["logger"] = json_observer_factory(twistd.get("logfile"))
+            use_json_log(twistd)
 
 
 def makeService(config: Options) -> SockechoService:

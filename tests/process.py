@@ -1,0 +1,315 @@
+"""
+A real C{twistd -n sockecho} process for tests: started on free ports of
+127.0.0.1, its log read line by line, always killed at clean-up; plus the
+blocking socket helpers and the rule for tools CI installs (skip when missing
+outside CI, fail when missing in CI).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest as pyunit
+from collections.abc import Callable, Sequence
+
+TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
+HOST = "127.0.0.1"
+SERVICES = ("echo", "upper", "welcome", "udp")
+ANY_PORT = {
+    "echo": f"tcp:0:interface={HOST}",
+    "upper": f"tcp:0:interface={HOST}",
+    "welcome": f"tcp:0:interface={HOST}",
+    "udp": f"udp:0:interface={HOST}",
+}
+BANNER = b"Welcome to the server. Type something and hit enter"
+STARTUP_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+IO_TIMEOUT = 10.0
+MB = 1 << 20
+#: How twistd ends after a clean shutdown on SIGTERM: twistd (twisted.scripts.
+#: twistd.run, app._exitWithSignal) re-raises the signal it stopped on, so the
+#: status is -SIGTERM (143 in a shell); 0 is accepted too.
+CLEAN_SIGTERM_EXIT = (0, -signal.SIGTERM)
+
+# Telnet (RFC 854) command bytes and option codes.
+IAC, DONT, DO, WONT, WILL = 255, 254, 253, 252, 251
+AYT, NOP = 246, 241
+ECHO, SGA, TTYPE, NAWS = 1, 3, 24, 31
+
+
+def twistd_command(*args: str) -> list[str]:
+    """
+    @return: the command line of C{twistd -n sockecho ARGS} without a pid file.
+    """
+    return [TWISTD, "-n", "--pidfile=", "sockecho", *args]
+
+
+def any_port_args(**override: str) -> list[str]:
+    """
+    @return: options giving every service a port-0 address on 127.0.0.1,
+        except the services named in C{override}.
+    """
+    args = []
+    for service in SERVICES:
+        args += [f"--{service}", override.get(service, ANY_PORT[service])]
+    return args
+
+
+def child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def temp_dir(case: pyunit.TestCase) -> str:
+    """
+    @return: a new empty directory, removed when C{case} ends.
+    """
+    path = tempfile.mkdtemp(prefix="sockecho-test-")
+    case.addCleanup(shutil.rmtree, path, True)
+    return path
+
+
+def require_tool(
+    case: pyunit.TestCase, name: str, check: Callable[[str], bool] | None = None
+) -> str:
+    """
+    Find the program C{name}: skip the test if it is missing, or fail it when
+    the environment variable C{CI} is set (CI installs every tool).
+
+    @param check: optional test of the found program's path (e.g. that it is
+        the right variant); a program failing it counts as missing.
+    @return: the program's path.
+    """
+    path = shutil.which(name)
+    problem = None
+    if path is None:
+        problem = f"{name!r} is not installed"
+    elif check is not None and not check(path):
+        problem = f"{path} is not the {name} these tests need"
+    if problem is not None:
+        missing(case, problem, "apt-get install -y telnet netcat-openbsd")
+    assert path is not None
+    return path
+
+
+def in_ci() -> bool:
+    """
+    @return: whether the environment variable C{CI} says this is CI.
+    """
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def missing(case: pyunit.TestCase, problem: str, hint: str) -> None:
+    """
+    Skip C{case} for want of something it needs, or fail it in CI.
+    """
+    if in_ci():
+        case.fail(f"{problem} (CI is set, so this is an error; {hint})")
+    case.skipTest(f"{problem} ({hint})")
+
+
+def _is_openbsd_netcat(path: str) -> bool:
+    """
+    @return: whether C{path} is a netcat with C{-N} (shutdown after EOF).
+    """
+    try:
+        result = subprocess.run(
+            [path, "-h"], capture_output=True, text=True, timeout=IO_TIMEOUT
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "-N" in result.stdout + result.stderr
+
+
+class RunningServer:
+    """
+    A C{twistd -n sockecho} process, its log read line by line by a thread.
+
+    @ivar ports: the port each service listens on, by service name.
+    @ivar output: standard output lines so far (text, no end of line).
+    @ivar errors: standard error lines so far.
+    """
+
+    def __init__(self, case: pyunit.TestCase, args: Sequence[str]) -> None:
+        self.ports: dict[str, int] = {}
+        self.output: list[str] = []
+        self.errors: list[str] = []
+        self._changed = threading.Condition()
+        self.process = subprocess.Popen(
+            twistd_command(*args),
+            cwd=temp_dir(case),
+            env=child_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        case.addCleanup(self.kill)
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
+            for stream, lines in (
+                (self.process.stdout, self.output),
+                (self.process.stderr, self.errors),
+            )
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def _read(self, stream: io.BufferedReader, lines: list[str]) -> None:
+        for raw in stream:
+            with self._changed:
+                lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(
+        self, pattern: str, timeout: float = IO_TIMEOUT, start: int = 0
+    ) -> re.Match[str]:
+        """
+        Wait until a line of standard output from index C{start} on matches
+        the regular expression C{pattern}.
+
+        @return: the match.
+        @raise AssertionError: when no line matched in C{timeout} seconds or
+            the process ended first.
+        """
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        seen = start
+        with self._changed:
+            while True:
+                for line in self.output[seen:]:
+                    match = regex.search(line)
+                    if match:
+                        return match
+                seen = max(seen, len(self.output))
+                left = deadline - time.monotonic()
+                ended = self.process.poll() is not None and not any(
+                    r.is_alive() for r in self._readers
+                )
+                if left <= 0 or ended:
+                    raise AssertionError(
+                        f"no log line matching {pattern!r} within {timeout} s"
+                        f" (exit status {self.process.poll()});\nstdout:\n"
+                        + "\n".join(self.output[-30:])
+                        + "\nstderr:\n"
+                        + "\n".join(self.errors[-30:])
+                    )
+                self._changed.wait(min(left, 0.2))
+
+    def wait_listening(self, services: Sequence[str] = SERVICES) -> dict[str, int]:
+        """
+        Wait for the C{listening on} line of each of C{services}.
+
+        @return: L{ports}.
+        """
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        for service in services:
+            match = self.wait_for(
+                rf"\] {service} listening on (tcp|udp):127\.0\.0\.1:(\d+)$",
+                max(0.0, deadline - time.monotonic()),
+            )
+            self.ports[service] = int(match.group(2))
+        return self.ports
+
+    def stop(self, signum: int = signal.SIGTERM) -> int:
+        """
+        Send C{signum} and wait for the process to end and its output to be
+        read.
+
+        @return: the exit status.
+        """
+        self.process.send_signal(signum)
+        status = self.process.wait(STOP_TIMEOUT)
+        for reader in self._readers:
+            reader.join(STOP_TIMEOUT)
+        return status
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        try:
+            self.process.wait(STOP_TIMEOUT)
+        finally:
+            for reader in self._readers:
+                reader.join(STOP_TIMEOUT)
+            for stream in (self.process.stdout, self.process.stderr):
+                if stream is not None:
+                    stream.close()
+
+    def vm_rss(self) -> int:
+        """
+        @return: the process's resident set size in bytes, from /proc.
+        """
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
+
+
+def start_server(case: pyunit.TestCase, args: Sequence[str] = ()) -> RunningServer:
+    """
+    Start C{twistd -n --pidfile= sockecho} with every service on a free port
+    of 127.0.0.1 (plus C{args}), and wait until all four listen. The process
+    is killed when C{case} ends.
+    """
+    server = RunningServer(case, [*any_port_args(), *args])
+    server.wait_listening()
+    return server
+
+
+def run_twistd(case: pyunit.TestCase, *args: str) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{twistd -n sockecho ARGS} to its end (it is expected to fail fast).
+    """
+    return subprocess.run(
+        twistd_command(*args),
+        cwd=temp_dir(case),
+        env=child_env(),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def tcp_exchange(port: int, data: bytes, timeout: float = IO_TIMEOUT) -> bytes:
+    """
+    Connect to C{port}, send C{data}, shut down the sending side, and read
+    until the server closes.
+
+    @return: every byte received.
+    """
+    deadline = time.monotonic() + timeout
+    with socket.create_connection((HOST, port), timeout=timeout) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while time.monotonic() < deadline:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return bytes(received)
+            received += chunk
+        raise AssertionError(f"server did not close within {timeout} s")
+
+
+def udp_socket(case: pyunit.TestCase, timeout: float = IO_TIMEOUT) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    case.addCleanup(sock.close)
+    sock.settimeout(timeout)
+    return sock
