@@ -31,6 +31,12 @@ HALF_CLOSE_CHECKS = {
     "1 MiB, half-close, sha256",
     "20 MB, half-close, sha256",
 }
+#: The half-close checks wire.Echo fails whatever the timing. (It passes the
+#: 1 MiB one when the kernel's socket buffers happen to hold every reply.)
+ALWAYS_FAILED_BY_WIRE_ECHO = {
+    "request and FIN in one segment",
+    "20 MB, half-close, sha256",
+}
 
 
 class CheckLoopbackTests(TestCase):
@@ -55,13 +61,10 @@ class CheckLoopbackTests(TestCase):
         results = await run_checks(
             reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", port), timeout=20
         )
-        verdicts = {r.name: r.passed for r in results}
-        for name in HALF_CLOSE_CHECKS:
-            self.assertFalse(verdicts[name], name)
-        for name, passed in verdicts.items():
-            if name not in HALF_CLOSE_CHECKS:
-                self.assertTrue(passed, name)
-        detail = {r.name: r.detail for r in results}["1 MiB, half-close, sha256"]
+        failed = {r.name for r in results if not r.passed}
+        self.assertLessEqual(ALWAYS_FAILED_BY_WIRE_ECHO, failed)
+        self.assertLessEqual(failed, HALF_CLOSE_CHECKS)
+        detail = {r.name: r.detail for r in results}["20 MB, half-close, sha256"]
         self.assertIn("before the connection closed", detail)
 
     async def test_silent_server_times_out(self) -> None:
@@ -85,9 +88,9 @@ class CheckLoopbackTests(TestCase):
         self.assertEqual(status, 1)
         results = json.loads(out.getvalue())
         self.assertEqual(len(results), 6)
-        self.assertEqual(
-            {r["name"] for r in results if not r["passed"]}, HALF_CLOSE_CHECKS
-        )
+        failed = {r["name"] for r in results if not r["passed"]}
+        self.assertLessEqual(ALWAYS_FAILED_BY_WIRE_ECHO, failed)
+        self.assertLessEqual(failed, HALF_CLOSE_CHECKS)
 
     async def test_refused_is_one_line(self) -> None:
         listening = reactor.listenTCP(0, EchoFactory(reactor), interface="127.0.0.1")

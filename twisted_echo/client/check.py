@@ -10,6 +10,9 @@ Each check has its own timeout, and a PASS or FAIL with one line of detail:
    C{loseWriteConnection} at once) still gets its whole reply;
  - 1 MiB and 20 MB with half-close (C{SHUT_WR}, RFC 9293 section 3.6): the
    whole reply (compared by length and SHA-256) arrives before the close;
+   the client reads only once its FIN is out (or after L{HALF_CLOSE_PAUSE}
+   seconds), so the server still holds replies when it sees the end of
+   input;
  - a client that writes 20 MB before it reads a byte still gets it all back
    (the client pauses reading while it writes, then reads);
  - with C{--udp}: a small datagram and the largest IPv4 datagram (65507
@@ -24,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import socket
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
@@ -57,6 +61,8 @@ MIB = 1024 * 1024
 BIG = 20_000_000
 #: Seconds the writer-before-reader check keeps from reading.
 WRITE_FIRST_PAUSE = 0.5
+#: Most seconds the half-close checks keep from reading until their FIN is out.
+HALF_CLOSE_PAUSE = 0.3
 #: Default seconds each check may take.
 DEFAULT_TIMEOUT = 30.0
 
@@ -111,6 +117,7 @@ class Exchange(Protocol):
         self._digest = hashlib.sha256()
         self._finish_waiters: list[Deferred[None]] | None = []
         self._close_waiters: list[Deferred[None]] = []
+        self._write_closed_waiters: list[Deferred[None]] | None = []
 
     def finished(self) -> Deferred[None]:
         """
@@ -149,9 +156,27 @@ class Exchange(Protocol):
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def writeConnectionLost(self) -> None:
-        pass
+        """
+        Our FIN is sent (everything written before it went out).
+        """
+        waiters, self._write_closed_waiters = self._write_closed_waiters, None
+        for waiter in waiters or []:
+            waiter.callback(None)
+
+    def write_closed(self) -> Deferred[None]:
+        """
+        @return: a L{Deferred} firing with C{None} once our sending side is
+            shut down after all was written (or the connection closed).
+        """
+        waiter: Deferred[None] = Deferred()
+        if self._write_closed_waiters is None:
+            waiter.callback(None)
+        else:
+            self._write_closed_waiters.append(waiter)
+        return waiter
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.writeConnectionLost()
         self.closed = True
         self._finish()
         waiters, self._close_waiters = self._close_waiters, []
@@ -263,28 +288,76 @@ async def check_concurrent(c: _Checker, clients: int = 10) -> str:
     return f"{clients} clients at once, each got back exactly its own bytes"
 
 
-async def _half_close(c: _Checker, payload: bytes, what: str) -> str:
+async def _half_close(
+    c: _Checker, payload: bytes, what: str, read_after_fin: bool = False
+) -> str:
     exchange = await c.connect(until=len(payload))
     transport = exchange.transport
     assert transport is not None
+    if read_after_fin:
+        # Keep from reading until our FIN is out, so the replies the server
+        # owes are still in its buffers when it sees the end of input. A
+        # server with flow control stops reading from us meanwhile: bound
+        # the wait.
+        transport.pauseProducing()  # type: ignore[attr-defined]
     transport.write(payload)
     transport.loseWriteConnection()  # type: ignore[attr-defined]
+    if read_after_fin:
+        sent = exchange.write_closed()
+        sent.addTimeout(HALF_CLOSE_PAUSE, c.reactor, onTimeoutCancel=lambda *a: None)
+        await sent
+        transport.resumeProducing()  # type: ignore[attr-defined]
     await exchange.finished()
     return _verdict_of(exchange, payload, what)
 
 
+def _cork(transport: Any, on: bool) -> bool:
+    """
+    Set Linux's C{TCP_CORK} on a TCP transport's socket: while it is set,
+    written bytes are held, and a FIN (C{shutdown}) goes out in the same
+    segment as them.
+
+    @return: whether the option could be set.
+    """
+    option = getattr(socket, "TCP_CORK", None)
+    handle = getattr(transport, "getHandle", lambda: None)()
+    if option is None or not isinstance(handle, socket.socket):
+        return False
+    if handle.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        handle.setsockopt(socket.IPPROTO_TCP, option, int(on))
+    except OSError:
+        return False
+    return True
+
+
 async def check_fin_with_request(c: _Checker) -> str:
-    return await _half_close(
-        c, b"a request sent with its FIN\r\n", "request with FIN in the same segment"
-    )
+    payload = b"a request sent with its FIN\r\n"
+    exchange = await c.connect(until=len(payload))
+    transport = exchange.transport
+    assert transport is not None
+    corked = _cork(transport, True)
+    transport.write(payload)
+    transport.loseWriteConnection()  # type: ignore[attr-defined]
+    await exchange.write_closed()
+    if corked:
+        _cork(transport, False)
+    await exchange.finished()
+    how = " (one segment: TCP_CORK)" if corked else ""
+    return _verdict_of(exchange, payload, "request with FIN in the same segment") + how
 
 
 async def check_half_close_1mib(c: _Checker) -> str:
-    return await _half_close(c, _payload(MIB, seed=1), "1 MiB then half-close")
+    return await _half_close(
+        c, _payload(MIB, seed=1), "1 MiB then half-close", read_after_fin=True
+    )
 
 
 async def check_half_close_20mb(c: _Checker) -> str:
-    return await _half_close(c, _payload(BIG, seed=2), "20 MB then half-close")
+    return await _half_close(
+        c, _payload(BIG, seed=2), "20 MB then half-close", read_after_fin=True
+    )
 
 
 async def check_write_before_read(c: _Checker) -> str:
