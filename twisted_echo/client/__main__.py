@@ -1,0 +1,267 @@
+# -*- test-case-name: tests.test_client_main -*-
+"""
+C{sockecho-client} (also C{python -m twisted_echo.client}): argument parsing
+and dispatch to L{chat}, L{load} and L{check}.
+
+Exit status: 0 on success; 1 when a check or load run fails, the connection
+fails or ends badly; 2 for a bad option or endpoint string. Errors are one
+line on standard error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from twisted.internet.task import react
+
+from twisted_echo.client.check import DEFAULT_TIMEOUT
+from twisted_echo.client.contracts import SERVICES
+from twisted_echo.client.errors import ClientError, ClientUsageError
+from twisted_echo.client.load import MAX_DATAGRAM, MODES, LoadConfig
+
+PROG = "sockecho-client"
+
+
+class _Parser(argparse.ArgumentParser):
+    """
+    An argument parser whose errors are one line, not a usage block.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """
+    @return: the parser of C{sockecho-client}'s command line.
+    """
+    parser = _Parser(
+        prog=PROG,
+        description="Client for the sockecho services and any RFC 862 echo server. "
+        "ENDPOINT is a Twisted client endpoint string (tcp:HOST:PORT, "
+        "tcp6:..., unix:PATH, ssl:...) or udp:HOST:PORT.",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    chat = commands.add_parser(
+        "chat",
+        help="interactive, like telnet or nc",
+        description="Send standard "
+        "input, print replies; at end of input half-close and print what is "
+        "still owed. With udp:, each line is one datagram.",
+    )
+    chat.add_argument("endpoint", metavar="ENDPOINT")
+    chat.add_argument(
+        "--wait",
+        type=_positive_float,
+        default=1.0,
+        metavar="SECONDS",
+        help="udp: seconds to wait at end of input for replies [%(default)s]",
+    )
+    chat.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds to connect [%(default)s]",
+    )
+
+    load = commands.add_parser(
+        "load",
+        help="many connections, every reply byte checked",
+        description="Load a service and check every reply byte against its "
+        "contract; exit 1 on any error, mismatch or lost byte.",
+    )
+    load.add_argument("endpoint", metavar="ENDPOINT")
+    load.add_argument(
+        "-c",
+        "--connections",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="connections at once [%(default)s]",
+    )
+    load.add_argument(
+        "-s",
+        "--size",
+        type=_positive_int,
+        default=64,
+        metavar="BYTES",
+        help="request size [%(default)s]",
+    )
+    load.add_argument(
+        "-d",
+        "--duration",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to start requests [%(default)s]",
+    )
+    load.add_argument(
+        "-m",
+        "--mode",
+        choices=MODES,
+        default="rr",
+        help="rr, stream, connect or udp [%(default)s]",
+    )
+    load.add_argument(
+        "--service",
+        choices=SERVICES,
+        default="echo",
+        help="the contract replies are checked against [%(default)s]",
+    )
+    load.add_argument(
+        "-n",
+        "--requests",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="stop after N requests in all",
+    )
+    load.add_argument(
+        "--banner",
+        default=None,
+        metavar="TEXT",
+        help="welcome: the exact banner expected [any line]",
+    )
+    load.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=5.0,
+        metavar="SECONDS",
+        help="to connect, and to wait for owed "
+        "replies after the duration [%(default)s]",
+    )
+    load.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object instead of the report",
+    )
+
+    check = commands.add_parser(
+        "check",
+        help="RFC 862 conformance run",
+        description="Check an RFC 862 echo server: binary transparency, "
+        "concurrent clients, half-close with large payloads, and with --udp "
+        "the largest datagram. Exit 1 on any FAIL.",
+    )
+    check.add_argument("endpoint", metavar="ENDPOINT")
+    check.add_argument(
+        "--udp",
+        default=None,
+        metavar="ENDPOINT",
+        help="udp:HOST:PORT of a UDP echo server to check too",
+    )
+    check.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=DEFAULT_TIMEOUT,
+        metavar="SECONDS",
+        help="per check [%(default)s]",
+    )
+    check.add_argument(
+        "--json", action="store_true", help="print a JSON list instead of the table"
+    )
+    return parser
+
+
+def load_config(args: argparse.Namespace) -> LoadConfig:
+    """
+    @param args: parsed C{load} arguments.
+    @return: the run they describe.
+    @raise ClientUsageError: for options that do not go together.
+    """
+    is_udp = args.endpoint.strip().lower().startswith("udp:")
+    if (args.mode == "udp") != is_udp:
+        raise ClientUsageError(
+            "--mode udp needs a udp:HOST:PORT endpoint, and a udp: endpoint "
+            f"needs --mode udp (got --mode {args.mode} {args.endpoint!r})"
+        )
+    if args.mode == "udp" and args.service != "echo":
+        raise ClientUsageError("--mode udp checks UDP echo only (--service echo)")
+    if args.mode == "udp" and args.size > MAX_DATAGRAM:
+        raise ClientUsageError(
+            f"--size {args.size} is over a datagram's {MAX_DATAGRAM}"
+        )
+    return LoadConfig(
+        endpoint=args.endpoint,
+        connections=args.connections,
+        size=args.size,
+        duration=args.duration,
+        mode=args.mode,
+        service=args.service,
+        max_requests=args.requests,
+        timeout=args.timeout,
+        banner=args.banner.encode("utf-8") if args.banner is not None else None,
+    )
+
+
+async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
+    """
+    Run the command C{args} names.
+
+    @return: the exit status.
+    @raise ClientError: for errors the user caused.
+    """
+    if args.command == "chat":
+        from twisted_echo.client.chat import run_chat
+
+        return await run_chat(reactor, args.endpoint, args.wait, args.timeout)
+    if args.command == "load":
+        from twisted_echo.client.load import run_load
+
+        return await run_load(reactor, load_config(args), args.json, sys.stdout)
+    from twisted_echo.client.check import run_check
+
+    return await run_check(
+        reactor, args.endpoint, args.udp, args.timeout, sys.stdout, args.json
+    )
+
+
+async def _main(reactor: Any, args: argparse.Namespace) -> None:
+    try:
+        status = await dispatch(reactor, args)
+    except ClientError as e:
+        print(f"{PROG}: {e}", file=sys.stderr, flush=True)
+        status = e.exit_status
+    raise SystemExit(status)
+
+
+def main(argv: Sequence[str] | None = None) -> NoReturn:
+    """
+    The C{sockecho-client} console script.
+
+    @param argv: the arguments (without the program name); C{sys.argv[1:]}
+        if C{None}.
+    @raise SystemExit: always, with the exit status.
+    """
+    args = build_parser().parse_args(argv)
+    react(_main, (args,))
+
+
+if __name__ == "__main__":
+    main()
