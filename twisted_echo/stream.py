@@ -17,8 +17,10 @@ peer that stays paused longer than the stall timeout is disconnected.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IDelayedCall,
@@ -191,6 +193,7 @@ class StreamProtocol(TimeoutMixin, Protocol):
     _producing = False
     _stall_call: IDelayedCall | None = None
     _closing = False
+    _socket_send: Callable[[bytes], int] | None = None
 
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         """
@@ -221,6 +224,8 @@ class StreamProtocol(TimeoutMixin, Protocol):
         factory = self.factory
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._producing = True
+        if isinstance(transport, tcp.Connection) and not transport.TLS:
+            self._socket_send = transport.socket.send
         self._opened_at = factory.clock.seconds()
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
@@ -239,10 +244,33 @@ class StreamProtocol(TimeoutMixin, Protocol):
         """
         Write C{data} to the peer and count it.
 
+        When the transport is a plain TCP or UNIX socket connection with
+        nothing queued, C{data} goes straight to the socket; whatever the
+        socket does not take (and everything, on other transports such as
+        TLS) goes through C{transport.write}, which queues it and applies
+        flow control. Sending at once saves a reactor turn and two
+        C{epoll_ctl} calls per reply.
+
         @param data: the bytes to send.
         """
         self.bytes_out += len(data)
-        self.transport.write(data)  # type: ignore[union-attr]
+        transport = self.transport
+        socket_send = self._socket_send
+        if (
+            socket_send is not None
+            and not transport._tempDataLen  # type: ignore[union-attr]
+            and not transport.dataBuffer  # type: ignore[union-attr]
+        ):
+            try:
+                sent = socket_send(data)
+            except OSError:
+                # EAGAIN, or the connection is gone: let the transport queue
+                # it, or find out and report the loss as usual.
+                sent = 0
+            if sent == len(data):
+                return
+            data = data[sent:]
+        transport.write(data)  # type: ignore[union-attr]
 
     # IPushProducer, called by the transport.
 
