@@ -1,0 +1,1034 @@
+"""
+Benchmark sockecho against the echo servers Python users would pick instead.
+
+    python benchmarks/run.py            # full run: 3 rounds, 3 s per point
+    python benchmarks/run.py --quick    # 1 round, 1.5 s per point (development)
+
+Each server (a "peer") runs alone, pinned to CPU 0; the load generator
+(benchmarks/loadgen.c, compiled here with gcc -O2) runs pinned to CPU 1.
+Peers are interleaved in rounds (A B C, A B C, ...); each figure is the median
+over the rounds, with min and max, and a ratio to the other peers of the same
+run. A full run writes docs/benchmarks.md and docs/benchmarks.png; --quick
+writes them under benchmarks/build/ unless --out-dir is given. The raw results
+go to benchmarks/build/results.json; --render FILE redraws the report from one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import resource
+import select
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+BUILD = HERE / "build"
+PEERS_DIR = HERE / "peers"
+SERVER_CPU, LOADGEN_CPU = "0", "1"
+HOST = "127.0.0.1"
+REFERENCE = "asyncio-protocol"
+QUIET = 0.15  # share of two CPUs' time counted as "quiet" before a point
+
+
+@dataclass(frozen=True)
+class Peer:
+    key: str
+    label: str
+    services: tuple[str, ...]
+    script: str = ""  # a file in benchmarks/peers/, or "" for special ones
+    ceiling_only: bool = False
+
+    def command(self, ports: dict[str, int]) -> list[str]:
+        if self.key == "sockecho":
+            twistd = str(Path(sys.executable).parent / "twistd")
+            cmd = [twistd, "-n", "--pidfile=", "sockecho", *sockecho_unlimited()]
+            for service, port in ports.items():
+                kind = "udp" if service == "udp" else "tcp"
+                cmd += [f"--{service}", f"{kind}:{port}:interface={HOST}"]
+            return cmd
+        if self.key == "c-epoll":
+            return [
+                str(BUILD / "c_echo"),
+                "--echo",
+                str(ports["echo"]),
+                "--udp",
+                str(ports["udp"]),
+            ]
+        cmd = [sys.executable, str(PEERS_DIR / self.script)]
+        for service, port in ports.items():
+            cmd += [f"--{service}", str(port)]
+        return cmd
+
+
+#: sockecho's safety limits, switched off for the benchmark when it has them:
+#: its defaults cap connections per address and UDP datagrams per second.
+SOCKECHO_LIMITS = (
+    "--max-connections",
+    "--max-per-peer",
+    "--udp-rate",
+    "--udp-global-rate",
+)
+
+
+@functools.cache
+def sockecho_unlimited() -> list[str]:
+    """`--option=0` for each of SOCKECHO_LIMITS that `twistd sockecho` knows."""
+    twistd = str(Path(sys.executable).parent / "twistd")
+    shown = subprocess.run(
+        [twistd, "sockecho", "--help"], capture_output=True, text=True, cwd=ROOT
+    ).stdout
+    return [f"{option}=0" for option in SOCKECHO_LIMITS if f"{option}=" in shown]
+
+
+ALL = ("echo", "upper", "welcome", "udp")
+PEERS = [
+    Peer("sockecho", "sockecho", ALL),
+    Peer("twisted-wire", "Twisted wire.Echo", ("echo", "udp"), "twisted_wire.py"),
+    Peer("asyncio-protocol", "asyncio Protocol", ALL, "asyncio_protocol.py"),
+    Peer("asyncio-streams", "asyncio streams", ALL, "asyncio_streams.py"),
+    Peer("uvloop-protocol", "uvloop Protocol", ALL, "uvloop_protocol.py"),
+    Peer("selectors", "selectors loop", ALL, "selectors_server.py"),
+    Peer("threads", "thread per conn", ALL, "threaded_server.py"),
+    Peer("c-epoll", "C epoll (ceiling)", ("echo", "udp"), ceiling_only=True),
+]
+PEER_BY_KEY = {p.key: p for p in PEERS}
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    title: str
+    unit: str
+    service: str
+    args: tuple[str, ...] = ()
+    metric: str = "ops_per_s"
+    lower_is_better: bool = False
+
+
+def rr(conns: int, size: int, proto: str = "echo") -> tuple[str, ...]:
+    return ("rr", "--proto", proto, "--conns", str(conns), "--size", str(size))
+
+
+IDLE = Workload(
+    "idle",
+    "memory per idle connection (10,000 open)",
+    "KiB/conn",
+    "echo",
+    lower_is_better=True,
+)
+WORKLOADS = [
+    Workload("rr1", "request/response, 1 conn × 64 B", "req/s", "echo", rr(1, 64)),
+    Workload(
+        "rr50", "request/response, 50 conns × 1 KiB", "req/s", "echo", rr(50, 1024)
+    ),
+    Workload(
+        "stream",
+        "streaming, 4 conns × 64 KiB writes",
+        "MB/s",
+        "echo",
+        ("stream", "--conns", "4", "--size", "65536", "--window", "4"),
+        metric="mb_per_s",
+    ),
+    Workload(
+        "connect",
+        "connect + 64 B echo + close, 8 at a time",
+        "conn/s",
+        "echo",
+        ("connect", "--conns", "8", "--size", "64"),
+    ),
+    Workload(
+        "udp",
+        "UDP 64 B datagrams, 32 outstanding",
+        "datagrams/s",
+        "udp",
+        ("udp", "--size", "64", "--window", "32"),
+    ),
+    IDLE,
+    Workload("upper1", "upper, 1 conn × 64 B", "req/s", "upper", rr(1, 64, "upper")),
+    Workload(
+        "upper50", "upper, 50 conns × 1 KiB", "req/s", "upper", rr(50, 1024, "upper")
+    ),
+    Workload(
+        "welcome1",
+        "welcome, 1 conn × 64 B lines",
+        "req/s",
+        "welcome",
+        rr(1, 64, "welcome"),
+    ),
+    Workload(
+        "welcome50",
+        "welcome, 50 conns × 1 KiB lines",
+        "req/s",
+        "welcome",
+        rr(50, 1024, "welcome"),
+    ),
+]
+WL_BY_KEY = {w.key: w for w in WORKLOADS}
+ECHO_KEYS = ["rr1", "rr50", "stream", "connect", "udp"]
+TEXT_PAIRS = [
+    ("upper1", "rr1"),
+    ("upper50", "rr50"),
+    ("welcome1", "rr1"),
+    ("welcome50", "rr50"),
+]
+
+
+@dataclass
+class Settings:
+    rounds: int
+    duration: float
+    warmup: float
+    idle_conns: int
+    quiet_wait: float
+    peers: list[str]
+    workloads: list[str]
+    out_dir: Path
+    command: str
+    results: list[dict] = field(default_factory=list)
+
+
+# ---- building and running ------------------------------------------------
+
+
+def build() -> None:
+    BUILD.mkdir(exist_ok=True)
+    for source, binary in (
+        (HERE / "loadgen.c", BUILD / "loadgen"),
+        (PEERS_DIR / "c_echo.c", BUILD / "c_echo"),
+    ):
+        if not binary.exists() or binary.stat().st_mtime < source.stat().st_mtime:
+            subprocess.run(
+                ["gcc", "-O2", "-Wall", "-o", str(binary), str(source)], check=True
+            )
+
+
+def raise_nofile(needed: int) -> int:
+    """Raise this process's open-files limit (children inherit it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, needed))
+            return needed
+        except (ValueError, OSError):
+            print(f"warning: open files limited to {hard}", file=sys.stderr)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
+def free_port(kind: int) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(proc: subprocess.Popen, ports: dict[str, int], timeout: float) -> None:
+    """Wait until every TCP service accepts and UDP echo answers."""
+    deadline = time.monotonic() + timeout
+    todo = dict(ports)
+    while todo:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with status {proc.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server not ready: {sorted(todo)}")
+        for service, port in list(todo.items()):
+            kind = socket.SOCK_DGRAM if service == "udp" else socket.SOCK_STREAM
+            with socket.socket(socket.AF_INET, kind) as s:
+                s.settimeout(0.2)
+                try:
+                    s.connect((HOST, port))
+                    if service == "udp":
+                        s.send(b"ping")
+                        s.recv(16)
+                    del todo[service]
+                except OSError:
+                    pass
+        time.sleep(0.05)
+
+
+@contextmanager
+def running(peer: Peer, nofile: int, log: Path) -> Iterator[tuple[int, dict]]:
+    """Start `peer` on CPU 0 with every service it has; always stop it."""
+    ports = {
+        s: free_port(socket.SOCK_DGRAM if s == "udp" else socket.SOCK_STREAM)
+        for s in peer.services
+    }
+    cmd = [
+        "prlimit",
+        f"--nofile={nofile}:{nofile}",
+        "taskset",
+        "-c",
+        SERVER_CPU,
+        *peer.command(ports),
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(proc, ports, timeout=20)
+        yield proc.pid, ports
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def loadgen(args: list[str]) -> list[str]:
+    return ["taskset", "-c", LOADGEN_CPU, str(BUILD / "loadgen"), *args]
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of CPUs 0 and 1 together, from /proc/stat."""
+    busy = total = 0
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *ticks = line.split()
+        if name in ("cpu" + SERVER_CPU, "cpu" + LOADGEN_CPU):
+            t = [int(x) for x in ticks[:8]]
+            busy += sum(t) - t[3] - t[4]  # all but idle and iowait
+            total += sum(t)
+    return busy, total
+
+
+def process_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def children_ticks() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (ru.ru_utime + ru.ru_stime) * os.sysconf("SC_CLK_TCK")
+
+
+def wait_quiet(limit: float) -> float:
+    """
+    Wait (at most `limit` seconds) until CPUs 0 and 1 are mostly idle, as
+    other people's jobs may share the machine; return the seconds waited.
+    """
+    start = time.monotonic()
+    while True:
+        before = cpu_ticks()
+        time.sleep(0.25)
+        after = cpu_ticks()
+        busy, total = after[0] - before[0], after[1] - before[1]
+        waited = time.monotonic() - start
+        if not total or busy / total < QUIET or waited >= limit:
+            return waited
+
+
+def run_load(wl: Workload, port: int, pid: int, s: Settings) -> dict:
+    """Run one loadgen measurement; also estimate what other processes used."""
+    waited = wait_quiet(s.quiet_wait)
+    args = ["--port", str(port), "--duration", str(s.duration)]
+    args += ["--warmup", str(s.warmup), "--server-pid", str(pid)]
+    before = cpu_ticks(), process_ticks(pid), children_ticks()
+    done = subprocess.run(
+        loadgen([*wl.args, *args]),
+        capture_output=True,
+        text=True,
+        timeout=s.duration + s.warmup + 60,
+    )
+    after = cpu_ticks(), process_ticks(pid), children_ticks()
+    if done.returncode != 0:
+        raise RuntimeError(done.stderr.strip() or f"loadgen status {done.returncode}")
+    result = json.loads(done.stdout)
+    result["value"] = result[wl.metric]
+    result["quiet_wait_s"] = round(waited, 2)
+    ours = (after[1] - before[1]) + (after[2] - before[2])
+    busy, total = (a - b for a, b in zip(after[0], before[0], strict=True))
+    # Share of the two CPUs' time used by anything but server and loadgen.
+    result["other_load"] = max(0.0, (busy - ours) / total) if total else None
+    return result
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def hold_idle(port: int, conns: int, timeout: float) -> tuple[dict, subprocess.Popen]:
+    """Start loadgen holding `conns` idle connections; return its report."""
+    cmd = loadgen(
+        [
+            "idle",
+            "--port",
+            str(port),
+            "--conns",
+            str(conns),
+            "--size",
+            "8",
+            "--duration",
+            "1",
+            "--hold",
+            str(timeout),
+        ]
+    )
+    proc = subprocess.Popen(
+        cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line:
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("idle connections not ready in time")
+    return json.loads(line), proc
+
+
+def release(proc: subprocess.Popen) -> None:
+    proc.stdin.close()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def measure_idle(port: int, pid: int, s: Settings) -> dict:
+    """Server VmRSS growth per idle connection, after a 100-connection warm-up."""
+    report, proc = hold_idle(port, 100, 30)
+    release(proc)
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    report, proc = hold_idle(port, s.idle_conns, 120)
+    try:
+        time.sleep(0.3)
+        after = rss_kib(pid)
+    finally:
+        release(proc)
+    time.sleep(0.5)  # let the server close them before the next workload
+    opened = report["ready"]
+    return {
+        "value": (after - before) / opened if opened else None,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "errors": report["errors"] + (s.idle_conns - opened),
+        "mismatches": report["mismatches"],
+        "setup_s": report["setup_s"],
+    }
+
+
+def run_peer(peer: Peer, rnd: int, s: Settings, nofile: int) -> None:
+    wls = [WL_BY_KEY[k] for k in s.workloads if WL_BY_KEY[k].service in peer.services]
+    if peer.ceiling_only:
+        wls = [w for w in wls if w.key in ECHO_KEYS]
+    # Memory last: a thread-per-connection server needs seconds of CPU to end
+    # 10,000 threads, which would spoil whatever ran next on it.
+    wls.sort(key=lambda w: w is IDLE)
+    log = BUILD / "logs" / f"{peer.key}.log"
+    log.parent.mkdir(exist_ok=True)
+    try:
+        with running(peer, nofile, log) as (pid, ports):
+            for wl in wls:
+                run_one(peer, wl, rnd, s, pid, ports)
+    except RuntimeError as e:  # the server did not start
+        print(f"  round {rnd} {peer.key}: {e} (see {log})", flush=True)
+        for wl in wls:
+            s.results.append(
+                {
+                    "value": None,
+                    "failure": str(e),
+                    "round": rnd,
+                    "peer": peer.key,
+                    "workload": wl.key,
+                }
+            )
+
+
+def run_one(
+    peer: Peer, wl: Workload, rnd: int, s: Settings, pid: int, ports: dict[str, int]
+) -> None:
+    t = time.monotonic()
+    try:
+        if wl is IDLE:
+            res = measure_idle(ports["echo"], pid, s)
+        else:
+            res = run_load(wl, ports[wl.service], pid, s)
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as e:
+        res = {"value": None, "failure": str(e)}
+    res.update(round=rnd, peer=peer.key, workload=wl.key)
+    s.results.append(res)
+    value = res["value"]
+    shown = "FAILED " + res["failure"] if value is None else f"{value:,.1f}"
+    print(
+        f"  round {rnd} {peer.key:17} {wl.key:10} {shown} {wl.unit}"
+        f"  ({time.monotonic() - t:.1f}s)",
+        flush=True,
+    )
+
+
+# ---- machine description --------------------------------------------------
+
+
+def machine() -> dict:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    versions = {}
+    for module in ("twisted", "uvloop"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            versions[module] = "not installed"
+
+    def out(*cmd: str) -> str:
+        try:
+            return subprocess.run(
+                cmd, capture_output=True, text=True, cwd=ROOT
+            ).stdout.strip()
+        except OSError:
+            return "?"
+
+    dirty = out("git", "status", "--porcelain", "--", "twisted_echo")
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        **versions,
+        "gcc": out("gcc", "-dumpfullversion"),
+        "commit": out("git", "rev-parse", "--short", "HEAD")
+        + (" (twisted_echo/ with uncommitted changes)" if dirty else ""),
+        "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
+    }
+
+
+# ---- summaries --------------------------------------------------------------
+
+
+def median_of(runs: list[dict], name: str, sub: str | None = None) -> float | None:
+    xs = [(r[name][sub] if sub else r[name]) for r in runs if name in r]
+    xs = [x for x in xs if x is not None and x >= 0]
+    return statistics.median(xs) if xs else None
+
+
+def summarize(results: list[dict]) -> dict:
+    """{(peer, workload): summary of the rounds}."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in results:
+        groups.setdefault((r["peer"], r["workload"]), []).append(r)
+    table = {}
+    for key, runs in groups.items():
+        ok = [r for r in runs if r["value"] is not None]
+        values = [r["value"] for r in ok]
+
+        table[key] = {
+            "median": statistics.median(values) if values else None,
+            "min": min(values, default=None),
+            "max": max(values, default=None),
+            "rounds": len(values),
+            "failed": len(runs) - len(ok),
+            "p50": median_of(ok, "lat_us", "p50"),
+            "p99": median_of(ok, "lat_us", "p99"),
+            "gen_cpu": median_of(ok, "gen_cpu"),
+            "server_cpu": median_of(ok, "server_cpu"),
+            "gen_work": median_of(ok, "gen_work"),
+            "other_load": median_of(ok, "other_load"),
+            "errors": sum(r.get("errors", 0) + r.get("lost", 0) for r in runs),
+            "mismatches": sum(r.get("mismatches", 0) for r in runs),
+        }
+    return table
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def better_ratio(wl: Workload, a: float | None, b: float | None) -> float | None:
+    """How many times better `a` is than `b` (>1: a is better)."""
+    return ratio(b, a) if wl.lower_is_better else ratio(a, b)
+
+
+# ---- report -------------------------------------------------------------------
+
+
+def fmt(x: float | None, digits: int = 0) -> str:
+    if x is None:
+        return "–"
+    if abs(x) >= 100 or digits == 0:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}"
+
+
+def fx(x: float | None) -> str:
+    return "–" if x is None else f"{x:.2f}×"
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.0f}%"
+
+
+def chart(table: dict, peers: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {
+        "sockecho": "#d62728",
+        "twisted-wire": "#ff9896",
+        "asyncio-protocol": "#1f77b4",
+        "asyncio-streams": "#aec7e8",
+        "uvloop-protocol": "#2ca02c",
+        "selectors": "#9467bd",
+        "threads": "#8c564b",
+    }
+    fig, (ax1, ax2) = plt.subplots(
+        1, 2, figsize=(13, 6.5), gridspec_kw={"width_ratios": [3, 1.3]}
+    )
+    groups = [
+        k
+        for k in ECHO_KEYS + [k for k, _ in TEXT_PAIRS]
+        if any((p, k) in table for p in peers)
+    ]
+    height = 0.8 / max(1, len(peers))
+    for i, p in enumerate(peers):
+        ys, xs, lo, hi = [], [], [], []
+        for g, k in enumerate(groups):
+            ref = table.get((REFERENCE, k), {}).get("median")
+            row = table.get((p, k))
+            if not row or row["median"] is None or not ref:
+                continue
+            ys.append(g + (i - (len(peers) - 1) / 2) * height)
+            xs.append(row["median"] / ref)
+            lo.append(xs[-1] - row["min"] / ref)
+            hi.append(row["max"] / ref - xs[-1])
+        ax1.barh(
+            ys,
+            xs,
+            height=height * 0.95,
+            xerr=[lo, hi],
+            color=colors.get(p, "grey"),
+            label=PEER_BY_KEY[p].label,
+            error_kw={"elinewidth": 0.8, "capsize": 1.5},
+        )
+    ax1.axvline(1, color="black", linewidth=0.8)
+    ax1.set_yticks(range(len(groups)))
+    ax1.set_yticklabels([WL_BY_KEY[k].title for k in groups], fontsize=8.5)
+    ax1.invert_yaxis()
+    ax1.set_xlabel(
+        "throughput ÷ asyncio Protocol's (same run; bars: median, "
+        "whiskers: min–max over rounds)"
+    )
+    ax1.set_title("Throughput relative to asyncio Protocol (right is faster)")
+    ax1.legend(fontsize=8, loc="lower right")
+    ax1.grid(axis="x", alpha=0.3)
+    mem = [
+        (p, table[(p, "idle")])
+        for p in peers
+        if (p, "idle") in table and table[(p, "idle")]["median"] is not None
+    ]
+    ax2.barh(
+        [PEER_BY_KEY[p].label for p, _ in mem],
+        [r["median"] for _, r in mem],
+        xerr=[
+            [r["median"] - r["min"] for _, r in mem],
+            [r["max"] - r["median"] for _, r in mem],
+        ],
+        color=[colors.get(p, "grey") for p, _ in mem],
+    )
+    for y, (_, r) in enumerate(mem):
+        ax2.text(r["max"], y, f" {r['median']:.1f}", va="center", fontsize=8)
+    ax2.invert_yaxis()
+    ax2.set_xlabel("KiB of server RSS per idle connection")
+    ax2.set_title("Memory, 10,000 idle conns (left is leaner)")
+    ax2.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def problems(row: dict) -> str:
+    bad = [(row["errors"], "errors"), (row["mismatches"], "mismatches")]
+    bad += [(row["failed"], "failed rounds")]
+    return ", ".join(f"{n} {what}" for n, what in bad if n) or "0"
+
+
+def result_rows(table: dict, peers: list[str], wl: Workload) -> list[str]:
+    timed = wl is not IDLE
+    head = ["server", f"median {wl.unit}", "min – max", "÷ asyncio Protocol"]
+    head += ["÷ uvloop Protocol", "sockecho better by"]
+    if timed:
+        head += ["latency p50 / p99 µs", "server CPU", "loadgen CPU / busy"]
+        head += ["other load"]
+    head += ["errors"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    digits = 1 if wl.key in ("stream", "idle") else 0
+    mine = table.get(("sockecho", wl.key), {}).get("median")
+    for p in peers:
+        row = table.get((p, wl.key))
+        if not row:
+            continue
+        m = row["median"]
+        label = PEER_BY_KEY[p].label
+        cells = [
+            f"**{label}**" if p == "sockecho" else label,
+            fmt(m, digits),
+            f"{fmt(row['min'], digits)} – {fmt(row['max'], digits)}",
+            fx(ratio(m, table.get((REFERENCE, wl.key), {}).get("median"))),
+            fx(ratio(m, table.get(("uvloop-protocol", wl.key), {}).get("median"))),
+            "" if p == "sockecho" else fx(better_ratio(wl, mine, m)),
+        ]
+        if timed:
+            cells += [
+                f"{fmt(row['p50'])} / {fmt(row['p99'])}",
+                pct(row["server_cpu"]),
+                f"{pct(row['gen_cpu'])} / {pct(row['gen_work'])}",
+                pct(row["other_load"]),
+            ]
+        cells.append(problems(row))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def reading(table: dict, peers: list[str]) -> list[str]:
+    """Sentences drawn from the numbers (regenerated with every run)."""
+    out = []
+    med = {k: v["median"] for k, v in table.items() if v["median"] is not None}
+    cmp_peers = [p for p in peers if p != "sockecho"]
+    for k in ECHO_KEYS + ["idle"]:
+        wl = WL_BY_KEY[k]
+        ranked = [p for p in peers if (p, k) in med]
+        if not ranked:
+            continue
+        ranked.sort(key=lambda p: med[(p, k)], reverse=not wl.lower_is_better)
+        if ("sockecho", k) not in med:
+            continue
+        place = ranked.index("sockecho") + 1
+        mine = med[("sockecho", k)]
+        vs = [
+            f"{PEER_BY_KEY[p].label} {fx(better_ratio(wl, mine, med[(p, k)]))}"
+            for p in cmp_peers
+            if (p, k) in med
+        ]
+        out.append(
+            f"- **{wl.title}**: sockecho places {place} of {len(ranked)}; "
+            f"best is {PEER_BY_KEY[ranked[0]].label}. sockecho is better by "
+            + ", ".join(vs)
+            + " (below 1× means worse)."
+        )
+    for text, echo in TEXT_PAIRS:
+        a, b = med.get(("sockecho", text)), med.get(("sockecho", echo))
+        if a and b:
+            out.append(
+                f"- sockecho **{WL_BY_KEY[text].title}** runs at {fx(a / b)} "
+                f"its own echo rate ({WL_BY_KEY[echo].title})."
+            )
+    return out
+
+
+def ceiling_rows(table: dict, peers: list[str]) -> list[str]:
+    lines = [
+        "| workload | fastest Python server | its median | loadgen CPU / busy "
+        "| loadgen vs C epoll server | loadgen CPU / busy | C ÷ fastest Python |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for k in ECHO_KEYS:
+        wl = WL_BY_KEY[k]
+        rows = [(p, table[(p, k)]) for p in peers if (p, k) in table]
+        rows = [(p, r) for p, r in rows if r["median"] is not None]
+        if not rows:
+            continue
+        p, best = max(rows, key=lambda pr: pr[1]["median"])
+        c = table.get(("c-epoll", k), {})
+        cm = c.get("median")
+        digits = 1 if k == "stream" else 0
+
+        def gen(row: dict) -> str:
+            if not row:
+                return "–"
+            return f"{pct(row['gen_cpu'])} / {pct(row['gen_work'])}"
+
+        lines.append(
+            f"| {wl.title} | {PEER_BY_KEY[p].label} | {fmt(best['median'], digits)} "
+            f"{wl.unit} | {gen(best)} | {fmt(cm, digits)} {wl.unit} | {gen(c)} | "
+            f"{fx(ratio(cm, best['median']))} |"
+        )
+    return lines
+
+
+def cost_sentence(table: dict, peers: list[str]) -> str:
+    """Server CPU time per request against the generator's, on rr50."""
+    costs = []
+    for p in peers:
+        row = table.get((p, "rr50"), {})
+        if row.get("median") and row.get("server_cpu") and row.get("gen_work"):
+            costs.append(
+                (row["server_cpu"] / row["median"], row["gen_work"] / row["median"], p)
+            )
+    if not costs:
+        return ""
+    server, gen, p = min(costs)
+    return (
+        f"Here, on {WL_BY_KEY['rr50'].title}, the cheapest Python server "
+        f"({PEER_BY_KEY[p].label}) used {server * 1e6:.1f} µs of CPU per request, "
+        f"while loadgen was busy {gen * 1e6:.1f} µs per request, kernel work "
+        "included."
+    )
+
+
+def busy_others(results: list[dict], q: float) -> float | None:
+    loads = sorted(r["other_load"] for r in results if r.get("other_load") is not None)
+    return loads[min(len(loads) - 1, int(q * len(loads)))] if loads else None
+
+
+def render(data: dict, out_dir: Path) -> None:
+    s, m, results = data["settings"], data["machine"], data["results"]
+    table = summarize(results)
+    peers = [p for p in s["peers"] if not PEER_BY_KEY[p].ceiling_only]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    png = out_dir / "benchmarks.png"
+    chart(table, peers, png)
+    md = [
+        "# sockecho benchmarks",
+        "",
+        f"Generated by `{s['command']}` on {data['date']}; the run took "
+        f"{data['elapsed_s'] / 60:.1f} minutes. Regenerate with the same command "
+        "(`--quick` for a short development run written under `benchmarks/build/`).",
+        "",
+        f"![throughput relative to asyncio Protocol, and memory per idle connection]"
+        f"({png.name})",
+        "",
+        "## Machine",
+        "",
+        f"- {m['nproc']} CPUs: {m['cpu']}; Linux {m['kernel']}",
+        f"- Python {m['python']}, Twisted {m['twisted']}, uvloop {m['uvloop']}, "
+        f"gcc {m['gcc']}",
+        f"- sockecho at commit {m['commit']}",
+        f"- load average when the run started: {' '.join(m['loadavg_start'])} "
+        "(the machine is shared: other jobs may have used either CPU meanwhile; "
+        "that is why every point is measured in several interleaved rounds)",
+        f"- other processes' use of CPUs 0 and 1 during the measured points: "
+        f"median {pct(busy_others(results, 0.5))}, worst {pct(busy_others(results, 1))}"
+        " of the two CPUs' time",
+        "",
+        "## Method",
+        "",
+        f"- {s['rounds']} rounds. In each round every server is started alone "
+        "(`prlimit --nofile`, `taskset -c 0`), measured on every workload it "
+        "serves, and stopped, in the order "
+        + ", ".join(PEER_BY_KEY[p].label for p in s["peers"])
+        + ". Figures are the median over the rounds, with min and max; ratios "
+        "are ratios of those medians.",
+        f"- Each point: {s['warmup']} s warm-up, then {s['duration']} s measured. "
+        "The server runs on CPU 0, the load generator on CPU 1; everything is on "
+        "127.0.0.1. Before each point the runner waits (at most "
+        f"{s['quiet_wait']} s) until the two CPUs are at most {QUIET:.0%} busy.",
+        "- Load generator: `benchmarks/loadgen.c`, one thread, epoll, "
+        "non-blocking sockets, compiled with `gcc -O2`. It polls without sleeping "
+        "(`epoll_wait` with a zero timeout), so each reply is answered at once "
+        "rather than after a wake-up of the generator; that is why its CPU share "
+        "reads near 100%. Its *busy* share is the time spent in polls that "
+        "returned events and in handling them: the rest is headroom.",
+        "- Every byte of every reply is checked: echo must return the request, "
+        "upper the upper-cased request (requests are lower-case ASCII), welcome "
+        "must send its banner line, then `OK...<line>\\r\\n` for each line. A "
+        "difference counts as a mismatch; a reset or early close as an error; a "
+        "datagram unanswered after 200 ms as an error (lost).",
+        "- Workloads: "
+        + "; ".join(f"`{w.key}` {w.title} ({w.unit})" for w in WORKLOADS)
+        + ".",
+        "- Memory, measured last on each server: its VmRSS (`/proc/PID/status`) "
+        "after a 100-connection warm-up, and again while "
+        f"{s['idle_conns']:,} connections are open and idle; each has done one "
+        "8-byte echo first, so the server has accepted it and built its protocol. "
+        "The growth is divided by the number of connections. Kernel socket "
+        "buffers are not in RSS.",
+        "- CPU columns, as a share of one CPU over the measured seconds: *server* "
+        "from `/proc/PID/stat` (all its threads); *loadgen* from `getrusage`; "
+        "*other load*: what the rest of the machine used of CPUs 0 and 1 (from "
+        "`/proc/stat`, minus the server and the generator), as other jobs share "
+        "this machine. Loopback kernel work is charged partly to the sender, so "
+        "these are approximate.",
+        "- Peers (`benchmarks/peers/`): asyncio Protocol and streams, the very "
+        "same Protocol code on uvloop, a single-thread `selectors` loop and a "
+        "thread per connection (the classic tutorials' designs, with correct "
+        "partial-send handling), Twisted's plain `twisted.protocols.wire.Echo` "
+        "(with the Twisted docs' UDP echo), and sockecho via `twistd -n "
+        "sockecho`. Twisted wire.Echo has no upper or welcome service. A minimal "
+        "C epoll echo server is measured too, only for the generator's ceiling.",
+        "",
+        "## sockecho compared with each peer",
+        "",
+        "How many times better sockecho's median is than each peer's (higher "
+        "throughput, or less memory); below 1× sockecho is worse.",
+        "",
+    ]
+    head = ["workload"] + [PEER_BY_KEY[p].label for p in peers if p != "sockecho"]
+    md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for k in ECHO_KEYS + ["idle"] + [t for t, _ in TEXT_PAIRS]:
+        wl = WL_BY_KEY[k]
+        mine = table.get(("sockecho", k), {}).get("median")
+        if mine is None:
+            continue
+        cells = [
+            fx(better_ratio(wl, mine, table.get((p, k), {}).get("median")))
+            for p in peers
+            if p != "sockecho"
+        ]
+        md.append(f"| {wl.title} | " + " | ".join(cells) + " |")
+    md += ["", "## Results", ""]
+    for k in ECHO_KEYS + ["idle"] + [t for t, _ in TEXT_PAIRS]:
+        wl = WL_BY_KEY[k]
+        if any((p, k) in table for p in peers):
+            md += [f"### {wl.title}", "", *result_rows(table, peers, wl), ""]
+    md += [
+        "### upper and welcome against each server's own echo",
+        "",
+        "| server | "
+        + " | ".join(WL_BY_KEY[t].title + " ÷ echo" for t, _ in TEXT_PAIRS)
+        + " |",
+        "|---|" + "---|" * len(TEXT_PAIRS),
+    ]
+    for p in peers:
+        cells = [
+            fx(
+                ratio(
+                    table.get((p, t), {}).get("median"),
+                    table.get((p, e), {}).get("median"),
+                )
+            )
+            for t, e in TEXT_PAIRS
+        ]
+        if any(c != "–" for c in cells):
+            md.append(f"| {PEER_BY_KEY[p].label} | " + " | ".join(cells) + " |")
+    md += [
+        "",
+        "## Load generator ceiling",
+        "",
+        "The same load generator against a minimal C epoll echo server "
+        "(`benchmarks/peers/c_echo.c`, same pinning, same rounds), next to the "
+        "fastest Python server of each workload. When the C server goes much "
+        "faster than the fastest Python server, the generator was not what "
+        "limited the Python servers; its CPU share during the Python runs shows "
+        "the same thing from the other side.",
+        "",
+        *ceiling_rows(table, peers),
+        "",
+        "## Reading",
+        "",
+        *reading(table, peers),
+        "",
+        "## Why the load generator is in C",
+        "",
+        "A Python client spends about as much interpreter time per request as a "
+        "Python server does, so one Python process on one core cannot drive one "
+        "Python server on the other core: the figure would be the client's "
+        "speed, and a faster server (uvloop) would look no faster than a slow "
+        "one. " + cost_sentence(table, peers),
+        "",
+        "`loadgen.c` is one file, one thread, epoll and non-blocking sockets. "
+        "Every load is bounded in time (warm-up + duration, plus a hard stop for "
+        "idle connections) and in count (`--max-ops`, a fixed number of "
+        "connections, 32 datagrams in flight).",
+        "",
+    ]
+    (out_dir / "benchmarks.md").write_text("\n".join(md))
+    print(f"wrote {out_dir / 'benchmarks.md'} and {png}")
+
+
+# ---- main -----------------------------------------------------------------------
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=float, default=3.0, help="seconds per point")
+    ap.add_argument("--warmup", type=float, default=0.5, help="seconds before each")
+    ap.add_argument("--idle-conns", type=int, default=10000)
+    ap.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=2.0,
+        help="at most this many seconds to wait for idle CPUs before each point",
+    )
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="1 round, 1.5 s per point, report under benchmarks/build/",
+    )
+    ap.add_argument(
+        "--peers",
+        default=",".join(p.key for p in PEERS),
+        help="comma-separated, from: " + ", ".join(PEER_BY_KEY),
+    )
+    ap.add_argument(
+        "--workloads",
+        default=",".join(WL_BY_KEY),
+        help="comma-separated, from: " + ", ".join(WL_BY_KEY),
+    )
+    ap.add_argument("--out-dir", type=Path, help="where benchmarks.md/png go")
+    ap.add_argument("--render", type=Path, help="only redraw from a results.json")
+    a = ap.parse_args()
+    if a.render:
+        render(json.loads(a.render.read_text()), a.out_dir or ROOT / "docs")
+        return
+    if a.quick:
+        a.rounds, a.duration, a.warmup = 1, 1.5, 0.3
+    for name, given, known in (
+        ("peer", a.peers, PEER_BY_KEY),
+        ("workload", a.workloads, WL_BY_KEY),
+    ):
+        bad = [x for x in given.split(",") if x not in known]
+        if bad:
+            ap.error(f"unknown {name}: {', '.join(bad)}")
+    s = Settings(
+        a.rounds,
+        a.duration,
+        a.warmup,
+        a.idle_conns,
+        a.quiet_wait,
+        a.peers.split(","),
+        a.workloads.split(","),
+        a.out_dir or (BUILD if a.quick else ROOT / "docs"),
+        "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+    )
+    build()
+    nofile = raise_nofile(s.idle_conns + 1024)
+    started, mach = time.monotonic(), machine()
+    for rnd in range(1, s.rounds + 1):
+        for key in s.peers:
+            run_peer(PEER_BY_KEY[key], rnd, s, nofile)
+    data = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": mach,
+        "elapsed_s": time.monotonic() - started,
+        "settings": {
+            "rounds": s.rounds,
+            "duration": s.duration,
+            "warmup": s.warmup,
+            "idle_conns": s.idle_conns,
+            "quiet_wait": s.quiet_wait,
+            "peers": s.peers,
+            "command": s.command.strip(),
+        },
+        "results": s.results,
+    }
+    (BUILD / "results.json").write_text(json.dumps(data, indent=1))
+    render(data, s.out_dir)
+
+
+if __name__ == "__main__":
+    main()
