@@ -16,10 +16,11 @@
  *            exchange on each, print {"ready": ...} and hold them until
  *            standard input closes or HOLD seconds pass.
  *
- * The generator polls without sleeping (epoll_wait with a zero timeout; --block
- * waits instead), so a reply is answered at once, not after a wake-up; "gen_work"
- * is the share of the measured time spent in polls that returned events and in
- * handling them (the rest is headroom), "gen_cpu" its CPU share (getrusage).
+ * By default the generator polls without sleeping (epoll_wait with a zero
+ * timeout), so a reply is answered at once, not after a wake-up; --block waits
+ * in epoll_wait instead. "gen_work" is the share of the measured time spent
+ * handling events (after a poll that returned some): the rest is headroom.
+ * "gen_cpu" is its CPU share (getrusage).
  *
  * Protocols (what a reply must be): echo (the request), upper (a lower-case
  * ASCII request comes back upper-cased), welcome (skip the banner line, then
@@ -399,6 +400,7 @@ static void run_udp(void) {
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int got = 0;
         if (poll(&p, 1, o.spin ? 0 : 10) > 0) got = 1;
+        t = now_ns();
         for (;;) {
             ssize_t n = recv(fd, buf, sizeof buf, 0);
             if (n < 0) {
@@ -501,6 +503,7 @@ static void run_tcp(void) {
         }
         int k = epoll_wait(ep, evs, 256, o.spin ? 0 : 10);
         if (k <= 0) continue;
+        t = now_ns();
         for (int i = 0; i < k; i++) {
             struct conn *c = evs[i].data.ptr;
             if (c->state == S_DEAD) continue;
