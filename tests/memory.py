@@ -8,6 +8,7 @@ from typing import TypeVar
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 P = TypeVar("P", bound=Protocol)
@@ -36,3 +37,13 @@ def cut(data: bytes, cuts: list[int]) -> list[bytes]:
     """
     points = sorted({min(c, len(data)) for c in cuts})
     return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+def run_clock(clock: Clock, seconds: float, step: float = 0.25) -> None:
+    """
+    Advance C{clock} by C{seconds} in small steps, as real time passes, so
+    that timers rescheduled while it runs fire when they would.
+    """
+    steps = round(seconds / step)
+    for _ in range(steps):
+        clock.advance(step)

@@ -21,7 +21,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
-from tests.memory import connect
+from tests.memory import connect, run_clock
 from tests.process import (
     BANNER,
     CLEAN_SIGTERM_EXIT,
@@ -56,7 +56,7 @@ class SockechoServiceTests(TestCase):
         with capturedLogs() as events:
             d = service.stopService()
             self.assertNoResult(d)
-            clock.advance(DRAIN_QUIET + 0.1)
+            run_clock(clock, DRAIN_QUIET * 1.5)
             self.assertTrue(transport.disconnecting)
             protocol.connectionLost(None)
             self.successResultOf(d)

@@ -19,7 +19,7 @@ class Echo(StreamProtocol):
         Send C{data} (bytes) straight back.
         """
         self.bytes_in += len(data)
-        self.resetTimeout()
+        self.quiet_ticks = 0
         self.send(data)
 
 

@@ -17,7 +17,7 @@ peer that stays paused longer than the stall timeout is disconnected.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
 from typing import Any, ClassVar
 
 from twisted.internet import tcp
@@ -30,13 +30,17 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_echo.address import describe_address
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.idle import IdleSweeper
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+
+#: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
+#: the write buffer size above which reading pauses (flow control).
+READ_SIZE = 256 * 1024
 
 
 def peer_host(address: object) -> str | None:
@@ -101,6 +105,8 @@ class StreamFactory(Factory):
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.open_protocols: set[StreamProtocol] = set()
         self._draining: Deferred[None] | None = None
+        self.idle_sweeper = IdleSweeper(clock, self.open_protocols)
+        self.idle_sweeper.set_timeout(self.timeouts.idle)
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
         """
@@ -135,8 +141,7 @@ class StreamFactory(Factory):
         if not self.open_protocols:
             self._drained()
             return done
-        for protocol in list(self.open_protocols):
-            protocol.start_draining()
+        self.idle_sweeper.set_timeout(DRAIN_QUIET)
         abort = self.clock.callLater(timeout, self._abort_remaining)
 
         def cancel_abort(result: None) -> None:
@@ -164,24 +169,28 @@ class StreamFactory(Factory):
         Forget a closed connection (called by the protocol).
         """
         self.open_protocols.discard(protocol)
-        if self._draining is not None and not self.open_protocols:
-            self._drained()
+        if not self.open_protocols:
+            self.idle_sweeper.stop()
+            if self._draining is not None:
+                self._drained()
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)
-class StreamProtocol(TimeoutMixin, Protocol):
+class StreamProtocol(Protocol):
     """
     Base protocol of the TCP services: half-close, flow control, timeouts,
     accounting.
 
     Subclasses implement C{dataReceived}, count what they read in
-    C{bytes_in}, call C{resetTimeout()} on input, reply with L{send}, and
+    C{bytes_in}, set C{quiet_ticks} to 0 on input, reply with L{send}, and
     may override L{end_of_input} to send what they still hold when the peer
     stops sending.
 
     @ivar bytes_in: bytes read from the peer on this connection.
     @ivar bytes_out: bytes written to the peer on this connection.
     @ivar peer_host: the peer's address for per-peer limits, or L{None}.
+    @ivar quiet_ticks: idle sweeps since the last traffic (see
+        L{twisted_echo.idle}).
     """
 
     factory: StreamFactory
@@ -193,26 +202,14 @@ class StreamProtocol(TimeoutMixin, Protocol):
     _producing = False
     _stall_call: IDelayedCall | None = None
     _closing = False
-    _socket_send: Callable[[bytes], int] | None = None
+    _socket: socket.socket | None = None
+    quiet_ticks = 0
 
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         """
-        Schedule timeouts on the factory's clock (see L{TimeoutMixin}).
+        Schedule on the factory's clock.
         """
         return self.factory.clock.callLater(period, func)
-
-    def setTimeout(self, period: float | None) -> float | None:
-        """
-        Set or (with L{None}) cancel the idle timeout, in seconds.
-        """
-        previous: float | None = TimeoutMixin.setTimeout(self, period)
-        return previous
-
-    def resetTimeout(self) -> None:
-        """
-        Traffic seen: restart the idle timeout.
-        """
-        TimeoutMixin.resetTimeout(self)
 
     def connectionMade(self) -> None:
         """
@@ -225,7 +222,8 @@ class StreamProtocol(TimeoutMixin, Protocol):
         transport.registerProducer(self, True)  # type: ignore[attr-defined]
         self._producing = True
         if isinstance(transport, tcp.Connection) and not transport.TLS:
-            self._socket_send = transport.socket.send
+            self._socket = transport.socket
+            transport.bufferSize = READ_SIZE
         self._opened_at = factory.clock.seconds()
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
@@ -235,10 +233,7 @@ class StreamProtocol(TimeoutMixin, Protocol):
             service=factory.service_name,
             peer=describe_address(transport.getPeer()),
         )
-        if factory._draining is not None:
-            self.start_draining()
-        elif factory.timeouts.idle:
-            self.setTimeout(factory.timeouts.idle)
+        factory.idle_sweeper.wake()
 
     def send(self, data: bytes) -> None:
         """
@@ -254,15 +249,16 @@ class StreamProtocol(TimeoutMixin, Protocol):
         @param data: the bytes to send.
         """
         self.bytes_out += len(data)
+        self.quiet_ticks = 0
         transport = self.transport
-        socket_send = self._socket_send
+        sock = self._socket
         if (
-            socket_send is not None
+            sock is not None
             and not transport._tempDataLen  # type: ignore[union-attr]
             and not transport.dataBuffer  # type: ignore[union-attr]
         ):
             try:
-                sent = socket_send(data)
+                sent = sock.send(data)
             except OSError:
                 # EAGAIN, or the connection is gone: let the transport queue
                 # it, or find out and report the loss as usual.
@@ -318,15 +314,11 @@ class StreamProtocol(TimeoutMixin, Protocol):
         No traffic for the idle timeout (or, while shutting down, for
         L{DRAIN_QUIET}): close, after sending what is owed.
         """
+        if self._closing:
+            return
         if self.factory._draining is None:
             self.factory.counters.timeouts["idle"] += 1
         self.close()
-
-    def start_draining(self) -> None:
-        """
-        The server is shutting down: close once quiet for L{DRAIN_QUIET}.
-        """
-        self.setTimeout(DRAIN_QUIET)
 
     def close(self) -> None:
         """
@@ -336,7 +328,6 @@ class StreamProtocol(TimeoutMixin, Protocol):
         if self._closing:
             return
         self._closing = True
-        self.setTimeout(None)
         transport = self.transport
         assert transport is not None
         if self._producing:
@@ -380,7 +371,6 @@ class StreamProtocol(TimeoutMixin, Protocol):
         """
         Account for the closed connection and log its totals.
         """
-        self.setTimeout(None)
         self._cancel_stall()
         factory = self.factory
         factory.limits.release(self.peer_host)

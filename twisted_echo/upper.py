@@ -49,7 +49,7 @@ class Upper(StreamProtocol):
         multi-byte character until its last byte arrives.
         """
         self.bytes_in += len(data)
-        self.resetTimeout()
+        self.quiet_ticks = 0
         decoder = self._decoder
         if data.isascii() and not decoder.getstate()[0]:
             self.send(data.upper())

@@ -54,7 +54,7 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
         Strip telnet commands from C{data} and pass the text on as lines.
         """
         self.bytes_in += len(data)
-        self.resetTimeout()
+        self.quiet_ticks = 0
         if self.state == "data" and telnet.IAC not in data:
             # Fast path, same result as the telnet parser: no command, and
             # CR only as part of CR LF (the parser turns CR LF into LF).
