@@ -990,8 +990,8 @@ def render(data: dict, out_dir: Path) -> None:
         "non-blocking sockets, compiled with `gcc -O2`. It polls without sleeping "
         "(`epoll_wait` with a zero timeout), so each reply is answered at once "
         "rather than after a wake-up of the generator; that is why its CPU share "
-        "reads near 100%. Its *busy* share is the time spent in polls that "
-        "returned events and in handling them: the rest is headroom.",
+        "reads near 100%. Its *busy* share is the time spent handling events "
+        "(after a poll that returned some): the rest is headroom.",
         "- Every byte of every reply is checked: echo must return the request, "
         "upper the upper-cased request (requests are lower-case ASCII), welcome "
         "must send its banner line, then `OK...<line>\\r\\n` for each line. A "
@@ -1073,12 +1073,14 @@ def render(data: dict, out_dir: Path) -> None:
         "The same load generator against a minimal C epoll echo server "
         "(`benchmarks/peers/c_echo.c`, same pinning, same rounds), next to the "
         "fastest Python server of each workload. The C server adds almost "
-        "nothing to the kernel's work, so its figures are about what one "
-        "generator core can drive on this machine. Where the fastest Python "
-        "server gets as far, it has met that ceiling: on loopback the kernel's "
-        "per-request work is shared between the two sides, and it is most of "
-        "the cost on both. Slower servers, and any point where loadgen's busy "
-        "share is well below 100%, were limited by the server.",
+        "nothing to the kernel's work, so the higher of the two figures is about "
+        "what one generator core can drive on this machine (a minimal C server "
+        "is not always the faster of the two: uvloop's batching can win). Where "
+        "a Python server gets that far, with loadgen near 100% busy, it has met "
+        "the generator's ceiling: on loopback the kernel's per-request work is "
+        "shared by the two sides and is most of the cost on both. Slower "
+        "servers, and points where loadgen's busy share is well below 100%, were "
+        "limited by the server.",
         "",
         *ceiling_rows(table, peers),
         "",
