@@ -59,12 +59,17 @@ class UDPEchoProtocolTests(TestCase):
         A reply the kernel refuses (buffer full) is counted as dropped.
         """
 
-        def refuse(packet: bytes, addr: object) -> None:
-            raise OSError(errno.ENOBUFS, "No buffer space available")
+        class FullSocket:
+            def sendto(self, packet: bytes, addr: object) -> int:
+                raise OSError(errno.ENOBUFS, "No buffer space available")
 
-        self.transport.write = refuse  # type: ignore[method-assign]
-        self.protocol.datagramReceived(b"x", ("192.0.2.1", 5555))
-        self.assertEqual(self.protocol.counters.dropped["send_error"], 1)
+        transport = FakeDatagramTransport()
+        transport.socket = FullSocket()  # type: ignore[attr-defined]
+        protocol = UDPEcho()
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.datagramReceived(b"x", ("192.0.2.1", 5555))
+        self.assertEqual(protocol.counters.dropped["send_error"], 1)
+        self.assertEqual(protocol.counters.datagrams_out, 0)
 
 
 class UDPEchoRateLimitTests(TestCase):

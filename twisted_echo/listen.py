@@ -26,7 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_echo.address import describe_address
-from twisted_echo.udp import MAX_DATAGRAM
+from twisted_echo.udp import MAX_DATAGRAM, DatagramPort
 
 _log = Logger()
 
@@ -229,12 +229,15 @@ class DatagramListenerService(Service):
         if self.port is not None:
             return
         try:
-            self.port = self.reactor.listenUDP(
+            port = DatagramPort(
                 self.address.port,
                 self.protocol,
-                interface=self.address.interface,
-                maxPacketSize=MAX_DATAGRAM,
+                self.address.interface,
+                MAX_DATAGRAM,
+                self.reactor,
             )
+            port.startListening()
+            self.port = port
         except Exception as e:
             raise ListenError(self.description, explain_listen_failure(e)) from e
         _log.info(
