@@ -18,7 +18,8 @@ from twisted.logger import Logger
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.limits import DEFAULT_DRAIN_TIMEOUT
 from twisted_echo.listen import ListenError
-from twisted_echo.stream import StreamFactory
+from twisted_echo.memory import keep_large_reads_on_heap
+from twisted_echo.stream import READ_SIZE, StreamFactory
 
 _log = Logger()
 
@@ -85,7 +86,8 @@ class SockechoService(MultiService):
 
     def privilegedStartService(self) -> None:
         """
-        Raise the open files limit if asked, then start every listener.
+        Raise the open files limit if asked, keep large reads on the heap,
+        then start every listener.
 
         @raise SystemExit: with status 1 when a listener fails.
         """
@@ -98,6 +100,8 @@ class SockechoService(MultiService):
                     limit=limit,
                     wanted=self._open_files,
                 )
+        if not keep_large_reads_on_heap(READ_SIZE):
+            _log.info("malloc not tuned for {size}-byte reads", size=READ_SIZE)
         try:
             MultiService.privilegedStartService(self)
         except ListenError as e:

@@ -40,7 +40,7 @@ from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control).
-READ_SIZE = 256 * 1024
+READ_SIZE = 262144
 
 
 def peer_host(address: object) -> str | None:
