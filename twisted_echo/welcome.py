@@ -29,6 +29,16 @@ DEFAULT_MAX_LINE = 16384
 _EOL = b"\r\n"
 
 
+def _reply(line: bytes) -> bytes:
+    """
+    @param line: a line received, without its LF (a CR before it is dropped).
+    @return: the welcome service's answer, C{OK...line} and CR LF.
+    """
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    return b"OK..." + line + _EOL
+
+
 class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
     """
     The welcome service's protocol, with half-close and flow control (see
@@ -40,6 +50,7 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
     factory: WelcomeFactory
     delimiter = b"\n"
     _line_call: IDelayedCall | None = None
+    _partial = False
 
     def __init__(self) -> None:
         telnet.Telnet.__init__(self)
@@ -77,8 +88,17 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
         Text from the telnet parser: split it into lines, and time the line
         left unfinished, if any.
         """
+        if not self._partial and data[-1:] == b"\n" and len(data) <= self.MAX_LENGTH:
+            # Fast path: whole lines, each within the limit, nothing buffered:
+            # answer them all in one write, as LineReceiver would one by one.
+            if data.count(b"\n") == 1:
+                self.send(_reply(data[:-1]))
+            else:
+                self.send(b"".join(map(_reply, data.split(b"\n")[:-1])))
+            return
         basic.LineReceiver.dataReceived(self, data)
-        if not data.endswith(b"\n"):
+        self._partial = not data.endswith(b"\n")
+        if self._partial:
             if self._line_call is None and self.factory.timeouts.line:
                 self._line_call = self.callLater(
                     self.factory.timeouts.line, self._line_timed_out
@@ -104,9 +124,7 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
         """
         Answer one line (bytes, without its end of line) with C{OK...line}.
         """
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        self.send(b"OK..." + line + _EOL)
+        self.send(_reply(line))
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
