@@ -7,6 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
@@ -18,7 +20,7 @@ from tests.loopback import (
     listen_tcp,
     record_protocols,
 )
-from tests.memory import connect
+from tests.memory import connect, cut
 from twisted_echo.echo import Echo, EchoFactory
 
 
@@ -41,6 +43,21 @@ class EchoProtocolTests(TestCase):
         for start in range(0, len(payload), 100):
             self.protocol.dataReceived(payload[start : start + 100])
         self.assertEqual(self.transport.value(), payload)
+
+    @given(st.binary(max_size=2000), st.lists(st.integers(0, 2000), max_size=20))
+    def test_any_chunking_comes_back_identical(
+        self, data: bytes, cuts: list[int]
+    ) -> None:
+        """
+        For any bytes cut anywhere, exactly the same bytes come back, and
+        all of them once the peer half-closes.
+        """
+        protocol, transport = connect(EchoFactory(Clock()), Echo)
+        for chunk in cut(data, cuts):
+            protocol.dataReceived(chunk)
+        protocol.readConnectionLost()
+        self.assertEqual(transport.value(), data)
+        self.assertTrue(transport.disconnecting)
 
     def test_half_close_sends_everything_then_closes(self) -> None:
         """

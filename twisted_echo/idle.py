@@ -22,6 +22,14 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 TICKS = 4
 
 
+def cancel_call(call: IDelayedCall | None) -> None:
+    """
+    Cancel C{call} if it is still pending.
+    """
+    if call is not None and call.active():
+        call.cancel()
+
+
 class Sweepable(TypingProtocol):
     """
     What L{IdleSweeper} needs of a connection.
@@ -77,8 +85,7 @@ class IdleSweeper:
         Cancel the next sweep (call when the last connection has closed).
         """
         call, self._call = self._call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancel_call(call)
 
     def _sweep(self) -> None:
         self._call = None

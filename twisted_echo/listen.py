@@ -119,125 +119,48 @@ def parse_udp_description(description: str) -> UDPAddress:
     return UDPAddress(port, kwargs.get("interface", ""))
 
 
-def _stop_listening(port: Any) -> Deferred[None]:
-    d: Deferred[None] = maybeDeferred(port.stopListening)
-    return d
-
-
-class StreamListenerService(Service):
+class ListenerService(Service):
     """
-    Listens on one stream endpoint (TCP, UNIX, TLS...) while running.
+    Listens on one address while running; subclasses say how in L{listen}.
 
     Listening starts in C{privilegedStartService} (before twistd drops
-    privileges), and a failure is raised there as L{ListenError}.
+    privileges) and a failure is raised there as L{ListenError}; the address
+    really bound is logged (so port 0 is usable).
 
-    @ivar port: the L{IListeningPort} once listening, else L{None}.
+    @ivar description: the address as the user wrote it.
+    @ivar service_name: the service's name, for the log.
+    @ivar port: the listening port once listening, else L{None}.
     """
 
-    port: IListeningPort | None = None
+    port: Any = None
 
-    def __init__(
-        self,
-        description: str,
-        endpoint: IStreamServerEndpoint,
-        factory: Factory,
-        service_name: str,
-    ) -> None:
+    def __init__(self, description: str, service_name: str) -> None:
         self.description = description
-        self.endpoint = endpoint
-        self.factory = factory
         self.service_name = service_name
-        self._started = False
+
+    def listen(self) -> Any:
+        """
+        Start listening.
+
+        @return: the listening port (with C{getHost} and C{stopListening}).
+        @raise Exception: whatever listening raised.
+        """
+        raise NotImplementedError
 
     def privilegedStartService(self) -> None:
         """
         Start listening.
 
-        @raise ListenError: if the endpoint failed at once (busy port,
+        @raise ListenError: if listening failed at once (busy port,
             permission denied, bad address).
-        """
-        Service.privilegedStartService(self)
-        if self._started:
-            return
-        self._started = True
-        failures: list[Failure] = []
-        try:
-            d: Deferred[IListeningPort] = self.endpoint.listen(self.factory)
-        except Exception as e:
-            raise ListenError(self.description, explain_listen_failure(e)) from e
-        d.addCallbacks(self._listening, failures.append)
-        if failures:
-            error = failures[0].value
-            assert error is not None
-            raise ListenError(self.description, explain_listen_failure(error))
-
-    def _listening(self, port: IListeningPort) -> None:
-        self.port = port
-        _log.info(
-            "{service} listening on {address}",
-            service=self.service_name,
-            address=describe_address(port.getHost()),
-        )
-
-    def startService(self) -> None:
-        Service.startService(self)
-        if not self._started:
-            self.privilegedStartService()
-
-    def stopService(self) -> Deferred[None] | None:
-        """
-        Stop listening; open connections are not touched.
-        """
-        Service.stopService(self)
-        self._started = False
-        port, self.port = self.port, None
-        if port is None:
-            return None
-        return _stop_listening(port)
-
-
-class DatagramListenerService(Service):
-    """
-    Listens on one UDP address while running.
-
-    @ivar port: the UDP port once listening, else L{None}.
-    """
-
-    port: Any = None
-
-    def __init__(
-        self,
-        description: str,
-        address: UDPAddress,
-        protocol: DatagramProtocol,
-        reactor: IReactorUDP,
-        service_name: str,
-    ) -> None:
-        self.description = description
-        self.address = address
-        self.protocol = protocol
-        self.reactor = reactor
-        self.service_name = service_name
-
-    def privilegedStartService(self) -> None:
-        """
-        Start listening, reading datagrams up to L{MAX_DATAGRAM} bytes.
-
-        @raise ListenError: if the address cannot be bound.
         """
         Service.privilegedStartService(self)
         if self.port is not None:
             return
         try:
-            port = DatagramPort(
-                self.address.port,
-                self.protocol,
-                self.address.interface,
-                MAX_DATAGRAM,
-                self.reactor,
-            )
-            port.startListening()
-            self.port = port
+            self.port = self.listen()
+        except ListenError:
+            raise
         except Exception as e:
             raise ListenError(self.description, explain_listen_failure(e)) from e
         _log.info(
@@ -252,8 +175,75 @@ class DatagramListenerService(Service):
             self.privilegedStartService()
 
     def stopService(self) -> Deferred[None] | None:
+        """
+        Stop listening; open connections are not touched.
+        """
         Service.stopService(self)
         port, self.port = self.port, None
         if port is None:
             return None
-        return _stop_listening(port)
+        d: Deferred[None] = maybeDeferred(port.stopListening)
+        return d
+
+
+class StreamListenerService(ListenerService):
+    """
+    Listens on one stream endpoint (TCP, UNIX, TLS...) while running.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        endpoint: IStreamServerEndpoint,
+        factory: Factory,
+        service_name: str,
+    ) -> None:
+        super().__init__(description, service_name)
+        self.endpoint = endpoint
+        self.factory = factory
+
+    def listen(self) -> IListeningPort:
+        """
+        Listen on the endpoint; its result must be there at once (TCP, UNIX,
+        TLS and systemd endpoints all listen synchronously).
+        """
+        results: list[IListeningPort | Failure] = []
+        self.endpoint.listen(self.factory).addBoth(results.append)
+        if not results:
+            raise ListenError(self.description, "endpoint did not listen at once")
+        [result] = results
+        if isinstance(result, Failure):
+            result.raiseException()
+        assert not isinstance(result, Failure)
+        return result
+
+
+class DatagramListenerService(ListenerService):
+    """
+    Listens on one UDP address while running, reading datagrams up to
+    L{MAX_DATAGRAM} bytes.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        address: UDPAddress,
+        protocol: DatagramProtocol,
+        reactor: IReactorUDP,
+        service_name: str,
+    ) -> None:
+        super().__init__(description, service_name)
+        self.address = address
+        self.protocol = protocol
+        self.reactor = reactor
+
+    def listen(self) -> DatagramPort:
+        port = DatagramPort(
+            self.address.port,
+            self.protocol,
+            self.address.interface,
+            MAX_DATAGRAM,
+            self.reactor,
+        )
+        port.startListening()
+        return port

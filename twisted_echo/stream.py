@@ -35,7 +35,7 @@ from zope.interface import implementer
 
 from twisted_echo.address import describe_address
 from twisted_echo.counters import ServiceCounters
-from twisted_echo.idle import IdleSweeper
+from twisted_echo.idle import IdleSweeper, cancel_call
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
@@ -294,8 +294,7 @@ class StreamProtocol(Protocol):
 
     def _cancel_stall(self) -> None:
         call, self._stall_call = self._stall_call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancel_call(call)
 
     def _stalled(self) -> None:
         self._stall_call = None

@@ -21,6 +21,7 @@ from twisted.protocols import basic
 from twisted.python.failure import Failure
 
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.idle import cancel_call
 from twisted_echo.limits import ConnectionLimits, Timeouts
 from twisted_echo.stream import StreamFactory, StreamProtocol
 
@@ -108,8 +109,7 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
 
     def _cancel_line_timeout(self) -> None:
         call, self._line_call = self._line_call, None
-        if call is not None and call.active():
-            call.cancel()
+        cancel_call(call)
 
     def _line_timed_out(self) -> None:
         self._line_call = None
