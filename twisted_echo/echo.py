@@ -19,8 +19,7 @@ class Echo(StreamProtocol):
         Send C{data} (bytes) straight back.
         """
         self.bytes_in += len(data)
-        self.quiet_ticks = 0
-        self.send(data)
+        self.send(data)  # counts as traffic for the idle sweep
 
 
 class EchoFactory(StreamFactory):

@@ -143,13 +143,7 @@ class StreamFactory(Factory):
             return done
         self.idle_sweeper.set_timeout(DRAIN_QUIET)
         abort = self.clock.callLater(timeout, self._abort_remaining)
-
-        def cancel_abort(result: None) -> None:
-            if abort.active():
-                abort.cancel()
-            return result
-
-        done.addCallback(cancel_abort)
+        done.addCallback(lambda _: cancel_call(abort))
         return done
 
     def _abort_remaining(self) -> None:

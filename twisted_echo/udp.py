@@ -150,8 +150,10 @@ class DatagramPort(udp.Port):
         while read < self.maxThroughput:
             try:
                 size, addr = receive(buffer)
+            except BlockingIOError:
+                return None
             except OSError:
-                # EAGAIN and the rest: udp.Port's own handling.
+                # Other errors: udp.Port's own handling (it reads again).
                 return udp.Port.doRead(self)  # type: ignore[no-any-return]
             read += size
             if ipv6:
