@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
@@ -17,14 +18,18 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from twisted_echo.transport import use_lean_transport
+
 
 def listen_tcp(test: TestCase, factory: Factory) -> int:
     """
-    Listen with C{factory} on 127.0.0.1, a free port; stop at test cleanup.
+    Listen with C{factory} on 127.0.0.1, a free port, with the transport
+    the server uses (L{use_lean_transport}); stop at test cleanup.
 
     @return: the port number.
     """
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    use_lean_transport(port)
     test.addCleanup(port.stopListening)
     return int(port.getHost().port)
 
@@ -191,3 +196,16 @@ def record_protocols(factory: Factory) -> list[Protocol]:
 
     factory.buildProtocol = buildProtocol  # type: ignore[method-assign]
     return built
+
+
+async def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
+    """
+    Let the reactor run until C{condition()} is true, checking every 10 ms.
+
+    @raise AssertionError: after C{timeout} seconds.
+    """
+    started = reactor.seconds()  # type: ignore[attr-defined]
+    while not condition():
+        if reactor.seconds() - started > timeout:  # type: ignore[attr-defined]
+            raise AssertionError(f"condition not met within {timeout} s")
+        await deferLater(reactor, 0.01)

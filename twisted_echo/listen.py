@@ -26,6 +26,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_echo.address import describe_address
+from twisted_echo.transport import use_lean_transport
 from twisted_echo.udp import MAX_DATAGRAM, DatagramPort
 
 _log = Logger()
@@ -205,7 +206,8 @@ class StreamListenerService(ListenerService):
     def listen(self) -> IListeningPort:
         """
         Listen on the endpoint; its result must be there at once (TCP, UNIX,
-        TLS and systemd endpoints all listen synchronously).
+        TLS and systemd endpoints all listen synchronously). TCP ports build
+        the leaner L{twisted_echo.transport.Server} transports.
         """
         results: list[IListeningPort | Failure] = []
         self.endpoint.listen(self.factory).addBoth(results.append)
@@ -215,6 +217,7 @@ class StreamListenerService(ListenerService):
         if isinstance(result, Failure):
             result.raiseException()
         assert not isinstance(result, Failure)
+        use_lean_transport(result)
         return result
 
 

@@ -39,8 +39,8 @@ class Upper(StreamProtocol):
     with half-close and flow control (see L{twisted_echo.stream}).
     """
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
+    def __init__(self) -> None:
+        StreamProtocol.__init__(self)
         self._decoder = _UTF8Decoder("surrogateescape")
 
     def dataReceived(self, data: bytes) -> None:

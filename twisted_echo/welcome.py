@@ -50,11 +50,13 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
 
     factory: WelcomeFactory
     delimiter = b"\n"
-    _line_call: IDelayedCall | None = None
-    _partial = False
 
     def __init__(self) -> None:
+        StreamProtocol.__init__(self)
         telnet.Telnet.__init__(self)
+        self.MAX_LENGTH = basic.LineReceiver.MAX_LENGTH
+        self._line_call: IDelayedCall | None = None
+        self._partial = False
 
     def connectionMade(self) -> None:
         super().connectionMade()
