@@ -46,11 +46,13 @@ AYT, NOP = 246, 241
 ECHO, SGA, TTYPE, NAWS = 1, 3, 24, 31
 
 
-def twistd_command(*args: str) -> list[str]:
+def twistd_command(*args: str, twistd_options: Sequence[str] = ()) -> list[str]:
     """
+    @param twistd_options: twistd's own options (C{-r epoll}), put before
+        C{sockecho}.
     @return: the command line of C{twistd -n sockecho ARGS} without a pid file.
     """
-    return [TWISTD, "-n", "--pidfile=", "sockecho", *args]
+    return [TWISTD, "-n", "--pidfile=", *twistd_options, "sockecho", *args]
 
 
 def any_port_args(**override: str) -> list[str]:
@@ -140,13 +142,18 @@ class RunningServer:
     @ivar errors: standard error lines so far.
     """
 
-    def __init__(self, case: pyunit.TestCase, args: Sequence[str]) -> None:
+    def __init__(
+        self,
+        case: pyunit.TestCase,
+        args: Sequence[str],
+        twistd_options: Sequence[str] = (),
+    ) -> None:
         self.ports: dict[str, int] = {}
         self.output: list[str] = []
         self.errors: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            twistd_command(*args),
+            twistd_command(*args, twistd_options=twistd_options),
             cwd=temp_dir(case),
             env=child_env(),
             stdin=subprocess.DEVNULL,
@@ -262,13 +269,17 @@ class RunningServer:
         raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
 
 
-def start_server(case: pyunit.TestCase, args: Sequence[str] = ()) -> RunningServer:
+def start_server(
+    case: pyunit.TestCase,
+    args: Sequence[str] = (),
+    twistd_options: Sequence[str] = (),
+) -> RunningServer:
     """
-    Start C{twistd -n --pidfile= sockecho} with every service on a free port
-    of 127.0.0.1 (plus C{args}), and wait until all four listen. The process
-    is killed when C{case} ends.
+    Start C{twistd -n --pidfile= [twistd_options] sockecho} with every
+    service on a free port of 127.0.0.1 (plus C{args}), and wait until all
+    four listen. The process is killed when C{case} ends.
     """
-    server = RunningServer(case, [*any_port_args(), *args])
+    server = RunningServer(case, [*any_port_args(), *args], twistd_options)
     server.wait_listening()
     return server
 

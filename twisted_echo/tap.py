@@ -29,6 +29,7 @@ from twisted_echo.listen import (
 )
 from twisted_echo.logformat import use_json_log
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.reactor import install_if_unchosen
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
 from twisted_echo.udp import UDPEcho
@@ -248,8 +249,12 @@ class Options(usage.Options):
         Resolve each service's listeners and check every one parses; set
         twistd's log observer for C{--log-format json}.
 
+        Installs sockecho's reactor (L{twisted_echo.reactor}) unless
+        C{twistd -r} chose one.
+
         @raise usage.UsageError: naming the option and the value at fault.
         """
+        install_if_unchosen()
         from twisted.internet import reactor
 
         if self["log-format"] not in ("text", "json"):
