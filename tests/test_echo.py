@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -19,6 +20,7 @@ from tests.loopback import (
     exchange,
     listen_tcp,
     record_protocols,
+    wait_until,
 )
 from tests.memory import connect, cut
 from twisted_echo.echo import Echo, EchoFactory
@@ -108,6 +110,18 @@ class EchoLoopbackTests(TestCase):
         client = await exchange(self.port, payload)
         self.assertEqual(client.count, len(payload))
         self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
+
+    async def test_nagle_is_off(self) -> None:
+        """
+        Replies leave at once: the server's side of a TCP connection has
+        C{TCP_NODELAY} set (as asyncio and uvloop servers do), so a small
+        reply is never held back waiting for the peer's delayed ACK.
+        """
+        built = record_protocols(self.factory)
+        client = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        self.addCleanup(client.close)
+        await wait_until(lambda: built)
+        self.assertTrue(built[0].transport.getTcpNoDelay())  # type: ignore[union-attr]
 
     async def test_eight_clients_at_once(self) -> None:
         """

@@ -218,8 +218,9 @@ class StreamProtocol(Protocol):
 
     def connectionMade(self) -> None:
         """
-        Become the transport's streaming producer (flow control), start the
-        idle timeout, and account for the new connection.
+        Become the transport's streaming producer (flow control), switch
+        Nagle's algorithm off on TCP (C{TCP_NODELAY}, RFC 896), start the idle
+        timeout, and account for the new connection.
         """
         transport = self.transport
         assert transport is not None
@@ -229,6 +230,11 @@ class StreamProtocol(Protocol):
         if isinstance(transport, tcp.Connection) and not transport.TLS:
             self._socket = transport.socket
             transport.bufferSize = READ_SIZE
+            if transport.socket.family != socket.AF_UNIX:
+                # Replies go out at once, as asyncio and uvloop do: Nagle's
+                # algorithm would hold a small reply while an earlier one is
+                # unacknowledged (up to the peer's delayed-ACK time, 40 ms).
+                transport.setTcpNoDelay(True)
         self._opened_at = factory.clock.seconds()
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
