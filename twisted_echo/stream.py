@@ -194,10 +194,11 @@ class StreamProtocol(Protocol):
     _log = Logger()
 
     def __init__(self) -> None:
-        # Every attribute a connection ever has is set here, at once: CPython
-        # then keeps them in one compact shared-key array (about 0.1
-        # KiB). Attributes first set later (on the first byte) outgrow that
-        # array and turn each instance's attributes into a dict of 0.45 KiB.
+        # Every attribute a connection ever has is set here, at once (and
+        # factory by buildProtocol right after): CPython then keeps them in
+        # one compact shared-key array (about 0.1 KiB). Attributes first set
+        # later (on the first byte) outgrow that array and turn each
+        # instance's attributes into a dict of 0.45 KiB.
         self.transport = None
         self.connected = 0
         self.peer_host: str | None = None
