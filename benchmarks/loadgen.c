@@ -16,6 +16,14 @@
  *            exchange on each, print {"ready": ...} and hold them until
  *            standard input closes or HOLD seconds pass.
  *
+ * --rate R paces rr and stream at R operations per second in all (requests,
+ * or SIZE-byte chunks), spread evenly over the connections, instead of as
+ * fast as the server answers: an operation never starts before its turn and
+ * a late one starts at once, without a burst to catch up. At a rate every
+ * server sustains, neither side is saturated, and the server's CPU time per
+ * operation ("server_cpu" / "ops_per_s") compares servers where their top
+ * rates are all at the generator's ceiling.
+ *
  * By default the generator polls without sleeping (epoll_wait with a zero
  * timeout), so a reply is answered at once, not after a wake-up; --block waits
  * in epoll_wait instead. "gen_work" is the share of the measured time spent
@@ -49,15 +57,16 @@
 
 enum mode { RR, STREAM, CONNECT, UDP, IDLE };
 enum proto { P_ECHO, P_UPPER, P_WELCOME };
-enum state { S_CONNECTING, S_BANNER, S_SENDING, S_RECEIVING, S_IDLE, S_DEAD };
+enum state { S_CONNECTING, S_BANNER, S_SENDING, S_RECEIVING, S_IDLE, S_PACED, S_DEAD };
 
 static struct {
     enum mode mode;
     enum proto proto;
     int port, conns, size, window, server_pid, pending, spin;
-    double duration, warmup, hold;
+    double duration, warmup, hold, rate;
     long long max_ops;
-} o = {RR, P_ECHO, 0, 1, 64, 0, 0, 64, 1, 5.0, 0.5, 60.0, 100000000LL};
+} o = {RR, P_ECHO, 0, 1, 64, 0, 0, 64, 1, 5.0, 0.5, 60.0, 0.0, 100000000LL};
+static uint64_t pace_ns; /* --rate: time between two operations of a connection */
 
 /* ---- time, histogram, counters ---------------------------------------- */
 
@@ -172,7 +181,16 @@ struct conn {
     char *req, *exp, *rbuf;
     uint64_t tx, rx;    /* stream: bytes written / echoed so far */
     uint64_t *chunk_t;  /* stream: when each chunk in flight was written */
+    uint64_t due;       /* --rate: when its next operation may start */
 };
+
+/* --rate: may connection c start an operation at time t? If so, take its turn. */
+static int take_turn(struct conn *c, uint64_t t) {
+    if (!pace_ns) return 1;
+    if (t < c->due) return 0;
+    c->due = c->due + pace_ns > t ? c->due + pace_ns : t;
+    return 1;
+}
 
 static int ep;
 static struct conn *conns;
@@ -239,6 +257,10 @@ static void send_request(struct conn *c) {
 }
 
 static void new_request(struct conn *c) {
+    if (!take_turn(c, now_ns())) {
+        c->state = S_PACED;
+        return;
+    }
     c->seq++;
     c->explen = make_request(c->req, c->exp, c->seq);
     c->sent = c->recvd = 0;
@@ -331,8 +353,13 @@ static void on_tcp_event(struct conn *c, uint32_t ev) {
 
 static void stream_write(struct conn *c) {
     uint64_t limit = (uint64_t)o.window * o.size;
+    c->state = S_RECEIVING;
     while (c->tx - c->rx < limit) {
         int off = (int)(c->tx % o.size);
+        if (off == 0 && !take_turn(c, now_ns())) {
+            c->state = S_PACED;
+            break;
+        }
         ssize_t n = send(c->fd, pattern + c->tx % 251, o.size - off, MSG_NOSIGNAL);
         if (n < 0) {
             if (errno == EAGAIN) return set_events(c, EPOLLIN | EPOLLOUT);
@@ -452,10 +479,25 @@ static void setup_connections(void) {
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = c};
         epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &e);
     }
+    uint64_t t = now_ns();
     for (int i = 0; i < o.conns; i++) {
         struct conn *c = &conns[i];
+        c->due = t + pace_ns * i / o.conns; /* --rate: staggered, not in bursts */
         if (o.mode == STREAM) stream_write(c);
         else if (c->state != S_BANNER) new_request(c);
+    }
+}
+
+/* --rate: start the operations whose turn has come. */
+static void release_paced(uint64_t t) {
+    for (int i = 0; i < o.conns; i++) {
+        struct conn *c = &conns[i];
+        if (c->state != S_PACED || t < c->due) continue;
+        c->state = S_RECEIVING;
+        if (o.mode == STREAM) stream_write(c);
+        else new_request(c);
+        if (measuring) work_ns += now_ns() - t;
+        t = now_ns();
     }
 }
 
@@ -501,6 +543,7 @@ static void run_tcp(void) {
             if (t >= t_end || ops >= o.max_ops || !alive()) break;
             if (o.mode == CONNECT && errors > 100000) break;
         }
+        if (pace_ns) release_paced(t);
         int k = epoll_wait(ep, evs, 256, o.spin ? 0 : 10);
         if (k <= 0) continue;
         t = now_ns();
@@ -535,7 +578,8 @@ static void usage(void) {
     fprintf(stderr,
             "usage: loadgen MODE --port P [--proto echo|upper|welcome] [--conns N]\n"
             "  [--size B] [--window W] [--duration S] [--warmup S] [--max-ops N]\n"
-            "  [--server-pid PID] [--hold S]   MODE: rr stream connect udp idle\n");
+            "  [--server-pid PID] [--hold S] [--block] [--rate OPS]\n"
+            "  MODE: rr stream connect udp idle\n");
     exit(2);
 }
 
@@ -544,7 +588,8 @@ int main(int argc, char **argv) {
         {"port", 1, 0, 'p'},     {"proto", 1, 0, 'P'},      {"conns", 1, 0, 'c'},
         {"size", 1, 0, 's'},     {"window", 1, 0, 'w'},     {"duration", 1, 0, 'd'},
         {"warmup", 1, 0, 'W'},   {"max-ops", 1, 0, 'm'},    {"server-pid", 1, 0, 'S'},
-        {"hold", 1, 0, 'H'},     {"block", 0, 0, 'B'}, {0, 0, 0, 0}};
+        {"hold", 1, 0, 'H'},     {"block", 0, 0, 'B'},      {"rate", 1, 0, 'r'},
+        {0, 0, 0, 0}};
     int ch;
     if (argc < 2) usage();
     const char *m = argv[1];
@@ -573,6 +618,7 @@ int main(int argc, char **argv) {
         case 'S': o.server_pid = atoi(optarg); break;
         case 'H': o.hold = atof(optarg); break;
         case 'B': o.spin = 0; break;
+        case 'r': o.rate = atof(optarg); break;
         default: usage();
         }
     }
@@ -580,6 +626,8 @@ int main(int argc, char **argv) {
         usage();
     if (!o.window) o.window = o.mode == UDP ? 32 : 4;
     if (o.mode == STREAM && o.proto != P_ECHO) usage();
+    if (o.rate < 0 || (o.rate > 0 && o.mode != RR && o.mode != STREAM)) usage();
+    if (o.rate > 0) pace_ns = (uint64_t)(o.conns * 1e9 / o.rate);
 
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
@@ -605,11 +653,11 @@ int main(int argc, char **argv) {
            "\"ops\": %lld, \"ops_per_s\": %.1f, \"mb_per_s\": %.3f, "
            "\"lat_us\": {\"p50\": %llu, \"p90\": %llu, \"p99\": %llu, \"max\": %llu}, "
            "\"errors\": %lld, \"mismatches\": %lld, \"lost\": %lld, \"late\": %lld, "
-           "\"gen_cpu\": %.3f, \"gen_work\": %.3f, \"server_cpu\": %.3f}\n",
+           "\"gen_cpu\": %.3f, \"gen_work\": %.3f, \"server_cpu\": %.3f, \"rate\": %.1f}\n",
            m, o.conns, o.size, secs, ops, secs > 0 ? ops / secs : 0.0,
            secs > 0 ? bytes_rx / secs / 1e6 : 0.0, (unsigned long long)percentile(0.5),
            (unsigned long long)percentile(0.9), (unsigned long long)percentile(0.99),
            (unsigned long long)lat_max_us, errors, mismatches, lost, late, gen_cpu,
-           gen_work, srv_cpu);
+           gen_work, srv_cpu, o.rate);
     return 0;
 }

@@ -124,6 +124,13 @@ def rr(conns: int, size: int, proto: str = "echo") -> tuple[str, ...]:
     return ("rr", "--proto", proto, "--conns", str(conns), "--size", str(size))
 
 
+STREAM_ARGS = ("stream", "--conns", "4", "--size", "65536", "--window", "4")
+#: Fixed rates for the CPU-cost workloads: below every compared server's top
+#: rate here, so neither the server nor the generator is saturated and the
+#: server's CPU time per operation compares servers whose top rates all meet
+#: the generator's ceiling (rr50, stream).
+RR_RATE = 40000  # requests/s over 50 connections
+STREAM_RATE = 6000  # 64 KiB chunks/s over 4 connections (393 MB/s)
 IDLE = Workload(
     "idle",
     "memory per idle connection",
@@ -141,7 +148,7 @@ WORKLOADS = [
         "streaming, 4 conns × 64 KiB writes",
         "MB/s",
         "echo",
-        ("stream", "--conns", "4", "--size", "65536", "--window", "4"),
+        STREAM_ARGS,
         metric="mb_per_s",
     ),
     Workload(
@@ -157,6 +164,25 @@ WORKLOADS = [
         "datagrams/s",
         "udp",
         ("udp", "--size", "64", "--window", "32"),
+    ),
+    Workload(
+        "rr50-cpu",
+        f"server CPU per request at {RR_RATE:,} req/s, 50 conns × 1 KiB",
+        "µs/req",
+        "echo",
+        (*rr(50, 1024), "--rate", str(RR_RATE)),
+        metric="server_us_per_op",
+        lower_is_better=True,
+    ),
+    Workload(
+        "stream-cpu",
+        f"server CPU per MB at {STREAM_RATE * 65536 / 1e6:,.0f} MB/s, "
+        "4 conns × 64 KiB writes",
+        "µs/MB",
+        "echo",
+        (*STREAM_ARGS, "--rate", str(STREAM_RATE)),
+        metric="server_us_per_mb",
+        lower_is_better=True,
     ),
     IDLE,
     Workload("upper1", "upper, 1 conn × 64 B", "req/s", "upper", rr(1, 64, "upper")),
@@ -193,12 +219,15 @@ PYCLIENTS = [
 WORKLOADS += PYCLIENTS
 WL_BY_KEY = {w.key: w for w in WORKLOADS}
 ECHO_KEYS = ["rr1", "rr50", "stream", "connect", "udp"]
+COST_KEYS = ["rr50-cpu", "stream-cpu"]
 TEXT_PAIRS = [
     ("upper1", "rr1"),
     ("upper50", "rr50"),
     ("welcome1", "rr1"),
     ("welcome50", "rr50"),
 ]
+#: Every workload of the report, in its order.
+REPORT_KEYS = ECHO_KEYS + COST_KEYS + ["idle"] + [t for t, _ in TEXT_PAIRS]
 
 
 @dataclass
@@ -372,6 +401,12 @@ def run_load(wl: Workload, port: int, pid: int, s: Settings) -> dict:
     if done.returncode != 0:
         raise RuntimeError(done.stderr.strip() or f"loadgen status {done.returncode}")
     result = json.loads(done.stdout)
+    cpu = result.get("server_cpu")
+    per_unit = (("server_us_per_op", "ops_per_s"), ("server_us_per_mb", "mb_per_s"))
+    for name, per in per_unit:
+        # Server CPU (µs) per request or per MB: the fixed-rate workloads.
+        ok = cpu is not None and cpu > 0 and result[per]
+        result[name] = cpu / result[per] * 1e6 if ok else None
     result["value"] = result[wl.metric]
     result["quiet_wait_s"] = round(waited, 2)
     ours = (after[1] - before[1]) + (after[2] - before[2])
@@ -581,6 +616,8 @@ def summarize(results: list[dict]) -> dict:
             "server_cpu": median_of(ok, "server_cpu"),
             "gen_work": median_of(ok, "gen_work"),
             "other_load": median_of(ok, "other_load"),
+            "ops_per_s": median_of(ok, "ops_per_s"),
+            "rate": median_of(ok, "rate"),
             "errors": sum(r.get("errors", 0) + r.get("lost", 0) for r in runs),
             "mismatches": sum(r.get("mismatches", 0) for r in runs),
         }
@@ -712,10 +749,23 @@ def chart(table: dict, peers: list[str], path: Path, idle_conns: int) -> None:
     plt.close(fig)
 
 
+#: Decimals shown per workload (0 for the others).
+DIGITS = {"stream": 1, "idle": 1, "rr50-cpu": 1}
+
+
 def problems(row: dict) -> str:
     bad = [(row["errors"], "errors"), (row["mismatches"], "mismatches")]
     bad += [(row["failed"], "failed rounds")]
-    return ", ".join(f"{n} {what}" for n, what in bad if n) or "0"
+    out = [f"{n} {what}" for n, what in bad if n]
+    if short_of_rate(row):
+        out.append(f"ran at {fmt(row['ops_per_s'])}/s, short of the fixed rate")
+    return ", ".join(out) or "0"
+
+
+def short_of_rate(row: dict) -> bool:
+    """A fixed-rate point whose server could not keep up (its CPU was full)."""
+    rate = row.get("rate")
+    return bool(rate) and (row.get("ops_per_s") or 0) < 0.97 * rate
 
 
 def result_rows(table: dict, peers: list[str], wl: Workload) -> list[str]:
@@ -727,7 +777,7 @@ def result_rows(table: dict, peers: list[str], wl: Workload) -> list[str]:
         head += ["other load"]
     head += ["errors"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    digits = 1 if wl.key in ("stream", "idle") else 0
+    digits = DIGITS.get(wl.key, 0)
     mine = table.get(("sockecho", wl.key), {}).get("median")
     for p in peers:
         row = table.get((p, wl.key))
@@ -759,7 +809,7 @@ def reading(table: dict, peers: list[str]) -> list[str]:
     """Sentences drawn from the numbers (regenerated with every run)."""
     out = []
     med = {k: v["median"] for k, v in table.items() if v["median"] is not None}
-    for k in ECHO_KEYS + ["idle"] + [t for t, _ in TEXT_PAIRS]:
+    for k in REPORT_KEYS:
         wl = WL_BY_KEY[k]
         ranked = [p for p in peers if (p, k) in med]
         if ("sockecho", k) not in med:
@@ -771,8 +821,10 @@ def reading(table: dict, peers: list[str]) -> list[str]:
             for p in ranked
             if p != "sockecho"
         ]
-        digits = 1 if k in ("stream", "idle") else 0
-        what = "peer's memory ÷ sockecho's" if wl.lower_is_better else "sockecho ÷ peer"
+        digits = DIGITS.get(k, 0)
+        what = "sockecho ÷ peer"
+        if wl.lower_is_better:
+            what = "peer's " + ("memory" if k == "idle" else "CPU") + " ÷ sockecho's"
         out.append(
             f"- **{wl.title}**: sockecho {fmt(mine, digits)} {wl.unit}, rank "
             f"{ranked.index('sockecho') + 1} of {len(ranked)}; {what}: "
@@ -1002,6 +1054,14 @@ def render(data: dict, out_dir: Path) -> None:
             f"`{w.key}` {w.title} ({w.unit})" for w in WORKLOADS if not w.ceiling_only
         )
         + ".",
+        "- `rr50-cpu` and `stream-cpu` run the `rr50` and `stream` loads at a "
+        "fixed rate (`loadgen --rate`: each connection starts a request or "
+        "chunk only at its turn, spread evenly), below every compared server's "
+        "top rate, and report the server's CPU time per request or per MB "
+        "(server CPU ÷ rate). Where several servers' top rates meet the "
+        "generator's ceiling (see below), their top rates cannot tell them "
+        "apart; their cost at the same, unsaturated rate can. A server that "
+        "cannot keep up is flagged in the errors column.",
         "- Memory, measured last on each server: its VmRSS (`/proc/PID/status`) "
         "after a 100-connection warm-up, and again while "
         f"{s['idle_conns']:,} connections are open and idle; each has done one "
@@ -1025,12 +1085,12 @@ def render(data: dict, out_dir: Path) -> None:
         "## sockecho compared with each peer",
         "",
         "How many times better sockecho's median is than each peer's (higher "
-        "throughput, or less memory); below 1× sockecho is worse.",
+        "throughput, or less memory or CPU); below 1× sockecho is worse.",
         "",
     ]
     head = ["workload"] + [PEER_BY_KEY[p].label for p in peers if p != "sockecho"]
     md += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for k in ECHO_KEYS + ["idle"] + [t for t, _ in TEXT_PAIRS]:
+    for k in REPORT_KEYS:
         wl = WL_BY_KEY[k]
         mine = table.get(("sockecho", k), {}).get("median")
         if mine is None:
@@ -1042,7 +1102,7 @@ def render(data: dict, out_dir: Path) -> None:
         ]
         md.append(f"| {wl.title} | " + " | ".join(cells) + " |")
     md += ["", "## Results", ""]
-    for k in ECHO_KEYS + ["idle"] + [t for t, _ in TEXT_PAIRS]:
+    for k in REPORT_KEYS:
         wl = WL_BY_KEY[k]
         if any((p, k) in table for p in peers):
             md += [f"### {wl.title}", "", *result_rows(table, peers, wl), ""]
