@@ -857,7 +857,13 @@ def reading(table: dict, peers: list[str]) -> list[str]:
             "- On "
             + ", ".join(f"`{k}`" for k in busy if k not in free)
             + " the generator was 90% busy or more while driving sockecho: "
-            "there sockecho is at least that fast."
+            "there sockecho is at least that fast"
+            + (
+                "; `rr50-cpu` and `stream-cpu` compare the servers there by their "
+                "CPU cost at a rate none of them saturates."
+                if any(("sockecho", k) in med for k in COST_KEYS)
+                else "."
+            )
         )
     out += [
         "- 1-connection request/response is mostly a latency test: one request "
@@ -868,8 +874,8 @@ def reading(table: dict, peers: list[str]) -> list[str]:
         "servers end up close to the generator's ceiling (table above), and "
         "differences between them there are partly the generator's.",
         "- Ratios above 1× mean sockecho is better: higher throughput, or less "
-        "memory per connection. Ratios within the min–max spread of the rounds "
-        "are not a difference.",
+        "memory per connection, or less CPU per request or MB. Ratios within "
+        "the min–max spread of the rounds are not a difference.",
     ]
     return out
 
