@@ -184,9 +184,11 @@ struct conn {
     uint64_t due;       /* --rate: when its next operation may start */
 };
 
-/* --rate: may connection c start an operation at time t? If so, take its turn. */
-static int take_turn(struct conn *c, uint64_t t) {
+/* --rate: may connection c start an operation now? If so, take its turn.
+ * Without --rate it always may, and the clock is not read. */
+static int take_turn(struct conn *c) {
     if (!pace_ns) return 1;
+    uint64_t t = now_ns();
     if (t < c->due) return 0;
     c->due = c->due + pace_ns > t ? c->due + pace_ns : t;
     return 1;
@@ -257,7 +259,7 @@ static void send_request(struct conn *c) {
 }
 
 static void new_request(struct conn *c) {
-    if (!take_turn(c, now_ns())) {
+    if (!take_turn(c)) {
         c->state = S_PACED;
         return;
     }
@@ -356,7 +358,7 @@ static void stream_write(struct conn *c) {
     c->state = S_RECEIVING;
     while (c->tx - c->rx < limit) {
         int off = (int)(c->tx % o.size);
-        if (off == 0 && !take_turn(c, now_ns())) {
+        if (off == 0 && !take_turn(c)) {
             c->state = S_PACED;
             break;
         }
