@@ -14,12 +14,11 @@ class Echo(StreamProtocol):
     (see L{twisted_echo.stream}).
     """
 
-    def dataReceived(self, data: bytes) -> None:
+    def handle_data(self, data: bytes) -> None:
         """
         Send C{data} (bytes) straight back.
         """
-        self.bytes_in += len(data)
-        self.send(data)  # counts as traffic for the idle sweep
+        self.send(data)
 
 
 class EchoFactory(StreamFactory):

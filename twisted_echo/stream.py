@@ -178,10 +178,11 @@ class StreamProtocol(Protocol):
     Base protocol of the TCP services: half-close, flow control, timeouts,
     accounting.
 
-    Subclasses implement C{dataReceived}, count what they read in
-    C{bytes_in}, set C{quiet_ticks} to 0 on input, reply with L{send}, and
-    may override L{end_of_input} to send what they still hold when the peer
-    stops sending.
+    The base does the accounting: L{dataReceived} counts the bytes in and
+    marks the connection busy for the idle sweep, then hands the bytes to
+    L{handle_data}, which subclasses implement and which replies with
+    L{send}. Subclasses may override L{end_of_input} to send what they still
+    hold when the peer stops sending.
 
     @ivar bytes_in: bytes read from the peer on this connection.
     @ivar bytes_out: bytes written to the peer on this connection.
@@ -246,6 +247,22 @@ class StreamProtocol(Protocol):
             peer=describe_address(transport.getPeer()),
         )
         factory.idle_sweeper.wake()
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Count C{data} (bytes read from the peer), note the traffic for the
+        idle sweep, and pass it to L{handle_data}.
+        """
+        self.bytes_in += len(data)
+        self.quiet_ticks = 0
+        self.handle_data(data)
+
+    def handle_data(self, data: bytes) -> None:
+        """
+        Answer C{data}, bytes read from the peer (already counted); each
+        service implements it.
+        """
+        raise NotImplementedError
 
     def send(self, data: bytes) -> None:
         """

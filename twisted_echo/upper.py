@@ -43,13 +43,11 @@ class Upper(StreamProtocol):
         StreamProtocol.__init__(self)
         self._decoder = _UTF8Decoder("surrogateescape")
 
-    def dataReceived(self, data: bytes) -> None:
+    def handle_data(self, data: bytes) -> None:
         """
         Upper-case and send what is complete in C{data}; keep an unfinished
         multi-byte character until its last byte arrives.
         """
-        self.bytes_in += len(data)
-        self.quiet_ticks = 0
         decoder = self._decoder
         if data.isascii() and not decoder.getstate()[0]:
             self.send(data.upper())

@@ -63,12 +63,10 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
         self.MAX_LENGTH = self.factory.max_line
         self.send(self.factory.banner + _EOL)
 
-    def dataReceived(self, data: bytes) -> None:
+    def handle_data(self, data: bytes) -> None:
         """
         Strip telnet commands from C{data} and pass the text on as lines.
         """
-        self.bytes_in += len(data)
-        self.quiet_ticks = 0
         if self.state == "data" and telnet.IAC not in data:
             # Fast path, same result as the telnet parser: no command, and
             # CR only as part of CR LF (the parser turns CR LF into LF).
