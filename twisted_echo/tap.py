@@ -27,9 +27,7 @@ from twisted_echo.listen import (
     StreamListenerService,
     parse_udp_description,
 )
-from twisted_echo.logformat import use_json_log
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.reactor import install_if_unchosen
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
 from twisted_echo.udp import UDPEcho
@@ -66,7 +64,7 @@ def _number(
             number = kind(value)
         except ValueError:
             number = None
-        if number is None or number < minimum:
+        if number is None or not math.isfinite(number) or number < minimum:
             raise ValueError(f"--{option} takes {what}, not {value!r}")
         return number
 
@@ -138,10 +136,20 @@ def with_backlog(description: str, backlog: int) -> str:
     return f"{description}:backlog={backlog}"
 
 
+class _ParseOnly:
+    """
+    The reactor given to endpoint parsers while options are checked: parsing
+    only stores it, and the endpoints really listened on are made again by
+    L{makeService} with the reactor that runs them.
+    """
+
+
 class Options(usage.Options):
     """
     Options of C{twistd sockecho}; L{postOptions} validates every listening
-    address and raises L{usage.UsageError} naming the bad one.
+    address and raises L{usage.UsageError} naming the bad one. Parsing the
+    options has no other effect: it installs no reactor and changes none of
+    twistd's own options (that is L{twisted_echo.runner}'s work).
     """
 
     synopsis = "[options]"
@@ -242,21 +250,13 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self.listeners: dict[str, list[str]] = {name: [] for name in DEFAULTS}
-        self.endpoints: dict[str, list[tuple[str, IStreamServerEndpoint]]] = {}
 
     def postOptions(self) -> None:
         """
-        Resolve each service's listeners and check every one parses; set
-        twistd's log observer for C{--log-format json}.
-
-        Installs sockecho's reactor (L{twisted_echo.reactor}) unless
-        C{twistd -r} chose one.
+        Resolve each service's listeners and check every one parses.
 
         @raise usage.UsageError: naming the option and the value at fault.
         """
-        install_if_unchosen()
-        from twisted.internet import reactor
-
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(
                 f"--log-format takes text or json, not {self['log-format']!r}"
@@ -273,12 +273,7 @@ class Options(usage.Options):
                     if service == "udp":
                         parse_udp_description(description)
                     else:
-                        endpoint = serverFromString(
-                            reactor, with_backlog(description, self["backlog"])
-                        )
-                        self.endpoints.setdefault(service, []).append(
-                            (description, endpoint)
-                        )
+                        self.stream_endpoint(description, _ParseOnly())
                 except Exception as e:
                     raise usage.UsageError(
                         f"bad address for --{service} {description!r}: "
@@ -286,20 +281,32 @@ class Options(usage.Options):
                     ) from None
         if not any(self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]):
             raise usage.UsageError("every service is switched off; nothing to run")
-        twistd = getattr(self, "parent", None)
-        if self["log-format"] == "json" and twistd is not None:
-            use_json_log(twistd)
+
+    def stream_endpoint(self, description: str, reactor: Any) -> IStreamServerEndpoint:
+        """
+        @param description: a stream listener's endpoint string, as given.
+        @param reactor: the reactor the endpoint will listen with.
+        @return: its endpoint, with C{--backlog} added where it sets none.
+        @raise Exception: whatever the endpoint parser raises for a bad one.
+        """
+        endpoint: IStreamServerEndpoint = serverFromString(
+            reactor, with_backlog(description, self["backlog"])
+        )
+        return endpoint
 
 
-def makeService(config: Options) -> SockechoService:
+def makeService(config: Options, reactor: Any = None) -> SockechoService:
     """
     Build the service C{config} describes: a L{SockechoService} with one
     listener child per listening address.
 
     @param config: parsed and validated L{Options}.
+    @param reactor: the reactor to listen and keep time with; the global
+        one when L{None}.
     @return: the service for twistd to run.
     """
-    from twisted.internet import reactor
+    if reactor is None:
+        from twisted.internet import reactor
 
     counters = {name: ServiceCounters() for name in DEFAULTS}
     shared = limits.ConnectionLimits(
@@ -323,21 +330,20 @@ def makeService(config: Options) -> SockechoService:
             max_line=config["max-line"],
         ),
     }
-    twistd = getattr(config, "parent", None) or {}
     running = [name for name in DEFAULTS if config.listeners[name]]
     top = SockechoService(
         {name: counters[name] for name in running},
         factories=[factories[name] for name in TCP_SERVICES if name in running],
         drain_timeout=config["drain-timeout"],
-        open_files=config["max-connections"] + 256,
-        pidfile=twistd.get("pidfile") or None,
-        daemon="nodaemon" in twistd and not twistd["nodaemon"],
     )
     for service in TCP_SERVICES:
-        for description, endpoint in config.endpoints.get(service, []):
+        for description in config.listeners[service]:
             top.addService(
                 StreamListenerService(
-                    description, endpoint, factories[service], service
+                    description,
+                    config.stream_endpoint(description, reactor),
+                    factories[service],
+                    service,
                 )
             )
     source_rate, source_burst = config["udp-rate"]

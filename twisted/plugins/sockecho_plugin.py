@@ -10,7 +10,7 @@ from twisted.application.service import ServiceMaker
 
 sockecho = ServiceMaker(
     "sockecho",
-    "twisted_echo.tap",
+    "twisted_echo.runner",
     "Socket test services: TCP echo (RFC 862), upper, welcome, UDP echo.",
     "sockecho",
 )

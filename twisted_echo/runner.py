@@ -1,0 +1,210 @@
+# -*- test-case-name: tests.test_runner -*-
+"""
+The twistd-facing layer of C{twistd sockecho}: what only a process started
+by twistd needs, kept out of the options (L{twisted_echo.tap}) and the
+services (L{twisted_echo.server}).
+
+Here, and only here:
+ - the reactor is chosen (L{twisted_echo.reactor}, unless C{twistd -r} chose
+   one);
+ - the process is tuned: the open files limit raised for C{--max-connections}
+   (to the hard limit when it is 0, "no limit"), malloc kept from mapping
+   every large read (L{twisted_echo.memory});
+ - C{--log-format json} is set up where twistd would write text
+   (L{twisted_echo.logformat});
+ - a start-up error becomes twistd's exit: with C{-n}, one line on standard
+   error and exit status 1; as a daemon, twistd's own report through its
+   status pipe ("An error has occurred: ...") and exit status 1, with the
+   line in the log too.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+from twisted.application.service import MultiService
+from twisted.logger import Logger
+
+from twisted_echo import tap
+from twisted_echo.listen import ListenError
+from twisted_echo.logformat import use_json_log
+from twisted_echo.memory import keep_large_reads_on_heap
+from twisted_echo.reactor import install_if_unchosen
+from twisted_echo.server import SockechoService
+from twisted_echo.stream import READ_SIZE
+
+_log = Logger()
+
+#: Descriptors kept beyond C{--max-connections}: listeners, log files, and
+#: connections being refused.
+SPARE_FILES = 256
+
+
+class StartupError(Exception):
+    """
+    sockecho could not start, as a daemon; its text says why.
+
+    twistd's parent process prints the first 100 bytes of the exception's
+    C{module.Class: text} line; the module is named C{sockecho} so that the
+    reason fits: C{sockecho.StartupError: cannot listen on ...}.
+    """
+
+
+StartupError.__module__ = "sockecho"
+
+
+def open_files_wanted(max_connections: int) -> int | None:
+    """
+    @param max_connections: C{--max-connections}, 0 for no limit.
+    @return: the open files limit that many connections need, or L{None}
+        for as many as the hard limit allows.
+    """
+    return max_connections + SPARE_FILES if max_connections else None
+
+
+def raise_open_files_limit(wanted: int | None) -> int:
+    """
+    Raise this process's soft limit of open files (C{RLIMIT_NOFILE}) towards
+    C{wanted}, up to the hard limit; never lower it.
+
+    @param wanted: file descriptors wanted; L{None} for the hard limit (or,
+        when that is unlimited, the kernel's C{fs.nr_open}).
+    @return: the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard
+    if hard == resource.RLIM_INFINITY:
+        ceiling = _kernel_open_files_ceiling()
+    target = ceiling if wanted is None else min(wanted, ceiling)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _kernel_open_files_ceiling() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def tune_process(config: Mapping[str, Any]) -> None:
+    """
+    Raise the open files limit for C{config["max-connections"]} and keep
+    large reads on the heap, logging what could not be done.
+
+    @param config: the parsed L{tap.Options}.
+    """
+    wanted = open_files_wanted(config["max-connections"])
+    limit = raise_open_files_limit(wanted)
+    if wanted is not None and limit < wanted:
+        _log.warn(
+            "open files limit is {limit}, below the {wanted} the connection "
+            "limit needs",
+            limit=limit,
+            wanted=wanted,
+        )
+    if not keep_large_reads_on_heap(READ_SIZE):
+        _log.info("malloc not tuned for {size}-byte reads", size=READ_SIZE)
+
+
+class TwistdService(MultiService):
+    """
+    Runs the server (its only child) under twistd, and turns a start-up
+    error into twistd's way of failing.
+
+    @param daemon: whether twistd runs as a daemon (no C{-n}).
+    @param pidfile: the pid file twistd wrote, removed when start-up fails
+        with C{-n} (as a daemon, twistd removes it itself).
+    @param stderr: where the C{-n} error line goes (the process's standard
+        error by default).
+    """
+
+    def __init__(
+        self,
+        server: SockechoService,
+        daemon: bool = False,
+        pidfile: str | None = None,
+        stderr: IO[str] | None = None,
+    ) -> None:
+        MultiService.__init__(self)
+        self.server = server
+        self.daemon = daemon
+        self.pidfile = pidfile
+        self.stderr = stderr
+        MultiService.addService(self, server)
+
+    def privilegedStartService(self) -> None:
+        """
+        Start the server's listeners.
+
+        @raise StartupError: as a daemon, when a listener fails (twistd
+            reports it through its status pipe and exits 1).
+        @raise SystemExit: with C{-n}, status 1, after one line on standard
+            error, when a listener fails.
+        """
+        try:
+            MultiService.privilegedStartService(self)
+        except ListenError as e:
+            message = f"sockecho: {e}"
+            _log.critical("{message}", message=message)
+            if self.daemon:
+                raise StartupError(str(e)) from None
+            stderr = self.stderr or sys.__stderr__ or sys.stderr
+            print(message, file=stderr, flush=True)
+            if self.pidfile:
+                # twistd wrote it before starting services; a SystemExit
+                # skips twistd's own clean-up.
+                try:
+                    os.remove(self.pidfile)
+                except OSError:
+                    pass
+            raise SystemExit(1) from None
+
+
+class Options(tap.Options):
+    """
+    L{tap.Options}, plus what they ask of twistd: C{--log-format json} makes
+    twistd log JSON records where it would log text.
+    """
+
+    def postOptions(self) -> None:
+        """
+        Validate (L{tap.Options.postOptions}), then set up JSON logs.
+
+        @raise usage.UsageError: naming the option and the value at fault.
+        """
+        tap.Options.postOptions(self)
+        twistd = getattr(self, "parent", None)
+        if self["log-format"] == "json" and twistd is not None:
+            use_json_log(twistd)
+
+
+def makeService(config: Options) -> TwistdService:
+    """
+    Choose the reactor, tune the process, and build the server C{config}
+    describes (L{tap.makeService}) for twistd to run.
+
+    @param config: parsed and validated L{Options}, whose C{parent} is
+        twistd's own options when run by twistd.
+    @return: the service twistd runs.
+    """
+    install_if_unchosen()
+    from twisted.internet import reactor
+
+    tune_process(config)
+    twistd: Mapping[str, Any] = getattr(config, "parent", None) or {}
+    return TwistdService(
+        tap.makeService(config, reactor),
+        daemon="nodaemon" in twistd and not twistd["nodaemon"],
+        pidfile=twistd.get("pidfile") or None,
+    )
