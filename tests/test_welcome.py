@@ -220,3 +220,59 @@ class WelcomeLineTimeoutTests(TestCase):
             self.protocol.dataReceived(b"\r\n")
         self.assertFalse(self.transport.disconnecting)
         self.assertEqual(self.transport.value().count(b"OK...abc\r\n"), 10)
+
+    def test_each_line_is_timed_from_its_own_first_byte(self) -> None:
+        """
+        Lines sent one a second, each chunk finishing one line and starting
+        the next, are all answered, however long it goes on: each line has
+        the line timeout from its own first byte (issue 9).
+        """
+        self.protocol.dataReceived(b"line 0 star")
+        for number in range(1, 70):
+            self.clock.advance(1)
+            self.protocol.dataReceived(b"t\r\nline %d star" % number)
+        self.assertNotIn(b"ERROR", self.transport.value())
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.transport.value().count(b"OK...line "), 69)
+
+    def test_a_line_started_late_gets_the_whole_timeout(self) -> None:
+        """
+        A line whose first byte comes in the chunk that finishes the line
+        before gets the full line timeout from that chunk on, and is cut off
+        when it runs out.
+        """
+        self.protocol.dataReceived(b"first")
+        self.clock.advance(15)
+        self.protocol.dataReceived(b"\nsecond")
+        self.clock.advance(19)
+        self.assertFalse(self.transport.disconnecting)
+        self.clock.advance(1)
+        self.assertTrue(
+            self.transport.value().endswith(
+                b"OK...first\r\n"
+                b"ERROR: line not finished within 20 s; closing connection\r\n"
+            )
+        )
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_nothing_after_the_line_too_long_error(self) -> None:
+        """
+        After the line-too-long error line, nothing more is sent: no second
+        error when the line timeout would have run out, no reply to a line
+        or a telnet request that came in the same read.
+        """
+        factory = WelcomeFactory(self.clock, timeouts=Timeouts(line=20), max_line=100)
+        for data in [
+            b"y" * 150,
+            b"y" * 150 + b"\n" + telnet.IAC + telnet.NOP + b"late\n",
+            b"y" * 150 + b"\n" + telnet.IAC + telnet.DO + telnet.ECHO + b"late",
+        ]:
+            protocol, transport = connect(factory, Welcome)
+            protocol.dataReceived(data)
+            self.clock.advance(30)
+            self.assertEqual(
+                transport.value(),
+                BANNER
+                + b"ERROR: line too long (over 100 bytes); closing connection\r\n",
+            )
+            self.assertTrue(transport.disconnecting)

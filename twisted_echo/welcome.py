@@ -66,7 +66,10 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
     def handle_data(self, data: bytes) -> None:
         """
         Strip telnet commands from C{data} and pass the text on as lines.
+        Nothing is answered once the connection is closing.
         """
+        if self._closing:
+            return
         if self.state == "data" and telnet.IAC not in data:
             # Fast path, same result as the telnet parser: no command, and
             # CR only as part of CR LF (the parser turns CR LF into LF).
@@ -87,8 +90,10 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
     def applicationDataReceived(self, data: bytes) -> None:
         """
         Text from the telnet parser: split it into lines, and time the line
-        left unfinished, if any.
+        left unfinished, if any (from the chunk it started in).
         """
+        if self._closing:
+            return
         if not self._partial and data[-1:] == b"\n" and len(data) <= self.MAX_LENGTH:
             # Fast path: whole lines, each within the limit, nothing buffered:
             # answer them all in one write, as LineReceiver would one by one.
@@ -97,15 +102,26 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
             else:
                 self.send(b"".join(map(_reply, data.split(b"\n")[:-1])))
             return
+        was_partial = self._partial
         basic.LineReceiver.dataReceived(self, data)
+        if self._closing:
+            return
         self._partial = not data.endswith(b"\n")
-        if self._partial:
-            if self._line_call is None and self.factory.timeouts.line:
+        if not self._partial:
+            self._cancel_line_timeout()
+        elif not was_partial or b"\n" in data:
+            # A new line started in this chunk: it is timed from now.
+            self._cancel_line_timeout()
+            if self.factory.timeouts.line:
                 self._line_call = self.callLater(
                     self.factory.timeouts.line, self._line_timed_out
                 )
-        elif self._line_call is not None:
-            self._cancel_line_timeout()
+
+    def _write(self, data: bytes) -> None:
+        # Telnet's replies to option requests: counted, and not sent once
+        # the connection is closing.
+        if not self._closing:
+            self.send(data)
 
     def _cancel_line_timeout(self) -> None:
         call, self._line_call = self._line_call, None
