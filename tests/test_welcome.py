@@ -95,6 +95,22 @@ class WelcomeProtocolTests(TestCase):
         )
         self.assertEqual(self.replies(), b"OK...abc\r\n")
 
+    def test_byte_0xff_in_a_line_comes_back_escaped(self) -> None:
+        """
+        A 0xFF byte in a line, which a telnet client sends as IAC IAC
+        (RFC 854), comes back as IAC IAC too, so that the client reads it
+        as the byte and not as a telnet command (issue 9).
+        """
+        self.protocol.dataReceived(b"a\xff\xffb\r\n")
+        self.assertEqual(self.replies(), b"OK...a\xff\xffb\r\n")
+        self.transport.clear()
+        for chunk in [b"\xff", b"\xff\n\xff\xff\xff", b"\xffc\n\xff\xffd\n"]:
+            self.protocol.dataReceived(chunk)
+        self.assertEqual(
+            self.transport.value(),
+            b"OK...\xff\xff\r\nOK...\xff\xff\xff\xffc\r\nOK...\xff\xffd\r\n",
+        )
+
     def test_malformed_telnet_command(self) -> None:
         """
         A byte after IAC that is no telnet command gets an error line and a

@@ -33,11 +33,12 @@ _EOL = b"\r\n"
 def _reply(line: bytes) -> bytes:
     """
     @param line: a line received, without its LF (a CR before it is dropped).
-    @return: the welcome service's answer, C{OK...line} and CR LF.
+    @return: the welcome service's answer, C{OK...line} and CR LF, with
+        each 0xFF byte doubled (RFC 854: IAC IAC is the data byte 255).
     """
     if line[-1:] == b"\r":
         line = line[:-1]
-    return b"OK..." + line + _EOL
+    return b"OK..." + line.replace(telnet.IAC, telnet.IAC * 2) + _EOL
 
 
 class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
@@ -61,7 +62,7 @@ class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
     def connectionMade(self) -> None:
         super().connectionMade()
         self.MAX_LENGTH = self.factory.max_line
-        self.send(self.factory.banner + _EOL)
+        self.send(self.factory.banner.replace(telnet.IAC, telnet.IAC * 2) + _EOL)
 
     def handle_data(self, data: bytes) -> None:
         """
