@@ -4,12 +4,25 @@ Tests for L{twisted_echo.stream}: flow control, timeouts, graceful drain.
 
 from __future__ import annotations
 
+import hashlib
+import os
+import socket
+import threading
+import time
+
+from twisted.internet import reactor
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.internet.threads import deferToThread
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.memory import connect, run_clock
+from tests.loopback import exchange, listen_tcp
+from tests.memory import PEER, connect, run_clock
+from twisted_echo import stream
 from twisted_echo.echo import Echo, EchoFactory
-from twisted_echo.limits import DRAIN_QUIET, Timeouts
+from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 
 
 class StreamTimeoutTests(TestCase):
@@ -73,12 +86,12 @@ class StreamTimeoutTests(TestCase):
         not.
         """
         self.protocol.pauseProducing()
-        self.clock.advance(9)
+        run_clock(self.clock, 9)
         self.protocol.resumeProducing()
         self.protocol.pauseProducing()
-        self.clock.advance(9)
+        run_clock(self.clock, 9.75)
         self.assertFalse(self.transport.disconnecting)
-        self.clock.advance(1.5)
+        run_clock(self.clock, 2.75)
         self.assertTrue(self.transport.disconnecting)
         self.assertEqual(self.factory.counters.timeouts["stall"], 1)
 
@@ -92,6 +105,179 @@ class StreamTimeoutTests(TestCase):
         self.protocol.readConnectionLost()
         self.clock.advance(10.5)
         self.assertEqual(aborted, [True])
+
+
+class KernelBufferTransport(StringTransport):
+    """
+    A L{StringTransport} that keeps what is written in a user-space queue,
+    as Twisted's socket transports do (C{dataBuffer}, C{offset},
+    C{_tempDataLen}), until the test lets the peer L{take} some of it.
+    """
+
+    def __init__(self) -> None:
+        StringTransport.__init__(self, peerAddress=PEER)
+        self.dataBuffer = b""
+        self.offset = 0
+        self._tempDataLen = 0
+
+    def write(self, data: bytes) -> None:
+        StringTransport.write(self, data)
+        self._tempDataLen += len(data)
+
+    def take(self, size: int) -> None:
+        """
+        The peer reads C{size} bytes of what is queued.
+        """
+        self._tempDataLen -= min(size, self._tempDataLen)
+
+
+class SlowReaderTests(TestCase):
+    """
+    The stall timeout counts time in which the peer took no byte, not time
+    spent paused.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = EchoFactory(self.clock, timeouts=Timeouts(stall=3))
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = KernelBufferTransport()
+        self.protocol.makeConnection(self.transport)
+        self.protocol.dataReceived(b"x" * 1_000_000)
+        self.protocol.pauseProducing()
+
+    def test_slow_reader_is_not_cut_off(self) -> None:
+        """
+        A peer that reads a little every second while a megabyte is owed
+        (paused for 30 s in all) keeps its connection.
+        """
+        for _ in range(30):
+            run_clock(self.clock, 1.0)
+            self.transport.take(10_000)
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(self.factory.counters.timeouts["stall"], 0)
+
+    def test_reader_that_stops_is_aborted_a_stall_timeout_later(self) -> None:
+        for _ in range(10):
+            run_clock(self.clock, 1.0)
+            self.transport.take(10_000)
+        run_clock(self.clock, 2.75)
+        self.assertFalse(self.transport.disconnecting)
+        run_clock(self.clock, 1.0)
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.counters.timeouts["stall"], 1)
+
+    def test_close_does_not_extend_a_stalled_peers_deadline(self) -> None:
+        """
+        A peer that has taken nothing for 2 s and then half-closes is
+        aborted 1 s later, not 3 s later.
+        """
+        aborted = []
+        self.transport.abortConnection = lambda: aborted.append(True)  # type: ignore[method-assign]
+        run_clock(self.clock, 2.0)
+        self.protocol.readConnectionLost()
+        run_clock(self.clock, 1.0)
+        self.assertEqual(aborted, [True])
+
+
+def slow_read_echo(port: int, payload: bytes, chunk: int, pause: float) -> bytes:
+    """
+    Send C{payload} to 127.0.0.1:C{port} from one thread and half-close,
+    while reading the echo C{chunk} bytes at a time every C{pause} seconds,
+    through small socket buffers, until the server closes (60 s at most).
+
+    @return: what came back.
+    """
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+
+    def send() -> None:
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    received = bytearray()
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            try:
+                data = sock.recv(chunk)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            received += data
+            time.sleep(pause)
+    finally:
+        sock.close()
+        sender.join(10)
+    return bytes(received)
+
+
+class SmallSendBufferEcho(Echo):
+    """
+    Echo with a small kernel send buffer, so what the peer does not read
+    stays in the server's own queue, where flow control sees it.
+    """
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        sock = self.transport.socket  # type: ignore[union-attr]
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+
+
+class SlowReaderLoopbackTests(TestCase):
+    """
+    A real client that reads its echo slowly, over loopback.
+    """
+
+    async def test_slow_reader_gets_every_byte(self) -> None:
+        """
+        With a 0.3 s stall timeout, a client reading at most 200 KB/s
+        through small socket buffers gets its whole 640 KiB echo: the
+        server's 256 KiB queue takes longer than the stall timeout to drain,
+        but the peer takes bytes all along. (On the old stall timer, counted
+        from the pause to a fully drained queue, it was reset.)
+        """
+        factory = EchoFactory(reactor, timeouts=Timeouts(stall=0.3))
+        factory.protocol = SmallSendBufferEcho
+        port = listen_tcp(self, factory)
+        payload = os.urandom(640 * 1024)
+        got = await deferToThread(slow_read_echo, port, payload, 4096, 0.02)
+        self.assertEqual(factory.counters.timeouts["stall"], 0)
+        self.assertEqual(len(got), len(payload))
+        self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(payload).digest())
+
+
+class TransportLayoutTests(TestCase):
+    """
+    The Twisted internals L{StreamProtocol.send} and the stall check use.
+    """
+
+    def test_installed_twisted_fits(self) -> None:
+        """
+        Twisted's socket transports still queue writes as sockecho expects;
+        this fails first when a Twisted release changes them.
+        """
+        self.assertTrue(stream.transport_layout_fits())
+        self.assertTrue(stream.TRANSPORT_LAYOUT_FITS)
+
+    async def test_without_the_fast_path_every_byte_still_comes_back(self) -> None:
+        """
+        When the layout does not fit, replies go through C{transport.write}:
+        a 4 MB half-closed echo still arrives whole.
+        """
+        self.patch(stream, "TRANSPORT_LAYOUT_FITS", False)
+        factory = EchoFactory(reactor, limits=ConnectionLimits(0, 0))
+        port = listen_tcp(self, factory)
+        payload = os.urandom(4 << 20)
+        client = await exchange(port, payload)
+        self.assertEqual(client.count, len(payload))
+        self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
+        self.assertIsNone(stream.queued_bytes(object()))
 
 
 class DrainTests(TestCase):
@@ -141,6 +327,26 @@ class DrainTests(TestCase):
         self.assertEqual(aborted, [True])
         self.successResultOf(d)
         self.assertEqual(self.factory.counters.timeouts["drain"], 1)
+
+    def test_drain_ends_after_aborted_connections_report(self) -> None:
+        """
+        Aborted connections report their bytes (Twisted calls
+        C{connectionLost} on the next reactor turn) before the drain is
+        over, so the shutdown summary counts them.
+        """
+        protocol, transport = connect(self.factory, Echo)
+        protocol.dataReceived(b"y" * 40_000)
+
+        def abort() -> None:
+            self.clock.callLater(
+                0, protocol.connectionLost, Failure(ConnectionAborted())
+            )
+
+        transport.abortConnection = abort  # type: ignore[method-assign]
+        d = self.factory.drain(3)
+        d.addCallback(lambda _: self.factory.counters.bytes_in)
+        run_clock(self.clock, 3)
+        self.assertEqual(self.successResultOf(d), 40_000)
 
     def test_connection_accepted_while_draining_drains_too(self) -> None:
         connect(self.factory, Echo)
