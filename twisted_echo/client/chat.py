@@ -7,20 +7,32 @@ it comes, and replies are written to standard output as they arrive. At the
 end of standard input the client half-closes (C{SHUT_WR}, as C{nc -N} does)
 and keeps printing until the server closes, so every reply owed is shown.
 
+A stream chat is flow-controlled both ways, as C{nc} is: standard input is
+the connection's streaming producer and the connection is standard
+output's (L{IPushProducer}), so while the server does not read, standard
+input is not read either once the connection's write buffer (64 KiB) is
+full, and while standard output is not taken, the connection is not read.
+Each way the client holds at most about one buffer plus one read, however
+much is sent.
+
 Over UDP each input line (with its C{\\n}) is one datagram (RFC 862 UDP
 echo); at the end of input the client waits up to C{reply_wait} seconds for
-the replies still owed.
+the replies still owed. UDP has no flow control: each line is sent as soon
+as it is read, and a datagram the network or the server cannot take is
+lost, not queued; replies are printed as they come.
 """
 
 from __future__ import annotations
 
 import sys
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
+    IConsumer,
     IHalfCloseableProtocol,
+    IPushProducer,
     IReactorTime,
     ITransport,
 )
@@ -133,8 +145,10 @@ class UserSide(Protocol):
 
     def writeConnectionLost(self) -> None:
         # Standard output went away (e.g. a closed pipe): nothing more can
-        # be shown.
+        # be shown, so the session is over now. (StandardIO would call
+        # connectionLost only once input ends too, which it no longer reads.)
         self.session.end()
+        self.session.user_closed()
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.session.user_closed()
@@ -142,22 +156,112 @@ class UserSide(Protocol):
 
 class StreamChat(ChatSession):
     """
-    A chat over a stream connection.
+    A chat over a stream connection, flow-controlled both ways.
+
+    Once both sides are attached (L{user_attached}, L{peer_attached}, in
+    either order), standard input is registered as the connection's
+    streaming producer and the connection as standard output's: a full
+    write buffer on one side pauses reading on the other, and resumes it
+    once drained. Each registration is undone before the transport it is on
+    is half-closed or closed, since a transport with a producer registered
+    resumes the producer instead of closing.
+
+    @ivar peer: the connection's protocol, once connected.
     """
 
     def __init__(self) -> None:
         ChatSession.__init__(self)
         self.peer: StreamPeer | None = None
         self._user_done = False
+        self._peer_closing = False
+        # Standard input is registered on the connection; the connection is
+        # registered on standard output.
+        self._input_paces_peer = False
+        self._peer_paces_output = False
+
+    def user_attached(self, output: ITransport) -> None:
+        """
+        @param output: the standard I/O transport: replies are written to
+            it, and it is the producer of what is sent.
+        """
+        ChatSession.user_attached(self, output)
+        self._couple()
+
+    def peer_attached(self, peer: StreamPeer) -> None:
+        """
+        @param peer: the connection's protocol, now connected.
+        """
+        self.peer = peer
+        self._couple()
+
+    def _peer_transport(self) -> ITransport | None:
+        if self.peer is None:
+            return None
+        return self.peer.transport
+
+    def _couple(self) -> None:
+        """
+        Make standard I/O and the connection each other's streaming
+        producers, once both are attached (and only once).
+        """
+        transport = self._peer_transport()
+        if self.output is None or transport is None or self._peer_paces_output:
+            return
+        if not (self._user_done or self._peer_closing):
+            cast(IConsumer, transport).registerProducer(
+                cast(IPushProducer, self.output), True
+            )
+            self._input_paces_peer = True
+        cast(IConsumer, self.output).registerProducer(
+            cast(IPushProducer, transport), True
+        )
+        self._peer_paces_output = True
+
+    def _stop_sending_input(self) -> None:
+        """
+        Unregister standard input from the connection: nothing more will be
+        sent.
+        """
+        transport = self._peer_transport()
+        if self._input_paces_peer and transport is not None:
+            self._input_paces_peer = False
+            cast(IConsumer, transport).unregisterProducer()
 
     def from_user(self, data: bytes) -> None:
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.write(data)
+        transport = self._peer_transport()
+        if transport is not None and not self._peer_closing:
+            transport.write(data)
 
     def user_done(self) -> None:
+        """
+        Standard input ended: unregister it, then half-close, so that
+        everything sent is delivered and replies are still read.
+        """
         self._user_done = True
-        if self.peer is not None and self.peer.transport is not None:
-            self.peer.transport.loseWriteConnection()  # type: ignore[attr-defined]
+        self._stop_sending_input()
+        transport = self._peer_transport()
+        if transport is not None and not self._peer_closing:
+            transport.loseWriteConnection()  # type: ignore[attr-defined]
+
+    def peer_closing(self) -> None:
+        """
+        The server has sent all it will and the connection is closing:
+        input is no longer read nor sent.
+        """
+        self._peer_closing = True
+        self._stop_sending_input()
+        if self.output is not None and not self._user_done:
+            cast(IPushProducer, self.output).pauseProducing()
+
+    def end(self, problem: str | None = None) -> None:
+        """
+        Unregister the connection from standard output, then close the
+        output once written (see L{ChatSession.end}).
+        """
+        if self._peer_paces_output and self.output is not None:
+            self._peer_paces_output = False
+            cast(IConsumer, self.output).unregisterProducer()
+        ChatSession.end(self, problem)
 
 
 @implementer(IHalfCloseableProtocol)
@@ -171,7 +275,7 @@ class StreamPeer(Protocol):
         self._eof = False
 
     def connectionMade(self) -> None:
-        self.session.peer = self
+        self.session.peer_attached(self)
 
     def dataReceived(self, data: bytes) -> None:
         self.session.from_peer(data)
@@ -181,6 +285,7 @@ class StreamPeer(Protocol):
         The server has sent all it will: close, as netcat does.
         """
         self._eof = True
+        self.session.peer_closing()
         self.transport.loseConnection()  # type: ignore[union-attr]
 
     def writeConnectionLost(self) -> None:
@@ -208,7 +313,11 @@ class StreamPeerFactory(Factory):
 
 class DatagramChat(ChatSession, DatagramProtocol):
     """
-    A chat over UDP: one datagram per input line.
+    A chat over UDP: one datagram per input line, sent as soon as the line
+    is read. There is no flow control: a UDP send is done at once or not at
+    all (a datagram the network or the server cannot take is lost, one the
+    local socket refuses ends the chat), so nothing is queued to send; and
+    replies are written out as they come.
 
     @ivar sent: datagrams sent.
     @ivar replies: datagrams received.
