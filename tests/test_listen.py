@@ -7,12 +7,14 @@ from __future__ import annotations
 import errno
 import socket
 
-from twisted.internet import reactor
+from twisted.internet import reactor, udp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import TestCase
 
+from tests.test_udp import UDPTestCase, address_of
+from twisted_echo import listen
 from twisted_echo.echo import EchoFactory
 from twisted_echo.listen import (
     ListenError,
@@ -21,6 +23,7 @@ from twisted_echo.listen import (
     explain_listen_failure,
     parse_udp_description,
 )
+from twisted_echo.udp import DatagramPort, UDPEcho
 
 
 class ParseUDPDescriptionTests(TestCase):
@@ -110,3 +113,37 @@ class StreamListenerServiceTests(TestCase):
             str(caught.exception),
             f"cannot listen on {description}: address already in use",
         )
+
+
+class DatagramListenerServiceTests(UDPTestCase):
+    """
+    One UDP listener as a service: L{DatagramPort}, or Twisted's stock
+    L{udp.Port} when L{twisted_echo.udp.datagram_port_problem} finds one.
+    """
+
+    async def test_fast_port_when_twisted_is_as_expected(self) -> None:
+        echo = UDPEcho()
+        with capturedLogs() as events:
+            service = self.listen_echo(echo)
+        self.assertIsInstance(service.port, DatagramPort)
+        self.assertEqual([e for e in events if "problem" in e], [])
+        await self.echoes(address_of(service), b"x")
+
+    async def test_stock_port_when_the_check_fails(self) -> None:
+        """
+        When the check fails, the listener says so in one info line and
+        uses Twisted's stock L{udp.Port}, which still echoes the largest
+        datagram whole and keeps the loop guard.
+        """
+        self.patch(listen, "datagram_port_problem", lambda: "forced by the test")
+        echo = UDPEcho()
+        with capturedLogs() as events:
+            service = self.listen_echo(echo)
+        self.assertIs(type(service.port), udp.Port)
+        stock = [e for e in events if "problem" in e]
+        self.assertEqual(len(stock), 1)
+        self.assertEqual(stock[0]["log_level"].name, "info")
+        self.assertEqual(stock[0]["problem"], "forced by the test")
+        self.assertIn("stock udp.Port", stock[0]["log_format"])
+        await self.echoes(address_of(service), b"y" * 65507)
+        self.assertEqual(echo.loop_guard.own_ports, {address_of(service)[1]})

@@ -1,24 +1,73 @@
 # -*- test-case-name: tests.test_udp -*-
 """
-Tests for L{twisted_echo.udp}: UDP echo with BSD inetd's loop guard and rate
-limits.
+Tests for L{twisted_echo.udp}: UDP echo with its loop guard (BSD inetd's
+rule, widened against CVE-2024-2169 loops), rate limits, one protocol per
+listening port, and the check of the Twisted internals its fast path uses.
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+from typing import Any
 
-from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet import reactor, udp
+from twisted.internet.address import IPv4Address
+from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
+from twisted.python import usage
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
+from tests.loopback import wait_until
+from twisted_echo.counters import ServiceCounters
 from twisted_echo.listen import DatagramListenerService, UDPAddress
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.udp import LOOP_PORTS, UDPEcho
+from twisted_echo.tap import Options, makeService
+from twisted_echo.udp import (
+    DEFAULT_NEVER_ANSWER,
+    INETD_LOOP_PORTS,
+    MAX_DATAGRAM,
+    SOCKECHO_UDP_PORTS,
+    DatagramPort,
+    LoopGuard,
+    UDPEcho,
+    datagram_port_problem,
+    format_ports,
+    parse_ports,
+)
+
+#: Bound on every wait for a datagram, in seconds.
+TIMEOUT = 5.0
+
+
+class _BoundTransport(FakeDatagramTransport):
+    """
+    A fake datagram transport bound to 127.0.0.1:C{port}.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "127.0.0.1", self.port)
+
+
+@implementer(ISystemHandle)
+class _HandleTransport(FakeDatagramTransport):
+    """
+    A fake datagram transport whose system handle is C{handle}.
+    """
+
+    def __init__(self, handle: object) -> None:
+        super().__init__()
+        self.handle = handle
+
+    def getHandle(self) -> object:
+        return self.handle
 
 
 class UDPEchoProtocolTests(TestCase):
@@ -43,33 +92,227 @@ class UDPEchoProtocolTests(TestCase):
         )
         self.assertEqual(self.protocol.counters.datagrams_out, 2)
 
-    def test_loop_ports_are_not_answered(self) -> None:
+    def test_privileged_source_ports_are_not_answered(self) -> None:
         """
-        Datagrams from port 0 or the internal services' ports (7, 9, 13, 19,
-        37) are dropped and counted, as BSD inetd does against echo loops.
+        Datagrams from any port below 1024 are dropped and counted as
+        C{loop_port}: inetd's list (0, 7, 9, 13, 19, 37) and every other
+        service that answers what it gets, DNS 53 and NTP 123 among them
+        (CVE-2024-2169).
         """
-        for port in sorted(LOOP_PORTS):
+        ports = [0, 7, 9, 13, 19, 37, 53, 123, 161, 1023]
+        for port in ports:
             self.protocol.datagramReceived(b"loop?", ("192.0.2.1", port))
         self.assertEqual(self.transport.written, [])
-        self.assertEqual(self.protocol.counters.dropped["loop_port"], 6)
-        self.assertEqual(LOOP_PORTS, {0, 7, 9, 13, 19, 37})
+        self.assertEqual(dict(self.protocol.counters.dropped), {"loop_port": 10})
+
+    def test_sockecho_default_port_is_not_answered(self) -> None:
+        """
+        A datagram from UDP port 7007, another sockecho's UDP echo, is
+        dropped, so two instances cannot bounce one between them.
+        """
+        self.protocol.datagramReceived(b"loop?", ("192.0.2.1", 7007))
+        self.assertEqual(self.transport.written, [])
+        self.assertEqual(dict(self.protocol.counters.dropped), {"loop_port": 1})
+
+    def test_other_ports_are_answered(self) -> None:
+        """
+        Ports from 1024 up, other than sockecho's and our own, are answered.
+        """
+        ports = [1024, 5353, 7006, 7008, 49152, 65535]
+        for port in ports:
+            self.protocol.datagramReceived(b"hi", ("192.0.2.1", port))
+        self.assertEqual(
+            self.transport.written, [(b"hi", ("192.0.2.1", p)) for p in ports]
+        )
+        self.assertEqual(dict(self.protocol.counters.dropped), {})
+
+    def test_own_port_is_not_answered(self) -> None:
+        """
+        A datagram whose source port is the one this listener is bound to
+        (from another instance on that port, or spoofed) is dropped and
+        counted as C{own_port}; a neighbouring port is answered.
+        """
+        protocol = UDPEcho()
+        transport = _BoundTransport(40000)
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.datagramReceived(b"loop?", ("192.0.2.1", 40000))
+        protocol.datagramReceived(b"hi", ("192.0.2.1", 40001))
+        self.assertEqual(transport.written, [(b"hi", ("192.0.2.1", 40001))])
+        self.assertEqual(dict(protocol.counters.dropped), {"own_port": 1})
 
     def test_send_error_is_counted_not_raised(self) -> None:
         """
         A reply the kernel refuses (buffer full) is counted as dropped.
         """
 
-        class FullSocket:
-            def sendto(self, packet: bytes, addr: object) -> int:
+        class FullSocket(socket.socket):
+            def sendto(self, *args: Any) -> int:  # type: ignore[override]
                 raise OSError(errno.ENOBUFS, "No buffer space available")
 
-        transport = FakeDatagramTransport()
-        transport.socket = FullSocket()  # type: ignore[attr-defined]
+        sock = FullSocket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
         protocol = UDPEcho()
-        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.makeConnection(_HandleTransport(sock))  # type: ignore[arg-type]
         protocol.datagramReceived(b"x", ("192.0.2.1", 5555))
         self.assertEqual(protocol.counters.dropped["send_error"], 1)
         self.assertEqual(protocol.counters.datagrams_out, 0)
+
+    def test_handle_not_a_socket_replies_with_write(self) -> None:
+        """
+        A transport whose system handle is not a socket is written to with
+        C{transport.write}.
+        """
+        transport = _HandleTransport(object())
+        protocol = UDPEcho()
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        protocol.datagramReceived(b"x", ("192.0.2.1", 5555))
+        self.assertEqual(transport.written, [(b"x", ("192.0.2.1", 5555))])
+
+
+class LoopGuardTests(TestCase):
+    """
+    L{LoopGuard}: the configured list, our own ports, and the drop reasons.
+    """
+
+    def test_default_list(self) -> None:
+        """
+        By default every privileged port and sockecho's default UDP port
+        are never answered; BSD inetd's list is part of it.
+        """
+        self.assertEqual(DEFAULT_NEVER_ANSWER, frozenset(range(1024)) | {7007})
+        self.assertEqual(SOCKECHO_UDP_PORTS, {7007})
+        self.assertLessEqual(INETD_LOOP_PORTS, DEFAULT_NEVER_ANSWER)
+        self.assertEqual(INETD_LOOP_PORTS, {0, 7, 9, 13, 19, 37})
+        self.assertEqual(LoopGuard().never_answer, DEFAULT_NEVER_ANSWER)
+        self.assertEqual(format_ports(DEFAULT_NEVER_ANSWER), "0-1023,7007")
+
+    def test_configured_list_replaces_default(self) -> None:
+        """
+        A configured list replaces the default one: port 53 is answered
+        when it is not listed; our own port is never answered anyway.
+        """
+        guard = LoopGuard({5000, 6000})
+        protocol = UDPEcho(loop_guard=guard)
+        transport = _BoundTransport(40000)
+        protocol.makeConnection(transport)  # type: ignore[arg-type]
+        for port in (53, 5000, 6000, 40000, 7007):
+            protocol.datagramReceived(b"x", ("192.0.2.1", port))
+        self.assertEqual(
+            transport.written,
+            [(b"x", ("192.0.2.1", 53)), (b"x", ("192.0.2.1", 7007))],
+        )
+        self.assertEqual(
+            dict(protocol.counters.dropped), {"loop_port": 2, "own_port": 1}
+        )
+
+    def test_own_port_in_the_list_counts_as_loop_port(self) -> None:
+        """
+        A port both configured and our own is counted as C{loop_port}.
+        """
+        guard = LoopGuard({7007})
+        guard.add_own_port(7007)
+        self.assertEqual(guard.reason(7007), "loop_port")
+
+    def test_own_ports_are_shared_and_released(self) -> None:
+        """
+        Protocols sharing a guard refuse each other's ports; a port stays
+        refused until every listener bound to it stopped.
+        """
+        guard = LoopGuard(())
+        first, second, third = (UDPEcho(loop_guard=guard) for _ in range(3))
+        first.makeConnection(_BoundTransport(40000))  # type: ignore[arg-type]
+        second.makeConnection(_BoundTransport(40001))  # type: ignore[arg-type]
+        third.makeConnection(_BoundTransport(40001))  # type: ignore[arg-type]
+        self.assertEqual(guard.own_ports, {40000, 40001})
+        self.assertEqual(guard.blocked, {40000, 40001})
+        first.datagramReceived(b"x", ("127.0.0.1", 40001))
+        self.assertEqual(first.counters.dropped["own_port"], 1)
+        second.doStop()
+        self.assertEqual(guard.own_ports, {40000, 40001})
+        third.doStop()
+        first.doStop()
+        self.assertEqual(guard.own_ports, frozenset())
+        self.assertEqual(guard.blocked, frozenset())
+
+
+class PortListTests(TestCase):
+    """
+    L{parse_ports} and L{format_ports}: C{PORT[-PORT],...}.
+    """
+
+    def test_forms(self) -> None:
+        for text, expected in [
+            ("0-1023,7007", frozenset(range(1024)) | {7007}),
+            (" 53 , 123 ", {53, 123}),
+            ("7-7", {7}),
+            ("65535", {65535}),
+            ("none", frozenset()),
+            ("", frozenset()),
+        ]:
+            self.assertEqual(parse_ports(text), expected, text)
+
+    def test_errors_name_the_item(self) -> None:
+        for text, words in [
+            ("seven", "bad port or range 'seven'"),
+            ("1-", "bad port or range '1-'"),
+            ("-5", "bad port or range '-5'"),
+            ("+5", "bad port or range '+5'"),
+            ("1,,2", "bad port or range ''"),
+            ("5 6", "bad port or range '5 6'"),
+            ("70000", "port 70000 out of range 0-65535"),
+            ("10-5", "range '10-5' runs backwards"),
+        ]:
+            with self.assertRaises(ValueError) as caught:
+                parse_ports(text)
+            self.assertIn(words, str(caught.exception), text)
+
+    def test_format_round_trips(self) -> None:
+        for ports, text in [
+            ({7, 9, 10, 11, 13}, "7,9-11,13"),
+            (set(), "none"),
+            ({0}, "0"),
+        ]:
+            self.assertEqual(format_ports(ports), text)
+            self.assertEqual(parse_ports(text), ports)
+
+
+class NeverAnswerOptionTests(TestCase):
+    """
+    C{--udp-never-answer} and how L{makeService} uses it.
+    """
+
+    def _parse(self, *args: str) -> Options:
+        options = Options()
+        options.parseOptions(list(args))
+        return options
+
+    def _guards(self, options: Options) -> list[LoopGuard]:
+        return [child.protocol.loop_guard for child in makeService(options)  # type: ignore[attr-defined]
+                if isinstance(child, DatagramListenerService)]  # fmt: skip
+
+    def test_default(self) -> None:
+        options = self._parse("--udp", "udp:0:interface=127.0.0.1")
+        self.assertIsNone(options["udp-never-answer"])
+        [guard] = self._guards(options)
+        self.assertEqual(guard.never_answer, DEFAULT_NEVER_ANSWER)
+        self.assertIn("or none [default: 0-1023,7007]", " ".join(str(options).split()))
+
+    def test_given(self) -> None:
+        options = self._parse("--udp-never-answer", "53,7000-7002")
+        self.assertEqual(options["udp-never-answer"], {53, 7000, 7001, 7002})
+        [guard] = self._guards(options)
+        self.assertEqual(guard.never_answer, {53, 7000, 7001, 7002})
+        options = self._parse("--udp-never-answer", "none")
+        self.assertEqual(options["udp-never-answer"], frozenset())
+
+    def test_bad_value_names_the_option(self) -> None:
+        with self.assertRaises(usage.UsageError) as caught:
+            self._parse("--udp-never-answer", "53,dns")
+        self.assertIn(
+            "--udp-never-answer takes comma-separated ports and ranges "
+            "(PORT[-PORT],...) or none, not '53,dns': bad port or range 'dns'",
+            str(caught.exception),
+        )
 
 
 class UDPEchoRateLimitTests(TestCase):
@@ -179,53 +422,93 @@ class UDPEchoRateLimitTests(TestCase):
 
 
 class _Receiver(DatagramProtocol):
+    """
+    Collects the datagrams it receives, with their source addresses.
+    """
+
     def __init__(self) -> None:
-        self.received: Deferred[tuple[bytes, object]] = Deferred()
+        self.received: list[tuple[bytes, tuple[str, int]]] = []
 
-    def datagramReceived(self, datagram: bytes, addr: object) -> None:
-        if not self.received.called:
-            self.received.callback((datagram, addr))
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.received.append((datagram, addr))
 
 
-class UDPLoopbackTests(TestCase):
+class UDPTestCase(TestCase):
+    """
+    Real UDP sockets on 127.0.0.1, free ports.
+    """
+
+    def listen_echo(self, echo: UDPEcho) -> DatagramListenerService:
+        """
+        Run C{echo} on a L{DatagramListenerService} on 127.0.0.1, a free
+        port, until the test ends.
+        """
+        service = DatagramListenerService(
+            "udp:0:interface=127.0.0.1",
+            UDPAddress(0, "127.0.0.1"),
+            echo,
+            reactor,  # type: ignore[arg-type]
+            "udp",
+        )
+        service.startService()
+        self.addCleanup(service.stopService)
+        return service
+
+    def client(self) -> tuple[_Receiver, Any]:
+        """
+        A UDP client on 127.0.0.1, a free port, until the test ends.
+
+        @return: its protocol and its port (with C{write}).
+        """
+        receiver = _Receiver()
+        port = reactor.listenUDP(  # type: ignore[attr-defined]
+            0, receiver, interface="127.0.0.1", maxPacketSize=MAX_DATAGRAM
+        )
+        self.addCleanup(port.stopListening)
+        return receiver, port
+
+    async def echoes(self, address: tuple[str, int], payload: bytes) -> None:
+        """
+        Send C{payload} to C{address} from a new client; it must come back
+        whole, from C{address}.
+        """
+        receiver, port = self.client()
+        port.write(payload, address)
+        await wait_until(lambda: receiver.received, TIMEOUT)
+        self.assertEqual(receiver.received, [(payload, address)])
+
+
+def address_of(service: Any) -> tuple[str, int]:
+    """
+    @return: where C{service} (a listener service) is listening.
+    """
+    return ("127.0.0.1", service.port.getHost().port)
+
+
+class UDPLoopbackTests(UDPTestCase):
     """
     UDP echo on a real loopback socket.
     """
 
     def setUp(self) -> None:
         self.echo = UDPEcho()
-        self.service = DatagramListenerService(
-            "udp:0:interface=127.0.0.1",
-            UDPAddress(0, "127.0.0.1"),
-            self.echo,
-            reactor,  # type: ignore[arg-type]
-            "udp",
-        )
-        self.service.startService()
-        self.addCleanup(self.service.stopService)
-        self.address = ("127.0.0.1", self.service.port.getHost().port)
+        self.service = self.listen_echo(self.echo)
+        self.address = address_of(self.service)
 
     async def test_largest_datagram_comes_back_whole(self) -> None:
         """
         A 65507-byte datagram (the IPv4 maximum) comes back whole, not cut
         to Twisted's default 8192-byte read size.
         """
-        receiver = _Receiver()
-        port = reactor.listenUDP(  # type: ignore[attr-defined]
-            0, receiver, interface="127.0.0.1", maxPacketSize=65535
-        )
-        self.addCleanup(port.stopListening)
         payload = bytes(range(256)) * 255 + b"x" * 227
         self.assertEqual(len(payload), 65507)
-        port.write(payload, self.address)
-        receiver.received.addTimeout(5, reactor)
-        datagram, addr = await receiver.received
-        self.assertEqual(datagram, payload)
-        self.assertEqual(addr, self.address)
+        await self.echoes(self.address, payload)
 
-    def test_datagram_from_port_7_is_not_answered(self) -> None:
+    async def test_datagram_from_port_7_is_not_answered(self) -> None:
         """
-        A datagram from source port 7 (another echo server) gets no answer.
+        A datagram from source port 7 (another echo server) gets no answer:
+        once the server has read it, it has counted it dropped and sent
+        nothing.
         """
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(sock.close)
@@ -234,13 +517,149 @@ class UDPLoopbackTests(TestCase):
         except OSError as e:
             raise self.skipTest(f"cannot bind UDP port 7 here: {e}") from None
         sock.sendto(b"loop?", self.address)
-        # Let the reactor deliver it: run it for a moment.
-        d: Deferred[None] = Deferred()
-        reactor.callLater(0.3, d.callback, None)  # type: ignore[attr-defined]
-        return d.addCallback(lambda _: self._assert_unanswered(sock))
-
-    def _assert_unanswered(self, sock: socket.socket) -> None:
+        await wait_until(lambda: self.echo.counters.datagrams_in, TIMEOUT)
+        self.assertEqual(dict(self.echo.counters.dropped), {"loop_port": 1})
+        self.assertEqual(self.echo.counters.datagrams_out, 0)
         sock.setblocking(False)
         with self.assertRaises(BlockingIOError):
             sock.recvfrom(100)
-        self.assertEqual(self.echo.counters.dropped["loop_port"], 1)
+
+
+class UDPLoopTests(UDPTestCase):
+    """
+    Two UDP echo listeners of one server cannot be made to bounce a
+    datagram between them.
+    """
+
+    async def test_no_loop_between_two_listeners(self) -> None:
+        """
+        A datagram sent from listener A's socket to listener B (as a
+        spoofer would make it look) is dropped by B: B receives it once,
+        sends nothing, and A receives nothing.
+        """
+        guard = LoopGuard()
+        a = UDPEcho(ServiceCounters(), loop_guard=guard)
+        b = UDPEcho(ServiceCounters(), loop_guard=guard)
+        a_service = self.listen_echo(a)
+        b_service = self.listen_echo(b)
+        a_service.port.write(b"loop?", address_of(b_service))
+        await wait_until(lambda: b.counters.datagrams_in, TIMEOUT)
+        self.assertEqual(b.counters.datagrams_out, 0)
+        self.assertEqual(dict(b.counters.dropped), {"own_port": 1})
+        # Fence: a datagram sent to A now is queued behind anything B could
+        # have sent A; once A has answered it, A has read all before it.
+        await self.echoes(address_of(a_service), b"fence")
+        self.assertEqual(a.counters.datagrams_in, 1)
+        self.assertEqual(b.counters.datagrams_in, 1)
+
+
+class OneProtocolPerPortTests(UDPTestCase):
+    """
+    Two C{--udp} listeners as L{makeService} builds them.
+    """
+
+    async def test_each_listener_replies_from_its_own_address(self) -> None:
+        """
+        A datagram sent to either listener comes back from that listener's
+        address; both count into the one UDP counters.
+        """
+        options = Options()
+        options.parseOptions(
+            ["--no-echo", "--no-upper", "--no-welcome"]
+            + ["--udp", "udp:0:interface=127.0.0.1"] * 2
+        )
+        service = makeService(options)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        first, second = list(service)
+        for listener in (first, second, first):
+            await self.echoes(address_of(listener), b"which?")
+        self.assertEqual(service.counters["udp"].datagrams_out, 3)
+
+
+class _SocketlessDatagramPort(DatagramPort):
+    """
+    A L{DatagramPort} whose system handle, once listening, is not a socket.
+    """
+
+    def getHandle(self) -> object:
+        return object()
+
+
+class FastPathCheckTests(UDPTestCase):
+    """
+    L{datagram_port_problem}, and the stock L{udp.Port} when it fails.
+    """
+
+    def test_installed_twisted_passes(self) -> None:
+        """
+        The installed Twisted's L{udp.Port} is as L{DatagramPort} expects,
+        and listeners use L{DatagramPort}: a Twisted release that changes
+        what it relies on fails here.
+        """
+        self.assertIsNone(datagram_port_problem())
+        service = self.listen_echo(UDPEcho())
+        self.assertIsInstance(service.port, DatagramPort)
+        self.assertIsNotNone(service.port._receive)
+
+    def test_changes_are_found(self) -> None:
+        """
+        Each change of what L{DatagramPort} relies on is named.
+        """
+
+        class NoDoRead(udp.Port):
+            doRead = None
+
+        class RenamedArgument(udp.Port):
+            def __init__(
+                self,
+                port: int,
+                protocol: Any,
+                interface: str = "",
+                maxPacketSize: int = 8192,  # noqa: N803
+                reactor: Any = None,
+            ) -> None:
+                udp.Port.__init__(self, port, protocol, interface, maxPacketSize)
+
+        class KeepsProtocolElsewhere(udp.Port):
+            def __init__(
+                self,
+                port: int,
+                proto: Any,
+                interface: str = "",
+                maxPacketSize: int = 8192,  # noqa: N803
+                reactor: Any = None,
+            ) -> None:
+                self._protocol = proto
+
+        class NoThroughput(udp.Port):
+            maxThroughput = None  # type: ignore[assignment]
+
+        class NewDoRead(udp.Port):
+            def doRead(self) -> None:
+                pass
+
+        for port_class, words in [
+            (NoDoRead, "NoDoRead.doRead is not a Python function"),
+            (RenamedArgument, "RenamedArgument.__init__ takes"),
+            (KeepsProtocolElsewhere, "no longer sets protocol and maxPacketSize"),
+            (NoThroughput, "maxThroughput is None, not a positive int"),
+            (NewDoRead, "doRead no longer uses addressFamily, datagramReceived"),
+        ]:
+            problem = datagram_port_problem(port_class)
+            self.assertIsNotNone(problem, port_class)
+            self.assertIn(words, str(problem))
+
+    async def test_port_without_socket_handle_reads_stock(self) -> None:
+        """
+        A L{DatagramPort} whose handle is not a socket once listening reads
+        with L{udp.Port.doRead}, and its protocol writes with
+        C{transport.write}: it still echoes.
+        """
+        echo = UDPEcho()
+        port = _SocketlessDatagramPort(0, echo, "127.0.0.1", MAX_DATAGRAM, reactor)
+        port.startListening()
+        self.addCleanup(port.stopListening)
+        self.assertIsNone(port._receive)
+        await self.echoes(("127.0.0.1", port.getHost().port), b"z" * 65507)

@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 
 from twisted_echo.address import describe_address
 from twisted_echo.transport import use_lean_transport
-from twisted_echo.udp import MAX_DATAGRAM, DatagramPort
+from twisted_echo.udp import MAX_DATAGRAM, DatagramPort, datagram_port_problem
 
 _log = Logger()
 
@@ -225,6 +225,11 @@ class DatagramListenerService(ListenerService):
     """
     Listens on one UDP address while running, reading datagrams up to
     L{MAX_DATAGRAM} bytes.
+
+    It listens with L{DatagramPort} (no 64 KiB allocation per datagram)
+    when L{datagram_port_problem} finds Twisted's L{udp.Port} as expected,
+    else with the stock L{udp.Port} from C{reactor.listenUDP}, and logs one
+    info line saying so.
     """
 
     def __init__(
@@ -235,12 +240,36 @@ class DatagramListenerService(ListenerService):
         reactor: IReactorUDP,
         service_name: str,
     ) -> None:
+        """
+        @param description: the address as the user wrote it.
+        @param address: where to listen.
+        @param protocol: the protocol for this port alone (a
+            L{DatagramProtocol} replies through the one port it is
+            connected to).
+        @param reactor: the reactor to listen with.
+        @param service_name: the service's name, for the log.
+        """
         super().__init__(description, service_name)
         self.address = address
         self.protocol = protocol
         self.reactor = reactor
 
-    def listen(self) -> DatagramPort:
+    def listen(self) -> IListeningPort:
+        problem = datagram_port_problem()
+        if problem is not None:
+            _log.info(
+                "{service}: Twisted's udp.Port is not as sockecho expects "
+                "({problem}); {description} uses the stock udp.Port",
+                service=self.service_name,
+                problem=problem,
+                description=self.description,
+            )
+            return self.reactor.listenUDP(
+                self.address.port,
+                self.protocol,
+                interface=self.address.interface,
+                maxPacketSize=MAX_DATAGRAM,
+            )
         port = DatagramPort(
             self.address.port,
             self.protocol,

@@ -104,6 +104,27 @@ def _rate(option: str) -> Callable[[str], Any]:
     return coerce
 
 
+def _udp_ports(option: str) -> Callable[[str], Any]:
+    """
+    A coercer for C{PORT[-PORT],...}: UDP ports and inclusive ranges
+    (L{twisted_echo.udp.parse_ports}); C{none} for none.
+    """
+    from twisted_echo.udp import DEFAULT_NEVER_ANSWER, format_ports, parse_ports
+
+    def coerce(value: str) -> frozenset[int]:
+        try:
+            return parse_ports(value)
+        except ValueError as e:
+            raise ValueError(
+                f"--{option} takes comma-separated ports and ranges "
+                f"(PORT[-PORT],...) or none, not {value!r}: {e}"
+            ) from None
+
+    default = format_ports(DEFAULT_NEVER_ANSWER)
+    coerce.coerceDoc = f"PORT[-PORT],... or none [default: {default}]"  # type: ignore[attr-defined]
+    return coerce
+
+
 def _listener_option(service: str, help_text: str) -> Any:
     def opt(self: Options, description: str) -> None:
         self.listeners[service].append(description)
@@ -239,6 +260,15 @@ class Options(usage.Options):
             "UDP datagrams answered per second, all sources together.",
             _rate("udp-global-rate"),
         ],
+        [
+            "udp-never-answer",
+            None,
+            None,
+            "UDP source ports never answered, against loops with other UDP "
+            "services (CVE-2024-2169); the ports sockecho's own UDP listeners "
+            "are bound to are never answered either",
+            _udp_ports("udp-never-answer"),
+        ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
     ]
 
@@ -348,17 +378,20 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
             )
     source_rate, source_burst = config["udp-rate"]
     global_rate, global_burst = config["udp-global-rate"]
-    udp_protocol = UDPEcho(
-        counters["udp"],
-        source_limit=SourceRateLimiter(source_rate, source_burst, reactor),
-        global_limit=TokenBucket(global_rate, global_burst, reactor),
-    )
+    from twisted_echo.udp import LoopGuard
+
+    # One UDPEcho per listener, as it replies through the port it is
+    # connected to; all share the counters, the rate limits and the loop
+    # guard (which learns every listener's bound port).
+    source_limit = SourceRateLimiter(source_rate, source_burst, reactor)
+    global_limit = TokenBucket(global_rate, global_burst, reactor)
+    loop_guard = LoopGuard(config["udp-never-answer"])
     for description in config.listeners["udp"]:
         top.addService(
             DatagramListenerService(
                 description,
                 parse_udp_description(description),
-                udp_protocol,
+                UDPEcho(counters["udp"], source_limit, global_limit, loop_guard),
                 IReactorUDP(reactor),
                 "udp",
             )
