@@ -102,7 +102,6 @@ class StalledReader(Protocol):
         self.digest_out = hashlib.sha256()
         self.digest_in = hashlib.sha256()
         self.producing = True
-        self.last_progress = 0.0
         self.closed: Deferred[None] = Deferred()
         self.limit = 0
 
@@ -126,21 +125,21 @@ class StalledReader(Protocol):
             self.transport.write(self.chunk)  # type: ignore[union-attr]
             self.digest_out.update(self.chunk)
             self.sent += len(self.chunk)
-            self.last_progress = reactor.seconds()  # type: ignore[attr-defined]
 
-    async def fill(self, limit: int, quiet: float, timeout: float = 30.0) -> None:
+    async def fill(
+        self, limit: int, until: Callable[[], object], timeout: float = 30.0
+    ) -> None:
         """
-        Write until C{limit} bytes were sent, or nothing more was accepted
-        for C{quiet} seconds, or C{timeout} seconds passed.
+        Write until C{limit} bytes were sent, or C{until()} is true (polled
+        every 10 ms), or C{timeout} seconds passed.
         """
         self.limit = limit
         started = reactor.seconds()  # type: ignore[attr-defined]
-        self.last_progress = started
         self._pump()
         while self.sent < limit and reactor.seconds() - started < timeout:  # type: ignore[attr-defined]
-            await deferLater(reactor, 0.05)
-            if reactor.seconds() - self.last_progress > quiet:  # type: ignore[attr-defined]
+            if until():
                 break
+            await deferLater(reactor, 0.01)
 
     async def drain(self, timeout: float = 60.0) -> None:
         """

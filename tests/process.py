@@ -258,16 +258,6 @@ class RunningServer:
                 if stream is not None:
                     stream.close()
 
-    def vm_rss(self) -> int:
-        """
-        @return: the process's resident set size in bytes, from /proc.
-        """
-        with open(f"/proc/{self.pid}/status") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError(f"no VmRSS in /proc/{self.pid}/status")
-
 
 def start_server(
     case: pyunit.TestCase,

@@ -144,11 +144,20 @@ class EchoLoopbackTests(TestCase):
         """
         servers = record_protocols(self.factory)
         client = await connect_stalled_reader(self.port)
-        await client.fill(limit=128 * 1024 * 1024, quiet=0.5)
+
+        def both_held_back() -> bool:
+            # The server stopped reading (flow control), and so the client's
+            # own writes are held back by its full socket.
+            return bool(
+                servers
+                and servers[0].transport.producerPaused  # type: ignore[union-attr]
+                and not client.producing
+            )
+
+        await client.fill(limit=128 * 1024 * 1024, until=both_held_back)
+        self.assertTrue(both_held_back())
         # Only kernel socket buffers and one transport buffer were filled.
         self.assertLess(client.sent, 64 * 1024 * 1024)
-        [server] = servers
-        self.assertTrue(server.transport.producerPaused)  # type: ignore[union-attr]
         await client.drain()
         self.assertEqual(client.received, client.sent)
         self.assertEqual(client.digest_in.digest(), client.digest_out.digest())

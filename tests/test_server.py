@@ -129,8 +129,9 @@ class AbuseTests(pyunit.TestCase):
         """
         server = start_server(self)
         port = server.ports["echo"]
+        mark = len(server.output)
         tcp_exchange(port, b"warm up")
-        time.sleep(0.2)
+        server.wait_for(r"\] echo connection from .* closed", start=mark)
         before = open_fds(server.pid)
         for i in range(5000):
             with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as sock:
@@ -145,13 +146,13 @@ class AbuseTests(pyunit.TestCase):
 
     def test_10_mb_line_without_newline(self) -> None:
         """
-        A 10 MB line with no end of line to welcome: server memory grows by
-        less than 64 MB, the client gets the error line, the connection
-        closes, and the server goes on serving.
+        A 10 MB line with no end of line to welcome: the client gets the
+        error line, the connection closes, and the server goes on serving.
+        (What the server's memory does under such clients is measured by
+        benchmarks/abuse.py.)
         """
         server = start_server(self)
         port = server.ports["welcome"]
-        before = server.vm_rss()
         sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
         self.addCleanup(sock.close)
         received = bytearray()
@@ -178,7 +179,6 @@ class AbuseTests(pyunit.TestCase):
             BANNER
             + b"\r\nERROR: line too long (over 16384 bytes); closing connection\r\n",
         )
-        self.assertLess(server.vm_rss() - before, 64 * MB)
         reply = tcp_exchange(port, b"fine\n")
         self.assertTrue(reply.endswith(b"OK...fine\r\n"), reply)
 
@@ -199,8 +199,9 @@ class AbuseTests(pyunit.TestCase):
         self.assertEqual(
             refused, b"ERROR: too many connections (max_per_peer); try again later\r\n"
         )
+        mark = len(server.output)
         held.pop().close()
-        time.sleep(0.3)
+        server.wait_for(r"\] welcome connection from .* closed", start=mark)
         self.assertTrue(tcp_exchange(port, b"hi\n").endswith(b"OK...hi\r\n"))
 
     def test_stalled_reader_is_aborted(self) -> None:

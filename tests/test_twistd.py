@@ -257,7 +257,6 @@ class FlowControlTests(unittest.TestCase):
     LIMIT = 200 * MB
     MAX_SECONDS = 30.0
     BLOCKED_SECONDS = 2.0
-    RSS_GROWTH_LIMIT = 64 * MB
     ACCEPTED_LIMIT = 64 * MB
 
     def flood(self, sock: socket.socket) -> tuple[int, str]:
@@ -295,30 +294,22 @@ class FlowControlTests(unittest.TestCase):
     def test_sender_that_never_reads(self) -> None:
         """
         The server stops reading from a client that does not read its echo:
-        the client's sends block long before 200 MB, the server's memory
-        stays bounded, another client is served promptly meanwhile, and
-        once the first client reads it gets every byte it sent.
+        the client's sends block long before 200 MB, another client is
+        served promptly meanwhile, and once the first client reads it gets
+        every byte it sent.
         """
         server = start_server(self)
         port = server.ports["echo"]
-        rss_before = server.vm_rss()
 
         flooder = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
         self.addCleanup(flooder.close)
         flooder.setblocking(False)
         sent, sent_digest = self.flood(flooder)
-        rss_during = server.vm_rss()
 
         self.assertLess(
             sent,
             self.ACCEPTED_LIMIT,
             f"the server accepted {sent / MB:.1f} MB from a client that never reads",
-        )
-        self.assertLess(
-            rss_during - rss_before,
-            self.RSS_GROWTH_LIMIT,
-            f"server RSS grew from {rss_before / MB:.1f} MB to "
-            f"{rss_during / MB:.1f} MB after {sent / MB:.1f} MB were sent",
         )
 
         began = time.monotonic()
