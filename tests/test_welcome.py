@@ -4,7 +4,7 @@ Tests for L{twisted_echo.welcome}: banner, C{OK...} lines, telnet, limits.
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.conch import telnet
 from twisted.internet import reactor
@@ -14,9 +14,60 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import exchange, listen_tcp
 from tests.memory import connect, cut
 from twisted_echo.limits import Timeouts
-from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory
+from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory, WelcomeLines
 
 BANNER = DEFAULT_BANNER.encode() + b"\r\n"
+
+
+class ConchOnlyLines(WelcomeLines):
+    """
+    L{WelcomeLines} without its shortcut: every read goes through
+    L{twisted.protocols.basic.LineReceiver}.
+    """
+
+    dataReceived = WelcomeLines.split_lines
+
+
+class ConchOnlyWelcome(Welcome):
+    """
+    L{Welcome} without its shortcuts: every read goes through conch's
+    telnet parser, then L{ConchOnlyLines}.
+    """
+
+    lines_protocol = ConchOnlyLines
+    handle_data = Welcome.parse_telnet
+
+
+class ConchOnlyFactory(WelcomeFactory):
+    protocol = ConchOnlyWelcome
+
+
+#: Pieces of telnet input worth mixing into random bytes: IAC escapes,
+#: commands, negotiation, subnegotiation, ends of line, a malformed command.
+TELNET_PIECES = [
+    telnet.IAC,
+    telnet.IAC + telnet.IAC,
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\r\0",
+    b"\0",
+    telnet.IAC + telnet.DO + telnet.ECHO,
+    telnet.IAC + telnet.DONT + telnet.ECHO,
+    telnet.IAC + telnet.WILL + telnet.NAWS,
+    telnet.IAC + telnet.WONT + telnet.LINEMODE,
+    telnet.IAC + telnet.NOP,
+    telnet.IAC + telnet.IP,
+    telnet.IAC + telnet.SB + b"\x18\x00xterm",
+    telnet.IAC + telnet.SE,
+    telnet.IAC + b"A",
+    telnet.DO,
+    telnet.WILL,
+    telnet.SB,
+    telnet.SE,
+    telnet.NOP,
+    telnet.ECHO,
+]
 
 
 class WelcomeProtocolTests(TestCase):
@@ -73,6 +124,35 @@ class WelcomeProtocolTests(TestCase):
         self.assertIn(telnet.IAC + telnet.WONT + telnet.ECHO, replies)
         self.assertTrue(replies.endswith(b"OK...hi\r\n"), replies)
         self.assertNotIn(telnet.IAC, replies.split(b"OK...")[1])
+
+    def test_telnet_replies_are_counted(self) -> None:
+        """
+        Telnet's answers to option requests count in the connection's
+        bytes out, like every other byte sent.
+        """
+        self.protocol.dataReceived(telnet.IAC + telnet.DO + telnet.ECHO)
+        self.assertEqual(self.protocol.bytes_out, len(self.transport.value()))
+
+    def test_overlong_subnegotiation_closes_the_service_way(self) -> None:
+        """
+        conch drops a connection whose telnet subnegotiation runs past its
+        limit (4096 bytes). The connection then closes as on any other
+        error: the replies owed are sent, nothing after; flow control lets
+        go so that it can close; a peer that reads nothing is aborted after
+        the stall timeout, and no line timeout error follows.
+        """
+        clock = Clock()
+        factory = WelcomeFactory(clock, timeouts=Timeouts(idle=0, stall=10, line=20))
+        protocol, transport = connect(factory, Welcome)
+        protocol.dataReceived(b"hi\npartial")
+        protocol.pauseProducing()
+        protocol.dataReceived(telnet.IAC + telnet.SB + b"x" * 5000 + b"\nlate\n")
+        self.assertEqual(transport.value(), BANNER + b"OK...hi\r\n")
+        self.assertTrue(transport.disconnecting)
+        self.assertIsNone(transport.producer)
+        clock.advance(30)
+        self.assertEqual(transport.value(), BANNER + b"OK...hi\r\n")
+        self.assertTrue(transport.disconnected)
 
     def test_telnet_commands_are_stripped(self) -> None:
         """
@@ -162,7 +242,7 @@ class WelcomeProtocolTests(TestCase):
     @given(
         st.lists(
             st.binary(max_size=20).filter(
-                lambda b: b"\n" not in b and b"\r" not in b and b"\xff" not in b
+                lambda b: b"\n" not in b and not b.endswith(b"\r")
             ),
             max_size=10,
         ),
@@ -173,15 +253,80 @@ class WelcomeProtocolTests(TestCase):
         self, lines: list[bytes], cuts: list[int], crlf: bool
     ) -> None:
         """
-        For any lines, any end of line style and any chunking, there is
-        exactly one C{OK...} reply per line, in order.
+        For any lines of any bytes, sent as telnet text (0xFF as IAC IAC, a
+        bare CR as CR NUL: RFC 854), any end of line style and any
+        chunking, there is exactly one C{OK...} reply per line, in order,
+        with the line's bytes (0xFF as IAC IAC).
         """
         protocol, transport = connect(WelcomeFactory(Clock()), Welcome)
-        stream = b"".join(line + (b"\r\n" if crlf else b"\n") for line in lines)
+        stream = b"".join(
+            line.replace(b"\r", b"\r\0").replace(telnet.IAC, telnet.IAC * 2)
+            + (b"\r\n" if crlf else b"\n")
+            for line in lines
+        )
         for chunk in cut(stream, cuts):
             protocol.dataReceived(chunk)
-        expected = b"".join(b"OK..." + line + b"\r\n" for line in lines)
+        expected = b"".join(
+            b"OK..." + line.replace(telnet.IAC, telnet.IAC * 2) + b"\r\n"
+            for line in lines
+        )
         self.assertEqual(transport.value(), BANNER + expected)
+
+    @settings(max_examples=500)
+    @given(
+        st.lists(
+            st.tuples(
+                st.lists(
+                    st.one_of(
+                        st.binary(max_size=24),
+                        st.binary(max_size=24).map(lambda line: line + b"\n"),
+                        st.binary(max_size=24).map(lambda line: line + b"\r\n"),
+                        st.integers(0, 255).map(lambda byte: bytes([byte])),
+                        st.sampled_from(TELNET_PIECES),
+                    ),
+                    min_size=1,
+                    max_size=5,
+                ).map(b"".join),
+                st.sampled_from([0, 0, 1, 2, 4]),
+            ),
+            max_size=12,
+        ),
+        st.integers(1, 30),
+        st.booleans(),
+    )
+    def test_shortcuts_answer_as_conch_does(
+        self, reads: list[tuple[bytes, float]], max_line: int, half_close: bool
+    ) -> None:
+        """
+        For any reads of any bytes (every byte value; telnet commands, IAC
+        escapes, CR, LF, CR NUL and malformed commands, whole or split
+        across reads), at any times, the service with its shortcuts sends
+        exactly what it sends when every read goes through conch's telnet
+        parser and then LineReceiver: the same bytes at the same moments,
+        the same error lines and line timeouts, the same close.
+        """
+        results = []
+        for factory_type in [WelcomeFactory, ConchOnlyFactory]:
+            clock = Clock()
+            factory = factory_type(
+                clock, timeouts=Timeouts(idle=0, stall=0, line=5), max_line=max_line
+            )
+            protocol, transport = connect(factory, Welcome)
+            seen = []
+            for data, delay in reads:
+                if data:
+                    protocol.dataReceived(data)
+                seen.append((transport.value(), transport.disconnecting))
+                clock.advance(delay)
+                seen.append((transport.value(), transport.disconnecting))
+            if half_close:
+                protocol.readConnectionLost()
+            clock.advance(10)
+            seen.append((transport.value(), transport.disconnecting))
+            results.append(
+                (seen, protocol.bytes_out, factory.counters.timeouts["line"])
+            )
+        self.assertEqual(results[0], results[1])
 
 
 class WelcomeLoopbackTests(TestCase):

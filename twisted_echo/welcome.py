@@ -4,19 +4,38 @@ Welcome: a banner line on connect, then C{OK...} and the line for every line
 received.
 
 Lines end in C{\\n} or C{\\r\\n} (netcat, telnet); replies end in C{\\r\\n}
-(RFC 854's NVT end of line). Telnet commands and option negotiation
-(RFC 854, C{IAC ...}) are parsed by L{twisted.conch.telnet.Telnet}: they are
-answered as telnet requires (every option refused) and never echoed as text.
-A line longer than the limit, or one not finished within the line timeout
-(a client trickling bytes), gets one error line, then the connection closes.
+(RFC 854's NVT end of line). A line longer than the limit, or one not
+finished within the line timeout (a client trickling bytes), gets one error
+line, then the connection closes; nothing is answered after an error line.
+
+Three layers, each a plain Twisted protocol:
+
+ - L{Welcome}, the connection's protocol: a L{StreamProtocol} (half-close,
+   flow control, limits, accounting). It hands what it reads to
+ - conch's L{telnet.TelnetTransport} (RFC 854 both ways): telnet commands
+   and option negotiation are taken out of the input and answered (every
+   option refused), never echoed as text; the text it passes on, and the
+   text written back, are in telnet's form (0xFF doubled as C{IAC IAC},
+   C{LF} sent as C{CR LF}). Its own transport is a L{_ConnectionWriter},
+   which writes with L{Welcome.send} and closes with L{Welcome.close}.
+ - L{WelcomeLines}, a L{basic.LineReceiver}: the banner, the C{OK...}
+   replies, the line limit and the line timeout.
+
+Two shortcuts give conch's result without its byte-by-byte parser for the
+common cases (the tests check them against conch over every byte value and
+chunking): L{Welcome.handle_data} answers a read of exactly one line with no
+telnet command at once, and passes other reads without a command straight to
+the line layer; L{WelcomeLines.dataReceived} answers all the whole lines of
+a read in one write.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import ClassVar
 
 from twisted.conch import telnet
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
@@ -27,147 +46,344 @@ from twisted_echo.stream import StreamFactory, StreamProtocol
 
 DEFAULT_BANNER = "Welcome to the server. Type something and hit enter"
 DEFAULT_MAX_LINE = 16384
-_EOL = b"\r\n"
+
+_IAC = telnet.IAC
 
 
-def _reply(line: bytes) -> bytes:
+class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
     """
-    @param line: a line received, without its LF (a CR before it is dropped).
-    @return: the welcome service's answer, C{OK...line} and CR LF, with
-        each 0xFF byte doubled (RFC 854: IAC IAC is the data byte 255).
-    """
-    if line[-1:] == b"\r":
-        line = line[:-1]
-    return b"OK..." + line.replace(telnet.IAC, telnet.IAC * 2) + _EOL
+    The welcome service's lines, above conch's telnet layer: C{bytes} in
+    are telnet text (commands removed, C{CR LF} already turned into C{LF});
+    what it writes is text too, which the telnet layer escapes (RFC 854).
 
+    It sends the banner on connect, answers each line with C{OK...} and the
+    line, and answers a line over C{factory.max_line} bytes, or one not
+    finished C{factory.timeouts.line} seconds after its first byte, with
+    one error line, then closes.
 
-class Welcome(StreamProtocol, telnet.Telnet, basic.LineReceiver):
-    """
-    The welcome service's protocol, with half-close and flow control (see
-    L{twisted_echo.stream}): replies to every line received before the peer
-    half-closed are delivered, and a last line without an end of line is
-    answered too.
+    @ivar in_line: whether the bytes of an unfinished line are held.
     """
 
     factory: WelcomeFactory
     delimiter = b"\n"
 
     def __init__(self) -> None:
-        StreamProtocol.__init__(self)
-        telnet.Telnet.__init__(self)
-        self.MAX_LENGTH = basic.LineReceiver.MAX_LENGTH
+        self.transport = None
+        self.connected = 0
+        self.MAX_LENGTH = DEFAULT_MAX_LINE
+        self.in_line = False
         self._line_call: IDelayedCall | None = None
-        self._partial = False
 
     def connectionMade(self) -> None:
-        super().connectionMade()
+        """
+        Send the banner line.
+        """
         self.MAX_LENGTH = self.factory.max_line
-        self.send(self.factory.banner.replace(telnet.IAC, telnet.IAC * 2) + _EOL)
+        self._write(self.factory.banner + b"\n")
 
-    def handle_data(self, data: bytes) -> None:
-        """
-        Strip telnet commands from C{data} and pass the text on as lines.
-        Nothing is answered once the connection is closing.
-        """
-        if self._closing:
-            return
-        if self.state == "data" and telnet.IAC not in data:
-            # Fast path, same result as the telnet parser: no command, and
-            # CR only as part of CR LF (the parser turns CR LF into LF).
-            if b"\r" not in data:
-                self.applicationDataReceived(data)
-                return
-            if data.count(b"\r") == data.count(b"\r\n"):
-                self.applicationDataReceived(data.replace(b"\r\n", b"\n"))
-                return
-        try:
-            telnet.Telnet.dataReceived(self, data)
-        except ValueError:
-            # Telnet.dataReceived raises on a byte after IAC that no telnet
-            # command uses.
-            self.send(b"ERROR: malformed telnet command (IAC sequence)" + _EOL)
-            self.close()
+    def _write(self, text: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        transport.write(text)
 
-    def applicationDataReceived(self, data: bytes) -> None:
+    def _closing(self) -> bool:
+        return bool(self.transport.disconnecting)  # type: ignore[union-attr]
+
+    def dataReceived(self, data: bytes) -> None:
         """
-        Text from the telnet parser: split it into lines, and time the line
-        left unfinished, if any (from the chunk it started in).
+        Answer the lines in C{data} (telnet text); hold an unfinished last
+        line until its end comes.
+
+        Shortcut: the whole lines of C{data} (with the line held before),
+        when none is over the limit, are answered in one write, as
+        L{basic.LineReceiver} would one by one.
         """
-        if self._closing:
+        last = data.rfind(b"\n")
+        if last < 0 or self._closing():
+            self.split_lines(data)
             return
-        if not self._partial and data[-1:] == b"\n" and len(data) <= self.MAX_LENGTH:
-            # Fast path: whole lines, each within the limit, nothing buffered:
-            # answer them all in one write, as LineReceiver would one by one.
-            if data.count(b"\n") == 1:
-                self.send(_reply(data[:-1]))
-            else:
-                self.send(b"".join(map(_reply, data.split(b"\n")[:-1])))
+        whole = basic.LineReceiver.clearLineBuffer(self) + data[: last + 1]
+        limit = self.MAX_LENGTH
+        if len(whole) > limit + 1 and max(map(len, whole.split(b"\n"))) > limit:
+            # A line over the limit: LineReceiver answers the lines before
+            # it and reports it.
+            self.split_lines(whole + data[last + 1 :])
             return
-        was_partial = self._partial
+        was_in_line = self.in_line
+        if b"\r" in whole:
+            # Each reply drops one CR before the LF (see lineReceived).
+            whole = whole.replace(b"\r\n", b"\n")
+        self._write(b"OK..." + whole[:-1].replace(b"\n", b"\nOK...") + b"\n")
+        rest = data[last + 1 :]
+        if rest:
+            basic.LineReceiver.dataReceived(self, rest)
+        self._time_line(was_in_line, True, rest)
+
+    def split_lines(self, data: bytes) -> None:
+        """
+        Answer the lines in C{data} (telnet text) one by one with
+        L{basic.LineReceiver}, and time the line left unfinished, if any.
+        """
+        if self._closing():
+            return
+        was_in_line = self.in_line
         basic.LineReceiver.dataReceived(self, data)
-        if self._closing:
+        last = data.rfind(b"\n")
+        self._time_line(was_in_line, last >= 0, data[last + 1 :])
+
+    def _time_line(self, was_in_line: bool, finished: bool, rest: bytes) -> None:
+        """
+        After a read: C{finished} tells whether it ended a line, C{rest} is
+        what it left of an unfinished line. A line is timed from the read
+        that brought its first byte.
+        """
+        if self._closing():
             return
-        self._partial = not data.endswith(b"\n")
-        if not self._partial:
-            self._cancel_line_timeout()
-        elif not was_partial or b"\n" in data:
-            # A new line started in this chunk: it is timed from now.
-            self._cancel_line_timeout()
-            if self.factory.timeouts.line:
-                self._line_call = self.callLater(
-                    self.factory.timeouts.line, self._line_timed_out
+        self.in_line = bool(rest)
+        if not self.in_line:
+            self.stop_line_timer()
+        elif finished or not was_in_line:
+            timeout = self.factory.timeouts.line
+            call = self._line_call
+            if call is not None and call.active():
+                call.reset(timeout)
+            elif timeout:
+                self._line_call = self.factory.clock.callLater(
+                    timeout, self._line_timed_out
                 )
 
-    def _write(self, data: bytes) -> None:
-        # Telnet's replies to option requests: counted, and not sent once
-        # the connection is closing.
-        if not self._closing:
-            self.send(data)
-
-    def _cancel_line_timeout(self) -> None:
+    def stop_line_timer(self) -> None:
+        """
+        Stop timing the line in progress, if any.
+        """
         call, self._line_call = self._line_call, None
         cancel_call(call)
 
     def _line_timed_out(self) -> None:
         self._line_call = None
         self.factory.counters.timeouts["line"] += 1
-        self.send(
-            b"ERROR: line not finished within %g s; closing connection%s"
-            % (self.factory.timeouts.line, _EOL)
+        self.error(
+            b"line not finished within %g s; closing connection"
+            % (self.factory.timeouts.line,)
         )
-        self.close()
 
     def lineReceived(self, line: bytes) -> None:
         """
-        Answer one line (bytes, without its end of line) with C{OK...line}.
+        Answer one line (telnet text without its LF) with C{OK...line}; a CR
+        just before the LF (a telnet client's literal C{CR NUL}) is dropped.
         """
-        self.send(_reply(line))
+        if line[-1:] == b"\r":
+            line = line[:-1]
+        self._write(b"OK..." + line + b"\n")
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
         Answer a line over the limit with one error line and close.
         """
-        self.send(
-            b"ERROR: line too long (over %d bytes); closing connection%s"
-            % (self.MAX_LENGTH, _EOL)
+        self.error(
+            b"line too long (over %d bytes); closing connection" % self.MAX_LENGTH
         )
-        self.close()
+
+    def error(self, message: bytes) -> None:
+        """
+        Send C{ERROR: } and C{message} (ASCII, no end of line) as a line,
+        then close the connection; nothing is sent after it.
+        """
+        self.stop_line_timer()
+        self.in_line = False
+        self._write(b"ERROR: " + message + b"\n")
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def input_ended(self) -> None:
+        """
+        The peer stopped sending: answer its last line if it did not end it.
+        """
+        self.stop_line_timer()
+        self.in_line = False
+        rest: bytes = basic.LineReceiver.clearLineBuffer(self)
+        if rest and not self._closing():
+            self.lineReceived(rest)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.stop_line_timer()
+
+
+class _TelnetLayer(telnet.TelnetTransport):
+    """
+    conch's L{telnet.TelnetTransport} between L{Welcome} and
+    L{WelcomeLines}. As the line protocol's transport it is C{disconnecting}
+    as soon as the connection is closing, so that no line is answered
+    after that.
+    """
+
+    def __init__(self) -> None:
+        telnet.TelnetTransport.__init__(self)
+
+    @property
+    def disconnecting(self) -> bool:  # type: ignore[override]
+        return bool(self.transport.disconnecting)  # type: ignore[union-attr]
+
+    def connect(self, writer: _ConnectionWriter, lines: WelcomeLines) -> None:
+        """
+        Connect to C{writer} below and C{lines} above (which sends the
+        banner).
+        """
+        telnet.TelnetTransport.makeConnection(self, writer)
+        self.protocol = lines
+        basic.LineReceiver.makeConnection(lines, self)
+
+
+class _ConnectionWriter:
+    """
+    The transport of the telnet layer: the welcome connection itself.
+    What the telnet layer writes (replies, option refusals) goes out with
+    L{Welcome.send}, unless the connection is closing; its
+    C{loseConnection} (conch's, on a telnet protocol error, or the line
+    protocol's after an error line) is L{Welcome.close}.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: Welcome) -> None:
+        self._connection = connection
+
+    @property
+    def disconnecting(self) -> bool:
+        return self._connection._closing
+
+    def write(self, data: bytes) -> None:
+        connection = self._connection
+        if not connection._closing:
+            connection.send(data)
+
+    def writeSequence(self, data: Iterable[bytes]) -> None:
+        self.write(b"".join(data))
+
+    def loseConnection(self) -> None:
+        self._connection.close()
+
+    def getPeer(self) -> IAddress:
+        return self._connection.transport.getPeer()  # type: ignore[union-attr]
+
+    def getHost(self) -> IAddress:
+        return self._connection.transport.getHost()  # type: ignore[union-attr]
+
+
+class Welcome(StreamProtocol):
+    """
+    The welcome service's connection: feeds what it reads (C{bytes}) to
+    conch's telnet layer and so to L{WelcomeLines}, with half-close and
+    flow control (see L{twisted_echo.stream}): replies to every line
+    received before the peer half-closed are delivered, and a last line
+    without an end of line is answered too.
+
+    @cvar lines_protocol: the line protocol above the telnet layer.
+    """
+
+    factory: WelcomeFactory
+    lines_protocol: ClassVar[type[WelcomeLines]] = WelcomeLines
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lines = self.lines_protocol()
+        self._telnet = _TelnetLayer()
+        self._max_line = DEFAULT_MAX_LINE
+        # True while nothing is pending: the telnet parser is between
+        # commands, no unfinished line is held, the connection is open.
+        self._between_lines = False
+
+    def connectionMade(self) -> None:
+        """
+        Start the connection (see L{StreamProtocol.connectionMade}), connect
+        the telnet and line layers and send the banner.
+        """
+        super().connectionMade()
+        factory = self.factory
+        self._max_line = factory.max_line
+        lines, telnet_layer = self._lines, self._telnet
+        lines.factory = factory
+        telnet_layer.connect(_ConnectionWriter(self), lines)
+        self._between_lines = not self._closing
+
+    def handle_data(self, data: bytes) -> None:
+        """
+        Answer C{data}, bytes read from the peer: telnet commands are
+        answered by the telnet layer (RFC 854), the text goes to the line
+        layer.
+
+        Shortcuts, with the telnet parser's very result: a read of exactly
+        one line ending in C{LF} or C{CR LF}, with no other CR and no IAC,
+        while nothing is pending, is answered at once; any other read
+        without IAC, in which each CR is part of a C{CR LF}, goes to the
+        line layer with each C{CR LF} turned into C{LF}.
+        """
+        if self._between_lines and data[-1:] == b"\n" and _IAC not in data:
+            end = len(data) - 1
+            if data.find(b"\n") == end:
+                cr = data.find(b"\r")
+                if cr < 0:
+                    cr = end
+                elif cr != end - 1:
+                    cr = -1
+                if 0 <= cr <= self._max_line:
+                    self.send(b"OK..." + data[:cr] + b"\r\n")
+                    return
+        if self._telnet.state == "data" and _IAC not in data and not self._closing:
+            text = data
+            if b"\r" in data:
+                text = data.replace(b"\r\n", b"\n")
+                if b"\r" in text:
+                    text = b""
+            if text:
+                self._lines.dataReceived(text)
+                self._note_state()
+                return
+        self.parse_telnet(data)
+        self._note_state()
+
+    def parse_telnet(self, data: bytes) -> None:
+        """
+        Pass C{data}, bytes read from the peer, through conch's telnet
+        parser only (no shortcut); a byte after IAC that no telnet command
+        uses gets an error line, then the connection closes.
+        """
+        if self._closing:
+            return
+        try:
+            telnet.TelnetTransport.dataReceived(self._telnet, data)
+        except ValueError:
+            # Telnet.dataReceived raises on a byte after IAC that no telnet
+            # command uses.
+            self._lines.error(b"malformed telnet command (IAC sequence)")
+
+    def _note_state(self) -> None:
+        self._between_lines = (
+            not self._closing
+            and self._telnet.state == "data"
+            and not self._lines.in_line
+        )
 
     def end_of_input(self) -> None:
         """
         Answer a last line that the peer ended with EOF instead of C{\\n}.
         """
-        self._cancel_line_timeout()
-        rest: bytes = basic.LineReceiver.clearLineBuffer(self)
-        if rest and not self.transport.disconnecting:  # type: ignore[union-attr]
-            self.lineReceived(rest)
+        self._lines.input_ended()
 
     def close(self) -> None:
-        self._cancel_line_timeout()
+        """
+        Stop answering and timing lines, then close (see
+        L{StreamProtocol.close}).
+        """
+        self._between_lines = False
+        self._lines.stop_line_timer()
         StreamProtocol.close(self)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._cancel_line_timeout()
+        """
+        Tell the telnet and line layers, then account for the connection.
+        """
+        self._between_lines = False
+        telnet.TelnetTransport.connectionLost(self._telnet, reason)
         StreamProtocol.connectionLost(self, reason)
 
 
