@@ -135,24 +135,34 @@ class WelcomeProtocolTests(TestCase):
 
     def test_overlong_subnegotiation_closes_the_service_way(self) -> None:
         """
-        conch drops a connection whose telnet subnegotiation runs past its
-        limit (4096 bytes). The connection then closes as on any other
-        error: the replies owed are sent, nothing after; flow control lets
-        go so that it can close; a peer that reads nothing is aborted after
-        the stall timeout, and no line timeout error follows.
+        A telnet subnegotiation over 4096 bytes (conch's bound) gets one
+        error line, then the connection closes as on any other error:
+        nothing after it; flow control lets go so that it can close; a peer
+        that reads nothing is aborted after the stall timeout, and no line
+        timeout error follows. It is so whether the subnegotiation comes in
+        one read or many.
         """
-        clock = Clock()
-        factory = WelcomeFactory(clock, timeouts=Timeouts(idle=0, stall=10, line=20))
-        protocol, transport = connect(factory, Welcome)
-        protocol.dataReceived(b"hi\npartial")
-        protocol.pauseProducing()
-        protocol.dataReceived(telnet.IAC + telnet.SB + b"x" * 5000 + b"\nlate\n")
-        self.assertEqual(transport.value(), BANNER + b"OK...hi\r\n")
-        self.assertTrue(transport.disconnecting)
-        self.assertIsNone(transport.producer)
-        clock.advance(30)
-        self.assertEqual(transport.value(), BANNER + b"OK...hi\r\n")
-        self.assertTrue(transport.disconnected)
+        error = (
+            b"ERROR: telnet subnegotiation too long (over 4096 bytes); "
+            b"closing connection\r\n"
+        )
+        for reads in [[b"x" * 5000 + b"\nlate\n"], [b"x" * 1000] * 5 + [b"late\n"]]:
+            clock = Clock()
+            factory = WelcomeFactory(
+                clock, timeouts=Timeouts(idle=0, stall=10, line=20)
+            )
+            protocol, transport = connect(factory, Welcome)
+            protocol.dataReceived(b"hi\npartial")
+            protocol.pauseProducing()
+            protocol.dataReceived(telnet.IAC + telnet.SB)
+            for data in reads:
+                protocol.dataReceived(data)
+            self.assertEqual(transport.value(), BANNER + b"OK...hi\r\n" + error)
+            self.assertTrue(transport.disconnecting)
+            self.assertIsNone(transport.producer)
+            clock.advance(30)
+            self.assertEqual(transport.value(), BANNER + b"OK...hi\r\n" + error)
+            self.assertTrue(transport.disconnected)
 
     def test_telnet_commands_are_stripped(self) -> None:
         """

@@ -216,12 +216,42 @@ class _TelnetLayer(telnet.TelnetTransport):
     after that.
     """
 
+    #: The most bytes a telnet subnegotiation (between C{IAC SB} and
+    #: C{IAC SE}) may hold: conch's own bound, or the same figure on the
+    #: Twisted releases (24.7...) whose conch has none.
+    max_subnegotiation: ClassVar[int] = getattr(
+        telnet.Telnet, "_MAX_SUBNEGOTIATION_LENGTH", 4096
+    )
+
+    protocol: WelcomeLines | None
+
     def __init__(self) -> None:
         telnet.TelnetTransport.__init__(self)
 
     @property
     def disconnecting(self) -> bool:  # type: ignore[override]
         return bool(self.transport.disconnecting)  # type: ignore[union-attr]
+
+    def _subnegotiationLengthExceeded(self) -> None:
+        # conch's hook for a subnegotiation past its bound (it would log and
+        # drop the connection): an error line, then close.
+        if self.protocol is not None:
+            self.protocol.error(
+                b"telnet subnegotiation too long (over %d bytes); closing connection"
+                % self.max_subnegotiation
+            )
+
+    def bound_subnegotiation(self) -> None:
+        """
+        After a read: on a Twisted whose conch holds a subnegotiation
+        without bound, answer one longer than L{max_subnegotiation} bytes
+        as conch's bound does.
+        """
+        if (
+            self.state.startswith("subnegotiation")
+            and len(getattr(self, "commands", ())) > self.max_subnegotiation
+        ):
+            self._subnegotiationLengthExceeded()
 
     def connect(self, writer: _ConnectionWriter, lines: WelcomeLines) -> None:
         """
@@ -344,8 +374,9 @@ class Welcome(StreamProtocol):
     def parse_telnet(self, data: bytes) -> None:
         """
         Pass C{data}, bytes read from the peer, through conch's telnet
-        parser only (no shortcut); a byte after IAC that no telnet command
-        uses gets an error line, then the connection closes.
+        parser only (no shortcut). A byte after IAC that no telnet command
+        uses, or a subnegotiation over L{_TelnetLayer.max_subnegotiation}
+        bytes, gets an error line, then the connection closes.
         """
         if self._closing:
             return
@@ -355,6 +386,8 @@ class Welcome(StreamProtocol):
             # Telnet.dataReceived raises on a byte after IAC that no telnet
             # command uses.
             self._lines.error(b"malformed telnet command (IAC sequence)")
+            return
+        self._telnet.bound_subnegotiation()
 
     def _note_state(self) -> None:
         self._between_lines = (
