@@ -147,3 +147,29 @@ class DatagramListenerServiceTests(UDPTestCase):
         self.assertIn("stock udp.Port", stock[0]["log_format"])
         await self.echoes(address_of(service), b"y" * 65507)
         self.assertEqual(echo.loop_guard.own_ports, {address_of(service)[1]})
+
+    async def test_stock_port_on_a_wildcard_address_warns(self) -> None:
+        """
+        On a wildcard address the stock L{udp.Port} lets the kernel pick
+        each reply's source: the line is a warning that says so, and the
+        port still echoes.
+        """
+        self.patch(listen, "datagram_port_problem", lambda: "forced by the test")
+        with capturedLogs() as events:
+            service = self.listen_echo(UDPEcho(), "0.0.0.0")
+        self.assertIs(type(service.port), udp.Port)
+        [stock] = [e for e in events if "problem" in e]
+        self.assertEqual(stock["log_level"].name, "warn")
+        self.assertIn("connected client drops", stock["consequence"])
+        await self.echoes(("127.0.0.1", service.port.getHost().port), b"w")
+
+    async def test_wildcard_listener_uses_the_fast_port(self) -> None:
+        """
+        A wildcard listener is a L{DatagramPort} replying from each
+        datagram's destination, and logs no problem.
+        """
+        with capturedLogs() as events:
+            service = self.listen_echo(UDPEcho(), "0.0.0.0")
+        self.assertIsInstance(service.port, DatagramPort)
+        self.assertTrue(service.port.reply_from_destination)
+        self.assertEqual([e for e in events if "problem" in e], [])

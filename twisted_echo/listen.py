@@ -27,7 +27,12 @@ from twisted.python.failure import Failure
 
 from twisted_echo.address import describe_address
 from twisted_echo.transport import use_lean_transport
-from twisted_echo.udp import MAX_DATAGRAM, DatagramPort, datagram_port_problem
+from twisted_echo.udp import (
+    MAX_DATAGRAM,
+    DatagramPort,
+    datagram_port_problem,
+    is_wildcard,
+)
 
 _log = Logger()
 
@@ -221,15 +226,25 @@ class StreamListenerService(ListenerService):
         return result
 
 
+#: What the stock L{udp.Port} means on a wildcard address, for the log.
+_STOCK_WILDCARD = (
+    ", whose replies leave from the address the kernel picks, which a "
+    "connected client drops if it sent to another of this host's addresses"
+)
+
+
 class DatagramListenerService(ListenerService):
     """
     Listens on one UDP address while running, reading datagrams up to
     L{MAX_DATAGRAM} bytes.
 
-    It listens with L{DatagramPort} (no 64 KiB allocation per datagram)
-    when L{datagram_port_problem} finds Twisted's L{udp.Port} as expected,
-    else with the stock L{udp.Port} from C{reactor.listenUDP}, and logs one
-    info line saying so.
+    It listens with L{DatagramPort} (no 64 KiB allocation per datagram;
+    on a wildcard address, C{0.0.0.0} or C{::}, replies leave from the
+    address each datagram was sent to) when L{datagram_port_problem} finds
+    Twisted's L{udp.Port} as expected, else with the stock L{udp.Port} from
+    C{reactor.listenUDP}, and logs one info line saying so (a warning on a
+    wildcard address, where the stock port lets the kernel pick a reply's
+    source address).
     """
 
     def __init__(
@@ -257,12 +272,15 @@ class DatagramListenerService(ListenerService):
     def listen(self) -> IListeningPort:
         problem = datagram_port_problem()
         if problem is not None:
-            _log.info(
+            wildcard = is_wildcard(self.address.interface)
+            say = _log.warn if wildcard else _log.info
+            say(
                 "{service}: Twisted's udp.Port is not as sockecho expects "
-                "({problem}); {description} uses the stock udp.Port",
+                "({problem}); {description} uses the stock udp.Port{consequence}",
                 service=self.service_name,
                 problem=problem,
                 description=self.description,
+                consequence=_STOCK_WILDCARD if wildcard else "",
             )
             return self.reactor.listenUDP(
                 self.address.port,
