@@ -205,6 +205,9 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
             self.lineReceived(rest)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        """
+        The connection is gone: stop timing the line in progress.
+        """
         self.stop_line_timer()
 
 
