@@ -38,6 +38,11 @@ BUILD = HERE / "build"
 PEERS_DIR = HERE / "peers"
 SERVER_CPU, LOADGEN_CPU = "0", "1"
 HOST = "127.0.0.1"
+#: sockecho's UDP echo on the wildcard address 0.0.0.0: the `udp` load (the
+#: generator still sends to 127.0.0.1), answered through the recvmsg/sendmsg
+#: path that replies from each datagram's destination address (IP_PKTINFO).
+WILDCARD = "udp-wildcard"
+WILDCARD_HOST = "0.0.0.0"
 REFERENCE = "asyncio-protocol"
 QUIET = 0.15  # share of two CPUs' time counted as "quiet" before a point
 RETRY_SHARE = 0.15  # at most this share of the points is measured twice
@@ -57,6 +62,9 @@ class Peer:
             twistd = str(Path(sys.executable).parent / "twistd")
             cmd = [twistd, "-n", "--pidfile=", "sockecho", *sockecho_unlimited()]
             for service, port in ports.items():
+                if service == WILDCARD:
+                    cmd += ["--udp", f"udp:{port}:interface={WILDCARD_HOST}"]
+                    continue
                 kind = "udp" if service == "udp" else "tcp"
                 cmd += [f"--{service}", f"{kind}:{port}:interface={HOST}"]
             return cmd
@@ -96,7 +104,7 @@ def sockecho_unlimited() -> list[str]:
 
 ALL = ("echo", "upper", "welcome", "udp")
 PEERS = [
-    Peer("sockecho", "sockecho", ALL),
+    Peer("sockecho", "sockecho", (*ALL, WILDCARD)),
     Peer("twisted-wire", "Twisted wire.Echo", ("echo", "udp"), "twisted_wire.py"),
     Peer("asyncio-protocol", "asyncio Protocol", ALL, "asyncio_protocol.py"),
     Peer("asyncio-streams", "asyncio streams", ALL, "asyncio_streams.py"),
@@ -163,6 +171,13 @@ WORKLOADS = [
         "UDP 64 B datagrams, 32 outstanding",
         "datagrams/s",
         "udp",
+        ("udp", "--size", "64", "--window", "32"),
+    ),
+    Workload(
+        WILDCARD,
+        "UDP 64 B datagrams, 32 outstanding, server on 0.0.0.0",
+        "datagrams/s",
+        WILDCARD,
         ("udp", "--size", "64", "--window", "32"),
     ),
     Workload(
@@ -273,9 +288,13 @@ def raise_nofile(needed: int) -> int:
     return hard
 
 
-def free_port(kind: int) -> int:
+def is_udp(service: str) -> bool:
+    return service in ("udp", WILDCARD)
+
+
+def free_port(kind: int, host: str = HOST) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind((HOST, 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -289,12 +308,12 @@ def wait_ready(proc: subprocess.Popen, ports: dict[str, int], timeout: float) ->
         if time.monotonic() > deadline:
             raise RuntimeError(f"server not ready: {sorted(todo)}")
         for service, port in list(todo.items()):
-            kind = socket.SOCK_DGRAM if service == "udp" else socket.SOCK_STREAM
+            kind = socket.SOCK_DGRAM if is_udp(service) else socket.SOCK_STREAM
             with socket.socket(socket.AF_INET, kind) as s:
                 s.settimeout(0.2)
                 try:
                     s.connect((HOST, port))
-                    if service == "udp":
+                    if is_udp(service):
                         s.send(b"ping")
                         s.recv(16)
                     del todo[service]
@@ -304,11 +323,16 @@ def wait_ready(proc: subprocess.Popen, ports: dict[str, int], timeout: float) ->
 
 
 @contextmanager
-def running(peer: Peer, nofile: int, log: Path) -> Iterator[tuple[int, dict]]:
-    """Start `peer` on CPU 0 with every service it has; always stop it."""
+def running(
+    peer: Peer, nofile: int, log: Path, services: tuple[str, ...]
+) -> Iterator[tuple[int, dict]]:
+    """Start `peer` on CPU 0 with `services`; always stop it."""
     ports = {
-        s: free_port(socket.SOCK_DGRAM if s == "udp" else socket.SOCK_STREAM)
-        for s in peer.services
+        s: free_port(
+            socket.SOCK_DGRAM if is_udp(s) else socket.SOCK_STREAM,
+            WILDCARD_HOST if s == WILDCARD else HOST,
+        )
+        for s in services
     }
     cmd = [
         "prlimit",
@@ -494,10 +518,24 @@ def run_peer(peer: Peer, rnd: int, s: Settings, nofile: int) -> None:
     # Memory last: a thread-per-connection server needs seconds of CPU to end
     # 10,000 threads, which would spoil whatever ran next on it.
     wls.sort(key=lambda w: w is IDLE)
+    # udp and udp-wildcard are compared with each other: alternate which of
+    # the two goes first, so that neither always gets the later slot.
+    keys = [w.key for w in wls]
+    if rnd % 2 == 0 and "udp" in keys and WILDCARD in keys:
+        i, j = keys.index("udp"), keys.index(WILDCARD)
+        wls[i], wls[j] = wls[j], wls[i]
     log = BUILD / "logs" / f"{peer.key}.log"
     log.parent.mkdir(exist_ok=True)
+    # Every service the peer has, but sockecho's wildcard UDP listener only
+    # when a workload uses it: it listens on every address of the machine,
+    # with the rate limits off.
+    services = tuple(
+        sv
+        for sv in peer.services
+        if sv != WILDCARD or any(w.service == WILDCARD for w in wls)
+    )
     try:
-        with running(peer, nofile, log) as (pid, ports):
+        with running(peer, nofile, log, services) as (pid, ports):
             for wl in wls:
                 run_one(peer, wl, rnd, s, pid, ports)
     except RuntimeError as e:  # the server did not start
@@ -992,13 +1030,76 @@ def busy_others(results: list[dict], q: float) -> float | None:
     return loads[min(len(loads) - 1, int(q * len(loads)))] if loads else None
 
 
+def wildcard_section(results: list[dict], table: dict) -> list[str]:
+    """
+    sockecho's UDP echo on 0.0.0.0 against 127.0.0.1: medians, spread, and
+    the ratio of the medians and of each round's pair (both points of a
+    round are measured on the same server process, one after the other).
+    """
+    rows = [(k, table.get(("sockecho", k), {})) for k in ("udp", WILDCARD)]
+    if not all(row.get("median") for _, row in rows):
+        return []
+    pairs: dict[int, dict[str, float]] = {}
+    cpu: dict[str, list[float]] = {"udp": [], WILDCARD: []}
+    for r in results:
+        if r["peer"] == "sockecho" and r["workload"] in ("udp", WILDCARD):
+            if r["value"]:
+                pairs.setdefault(r["round"], {})[r["workload"]] = r["value"]
+                if r.get("server_cpu"):
+                    cpu[r["workload"]].append(r["server_cpu"] / r["value"] * 1e6)
+    ratios = sorted(p[WILDCARD] / p["udp"] for p in pairs.values() if len(p) == 2)
+    md = [
+        "### UDP echo on the wildcard address (sockecho)",
+        "",
+        "Bound to 0.0.0.0, sockecho's UDP echo replies from the address each "
+        "datagram was sent to: it reads with `recvmsg_into` and `IP_PKTINFO` and "
+        "replies with `sendmsg` and a control message. Bound to 127.0.0.1 it reads "
+        "with `recvfrom_into` and replies with `sendto`. Same load (loadgen sends "
+        "to 127.0.0.1 either way), same server process, the two measured one "
+        "after the other in each round (in turn first and second). Server CPU "
+        "per datagram is its CPU time over the datagrams answered (median of "
+        "the rounds); *other load* is the median share of CPUs 0 and 1 that "
+        "other jobs used meanwhile (see Method).",
+        "",
+        "| listener | median datagrams/s | min | max | spread (max − min) ÷ median "
+        "| server CPU µs/datagram | other load | errors |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in rows:
+        host = WILDCARD_HOST if key == WILDCARD else HOST
+        spread = (row["max"] - row["min"]) / row["median"]
+        per = statistics.median(cpu[key]) if cpu[key] else None
+        md.append(
+            f"| `{key}` ({host}) | {fmt(row['median'])} | {fmt(row['min'])} | "
+            f"{fmt(row['max'])} | {spread:.1%} | {fmt(per, 2)} | "
+            f"{pct(row['other_load'])} | {problems(row)} |"
+        )
+    ratio_text = fx(ratio(rows[1][1]["median"], rows[0][1]["median"]))
+    md += [
+        "",
+        f"0.0.0.0 ÷ 127.0.0.1: {ratio_text} (ratio of the medians)"
+        + (
+            f"; per round {', '.join(f'{r:.3f}' for r in ratios)}"
+            f" (median {statistics.median(ratios):.3f})."
+            if ratios
+            else "."
+        ),
+        "",
+    ]
+    return md
+
+
 def render(data: dict, out_dir: Path) -> None:
     s, m, results = data["settings"], data["machine"], data["results"]
     table = summarize(results)
     peers = [p for p in s["peers"] if not PEER_BY_KEY[p].ceiling_only]
     out_dir.mkdir(parents=True, exist_ok=True)
     png = out_dir / "benchmarks.png"
-    chart(table, peers, png, s["idle_conns"])
+    try:
+        chart(table, peers, png, s["idle_conns"])
+    except ImportError as e:  # the figures are still worth writing
+        print(f"warning: no chart ({e}): pip install matplotlib", file=sys.stderr)
+        png = None
     md = [
         "# sockecho benchmarks",
         "",
@@ -1007,7 +1108,9 @@ def render(data: dict, out_dir: Path) -> None:
         "(`--quick` for a short development run written under `benchmarks/build/`).",
         "",
         f"![throughput relative to asyncio Protocol, and memory per idle connection]"
-        f"({png.name})",
+        f"({png.name})"
+        if png
+        else "(No chart: matplotlib was not installed.)",
         "",
         "## Machine",
         "",
@@ -1040,7 +1143,9 @@ def render(data: dict, out_dir: Path) -> None:
         "- sockecho is started as `twistd -n --pidfile= sockecho "
         + " ".join(m.get("sockecho_flags", []))
         + " --echo tcp:PORT:interface=127.0.0.1 --upper ... --welcome ... --udp "
-        "udp:PORT:interface=127.0.0.1`: its safety limits (connections per "
+        "udp:PORT:interface=127.0.0.1` (and, for the `udp-wildcard` workload "
+        "only, `--udp udp:PORT:interface=0.0.0.0`): its safety limits "
+        "(connections per "
         "address and in all, UDP datagrams per second) are switched off, since "
         "no peer has them and their defaults would cap these loads; everything "
         "else is at its defaults.",
@@ -1112,6 +1217,7 @@ def render(data: dict, out_dir: Path) -> None:
         wl = WL_BY_KEY[k]
         if any((p, k) in table for p in peers):
             md += [f"### {wl.title}", "", *result_rows(table, peers, wl), ""]
+    md += wildcard_section(results, table)
     md += [
         "### upper and welcome against each server's own echo",
         "",
@@ -1172,7 +1278,7 @@ def render(data: dict, out_dir: Path) -> None:
         "",
     ]
     (out_dir / "benchmarks.md").write_text("\n".join(md))
-    print(f"wrote {out_dir / 'benchmarks.md'} and {png}")
+    print(f"wrote {out_dir / 'benchmarks.md'}" + (f" and {png}" if png else ""))
 
 
 # ---- main -----------------------------------------------------------------------
@@ -1258,6 +1364,7 @@ def main() -> None:
         "results": s.results,
     }
     (BUILD / "results.json").write_text(json.dumps(data, indent=1))
+    print("\n".join(wildcard_section(s.results, summarize(s.results))))
     render(data, s.out_dir)
 
 
