@@ -3,6 +3,7 @@ Measure how sockecho behaves under abuse: server memory growth and the
 latency a well-behaved client sees while another client misbehaves.
 
     python benchmarks/abuse.py            # about a minute; prints a Markdown table
+    python benchmarks/abuse.py --horde    # 4,000 non-reading clients; about a minute
 
 Each scenario starts a fresh `twistd -n sockecho` on free loopback ports
 with the default limits (plus the options the scenario names), runs the
@@ -12,6 +13,7 @@ client. Everything is bounded in count and time and stays on 127.0.0.1.
 
 from __future__ import annotations
 
+import os
 import re
 import resource
 import select
@@ -211,6 +213,9 @@ def udp_flood(ports: dict[str, int], notes: dict[str, object]) -> None:
 
 
 def main() -> None:
+    if "--horde" in sys.argv[1:]:
+        horde(64, ())
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     rows = [
@@ -228,6 +233,186 @@ def main() -> None:
     for row in rows:
         extra = ", ".join(f"{k}={v}" for k, v in row.items() if k not in keys)
         print("| " + " | ".join(str(row[k]) for k in keys) + f" | {extra} |")
+
+
+
+# --- The horde: many clients that write and never read (issue: --max-buffer) ---
+
+HORDE_CONNECTIONS = 4000
+HORDE_SOURCES = 5  # 127.0.0.1 .. 127.0.0.5, each under --max-per-peer
+HORDE_SECONDS = 30.0
+
+
+def horde_process(ports: list[int], connections: int, seconds: float) -> None:
+    """
+    Open `connections` connections from HORDE_SOURCES loopback addresses to
+    `ports` in turn, and write 64 KiB chunks to each as fast as it takes
+    them, never reading, for `seconds`. Runs in its own process.
+    """
+    import selectors
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    chunk = b"h" * 65536
+    selector = selectors.DefaultSelector()
+    socks = []
+    for i in range(connections):
+        sock = socket.socket()
+        sock.bind((f"127.0.0.{1 + i % HORDE_SOURCES}", 0))
+        sock.connect((HOST, ports[i % len(ports)]))
+        sock.setblocking(False)
+        selector.register(sock, selectors.EVENT_WRITE)
+        socks.append(sock)
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        for key, _ in selector.select(0.2):
+            try:
+                key.fileobj.send(chunk)  # type: ignore[union-attr]
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:
+                selector.unregister(key.fileobj)
+    for sock in socks:
+        sock.close()
+
+
+def stream_mb_per_s(port: int, seconds: float) -> float:
+    """Echo 64 KiB chunks through `port` for `seconds`, sending and reading at
+    once; return the MB/s that came back."""
+    chunk = os.urandom(65536)
+    sock = socket.create_connection((HOST, port), timeout=10)
+    received = [0]
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                data = sock.recv(1 << 20)
+            except OSError:
+                return
+            if not data:
+                return
+            received[0] += len(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    began = time.monotonic()
+    start_count = 0
+    while time.monotonic() - began < seconds:
+        sock.sendall(chunk)
+    elapsed = time.monotonic() - began
+    got = received[0] - start_count
+    stop.set()
+    sock.shutdown(socket.SHUT_WR)
+    reader.join(10)
+    sock.close()
+    return got / elapsed / 1e6
+
+
+def line_client(port: int, seconds: float, service: str) -> list[float]:
+    """Round-trip times (s) of one short request every 2 ms for `seconds`:
+    a 64-byte echo or upper request, or a welcome line."""
+    times = []
+    end = time.monotonic() + seconds
+    with socket.create_connection((HOST, port), timeout=10) as sock:
+        if service == "welcome":
+            banner = b""
+            while not banner.endswith(b"\r\n"):
+                banner += sock.recv(4096)
+            request, reply_size = b"x" * 62 + b"\r\n", len(b"OK...") + 64
+        else:
+            request, reply_size = b"n" * 64, 64
+        while time.monotonic() < end:
+            began = time.monotonic()
+            sock.sendall(request)
+            got = 0
+            while got < reply_size:
+                data = sock.recv(reply_size - got)
+                if not data:
+                    raise RuntimeError(f"{service} client was disconnected")
+                got += len(data)
+            times.append(time.monotonic() - began)
+            time.sleep(0.002)
+    return times
+
+
+def p99_ms(times: list[float]) -> float:
+    times = sorted(times)
+    return round(times[min(len(times) - 1, int(len(times) * 0.99))] * 1e3, 1)
+
+
+def normal_clients(ports: dict[str, int], seconds: float) -> dict[str, float]:
+    """p99 round trips (ms) of echo, upper and welcome clients run at once."""
+    results: dict[str, float] = {}
+
+    def run(service: str) -> None:
+        results[service] = p99_ms(line_client(ports[service], seconds, service))
+
+    threads = [
+        threading.Thread(target=run, args=(s,)) for s in ("echo", "upper", "welcome")
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 30)
+    return results
+
+
+def horde(budget_mib: float, options: tuple[str, ...]) -> None:
+    """
+    The acceptance measurement for --max-buffer: a horde of non-reading
+    connections, with the server on CPU 0 and every client on CPU 1.
+    """
+    import multiprocessing
+
+    os.sched_setaffinity(0, {1})
+    with server(*options) as (process, ports):
+        os.sched_setaffinity(process.pid, {0})
+        time.sleep(0.5)
+        before = rss_kib(process.pid)
+        alone_stream = stream_mb_per_s(ports["echo"], 5)
+        alone = normal_clients(ports, 5)
+        horde = multiprocessing.Process(
+            target=horde_process,
+            args=([ports["echo"], ports["upper"]], HORDE_CONNECTIONS, HORDE_SECONDS),
+        )
+        horde.start()
+        began = time.monotonic()
+        peak = [before]
+        sampling = threading.Event()
+
+        def sample() -> None:
+            while not sampling.is_set():
+                peak[0] = max(peak[0], rss_kib(process.pid))
+                time.sleep(0.1)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        time.sleep(10)  # let the horde connect and fill what it can
+        during_stream = stream_mb_per_s(ports["echo"], 5)
+        during = normal_clients(ports, 5)
+        time.sleep(max(0.0, HORDE_SECONDS - (time.monotonic() - began)))
+        horde.join(60)
+        sampling.set()
+        sampler.join(5)
+        growth_mib = (peak[0] - before) / 1024
+        bound_mib = budget_mib + HORDE_CONNECTIONS / 1024 + 32
+        print(f"options: {' '.join(options) or '(defaults)'}")
+        print("| figure | without the horde | during the horde | bar |")
+        print("|---|---|---|---|")
+        print(
+            f"| server RSS growth | | {growth_mib:.1f} MiB | "
+            f"≤ {bound_mib:.1f} MiB (budget + 1 KiB/conn + 32 MiB) |"
+        )
+        for service in ("echo", "upper", "welcome"):
+            print(
+                f"| {service} p99 round trip | {alone[service]} ms | "
+                f"{during[service]} ms | < 250 ms |"
+            )
+        print(
+            f"| echo stream, 64 KiB chunks | {alone_stream:.0f} MB/s | "
+            f"{during_stream:.0f} MB/s ({during_stream / alone_stream:.0%}) | ≥ 50 % |"
+        )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,22 @@ class OptionsTests(TestCase):
             "systemd:domain=INET:index=0",
         )
 
+    def test_sizes(self) -> None:
+        """
+        C{--max-buffer} takes bytes or K, M, G (binary) suffixes; 64 MiB by
+        default.
+        """
+        self.assertEqual(parse()["max-buffer"], 64 << 20)
+        for text, size in [
+            ("0", 0),
+            ("65536", 65536),
+            ("64K", 65536),
+            ("64M", 64 << 20),
+            ("1g", 1 << 30),
+            ("2MiB", 2 << 20),
+        ]:
+            self.assertEqual(parse("--max-buffer", text)["max-buffer"], size, text)
+
     def test_parsing_installs_no_reactor(self) -> None:
         """
         Parsing and validating every kind of option leaves the reactor
@@ -107,6 +123,8 @@ class OptionsTests(TestCase):
             (["--udp-rate", "fast"], "--udp-rate takes RATE[/BURST]"),
             (["--udp-global-rate", "10/0"], "--udp-global-rate takes RATE[/BURST]"),
             (["--idle-timeout", "-1"], "--idle-timeout takes a number of seconds"),
+            (["--max-buffer", "lots"], "--max-buffer takes a size in bytes"),
+            (["--max-buffer", "-1M"], "--max-buffer takes a size in bytes"),
             (["--idle-timeout", "nan"], "--idle-timeout takes a number of seconds"),
             (["--stall-timeout", "inf"], "--stall-timeout takes a number of seconds"),
             (["--line-timeout", "NaN"], "--line-timeout takes a number of seconds"),

@@ -24,6 +24,10 @@ class ServiceCounters:
     @ivar refused: TCP connections refused by a limit, by reason.
     @ivar timeouts: TCP connections closed by a timeout, by kind (C{"idle"},
         C{"stall"}, C{"line"}, C{"drain"}).
+    @ivar pauses: times flow control stopped reading from a TCP peer that was
+        not reading its replies (see L{twisted_echo.budget}).
+    @ivar held_bytes: bytes held in user space for this service's
+        connections (queued replies, unfinished lines), as last measured.
     """
 
     connections_open: int = 0
@@ -35,6 +39,8 @@ class ServiceCounters:
     dropped: Counter[str] = field(default_factory=Counter)
     refused: Counter[str] = field(default_factory=Counter)
     timeouts: Counter[str] = field(default_factory=Counter)
+    pauses: int = 0
+    held_bytes: int = 0
 
     def summary(self) -> str:
         """
@@ -49,6 +55,8 @@ class ServiceCounters:
                 ("bytes_out", self.bytes_out),
                 ("datagrams_in", self.datagrams_in),
                 ("datagrams_out", self.datagrams_out),
+                ("pauses", self.pauses),
+                ("held_bytes", self.held_bytes),
             )
             if value
         ]

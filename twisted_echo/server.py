@@ -76,10 +76,13 @@ class SockechoService(MultiService):
             the drain timeout has passed.
         """
         open_now = sum(len(f.open_protocols) for f in self.factories)
+        for factory in self.factories:
+            factory.counters.held_bytes = factory.held_bytes()
         _log.info(
             "shutting down: no new connections; draining {open} open "
-            "connection(s) for up to {timeout} s",
+            "connection(s) holding {held} bytes for up to {timeout} s",
             open=open_now,
+            held=sum(f.counters.held_bytes for f in self.factories),
             timeout=self.drain_timeout,
         )
         stopped: list[Deferred[Any]] = [maybeDeferred(MultiService.stopService, self)]

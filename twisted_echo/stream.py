@@ -49,13 +49,15 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_echo.address import describe_address
+from twisted_echo.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.idle import IdleSweeper, cancel_call
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
-#: the write buffer size above which reading pauses (flow control).
-READ_SIZE = 262144
+#: the write buffer size above which reading pauses (flow control), while the
+#: memory budget (L{twisted_echo.budget}) does not ask for less.
+READ_SIZE = MAX_ALLOWANCE
 #: Checks per stall timeout: a stall is noticed between 1 and 1 + 1/4 stall
 #: timeouts after the peer's last read.
 STALL_CHECKS = 4
@@ -150,13 +152,17 @@ class StreamFactory(Factory):
     @ivar limits: the L{ConnectionLimits} shared by the server's services.
     @ivar timeouts: the L{Timeouts} of each connection.
     @ivar open_protocols: the protocols of the connections open now.
+    @ivar budget: the L{MemoryBudget} shared by the server's services.
     @cvar refusal_line: whether a refused client is told why in a line
         (line services) or just closed (byte-transparent services).
+    @cvar expansion: the most the reply to one read can outgrow the read
+        (a ratio of bytes), for the memory budget.
     """
 
     protocol: type[StreamProtocol]  # type: ignore[assignment]
     service_name: ClassVar[str] = "stream"
     refusal_line: ClassVar[bool] = False
+    expansion: ClassVar[int] = 1
     noisy = False
 
     def __init__(
@@ -165,12 +171,15 @@ class StreamFactory(Factory):
         counters: ServiceCounters | None = None,
         limits: ConnectionLimits | None = None,
         timeouts: Timeouts | None = None,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.clock = clock
         self.counters = counters if counters is not None else ServiceCounters()
         self.limits = limits if limits is not None else ConnectionLimits()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.open_protocols: set[StreamProtocol] = set()
+        self.budget = budget if budget is not None else MemoryBudget(0)
+        self.budget.add_source(self.open_protocols)
         self._draining: Deferred[None] | None = None
         self.idle_sweeper = IdleSweeper(clock, self.open_protocols)
         self.idle_sweeper.set_timeout(self.timeouts.idle)
@@ -230,6 +239,13 @@ class StreamFactory(Factory):
         if done is not None and not done.called:
             done.callback(None)
 
+    def held_bytes(self) -> int:
+        """
+        @return: the bytes this service's connections hold in user space
+            now (queued replies, unfinished lines), where transports say.
+        """
+        return sum(protocol.held_bytes() for protocol in self.open_protocols)
+
     def connection_closed(self, protocol: StreamProtocol) -> None:
         """
         Forget a closed connection (called by the protocol).
@@ -281,6 +297,32 @@ class StreamProtocol(Protocol):
         self._stall_mark: tuple[int, float] | None = None
         self._closing = False
         self._socket: socket.socket | None = None
+        self.allowance = READ_SIZE
+
+    @property
+    def weight(self) -> int:
+        """
+        How many times its allowance a connection may hold (its queue up to
+        the allowance, plus the reply to one read), for the memory budget.
+        """
+        return 1 + self.factory.expansion
+
+    def set_allowance(self, allowance: int) -> None:
+        """
+        Read at most C{allowance} bytes at once and stop reading once more
+        than that is queued (set by the L{MemoryBudget}). Applies to socket
+        transports; others keep their own buffer size.
+        """
+        self.allowance = allowance
+        if self._socket is not None:
+            self.transport.bufferSize = allowance  # type: ignore[union-attr]
+
+    def held_bytes(self) -> int:
+        """
+        @return: bytes this connection holds in user space now: its queued
+            replies (0 where the transport does not say).
+        """
+        return queued_bytes(self.transport) or 0
 
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         """
@@ -305,12 +347,12 @@ class StreamProtocol(Protocol):
             and not transport.TLS
         ):
             self._socket = transport.socket
-            transport.bufferSize = READ_SIZE
             if transport.socket.family != socket.AF_UNIX:
                 # Replies go out at once, as asyncio and uvloop do: Nagle's
                 # algorithm would hold a small reply while an earlier one is
                 # unacknowledged (up to the peer's delayed-ACK time, 40 ms).
                 transport.setTcpNoDelay(True)
+        factory.budget.attach(self)
         self._opened_at = factory.clock.seconds()
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
@@ -379,13 +421,16 @@ class StreamProtocol(Protocol):
         abort if it stays so for the stall timeout.
         """
         self.transport.pauseProducing()  # type: ignore[union-attr]
+        self.factory.counters.pauses += 1
         self._watch_stall()
 
     def resumeProducing(self) -> None:
         """
-        The peer read what we sent: read from it again.
+        The peer read what we sent: read from it again, with a larger
+        allowance if the memory budget has room (see L{MemoryBudget.drained}).
         """
         self._cancel_stall()
+        self.factory.budget.drained(self)
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
     def stopProducing(self) -> None:
@@ -512,6 +557,7 @@ class StreamProtocol(Protocol):
         self._cancel_stall()
         factory = self.factory
         factory.limits.release(self.peer_host)
+        factory.budget.detach(self)
         counters = factory.counters
         counters.connections_open -= 1
         counters.bytes_in += self.bytes_in

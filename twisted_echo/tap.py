@@ -20,6 +20,7 @@ from twisted.internet.interfaces import IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
 from twisted_echo import limits
+from twisted_echo.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.echo import EchoFactory
 from twisted_echo.listen import (
@@ -78,6 +79,37 @@ def _seconds(option: str) -> Callable[[str], Any]:
 
 def _count(option: str, what: str) -> Callable[[str], Any]:
     return _number(option, int, 0, f"a number of {what} (0: no limit)")
+
+
+_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """
+    @param text: a size in bytes, with an optional binary suffix: C{65536},
+        C{64K}, C{64M}, C{1G} (K = 1024 bytes; C{KiB}, C{MB} and lower case
+        are read the same).
+    @return: the size in bytes.
+    @raise ValueError: if C{text} is not such a size.
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(I?B)?\s*", text.upper())
+    if match is None:
+        raise ValueError(f"not a size: {text!r}")
+    return int(match.group(1)) * _SIZE_SUFFIXES[match.group(2)]
+
+
+def _size(option: str) -> Callable[[str], int]:
+    def coerce(value: str) -> int:
+        try:
+            return parse_size(value)
+        except ValueError:
+            raise ValueError(
+                f"--{option} takes a size in bytes, with K, M or G "
+                f"(0: no limit), not {value!r}"
+            ) from None
+
+    coerce.coerceDoc = "Bytes, or with K, M, G (binary); 0: no limit."  # type: ignore[attr-defined]
+    return coerce
 
 
 def _rate(option: str) -> Callable[[str], Any]:
@@ -207,6 +239,14 @@ class Options(usage.Options):
             limits.DEFAULT_MAX_PER_PEER,
             "Most TCP connections open at once from one client address.",
             _count("max-per-peer", "connections"),
+        ],
+        [
+            "max-buffer",
+            None,
+            DEFAULT_MAX_BUFFER,
+            "Most bytes held for all TCP connections together (queued replies, "
+            "reads, unfinished lines); default 64M.",
+            _size("max-buffer"),
         ],
         [
             "idle-timeout",
@@ -348,9 +388,10 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
         stall=config["stall-timeout"],
         line=config["line-timeout"],
     )
+    budget = MemoryBudget(config["max-buffer"])
     factories: dict[str, StreamFactory] = {
-        "echo": EchoFactory(reactor, counters["echo"], shared, timeouts),
-        "upper": UpperFactory(reactor, counters["upper"], shared, timeouts),
+        "echo": EchoFactory(reactor, counters["echo"], shared, timeouts, budget),
+        "upper": UpperFactory(reactor, counters["upper"], shared, timeouts, budget),
         "welcome": WelcomeFactory(
             reactor,
             counters["welcome"],
@@ -358,6 +399,7 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
             timeouts,
             banner=config["banner"],
             max_line=config["max-line"],
+            budget=budget,
         ),
     }
     running = [name for name in DEFAULTS if config.listeners[name]]

@@ -72,3 +72,6 @@ class UpperFactory(StreamFactory):
 
     protocol = Upper
     service_name = "upper"
+    #: Upper-casing can triple a read: U+0390 (2 bytes) becomes U+0399 U+0308
+    #: U+0301 (6 bytes).
+    expansion = 3

@@ -39,6 +39,7 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
+from twisted_echo.budget import MemoryBudget
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.idle import cancel_call
 from twisted_echo.limits import ConnectionLimits, Timeouts
@@ -151,6 +152,13 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
                 self._line_call = self.factory.clock.callLater(
                     timeout, self._line_timed_out
                 )
+
+    def unfinished_bytes(self) -> int:
+        """
+        @return: bytes of the unfinished line held (C{LineReceiver}'s
+            buffer).
+        """
+        return len(self._buffer)
 
     def stop_line_timer(self) -> None:
         """
@@ -324,6 +332,8 @@ class Welcome(StreamProtocol):
         # True while nothing is pending: the telnet parser is between
         # commands, no unfinished line is held, the connection is open.
         self._between_lines = False
+        # Bytes of unfinished line counted in the memory budget.
+        self._held_line = 0
 
     def connectionMade(self) -> None:
         """
@@ -370,9 +380,44 @@ class Welcome(StreamProtocol):
             if text:
                 self._lines.dataReceived(text)
                 self._note_state()
+                self._count_line()
                 return
         self.parse_telnet(data)
         self._note_state()
+        self._count_line()
+
+    def _count_line(self) -> None:
+        """
+        Tell the memory budget how much unfinished line is held now.
+        """
+        held = 0 if self._between_lines else self._lines.unfinished_bytes()
+        if held != self._held_line:
+            delta, self._held_line = held - self._held_line, held
+            self.factory.budget.hold_line(self, delta)
+
+    def held_bytes(self) -> int:
+        """
+        @return: bytes held now: queued replies and the unfinished line.
+        """
+        return super().held_bytes() + self._held_line
+
+    def stop_reading(self) -> None:
+        """
+        The memory budget is spent while this connection's line grows: stop
+        reading from the peer (see L{twisted_echo.budget}).
+        """
+        if not self._closing:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.factory.counters.pauses += 1
+
+    def resume_reading(self) -> None:
+        """
+        The memory budget has room again: read from the peer, unless flow
+        control holds the connection.
+        """
+        transport = self.transport
+        if not self._closing and not getattr(transport, "producerPaused", False):
+            transport.resumeProducing()  # type: ignore[union-attr]
 
     def parse_telnet(self, data: bytes) -> None:
         """
@@ -420,6 +465,9 @@ class Welcome(StreamProtocol):
         """
         self._between_lines = False
         telnet.TelnetTransport.connectionLost(self._telnet, reason)
+        if self._held_line:
+            held, self._held_line = self._held_line, 0
+            self.factory.budget.hold_line(self, -held)
         StreamProtocol.connectionLost(self, reason)
 
 
@@ -434,6 +482,8 @@ class WelcomeFactory(StreamFactory):
     protocol = Welcome
     service_name = "welcome"
     refusal_line: ClassVar[bool] = True
+    #: An empty line (1 byte) is answered with 7: C{OK...} and CR LF.
+    expansion = 7
 
     def __init__(
         self,
@@ -443,7 +493,8 @@ class WelcomeFactory(StreamFactory):
         timeouts: Timeouts | None = None,
         banner: str = DEFAULT_BANNER,
         max_line: int = DEFAULT_MAX_LINE,
+        budget: MemoryBudget | None = None,
     ) -> None:
-        super().__init__(clock, counters, limits, timeouts)
+        super().__init__(clock, counters, limits, timeouts, budget)
         self.banner = banner.encode("utf-8")
         self.max_line = max_line
