@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 HOST = "127.0.0.1"
 TWISTD = str(Path(sys.executable).parent / "twistd")
@@ -235,7 +236,6 @@ def main() -> None:
         print("| " + " | ".join(str(row[k]) for k in keys) + f" | {extra} |")
 
 
-
 # --- The horde: many clients that write and never read (issue: --max-buffer) ---
 
 HORDE_CONNECTIONS = 4000
@@ -358,6 +358,33 @@ def normal_clients(ports: dict[str, int], seconds: float) -> dict[str, float]:
     return results
 
 
+def sink_process(ready: Any) -> None:
+    """
+    A server that accepts every connection and never reads: the horde's
+    kernel buffers without any sockecho in the way. Sends its port on
+    `ready`.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    listener = socket.socket()
+    listener.bind((HOST, 0))
+    listener.listen(4096)
+    ready.put(listener.getsockname()[1])
+    kept = []
+    while True:
+        kept.append(listener.accept()[0])
+
+
+def kernel_tcp_pages() -> tuple[int, int]:
+    """(pages of TCP socket memory in use, pages where the kernel's memory
+    pressure starts: net.ipv4.tcp_mem[1])."""
+    with open("/proc/net/sockstat") as f:
+        used = next(int(x.split()[-1]) for x in f if x.startswith("TCP:"))
+    with open("/proc/sys/net/ipv4/tcp_mem") as f:
+        pressure = int(f.read().split()[1])
+    return used, pressure
+
+
 def horde(budget_mib: float, options: tuple[str, ...]) -> None:
     """
     The acceptance measurement for --max-buffer: a horde of non-reading
@@ -391,10 +418,28 @@ def horde(budget_mib: float, options: tuple[str, ...]) -> None:
         time.sleep(10)  # let the horde connect and fill what it can
         during_stream = stream_mb_per_s(ports["echo"], 5)
         during = normal_clients(ports, 5)
+        during_pages = kernel_tcp_pages()
         time.sleep(max(0.0, HORDE_SECONDS - (time.monotonic() - began)))
         horde.join(60)
         sampling.set()
         sampler.join(5)
+        # Control: the same horde against a server that never reads at all,
+        # while the same normal client streams through sockecho.
+        ready: Any = multiprocessing.Queue()
+        sink = multiprocessing.Process(target=sink_process, args=(ready,), daemon=True)
+        sink.start()
+        sink_port = ready.get(timeout=10)
+        os.sched_setaffinity(sink.pid, {0})
+        time.sleep(2)
+        control = multiprocessing.Process(
+            target=horde_process, args=([sink_port], HORDE_CONNECTIONS, 20)
+        )
+        control.start()
+        time.sleep(10)
+        control_stream = stream_mb_per_s(ports["echo"], 5)
+        control_pages = kernel_tcp_pages()
+        control.join(60)
+        sink.terminate()
         growth_mib = (peak[0] - before) / 1024
         bound_mib = budget_mib + HORDE_CONNECTIONS / 1024 + 32
         print(f"options: {' '.join(options) or '(defaults)'}")
@@ -412,6 +457,16 @@ def horde(budget_mib: float, options: tuple[str, ...]) -> None:
         print(
             f"| echo stream, 64 KiB chunks | {alone_stream:.0f} MB/s | "
             f"{during_stream:.0f} MB/s ({during_stream / alone_stream:.0%}) | ≥ 50 % |"
+        )
+        print(
+            f"| kernel TCP memory (pages; pressure from {during_pages[1]}) | | "
+            f"{during_pages[0]} | |"
+        )
+        print(
+            "| control: same horde against a server that never reads; "
+            f"echo stream through sockecho | {alone_stream:.0f} MB/s | "
+            f"{control_stream:.0f} MB/s ({control_stream / alone_stream:.0%}), "
+            f"kernel TCP memory {control_pages[0]} pages | |"
         )
 
 
