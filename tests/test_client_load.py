@@ -69,7 +69,11 @@ def serve_tcp(test: TestCase, factory: Factory) -> int:
             await deferLater(reactor, 0.01, lambda: None)
         for protocol in list(open_protocols):
             protocol.transport.abortConnection()
-        await deferLater(reactor, 0.05, lambda: None)
+        # Twisted reports an abort on a later reactor turn.
+        for _ in range(500):
+            if not open_protocols:
+                return
+            await deferLater(reactor, 0.01, lambda: None)
 
     test.addCleanup(lambda: Deferred.fromCoroutine(cleanup()))
     number: int = port.getHost().port
