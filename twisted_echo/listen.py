@@ -25,7 +25,8 @@ from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from twisted_echo.address import describe_address
+from twisted_echo.address import describe_address, tls_address
+from twisted_echo.tls import is_tls_port
 from twisted_echo.transport import use_lean_transport
 from twisted_echo.udp import (
     MAX_DATAGRAM,
@@ -172,8 +173,14 @@ class ListenerService(Service):
         _log.info(
             "{service} listening on {address}",
             service=self.service_name,
-            address=describe_address(self.port.getHost()),
+            address=self.bound_address(),
         )
+
+    def bound_address(self) -> str:
+        """
+        @return: the address really bound, as a client endpoint string.
+        """
+        return describe_address(self.port.getHost())
 
     def startService(self) -> None:
         Service.startService(self)
@@ -224,6 +231,16 @@ class StreamListenerService(ListenerService):
         assert not isinstance(result, Failure)
         use_lean_transport(result)
         return result
+
+    def bound_address(self) -> str:
+        """
+        @return: the address really bound, as a client endpoint string:
+            C{ssl:HOST:PORT} for a TLS listener.
+        """
+        address = self.port.getHost()
+        if is_tls_port(self.port):
+            address = tls_address(address)
+        return describe_address(address)
 
 
 #: What the stock L{udp.Port} means on a wildcard address, for the log.

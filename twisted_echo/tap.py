@@ -31,6 +31,7 @@ from twisted_echo.listen import (
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
+from twisted_echo.tls import TLSListeningReactor, is_tls_description
 from twisted_echo.udp import UDPEcho
 from twisted_echo.upper import UpperFactory
 from twisted_echo.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE, WelcomeFactory
@@ -356,9 +357,13 @@ class Options(usage.Options):
         """
         @param description: a stream listener's endpoint string, as given.
         @param reactor: the reactor the endpoint will listen with.
-        @return: its endpoint, with C{--backlog} added where it sets none.
+        @return: its endpoint, with C{--backlog} added where it sets none;
+            C{ssl:} endpoints listen with sockecho's TLS layer, which keeps
+            half-close (L{twisted_echo.tls}).
         @raise Exception: whatever the endpoint parser raises for a bad one.
         """
+        if is_tls_description(description):
+            reactor = TLSListeningReactor(reactor)
         endpoint: IStreamServerEndpoint = serverFromString(
             reactor, with_backlog(description, self["backlog"])
         )

@@ -1,0 +1,473 @@
+"""
+Tests for L{twisted_echo.tls}: sockecho's TLS layer against real peers
+(Python's C{ssl} module, C{openssl s_client}), half-close over TLS 1.3 and
+1.2, the timeouts and limits of connections that never finish their
+handshake, and the check that Twisted's internals still fit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import ssl
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.ssl import CertificateOptions
+from twisted.internet.task import deferLater
+from twisted.internet.threads import deferToThread
+from twisted.logger import capturedLogs
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.trial.unittest import TestCase
+
+from tests.process import IO_TIMEOUT
+from tests.tls_peers import (
+    HOST,
+    make_certificate,
+    python_half_close,
+    require_openssl,
+    s_client_exchange,
+    serve_tls,
+    ssl_description,
+)
+from twisted_echo import tls
+from twisted_echo.counters import ServiceCounters
+from twisted_echo.echo import EchoFactory
+from twisted_echo.limits import ConnectionLimits, Timeouts
+from twisted_echo.stream import READ_SIZE, StreamFactory
+from twisted_echo.tap import Options, makeService
+from twisted_echo.tls import (
+    HalfCloseTLSFactory,
+    HalfCloseTLSProtocol,
+    StockTLSFactory,
+    server_tls_factory,
+    tls_layer_misfit,
+)
+from twisted_echo.upper import UpperFactory
+from twisted_echo.welcome import WelcomeFactory
+
+MIB = 1 << 20
+BANNER = b"Welcome to the server. Type something and hit enter\r\n"
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(size)
+
+
+async def poll(
+    condition: Callable[[], object], timeout: float = IO_TIMEOUT, what: str = ""
+) -> None:
+    """
+    Wait, reactor running, until C{condition()} is true.
+
+    @raise AssertionError: if it is not within C{timeout} seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {what or condition}")
+        await deferLater(reactor, 0.01, lambda: None)
+
+
+def wait_closed(sock: socket.socket, timeout: float) -> float:
+    """
+    Read from C{sock} (discarding) until the server closes it.
+
+    @return: seconds it took.
+    @raise AssertionError: if it did not close within C{timeout} seconds.
+    """
+    started = time.monotonic()
+    sock.settimeout(timeout)
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        raise AssertionError(f"the server did not close within {timeout} s") from None
+    return time.monotonic() - started
+
+
+class TLSLayerCheckTests(TestCase):
+    """
+    The start-up check of the Twisted internals the layer relies on.
+    """
+
+    def test_fits_this_twisted(self) -> None:
+        """
+        Fails when a Twisted release changes what L{HalfCloseTLSProtocol}
+        relies on: then sockecho falls back to Twisted's own TLS.
+        """
+        self.assertIsNone(tls_layer_misfit())
+
+    def test_finds_close_notify_closing_at_once(self) -> None:
+        """
+        The probe sees Twisted's own handling of a close_notify (answer and
+        close at once).
+        """
+        self.patch(
+            HalfCloseTLSProtocol,
+            "_flushReceiveBIO",
+            TLSMemoryBIOProtocol._flushReceiveBIO,
+        )
+        problem = tls_layer_misfit()
+        assert problem is not None
+        self.assertIn("close_notify", problem)
+
+    def test_finds_close_waiting_for_the_peer(self) -> None:
+        self.patch(
+            HalfCloseTLSProtocol, "_shutdownTLS", TLSMemoryBIOProtocol._shutdownTLS
+        )
+        self.assertEqual(
+            tls_layer_misfit(), "closing did not send close_notify and close at once"
+        )
+
+    def test_finds_a_greeting_hanging_the_handshake(self) -> None:
+        self.patch(
+            HalfCloseTLSProtocol, "_bufferedWrite", TLSMemoryBIOProtocol._bufferedWrite
+        )
+        problem = tls_layer_misfit()
+        assert problem is not None
+        self.assertIn("handshake did not finish", problem)
+
+    def test_finds_a_missing_internal(self) -> None:
+        self.patch(TLSMemoryBIOProtocol, "_unbufferPendingWrites", None)
+        self.assertEqual(
+            tls_layer_misfit(), "TLSMemoryBIOProtocol._unbufferPendingWrites is missing"
+        )
+
+    def test_falls_back_to_twisted_and_says_so(self) -> None:
+        """
+        When the check fails, listeners use Twisted's own TLS (still named
+        C{ssl:}) and one warning says why and what is lost.
+        """
+        self.patch(tls, "tls_layer_problem", lambda: "forced by the test")
+        with capturedLogs() as events:
+            factory = server_tls_factory(
+                CertificateOptions(), EchoFactory(reactor), reactor, "ssl:7207"
+            )
+        self.assertIsInstance(factory, StockTLSFactory)
+        [warning] = [e for e in events if e.get("problem")]
+        self.assertEqual(warning["log_level"].name, "warn")
+        self.assertEqual(warning["problem"], "forced by the test")
+        self.assertEqual(warning["what"], "ssl:7207")
+        self.assertIn(
+            "close_notify closes the connection at once", warning["log_format"]
+        )
+
+    def test_uses_the_layer_when_it_fits(self) -> None:
+        factory = server_tls_factory(
+            CertificateOptions(), EchoFactory(reactor), reactor
+        )
+        self.assertIsInstance(factory, HalfCloseTLSFactory)
+        self.assertEqual(tls.TLS_READ_SIZE, READ_SIZE)
+
+
+class HalfCloseTests(TestCase):
+    """
+    A client's close_notify is an end of input: every byte owed comes back,
+    then the server's close_notify.
+    """
+
+    def setUp(self) -> None:
+        self.certificate = make_certificate(self)
+
+    def serve(self, factory: StreamFactory) -> int:
+        port: int = serve_tls(self, factory, self.certificate).getHost().port
+        return port
+
+    async def half_close(self, port: int, data: bytes, **options: Any) -> Any:
+        return await deferToThread(
+            python_half_close, port, data, self.certificate.cert, **options
+        )
+
+    async def test_tls13_1mib(self) -> None:
+        """
+        Python's C{ssl} sends 1 MiB over TLS 1.3, then close_notify, and
+        still reads all of it back, then the server's close_notify.
+        """
+        counters = ServiceCounters()
+        port = self.serve(EchoFactory(reactor, counters))
+        data = payload(MIB)
+        result = await self.half_close(port, data)
+        self.assertEqual(result.version, "TLSv1.3")
+        self.assertEqual(len(result.received), MIB)
+        self.assertEqual(result.received, data)
+        self.assertTrue(result.close_notify)
+        self.assertTrue(result.eof)
+        await poll(lambda: counters.connections_open == 0)
+        self.assertEqual((counters.bytes_in, counters.bytes_out), (MIB, MIB))
+
+    async def test_tls13_close_notify_then_fin(self) -> None:
+        """
+        A TCP FIN after the close_notify (the sending side shut down for
+        good) changes nothing: 8 MiB come back.
+        """
+        port = self.serve(EchoFactory(reactor))
+        data = payload(8 * MIB, seed=1)
+        result = await self.half_close(port, data, fin=True)
+        self.assertEqual(hashlib.sha256(result.received).hexdigest(),
+                         hashlib.sha256(data).hexdigest())  # fmt: skip
+        self.assertTrue(result.close_notify)
+
+    async def test_tls12_with_an_openssl_client(self) -> None:
+        """
+        Over TLS 1.2 the server does the same; an OpenSSL-based client
+        (Python's C{ssl}) reads the reply after its close_notify, though
+        RFC 5246 lets other TLS 1.2 peers discard it.
+        """
+        port = self.serve(EchoFactory(reactor))
+        data = payload(MIB, seed=2)
+        result = await self.half_close(port, data, version=ssl.TLSVersion.TLSv1_2)
+        self.assertEqual(result.version, "TLSv1.2")
+        self.assertEqual(result.received, data)
+        self.assertTrue(result.close_notify)
+
+    async def test_upper_and_welcome(self) -> None:
+        """
+        The line services answer what came before the close_notify: upper
+        upper-cases, welcome sends its banner and answers the last line.
+        """
+        upper = self.serve(UpperFactory(reactor))
+        result = await self.half_close(upper, "straße héllo".encode())
+        self.assertEqual(result.received, "STRASSE HÉLLO".encode())
+        welcome = self.serve(WelcomeFactory(reactor))
+        result = await self.half_close(welcome, b"one\ntwo")
+        self.assertEqual(result.received, BANNER + b"OK...one\r\nOK...two\r\n")
+        self.assertTrue(result.close_notify)
+
+    async def test_fin_without_close_notify_is_a_lost_connection(self) -> None:
+        """
+        A TCP FIN without a close_notify is a truncated stream (RFC 8446
+        section 6.1): the connection is dropped, as Twisted reports it, and
+        no close_notify answers it.
+        """
+        counters = ServiceCounters()
+        port = self.serve(EchoFactory(reactor, counters))
+        result = await self.half_close(port, b"x" * 1000, fin=True, notify=False)
+        self.assertFalse(result.close_notify)
+        self.assertTrue(result.eof)
+        await poll(lambda: counters.connections_open == 0)
+
+
+class TransportTests(TestCase):
+    async def test_buffer_size_reaches_tcp(self) -> None:
+        """
+        Setting the TLS transport's C{bufferSize} (what the memory budget
+        sets) sets the TCP transport's: its read size and flow-control
+        threshold. The TCP transport starts at the plain services' read size,
+        with C{TCP_NODELAY}.
+        """
+        certificate = make_certificate(self)
+        factory = EchoFactory(reactor)
+        port = serve_tls(self, factory, certificate).getHost().port
+        # (The protocols are built when TCP connects, before the handshake.)
+        sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+        self.addCleanup(sock.close)
+        await poll(lambda: factory.open_protocols, what="the connection")
+        [server] = factory.open_protocols
+        layer: Any = server.transport
+        self.assertTrue(layer.forwards_buffer_size)
+        self.assertEqual(layer.transport.bufferSize, READ_SIZE)
+        nodelay = layer.transport.socket.getsockopt(
+            socket.IPPROTO_TCP, socket.TCP_NODELAY
+        )
+        self.assertTrue(nodelay)
+        layer.bufferSize = 4096
+        self.assertEqual((layer.bufferSize, layer.transport.bufferSize), (4096, 4096))
+        sock.close()
+        await poll(lambda: not factory.open_protocols, what="the close")
+
+
+class UnfinishedHandshakeTests(TestCase):
+    """
+    A client that connects and never finishes its handshake is closed by
+    the idle timeout and counts toward the connection limits meanwhile.
+    """
+
+    def setUp(self) -> None:
+        self.certificate = make_certificate(self)
+
+    async def connect_raw(self, port: int, send: bytes = b"") -> socket.socket:
+        sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+        self.addCleanup(sock.close)
+        if send:
+            sock.sendall(send)
+        return sock
+
+    async def test_idle_timeout_closes_it(self) -> None:
+        counters = ServiceCounters()
+        limits = ConnectionLimits()
+        factory = EchoFactory(reactor, counters, limits, Timeouts(idle=0.4))
+        port = serve_tls(self, factory, self.certificate).getHost().port
+        silent = await self.connect_raw(port)
+        # The start of a ClientHello record, never finished.
+        partial = await self.connect_raw(port, b"\x16\x03\x01\x02\x00\x01\x00")
+        for sock in (silent, partial):
+            took = await deferToThread(wait_closed, sock, 5.0)
+            self.assertLess(took, 0.4 * 1.25 + 1.0)
+        await poll(lambda: counters.connections_open == 0)
+        self.assertEqual(counters.timeouts["idle"], 2)
+        self.assertEqual(limits.open_total, 0)
+
+    async def test_welcome_banner_waiting_for_it(self) -> None:
+        """
+        The welcome banner, written at once, waits for the handshake; the
+        idle timeout's close gives the handshake
+        L{HalfCloseTLSFactory.close_grace} more seconds, then aborts.
+        """
+        self.patch(HalfCloseTLSFactory, "close_grace", 0.3)
+        counters = ServiceCounters()
+        factory = WelcomeFactory(reactor, counters, timeouts=Timeouts(idle=0.4))
+        port = serve_tls(self, factory, self.certificate).getHost().port
+        sock = await self.connect_raw(port)
+        took = await deferToThread(wait_closed, sock, 5.0)
+        self.assertLess(took, 0.4 * 1.25 + 0.3 + 1.0)
+        await poll(lambda: counters.connections_open == 0)
+
+    async def test_counts_toward_the_limits(self) -> None:
+        """
+        With room for one connection, one that has not finished its
+        handshake holds it: the next is refused at once. When it goes, a
+        TLS client is served again.
+        """
+        counters = ServiceCounters()
+        limits = ConnectionLimits(max_connections=1)
+        factory = EchoFactory(reactor, counters, limits)
+        port = serve_tls(self, factory, self.certificate).getHost().port
+        holder = await self.connect_raw(port)
+        await poll(lambda: limits.open_total == 1)
+        refused = await self.connect_raw(port)
+        took = await deferToThread(wait_closed, refused, 5.0)
+        self.assertLess(took, 2.0)
+        self.assertEqual(counters.refused["max_connections"], 1)
+        holder.close()
+        await poll(lambda: limits.open_total == 0)
+        result = await deferToThread(
+            python_half_close, port, b"again", self.certificate.cert
+        )
+        self.assertEqual(result.received, b"again")
+
+    async def test_refused_welcome_client_gets_its_line(self) -> None:
+        """
+        A welcome client over the limit is told why once its handshake is
+        done, then closed with a close_notify.
+        """
+        limits = ConnectionLimits(max_connections=1)
+        factory = WelcomeFactory(reactor, limits=limits)
+        port = serve_tls(self, factory, self.certificate).getHost().port
+        await self.connect_raw(port)
+        await poll(lambda: limits.open_total == 1)
+        result = await deferToThread(
+            python_half_close, port, b"", self.certificate.cert
+        )
+        self.assertEqual(
+            result.received,
+            b"ERROR: too many connections (max_connections); try again later\r\n",
+        )
+        self.assertTrue(result.close_notify)
+
+    async def test_refused_welcome_client_without_handshake(self) -> None:
+        self.patch(HalfCloseTLSFactory, "close_grace", 0.3)
+        limits = ConnectionLimits(max_connections=1)
+        factory = WelcomeFactory(reactor, limits=limits)
+        port = serve_tls(self, factory, self.certificate).getHost().port
+        await self.connect_raw(port)
+        await poll(lambda: limits.open_total == 1)
+        refused = await self.connect_raw(port)
+        took = await deferToThread(wait_closed, refused, 5.0)
+        self.assertLess(took, 0.3 + 1.0)
+
+
+class ListenerTests(TestCase):
+    """
+    C{twistd sockecho --echo ssl:...}: the options, the listener and the
+    log lines name TLS listeners and connections C{ssl:HOST:PORT}.
+    """
+
+    async def test_named_ssl_in_the_log(self) -> None:
+        certificate = make_certificate(self)
+        options = Options()
+        options.parseOptions(
+            ["--echo", ssl_description(certificate), "--no-upper", "--no-welcome",
+             "--no-udp"]
+        )  # fmt: skip
+        service = makeService(options, reactor)
+        with capturedLogs() as events:
+            service.privilegedStartService()
+            service.startService()
+            self.addCleanup(service.stopService)
+            [listener] = list(service)
+            port = listener.port.getHost().port  # type: ignore[attr-defined]
+            self.assertIsInstance(
+                listener.port.factory,  # type: ignore[attr-defined]
+                HalfCloseTLSFactory,
+            )
+            result = await deferToThread(
+                python_half_close, port, b"hello", certificate.cert
+            )
+            self.assertEqual(result.received, b"hello")
+            await poll(lambda: any("closed" in e.get("log_format", "") for e in events))
+        addresses = [e["address"] for e in events if "address" in e]
+        self.assertEqual(addresses, [f"ssl:127.0.0.1:{port}"])
+        peers = {e["peer"] for e in events if "peer" in e}
+        [peer] = peers
+        self.assertRegex(peer, r"^ssl:127\.0\.0\.1:\d+$")
+
+    def test_parsing_installs_no_reactor(self) -> None:
+        description = ssl_description(make_certificate(self))
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys\n"
+                "from twisted_echo.tap import Options\n"
+                f"Options().parseOptions(['--echo', {description!r}])\n"
+                "print('twisted.internet.reactor' in sys.modules)\n",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(result.stdout.strip(), "False", result.stderr)
+
+
+class OpenSSLClientTests(TestCase):
+    """
+    C{openssl s_client} (Debian's OpenSSL) against sockecho's TLS listeners.
+    """
+
+    async def exchange(self, *options: str) -> tuple[bytes, str, int]:
+        openssl = require_openssl(self)
+        certificate = make_certificate(self)
+        counters = ServiceCounters()
+        port = serve_tls(self, WelcomeFactory(reactor, counters), certificate)
+        out, err, status = await deferToThread(
+            s_client_exchange,
+            openssl,
+            port.getHost().port,
+            certificate.cert,
+            b"hello\n",
+            b"OK...hello",
+            options,
+        )
+        await poll(lambda: counters.connections_open == 0)
+        return out, err, status
+
+    async def test_tls13(self) -> None:
+        out, err, status = await self.exchange("-tls1_3")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(out, BANNER + b"OK...hello\r\n")
+        self.assertIn("Protocol version: TLSv1.3", err)
+        self.assertIn("Verification: OK", err)
+
+    async def test_tls12(self) -> None:
+        out, err, status = await self.exchange("-tls1_2")
+        self.assertEqual(status, 0, err)
+        self.assertEqual(out, BANNER + b"OK...hello\r\n")
+        self.assertIn("Protocol version: TLSv1.2", err)
