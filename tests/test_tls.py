@@ -1,13 +1,15 @@
 """
 Tests for L{twisted_echo.tls}: sockecho's TLS layer against real peers
-(Python's C{ssl} module, C{openssl s_client}), half-close over TLS 1.3 and
-1.2, the timeouts and limits of connections that never finish their
-handshake, and the check that Twisted's internals still fit.
+(Python's C{ssl} module, C{openssl s_client}, a C{twistd sockecho}
+process), half-close over TLS 1.3 and 1.2, flow control, the timeouts and
+limits of connections that never finish their handshake, and the check that
+Twisted's internals still fit.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import socket
 import ssl
@@ -18,16 +20,21 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
 from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.logger import capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.trial.unittest import TestCase
+from zope.interface import implementer
 
-from tests.process import IO_TIMEOUT
+from tests.process import IO_TIMEOUT, RunningServer, temp_dir
 from tests.tls_peers import (
     HOST,
+    Certificate,
     make_certificate,
     python_half_close,
     require_openssl,
@@ -36,10 +43,12 @@ from tests.tls_peers import (
     ssl_description,
 )
 from twisted_echo import tls
+from twisted_echo.client.endpoints import stream_endpoint
+from twisted_echo.client.tls import TLSSettings
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.echo import EchoFactory
 from twisted_echo.limits import ConnectionLimits, Timeouts
-from twisted_echo.stream import READ_SIZE, StreamFactory
+from twisted_echo.stream import READ_SIZE, StreamFactory, queued_bytes
 from twisted_echo.tap import Options, makeService
 from twisted_echo.tls import (
     HalfCloseTLSFactory,
@@ -53,6 +62,13 @@ from twisted_echo.welcome import WelcomeFactory
 
 MIB = 1 << 20
 BANNER = b"Welcome to the server. Type something and hit enter\r\n"
+#: The test certificate command of docs/tls.md.
+MAKE_CERT = (
+    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+    "-days 30 -subj /CN=localhost "
+    "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 "
+    "-keyout key.pem -out cert.pem"
+)
 
 
 def payload(size: int, seed: int = 0) -> bytes:
@@ -253,6 +269,67 @@ class HalfCloseTests(TestCase):
         self.assertFalse(result.close_notify)
         self.assertTrue(result.eof)
         await poll(lambda: counters.connections_open == 0)
+
+
+@implementer(IHalfCloseableProtocol)
+class NonReader(Protocol):
+    """
+    A TLS client that, once told to, reads nothing until resumed; counts
+    and hashes what comes back.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.digest = hashlib.sha256()
+        self.done: Deferred[None] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += len(data)
+        self.digest.update(data)
+
+    def readConnectionLost(self) -> None:
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def writeConnectionLost(self) -> None:
+        pass
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.done.callback(None)
+
+
+class FlowControlTests(TestCase):
+    async def test_a_client_that_does_not_read_is_not_read_from(self) -> None:
+        """
+        The echo protocol is the TLS transport's producer: when the client
+        reads nothing, the server's TCP queue fills, the server stops
+        reading, and holds a bounded amount; once the client reads, every
+        byte comes back.
+        """
+        certificate = make_certificate(self)
+        factory = EchoFactory(reactor)
+        port = serve_tls(self, factory, certificate).getHost().port
+        endpoint = stream_endpoint(
+            reactor, f"ssl:{HOST}:{port}", TLSSettings(ca_file=certificate.cert)
+        )
+        client = NonReader()
+        await endpoint.connect(Factory.forProtocol(lambda: client))
+        transport: Any = client.transport
+        transport.pauseProducing()
+        data = payload(8 * MIB, seed=3)
+        transport.write(data)
+        await poll(lambda: factory.open_protocols, what="the connection")
+        [server] = factory.open_protocols
+        server_tcp: Any = server.transport.transport  # type: ignore[union-attr]
+        await poll(lambda: server_tcp.producerPaused, what="the server paused")
+        queued = queued_bytes(server.transport)
+        assert queued is not None
+        self.assertLessEqual(queued, 3 * READ_SIZE)
+        self.assertLess(server.bytes_in, len(data))
+        transport.resumeProducing()
+        transport.loseWriteConnection()
+        await client.done
+        self.assertEqual(client.received, len(data))
+        self.assertEqual(client.digest.hexdigest(), hashlib.sha256(data).hexdigest())
 
 
 class TransportTests(TestCase):
@@ -471,3 +548,73 @@ class OpenSSLClientTests(TestCase):
         self.assertEqual(status, 0, err)
         self.assertEqual(out, BANNER + b"OK...hello\r\n")
         self.assertIn("Protocol version: TLSv1.2", err)
+
+
+class TwistdTests(TestCase):
+    """
+    The whole path: a test certificate made as docs/tls.md says, a real
+    C{twistd -n sockecho} with C{ssl:} listeners, C{sockecho-client}.
+    """
+
+    def test_docs_make_the_certificate_tested(self) -> None:
+        docs = os.path.join(os.path.dirname(__file__), "..", "docs", "tls.md")
+        with open(docs, encoding="utf-8") as f:
+            text = f.read()
+        block = text.split("```sh\n", 1)[1].split("```", 1)[0]
+        self.assertEqual(block.replace("\\\n", " ").split(), MAKE_CERT.split())
+
+    def test_check_chat_and_errors(self) -> None:
+        openssl = require_openssl(self)
+        directory = temp_dir(self)
+        made = subprocess.run(
+            MAKE_CERT.replace("openssl", openssl, 1).split(),
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        self.assertEqual(made.returncode, 0, made.stderr)
+        certificate = Certificate(
+            os.path.join(directory, "key.pem"), os.path.join(directory, "cert.pem")
+        )
+        server = RunningServer(
+            self,
+            ["--echo", ssl_description(certificate), "--upper",
+             ssl_description(certificate), "--no-welcome", "--no-udp"],
+        )  # fmt: skip
+        ports = {
+            service: int(
+                server.wait_for(
+                    rf"\] {service} listening on ssl:127\.0\.0\.1:(\d+)$"
+                ).group(1)
+            )
+            for service in ("echo", "upper")
+        }
+        client = os.path.join(os.path.dirname(sys.executable), "sockecho-client")
+
+        def run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [client, *args], input=stdin, capture_output=True, text=True,
+                timeout=120,
+            )  # fmt: skip
+
+        echo = f"ssl:127.0.0.1:{ports['echo']}"
+        check = run("check", echo, "--ca", certificate.cert)
+        self.assertEqual(check.returncode, 0, check.stdout + check.stderr)
+        rows = [line for line in check.stdout.splitlines() if "  PASS  " in line]
+        self.assertEqual(len(rows), 6, check.stdout)
+        chat = run(
+            "chat", f"ssl:localhost:{ports['upper']}", "--ca", certificate.cert,
+            stdin="straße\n",
+        )  # fmt: skip
+        self.assertEqual((chat.returncode, chat.stdout), (0, "STRASSE\n"), chat.stderr)
+        untrusted = run("check", echo)
+        self.assertEqual(untrusted.returncode, 1)
+        self.assertEqual(untrusted.stdout, "")
+        [line] = untrusted.stderr.splitlines()
+        self.assertIn(
+            "TLS handshake failed: certificate not trusted: self-signed "
+            "certificate (CN=localhost)",
+            line,
+        )
+        server.wait_for(r"echo connection from ssl:127\.0\.0\.1:\d+ closed")

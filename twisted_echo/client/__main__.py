@@ -21,6 +21,7 @@ from twisted_echo.client.check import DEFAULT_TIMEOUT
 from twisted_echo.client.contracts import SERVICES
 from twisted_echo.client.errors import ClientError, ClientUsageError
 from twisted_echo.client.load import MAX_DATAGRAM, MODES, LoadConfig
+from twisted_echo.client.tls import TLSSettings, is_tls_endpoint
 
 PROG = "sockecho-client"
 
@@ -62,13 +63,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Client for the sockecho services and any RFC 862 echo server. "
         "ENDPOINT is a Twisted client endpoint string (tcp:HOST:PORT, "
-        "tcp6:..., unix:PATH, ssl:...) or udp:HOST:PORT.",
+        "tcp6:..., unix:PATH), ssl:HOST:PORT (TLS) or udp:HOST:PORT.",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+    tls = _Parser(add_help=False)
+    tls_options = tls.add_argument_group(
+        "TLS (ssl:HOST:PORT endpoints)",
+        "The server's certificate is verified against the system's trust "
+        "store and must name the host connected to.",
+    )
+    tls_options.add_argument(
+        "--ca",
+        metavar="FILE",
+        default=None,
+        help="trust the certificates of this PEM file instead of the system's",
+    )
+    tls_options.add_argument(
+        "--insecure",
+        action="store_true",
+        help="accept any certificate, unverified (self-signed test certificates)",
+    )
+    tls_options.add_argument(
+        "--servername",
+        metavar="NAME",
+        default=None,
+        help="the name the certificate must be for, sent as SNI [the host]",
+    )
 
     chat = commands.add_parser(
         "chat",
+        parents=[tls],
         help="interactive, like telnet or nc",
         description="Send standard "
         "input, print replies; at end of input half-close and print what is "
@@ -92,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     load = commands.add_parser(
         "load",
+        parents=[tls],
         help="many connections, every reply byte checked",
         description="Load a service and check every reply byte against its "
         "contract; exit 1 on any error, mismatch or lost byte.",
@@ -164,6 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = commands.add_parser(
         "check",
+        parents=[tls],
         help="RFC 862 conformance run",
         description="Check an RFC 862 echo server: binary transparency, "
         "concurrent clients, half-close with large payloads, and with --udp "
@@ -187,6 +214,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print a JSON list instead of the table"
     )
     return parser
+
+
+def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
+    """
+    @param args: parsed arguments of a command.
+    @return: the TLS settings they give, or C{None} when they give none.
+    @raise ClientUsageError: when they are given for an endpoint that is
+        not C{ssl:}, or contradict each other.
+    """
+    if args.ca is None and not args.insecure and args.servername is None:
+        return None
+    if not is_tls_endpoint(args.endpoint):
+        raise ClientUsageError(
+            "--ca, --insecure and --servername are for ssl: endpoints, not "
+            f"{args.endpoint!r}"
+        )
+    if args.ca is not None and args.insecure:
+        raise ClientUsageError("--ca and --insecure contradict each other")
+    return TLSSettings(
+        ca_file=args.ca, insecure=args.insecure, server_name=args.servername
+    )
 
 
 def load_config(args: argparse.Namespace) -> LoadConfig:
@@ -217,6 +265,7 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
         max_requests=args.requests,
         timeout=args.timeout,
         banner=args.banner.encode("utf-8") if args.banner is not None else None,
+        tls=tls_settings(args),
     )
 
 
@@ -230,7 +279,9 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
     if args.command == "chat":
         from twisted_echo.client.chat import run_chat
 
-        return await run_chat(reactor, args.endpoint, args.wait, args.timeout)
+        return await run_chat(
+            reactor, args.endpoint, args.wait, args.timeout, tls=tls_settings(args)
+        )
     if args.command == "load":
         from twisted_echo.client.load import run_load
 
@@ -238,7 +289,13 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
     from twisted_echo.client.check import run_check
 
     return await run_check(
-        reactor, args.endpoint, args.udp, args.timeout, sys.stdout, args.json
+        reactor,
+        args.endpoint,
+        args.udp,
+        args.timeout,
+        sys.stdout,
+        args.json,
+        tls=tls_settings(args),
     )
 
 

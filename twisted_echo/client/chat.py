@@ -54,6 +54,7 @@ from twisted_echo.client.endpoints import (
     stream_endpoint,
 )
 from twisted_echo.client.errors import ClientError
+from twisted_echo.client.tls import TLSSettings
 
 #: Seconds a UDP chat waits at end of input for the replies still owed.
 DEFAULT_REPLY_WAIT = 1.0
@@ -399,6 +400,7 @@ async def run_chat(
     stdin: int = 0,
     stdout: int = 1,
     stderr: IO[str] | None = None,
+    tls: TLSSettings | None = None,
 ) -> int:
     """
     Chat with the server at C{description} until input ends and every reply
@@ -411,6 +413,7 @@ async def run_chat(
     @param stdin: file descriptor read from.
     @param stdout: file descriptor replies are written to.
     @param stderr: where a problem is reported (one line).
+    @param tls: how an C{ssl:} endpoint checks the server.
     @return: the exit status: 0, or 1 when the connection ended badly.
     @raise ClientError: when the endpoint is bad or the connection fails.
     """
@@ -430,7 +433,7 @@ async def run_chat(
         finally:
             await maybeDeferred(port.stopListening)
     else:
-        endpoint = stream_endpoint(reactor, description)
+        endpoint = stream_endpoint(reactor, description, tls)
         stream_session = StreamChat()
         session = stream_session
         connecting = endpoint.connect(StreamPeerFactory(stream_session))

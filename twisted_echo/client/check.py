@@ -20,6 +20,11 @@ Each check has its own timeout, and a PASS or FAIL with one line of detail:
 
 The half-close checks fail against servers that close on EOF and drop the
 replies still queued, as Twisted's L{twisted.protocols.wire.Echo} does.
+
+Over C{ssl:} (L{twisted_echo.client.tls}) the client half-closes the TLS
+way, a close_notify followed by a FIN, so the half-close checks test that
+the server treats a close_notify as TLS 1.3 says (RFC 8446 section 6.1):
+as the end of input only. Twisted's own TLS layer fails them.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ from twisted_echo.client.endpoints import (
 )
 from twisted_echo.client.errors import ClientError
 from twisted_echo.client.load import MAX_DATAGRAM
+from twisted_echo.client.tls import TLSSettings
 
 MIB = 1024 * 1024
 #: The "20 MB" payloads, bytes.
@@ -558,6 +564,7 @@ async def run_check(
     timeout: float,
     stdout: IO[str],
     json_output: bool = False,
+    tls: TLSSettings | None = None,
 ) -> int:
     """
     Run every check against the server at C{description} (and the UDP echo
@@ -569,11 +576,12 @@ async def run_check(
     @param timeout: seconds each check may take.
     @param stdout: where the table (or JSON) goes.
     @param json_output: print a JSON list of results instead of the table.
+    @param tls: how an C{ssl:} endpoint checks the server.
     @return: the exit status: 0 when every check passed, else 1.
     @raise ClientError: when an endpoint is bad or the server cannot be
         reached at all.
     """
-    endpoint = stream_endpoint(reactor, description)
+    endpoint = stream_endpoint(reactor, description, tls)
     udp = parse_datagram_endpoint(udp_description) if udp_description else None
     probe = Exchange()
     try:

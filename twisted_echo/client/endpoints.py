@@ -1,9 +1,10 @@
 # -*- test-case-name: tests.test_client_endpoints -*-
 """
 Where the client connects: Twisted client endpoint strings for streams
-(C{tcp:HOST:PORT}, C{tcp6:}, C{unix:PATH}, C{ssl:...}, anything
-L{clientFromString} takes) and C{udp:HOST:PORT} for datagrams, which Twisted
-has no client endpoint for.
+(C{tcp:HOST:PORT}, C{tcp6:}, C{unix:PATH}, anything L{clientFromString}
+takes), C{ssl:HOST:PORT} with sockecho's own TLS client
+(L{twisted_echo.client.tls}: certificates verified, half-close) and
+C{udp:HOST:PORT} for datagrams, which Twisted has no client endpoint for.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from twisted.internet.interfaces import IReactorCore, IStreamClientEndpoint
 from twisted.python.failure import Failure
 
 from twisted_echo.client.errors import ClientUsageError
+from twisted_echo.client.tls import (
+    TLSClientEndpoint,
+    TLSSettings,
+    is_tls_endpoint,
+    parse_tls_endpoint,
+)
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
@@ -104,20 +111,33 @@ def parse_datagram_endpoint(description: str) -> DatagramTarget:
     return DatagramTarget(host, port)
 
 
-def stream_endpoint(reactor: object, description: str) -> IStreamClientEndpoint:
+def stream_endpoint(
+    reactor: object, description: str, tls: TLSSettings | None = None
+) -> IStreamClientEndpoint:
     """
-    Build a stream client endpoint with L{clientFromString}.
+    Build a stream client endpoint: L{TLSClientEndpoint} for C{ssl:} (with
+    sockecho's TLS layer, certificate verification and half-close), else
+    L{clientFromString}'s.
 
     @param reactor: the reactor to connect with.
-    @param description: e.g. C{tcp:127.0.0.1:7007}, C{unix:/run/s.sock}.
+    @param description: e.g. C{tcp:127.0.0.1:7007}, C{unix:/run/s.sock},
+        C{ssl:localhost:7207}.
+    @param tls: how an C{ssl:} endpoint checks the server (default: against
+        the system's trust store).
     @return: the endpoint (nothing is connected yet).
     @raise EndpointError: when the string is not a client endpoint, or names
-        C{udp:} where a stream is needed.
+        C{udp:} where a stream is needed, or the TLS settings cannot be used.
     """
     if is_datagram(description):
         raise EndpointError(
             f"bad endpoint {description!r}: udp is not a stream endpoint here"
         )
+    if is_tls_endpoint(description):
+        try:
+            target = parse_tls_endpoint(description)
+            return TLSClientEndpoint(reactor, target, tls or TLSSettings())
+        except ValueError as e:
+            raise EndpointError(f"bad endpoint {description!r}: {e}") from None
     try:
         endpoint: IStreamClientEndpoint = clientFromString(reactor, description)
     except Exception as e:

@@ -60,6 +60,7 @@ from twisted_echo.client.endpoints import (
 from twisted_echo.client.errors import ClientError
 from twisted_echo.client.progress import LiveProgress
 from twisted_echo.client.stats import LoadStats
+from twisted_echo.client.tls import TLSSettings
 
 MODES = ("rr", "stream", "connect", "udp")
 
@@ -92,6 +93,8 @@ class LoadConfig:
     @ivar timeout: seconds to connect, and to wait after C{duration} for the
         replies still owed; also the UDP reply timeout, at most 1 second.
     @ivar banner: the welcome banner expected (bytes), or C{None} for any.
+    @ivar tls: how an C{ssl:} endpoint checks the server, or C{None} for
+        the default (the system's trust store).
     """
 
     endpoint: str
@@ -103,6 +106,7 @@ class LoadConfig:
     max_requests: int | None = None
     timeout: float = 5.0
     banner: bytes | None = None
+    tls: TLSSettings | None = None
 
     @property
     def udp_reply_timeout(self) -> float:
@@ -655,7 +659,7 @@ async def run_load(
             target = parse_datagram_endpoint(config.endpoint)
             elapsed = await run_datagram_load(reactor, target, run, progress.start)
         else:
-            endpoint = stream_endpoint(reactor, config.endpoint)
+            endpoint = stream_endpoint(reactor, config.endpoint, config.tls)
             elapsed = await run_stream_load(endpoint, run, progress.start)
     finally:
         progress.stop()
