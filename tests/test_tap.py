@@ -124,6 +124,11 @@ class OptionsTests(TestCase):
             (["--udp-global-rate", "10/0"], "--udp-global-rate takes RATE[/BURST]"),
             (["--idle-timeout", "-1"], "--idle-timeout takes a number of seconds"),
             (["--max-buffer", "lots"], "--max-buffer takes a size in bytes"),
+            (
+                ["--workers", "0"],
+                "--workers takes a positive number of processes or auto",
+            ),
+            (["--workers", "many"], "--workers takes a positive number"),
             (["--max-buffer", "-1M"], "--max-buffer takes a size in bytes"),
             (["--idle-timeout", "nan"], "--idle-timeout takes a number of seconds"),
             (["--stall-timeout", "inf"], "--stall-timeout takes a number of seconds"),

@@ -271,6 +271,7 @@ class DatagramListenerService(ListenerService):
         protocol: DatagramProtocol,
         reactor: IReactorUDP,
         service_name: str,
+        inherited: tuple[int, int] | None = None,
     ) -> None:
         """
         @param description: the address as the user wrote it.
@@ -280,11 +281,15 @@ class DatagramListenerService(ListenerService):
             connected to).
         @param reactor: the reactor to listen with.
         @param service_name: the service's name, for the log.
+        @param inherited: C{(file descriptor, address family)} of a bound UDP
+            socket to use instead of binding C{address} (a worker's socket,
+            opened by the supervisor).
         """
         super().__init__(description, service_name)
         self.address = address
         self.protocol = protocol
         self.reactor = reactor
+        self.inherited = inherited
 
     def listen(self) -> IListeningPort:
         problem = datagram_port_problem()
@@ -299,12 +304,24 @@ class DatagramListenerService(ListenerService):
                 description=self.description,
                 consequence=_STOCK_WILDCARD if wildcard else "",
             )
+            if self.inherited is not None:
+                fd, family = self.inherited
+                return self.reactor.adoptDatagramPort(  # type: ignore[attr-defined,no-any-return]
+                    fd, family, self.protocol, MAX_DATAGRAM
+                )
             return self.reactor.listenUDP(
                 self.address.port,
                 self.protocol,
                 interface=self.address.interface,
                 maxPacketSize=MAX_DATAGRAM,
             )
+        if self.inherited is not None:
+            fd, family = self.inherited
+            adopted: DatagramPort = DatagramPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                self.reactor, fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM
+            )
+            adopted.startListening()
+            return adopted
         port = DatagramPort(
             self.address.port,
             self.protocol,

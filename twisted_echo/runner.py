@@ -26,7 +26,7 @@ import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
 
 from twisted_echo import tap
@@ -36,6 +36,7 @@ from twisted_echo.memory import keep_large_reads_on_heap
 from twisted_echo.reactor import install_if_unchosen
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import READ_SIZE
+from twisted_echo.supervisor import Supervisor
 
 _log = Logger()
 
@@ -131,13 +132,13 @@ class TwistdService(MultiService):
 
     def __init__(
         self,
-        server: SockechoService,
+        server: SockechoService | Supervisor,
         daemon: bool = False,
         pidfile: str | None = None,
         stderr: IO[str] | None = None,
     ) -> None:
         MultiService.__init__(self)
-        self.server = server
+        self.server: IService = server
         self.daemon = daemon
         self.pidfile = pidfile
         self.stderr = stderr
@@ -170,12 +171,38 @@ class TwistdService(MultiService):
                     pass
             raise SystemExit(1) from None
 
+    def give_up(self, reason: str) -> None:
+        """
+        The supervisor cannot keep workers running: stop, remove the pid
+        file and exit with status 1 (twistd itself would exit 0).
+        """
+        from twisted.internet import reactor
+
+        def exit_failed() -> None:
+            if self.pidfile:
+                try:
+                    os.remove(self.pidfile)
+                except OSError:
+                    pass
+            os._exit(1)
+
+        reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+        reactor.stop()
+
 
 class Options(tap.Options):
     """
     L{tap.Options}, plus what they ask of twistd: C{--log-format json} makes
-    twistd log JSON records where it would log text.
+    twistd log JSON records where it would log text. The options as given
+    are kept (C{args}) for workers to parse again.
     """
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse C{options} (the command line's by default), keeping them.
+        """
+        self.args = list(sys.argv[1:] if options is None else options)
+        tap.Options.parseOptions(self, options)  # type: ignore[no-untyped-call]
 
     def postOptions(self) -> None:
         """
@@ -201,10 +228,25 @@ def makeService(config: Options) -> TwistdService:
     install_if_unchosen()
     from twisted.internet import reactor
 
-    tune_process(config)
     twistd: Mapping[str, Any] = getattr(config, "parent", None) or {}
-    return TwistdService(
-        tap.makeService(config, reactor),
+    server: SockechoService | Supervisor
+    if config["workers"] > 1:
+        server = Supervisor(
+            getattr(config, "args", []),
+            tap.listener_keys(config),
+            config.stream_endpoint,
+            config["workers"],
+            reactor,
+            config["drain-timeout"],
+        )
+    else:
+        tune_process(config)
+        server = tap.makeService(config, reactor)
+    top = TwistdService(
+        server,
         daemon="nodaemon" in twistd and not twistd["nodaemon"],
         pidfile=twistd.get("pidfile") or None,
     )
+    if isinstance(server, Supervisor):
+        server.on_give_up = top.give_up
+    return top

@@ -11,8 +11,9 @@ C{udp:PORT[:interface=ADDR]}. Defaults listen on loopback only.
 from __future__ import annotations
 
 import math
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.internet.endpoints import serverFromString
@@ -23,6 +24,7 @@ from twisted_echo import limits
 from twisted_echo.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.echo import EchoFactory
+from twisted_echo.inherit import InheritingReactor
 from twisted_echo.listen import (
     DatagramListenerService,
     StreamListenerService,
@@ -80,6 +82,27 @@ def _seconds(option: str) -> Callable[[str], Any]:
 
 def _count(option: str, what: str) -> Callable[[str], Any]:
     return _number(option, int, 0, f"a number of {what} (0: no limit)")
+
+
+def _workers(value: str) -> int:
+    """
+    A coercer for C{--workers}: a positive number, or C{auto} for the CPUs
+    this process may run on.
+    """
+    if value.strip().lower() == "auto":
+        return len(os.sched_getaffinity(0))
+    try:
+        count = int(value)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(
+            f"--workers takes a positive number of processes or auto, not {value!r}"
+        )
+    return count
+
+
+_workers.coerceDoc = "A positive number, or auto."  # type: ignore[attr-defined]
 
 
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -311,6 +334,14 @@ class Options(usage.Options):
             _udp_ports("udp-never-answer"),
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
+        [
+            "workers",
+            None,
+            1,
+            "Worker processes serving every listener; auto: one per CPU this "
+            "process may run on.",
+            _workers,
+        ],
     ]
 
     opt_echo = _listener_option("echo", "Endpoint for the echo service.")
@@ -370,7 +401,23 @@ class Options(usage.Options):
         return endpoint
 
 
-def makeService(config: Options, reactor: Any = None) -> SockechoService:
+def listener_keys(config: Options) -> list[tuple[str, int, str]]:
+    """
+    @return: C{(service, index, description)} of every listener C{config}
+        names, in the order L{makeService} adds them.
+    """
+    return [
+        (service, index, description)
+        for service in (*TCP_SERVICES, "udp")
+        for index, description in enumerate(config.listeners[service])
+    ]
+
+
+def makeService(
+    config: Options,
+    reactor: Any = None,
+    inherited: Mapping[tuple[str, int], tuple[int, int]] | None = None,
+) -> SockechoService:
     """
     Build the service C{config} describes: a L{SockechoService} with one
     listener child per listening address.
@@ -378,8 +425,13 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
     @param config: parsed and validated L{Options}.
     @param reactor: the reactor to listen and keep time with; the global
         one when L{None}.
+    @param inherited: listening sockets to use instead of opening them, as
+        C{(file descriptor, address family)} by C{(service, index)} (see
+        L{listener_keys}); a worker's, opened by its supervisor
+        (L{twisted_echo.inherit}).
     @return: the service for twistd to run.
     """
+    inherited = inherited or {}
     if reactor is None:
         from twisted.internet import reactor
 
@@ -414,11 +466,15 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
         drain_timeout=config["drain-timeout"],
     )
     for service in TCP_SERVICES:
-        for description in config.listeners[service]:
+        for index, description in enumerate(config.listeners[service]):
+            socket_given = inherited.get((service, index))
+            listen_with = reactor
+            if socket_given is not None:
+                listen_with = InheritingReactor(reactor, *socket_given)
             top.addService(
                 StreamListenerService(
                     description,
-                    config.stream_endpoint(description, reactor),
+                    config.stream_endpoint(description, listen_with),
                     factories[service],
                     service,
                 )
@@ -433,7 +489,7 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
     source_limit = SourceRateLimiter(source_rate, source_burst, reactor)
     global_limit = TokenBucket(global_rate, global_burst, reactor)
     loop_guard = LoopGuard(config["udp-never-answer"])
-    for description in config.listeners["udp"]:
+    for index, description in enumerate(config.listeners["udp"]):
         top.addService(
             DatagramListenerService(
                 description,
@@ -441,6 +497,7 @@ def makeService(config: Options, reactor: Any = None) -> SockechoService:
                 UDPEcho(counters["udp"], source_limit, global_limit, loop_guard),
                 IReactorUDP(reactor),
                 "udp",
+                inherited=inherited.get(("udp", index)),
             )
         )
     return top

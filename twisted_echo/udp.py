@@ -520,10 +520,10 @@ class DatagramPort(udp.Port):
         port: int,
         protocol: DatagramProtocol,
         interface: str,
-        max_packet_size: int,
+        maxPacketSize: int,  # noqa: N803 (udp.Port's name: _fromListeningDescriptor passes it)
         reactor: Any,
     ) -> None:
-        udp.Port.__init__(self, port, protocol, interface, max_packet_size, reactor)
+        udp.Port.__init__(self, port, protocol, interface, maxPacketSize, reactor)
 
     def startListening(self) -> None:
         self._buffer = memoryview(bytearray(self.maxPacketSize))

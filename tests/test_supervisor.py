@@ -1,0 +1,338 @@
+"""
+Tests for L{twisted_echo.supervisor}, L{twisted_echo.worker} and
+L{twisted_echo.inherit}: C{--workers N} as a real twistd process (start-up,
+serving every service, spreading connections, replacing a dead worker,
+draining, giving up on workers that keep dying), and the supervisor's
+bookkeeping in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import signal
+import socket
+import threading
+import time
+import unittest as pyunit
+from collections import Counter
+
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.process import (
+    BANNER,
+    CLEAN_SIGTERM_EXIT,
+    HOST,
+    IO_TIMEOUT,
+    MB,
+    RunningServer,
+    any_port_args,
+    run_twistd,
+    tcp_exchange,
+    temp_dir,
+    udp_socket,
+)
+from twisted_echo.counters import ServiceCounters
+from twisted_echo.supervisor import (
+    MAX_QUICK_DEATHS,
+    Supervisor,
+    WorkerProtocol,
+    add_counters,
+)
+
+
+def start_workers(case: pyunit.TestCase, count: int, *args: str) -> RunningServer:
+    server = RunningServer(case, [*any_port_args(), "--workers", str(count), *args])
+    server.wait_listening()
+    for number in range(1, count + 1):
+        server.wait_for(rf"\[worker {number} twisted_echo\.listen#info\] udp listening")
+    return server
+
+
+def worker_summaries(server: RunningServer, service: str) -> dict[int, str]:
+    """
+    @return: each worker's own shutdown line for C{service}, by worker.
+    """
+    found = {}
+    for line in server.output:
+        match = re.search(
+            rf"\[worker (\d+) twisted_echo\.server#info\] {service}: (.*)$", line
+        )
+        if match:
+            found[int(match.group(1))] = match.group(2)
+    return found
+
+
+def supervisor_summary(server: RunningServer, service: str) -> str:
+    for line in reversed(server.output):
+        match = re.search(rf"\[twisted_echo\.supervisor#info\] {service}: (.*)$", line)
+        if match:
+            return match.group(1)
+    raise AssertionError(f"no supervisor summary for {service}")
+
+
+class WorkersProcessTests(pyunit.TestCase):
+    """
+    C{twistd -n sockecho --workers 2}.
+    """
+
+    def test_every_service_served_and_summed(self) -> None:
+        """
+        Two workers serve echo, upper, welcome and UDP echo on the ports the
+        supervisor logged; at SIGTERM the supervisor's summary adds up both
+        workers' counters.
+        """
+        server = start_workers(self, 2)
+        for i in range(20):
+            self.assertEqual(
+                tcp_exchange(server.ports["echo"], b"e%02d" % i), b"e%02d" % i
+            )
+        self.assertEqual(
+            tcp_exchange(server.ports["upper"], b"stra\xc3\x9fe"), b"STRASSE"
+        )
+        self.assertEqual(
+            tcp_exchange(server.ports["welcome"], b"hi\n"), BANNER + b"\r\nOK...hi\r\n"
+        )
+        sock = udp_socket(self)
+        sock.sendto(b"ping", (HOST, server.ports["udp"]))
+        self.assertEqual(sock.recv(100), b"ping")
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT, server.errors)
+        self.assertTrue(
+            supervisor_summary(server, "echo").startswith(
+                "connections=20 bytes_in=60 bytes_out=60"
+            )
+        )
+        self.assertTrue(
+            supervisor_summary(server, "upper").startswith("connections=1 ")
+        )
+        self.assertIn(
+            "datagrams_in=1 datagrams_out=1", supervisor_summary(server, "udp")
+        )
+        self.assertEqual(len(worker_summaries(server, "echo")), 2)
+
+    def test_connections_spread_evenly(self) -> None:
+        """
+        1,000 short connections: each of two workers takes its share, within
+        25 % of 500 (each worker logs the connections it served).
+        """
+        server = start_workers(self, 2, "--max-per-peer", "0")
+        mark = len(server.output)
+        for _ in range(1000):
+            with socket.create_connection(
+                (HOST, server.ports["echo"]), timeout=IO_TIMEOUT
+            ):
+                pass
+        closed = re.compile(r"\[worker (\d) [^\]]*\] echo connection .* closed")
+
+        def shares() -> Counter[str]:
+            return Counter(
+                m.group(1)
+                for line in server.output[mark:]
+                if (m := closed.search(line))
+            )
+
+        deadline = time.monotonic() + 20
+        while sum(shares().values()) < 1000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        served = shares()
+        self.assertEqual(sum(served.values()), 1000, served)
+        for share in served.values():
+            self.assertLess(abs(share - 500), 125, served)
+
+    def test_a_killed_worker_is_replaced_and_no_connection_refused(self) -> None:
+        """
+        SIGKILL to a worker: the supervisor logs it and starts a new one
+        within a second; clients connecting all the while are all served.
+        """
+        server = start_workers(self, 2)
+        pid = int(server.wait_for(r"worker 1 started \(pid (\d+)\)").group(1))
+        failures: list[BaseException] = []
+        served = Counter[str]()
+        stop = threading.Event()
+
+        def clients() -> None:
+            while not stop.is_set():
+                try:
+                    reply = tcp_exchange(server.ports["echo"], b"x", timeout=5)
+                    served[reply.decode()] += 1
+                except OSError as e:
+                    failures.append(e)
+
+        thread = threading.Thread(target=clients, daemon=True)
+        thread.start()
+        mark = len(server.output)
+        killed_at = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        server.wait_for(r"worker 1 was killed by signal 9 \(SIGKILL\)", start=mark)
+        server.wait_for(r"worker 1 started \(pid \d+\)", start=mark, timeout=1.0)
+        self.assertLess(time.monotonic() - killed_at, 1.5)
+        server.wait_for(
+            r"\[worker 1 twisted_echo\.listen#info\] udp listening", start=mark
+        )
+        time.sleep(0.5)  # clients keep connecting with both workers up again
+        stop.set()
+        thread.join(10)
+        self.assertEqual(failures, [])
+        self.assertGreater(served["x"], 0)
+
+    def test_sigterm_drains_a_50_mb_half_close_echo(self) -> None:
+        """
+        SIGTERM while a 50 MB echo is in flight through a worker: every byte
+        comes back, then the supervisor exits cleanly.
+        """
+        server = start_workers(self, 2)
+        payload = os.urandom(50 * MB)
+        got = hashlib.sha256()
+        count = [0]
+        sock = socket.create_connection((HOST, server.ports["echo"]), timeout=30)
+        self.addCleanup(sock.close)
+
+        def read() -> None:
+            while chunk := sock.recv(1 << 16):
+                got.update(chunk)
+                count[0] += len(chunk)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        sock.sendall(payload[: 10 * MB])
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"shutting down: draining 2 worker")
+        sock.sendall(payload[10 * MB :])
+        sock.shutdown(socket.SHUT_WR)
+        reader.join(60)
+        self.assertEqual(count[0], len(payload))
+        self.assertEqual(got.digest(), hashlib.sha256(payload).digest())
+        self.assertIn(server.process.wait(30), CLEAN_SIGTERM_EXIT)
+
+    def test_busy_port_is_one_line_and_exit_1(self) -> None:
+        busy = socket.socket()
+        self.addCleanup(busy.close)
+        busy.bind((HOST, 0))
+        busy.listen()
+        description = f"tcp:{busy.getsockname()[1]}:interface={HOST}"
+        result = run_twistd(self, *any_port_args(echo=description), "--workers", "2")
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertEqual(
+            result.stderr,
+            f"sockecho: cannot listen on {description}: address already in use\n",
+        )
+
+    def test_workers_that_keep_dying_make_it_give_up(self) -> None:
+        """
+        Workers that die as they start: the supervisor backs off, then exits
+        with status 1 and the reason, instead of spinning.
+        """
+        site = temp_dir(self)
+        with open(os.path.join(site, "sitecustomize.py"), "w") as f:
+            f.write("import os\nif 'SOCKECHO_WORKER' in os.environ:\n    os._exit(3)\n")
+        before = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [site, before]))
+        try:
+            server = RunningServer(self, [*any_port_args(), "--workers", "2"])
+        finally:
+            if before is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = before
+        server.wait_listening()
+        self.assertEqual(server.process.wait(20), 1)
+        for reader in server._readers:
+            reader.join(IO_TIMEOUT)
+        log = "\n".join(server.output)
+        self.assertIn("workers keep dying at start-up", log)
+        self.assertIn("exited with status 3", log)
+
+
+class FakeProcess:
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.signals: list[int] = []
+
+    def closeStdin(self) -> None:
+        pass
+
+    def signalProcess(self, signum: int) -> None:
+        self.signals.append(signum)
+
+
+class ProcessReactor(MemoryReactorClock):
+    """
+    A clock that records the processes it is asked to start.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawnedProcesses: list[WorkerProtocol] = []
+
+    def spawnProcess(
+        self, protocol: WorkerProtocol, *args: object, **kw: object
+    ) -> FakeProcess:
+        process = FakeProcess(1000 + len(self.spawnedProcesses))
+        protocol.makeConnection(process)  # type: ignore[arg-type]
+        self.spawnedProcesses.append(protocol)
+        return process
+
+
+class SupervisorTests(TestCase):
+    """
+    The supervisor's bookkeeping, without processes.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = ProcessReactor()
+        self.supervisor = Supervisor([], [], lambda d, r: None, 2, self.reactor, 10)
+        self.given_up: list[str] = []
+        self.supervisor.on_give_up = self.given_up.append
+        self.supervisor.startService()
+
+    def end(self, number: int, status: int = 3) -> None:
+        protocol = self.supervisor.workers[number]
+        self.supervisor.worker_ended(
+            protocol, Failure(ProcessTerminated(exitCode=status))
+        )
+
+    def test_quick_deaths_back_off_then_give_up(self) -> None:
+        delays = []
+        for _ in range(MAX_QUICK_DEATHS - 1):
+            spawned = len(self.reactor.spawnedProcesses)
+            self.end(1)
+            [call] = self.reactor.getDelayedCalls()
+            delays.append(round(call.getTime() - self.reactor.seconds(), 3))
+            self.reactor.advance(call.getTime() - self.reactor.seconds())
+            self.assertEqual(len(self.reactor.spawnedProcesses), spawned + 1)
+        self.assertEqual(delays, [0.1, 0.2, 0.4, 0.8])
+        self.assertEqual(self.given_up, [])
+        self.end(1)
+        self.assertEqual(len(self.given_up), 1)
+        self.assertIn("exited with status 3", self.given_up[0])
+
+    def test_a_worker_that_lived_is_replaced_at_once(self) -> None:
+        self.reactor.advance(60)
+        self.end(2)
+        [call] = self.reactor.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.reactor.seconds())
+
+    def test_dead_workers_counters_stay_in_the_totals(self) -> None:
+        worker = self.supervisor.workers[1]
+        assert isinstance(worker, WorkerProtocol)
+        worker.counters = {"echo": ServiceCounters(connections_total=3, bytes_in=9)}
+        self.reactor.advance(60)
+        self.end(1)
+        self.supervisor.workers[2].counters = {
+            "echo": ServiceCounters(connections_total=1, bytes_in=1)
+        }
+        totals = self.supervisor.totals()
+        self.assertEqual(
+            (totals["echo"].connections_total, totals["echo"].bytes_in), (4, 10)
+        )
+
+    def test_add_counters(self) -> None:
+        total = ServiceCounters(bytes_in=1, dropped=Counter({"loop_port": 1}))
+        add_counters(
+            total, ServiceCounters(bytes_in=2, dropped=Counter({"loop_port": 2}))
+        )
+        self.assertEqual((total.bytes_in, total.dropped["loop_port"]), (3, 3))

@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_supervisor -*-
+"""
+One worker of C{--workers N} (L{twisted_echo.supervisor}): run as
+C{python -m twisted_echo.worker} by the supervisor, never by hand.
+
+Its orders are JSON in the environment variable C{SOCKECHO_WORKER}: its
+number, the sockecho options as given on the command line, and the
+listening sockets it inherited (C{[service, index, fd, family]}). It runs
+the same services as a single sockecho process on those sockets, writes its
+log as JSON events to standard output (the supervisor re-logs them), reports
+its counters every second and once more after its drain, and drains on
+SIGTERM or SIGINT like a single process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from typing import Any
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import (
+    ILogObserver,
+    Logger,
+    formatEvent,
+    globalLogBeginner,
+    jsonFileLogObserver,
+)
+from zope.interface import provider
+
+#: Seconds between counter reports.
+REPORT_INTERVAL = 1.0
+
+_log = Logger()
+
+
+def report(service: Any) -> None:
+    """
+    Log the service's counters in the field the supervisor reads.
+    """
+    for factory in service.factories:
+        factory.counters.held_bytes = factory.held_bytes()
+    _log.debug(
+        "counters",
+        sockecho_worker_counters={
+            name: dataclasses.asdict(counters)
+            for name, counters in service.counters.items()
+        },
+    )
+
+
+def main() -> None:
+    """
+    Run one worker until it is told to stop.
+    """
+    from twisted_echo.supervisor import TEXT_FIELD, WORKER_ENV
+
+    orders = json.loads(os.environ[WORKER_ENV])
+    from twisted_echo.reactor import install_if_unchosen
+
+    install_if_unchosen()
+    from twisted.internet import reactor
+
+    from twisted_echo import tap
+    from twisted_echo.runner import tune_process
+
+    to_json = jsonFileLogObserver(sys.stdout)
+
+    @provider(ILogObserver)
+    def observer(event: dict[str, Any]) -> None:
+        # The text as this worker formats it: formatting specs such as
+        # {duration:.3f} do not survive the JSON round trip.
+        event[TEXT_FIELD] = formatEvent(event)
+        to_json(event)
+
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    config = tap.Options()
+    config.parseOptions(orders["args"])  # type: ignore[no-untyped-call]
+    tune_process(config)
+    inherited = {
+        (service, index): (fd, family)
+        for service, index, fd, family in orders["sockets"]
+    }
+    service = tap.makeService(config, reactor, inherited)
+    service.privilegedStartService()
+    service.startService()  # type: ignore[no-untyped-call]
+    reporter = LoopingCall(report, service)
+    reporter.clock = reactor
+    reporter.start(REPORT_INTERVAL, now=False)
+
+    def stop() -> Any:
+        reporter.stop()
+        done = service.stopService()
+        done.addCallback(lambda _: report(service))
+        return done
+
+    reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
