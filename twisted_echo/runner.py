@@ -24,10 +24,12 @@ import os
 import resource
 import sys
 from collections.abc import Mapping
+from importlib.metadata import version
 from typing import IO, Any
 
 from twisted.application.service import IService, MultiService
 from twisted.logger import Logger
+from twisted.python import usage
 
 from twisted_echo import tap
 from twisted_echo.listen import ListenError
@@ -39,6 +41,11 @@ from twisted_echo.stream import READ_SIZE
 from twisted_echo.supervisor import Supervisor
 
 _log = Logger()
+
+#: Whether twistd exits 1 after printing a usage error. Before Twisted 26.10
+#: its C{app.run} printed the error and returned, so twistd exited 0.
+_major, _minor = (int(n) for n in version("Twisted").split(".")[:2])
+TWISTD_EXITS_1_ON_USAGE_ERROR = (_major, _minor) >= (26, 10)
 
 #: Descriptors kept beyond C{--max-connections}: listeners, log files, and
 #: connections being refused.
@@ -199,10 +206,23 @@ class Options(tap.Options):
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
-        Parse C{options} (the command line's by default), keeping them.
+        Parse C{options} (the command line's by default), keeping them. Run
+        by a twistd that would exit 0 after a usage error (Twisted before
+        26.10), print what twistd prints for it and exit 1, as a newer
+        twistd does.
+
+        @raise usage.UsageError: naming the option and the value at fault.
         """
         self.args = list(sys.argv[1:] if options is None else options)
-        tap.Options.parseOptions(self, options)  # type: ignore[no-untyped-call]
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as error:
+            twistd = getattr(self, "parent", None)
+            if twistd is None or TWISTD_EXITS_1_ON_USAGE_ERROR:
+                raise
+            print(twistd)
+            print(f"{' '.join(sys.argv[0:2])}: {error}")
+            raise SystemExit(1) from None
 
     def postOptions(self) -> None:
         """
