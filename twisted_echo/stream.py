@@ -311,11 +311,15 @@ class StreamProtocol(Protocol):
         """
         Read at most C{allowance} bytes at once and stop reading once more
         than that is queued (set by the L{MemoryBudget}). Applies to socket
-        transports; others keep their own buffer size.
+        transports and to sockecho's TLS layer (which passes it on to its TCP
+        transport); others keep their own buffer size.
         """
         self.allowance = allowance
-        if self._socket is not None:
-            self.transport.bufferSize = allowance  # type: ignore[union-attr]
+        transport = self.transport
+        if self._socket is not None or getattr(
+            transport, "forwards_buffer_size", False
+        ):
+            transport.bufferSize = allowance  # type: ignore[union-attr]
 
     def held_bytes(self) -> int:
         """
