@@ -10,6 +10,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from twisted_echo.address import describe_address, tls_address
+from twisted_echo.systemd import (
+    SystemdAddress,
+    adoptable_socket,
+    is_systemd_description,
+    parse_systemd_description,
+)
 from twisted_echo.tls import is_tls_port
 from twisted_echo.transport import use_lean_transport
 from twisted_echo.udp import (
@@ -124,6 +131,21 @@ def parse_udp_description(description: str) -> UDPAddress:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range 0-65535 in {description!r}")
     return UDPAddress(port, kwargs.get("interface", ""))
+
+
+def parse_datagram_description(description: str) -> UDPAddress | SystemdAddress:
+    """
+    Parse a C{--udp} listening address.
+
+    @param description: C{udp:PORT[:interface=ADDR]} (L{parse_udp_description})
+        or a socket inherited from systemd, C{systemd:index=N} or
+        C{systemd:name=NAME} (L{twisted_echo.systemd.parse_systemd_description}).
+    @return: a L{UDPAddress} or a L{SystemdAddress}.
+    @raise ValueError: with a message naming what is wrong.
+    """
+    if is_systemd_description(description):
+        return parse_systemd_description(description)
+    return parse_udp_description(description)
 
 
 class ListenerService(Service):
@@ -267,7 +289,7 @@ class DatagramListenerService(ListenerService):
     def __init__(
         self,
         description: str,
-        address: UDPAddress,
+        address: UDPAddress | SystemdAddress,
         protocol: DatagramProtocol,
         reactor: IReactorUDP,
         service_name: str,
@@ -275,7 +297,9 @@ class DatagramListenerService(ListenerService):
     ) -> None:
         """
         @param description: the address as the user wrote it.
-        @param address: where to listen.
+        @param address: where to listen, or which socket inherited from
+            systemd to listen on (found when listening, then used as
+            C{inherited}).
         @param protocol: the protocol for this port alone (a
             L{DatagramProtocol} replies through the one port it is
             connected to).
@@ -292,9 +316,15 @@ class DatagramListenerService(ListenerService):
         self.inherited = inherited
 
     def listen(self) -> IListeningPort:
+        if isinstance(self.address, SystemdAddress):
+            found = adoptable_socket(self.address, socket.SOCK_DGRAM)
+            self.inherited = (found.inherited.fd, found.family)
+            _log.info("adopted {socket}", socket=found.inherited.describe())
         problem = datagram_port_problem()
         if problem is not None:
-            wildcard = is_wildcard(self.address.interface)
+            wildcard = isinstance(self.address, UDPAddress) and is_wildcard(
+                self.address.interface
+            )
             say = _log.warn if wildcard else _log.info
             say(
                 "{service}: Twisted's udp.Port is not as sockecho expects "
@@ -309,6 +339,7 @@ class DatagramListenerService(ListenerService):
                 return self.reactor.adoptDatagramPort(  # type: ignore[attr-defined,no-any-return]
                     fd, family, self.protocol, MAX_DATAGRAM
                 )
+            assert isinstance(self.address, UDPAddress)
             return self.reactor.listenUDP(
                 self.address.port,
                 self.protocol,
@@ -322,6 +353,7 @@ class DatagramListenerService(ListenerService):
             )
             adopted.startListening()
             return adopted
+        assert isinstance(self.address, UDPAddress)
         port = DatagramPort(
             self.address.port,
             self.protocol,

@@ -28,11 +28,16 @@ from twisted_echo.inherit import InheritingReactor
 from twisted_echo.listen import (
     DatagramListenerService,
     StreamListenerService,
-    parse_udp_description,
+    parse_datagram_description,
 )
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
+from twisted_echo.systemd import (
+    SystemdStreamEndpoint,
+    is_systemd_description,
+    parse_systemd_description,
+)
 from twisted_echo.tls import TLSListeningReactor, is_tls_description
 from twisted_echo.udp import UDPEcho
 from twisted_echo.upper import UpperFactory
@@ -347,7 +352,9 @@ class Options(usage.Options):
     opt_echo = _listener_option("echo", "Endpoint for the echo service.")
     opt_upper = _listener_option("upper", "Endpoint for the upper service.")
     opt_welcome = _listener_option("welcome", "Endpoint for the welcome service.")
-    opt_udp = _listener_option("udp", "udp:PORT[:interface=ADDR] for UDP echo.")
+    opt_udp = _listener_option(
+        "udp", "udp:PORT[:interface=ADDR] (or systemd:index=N) for UDP echo."
+    )
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
@@ -373,7 +380,7 @@ class Options(usage.Options):
             for description in descriptions:
                 try:
                     if service == "udp":
-                        parse_udp_description(description)
+                        parse_datagram_description(description)
                     else:
                         self.stream_endpoint(description, _ParseOnly())
                 except Exception as e:
@@ -390,9 +397,14 @@ class Options(usage.Options):
         @param reactor: the reactor the endpoint will listen with.
         @return: its endpoint, with C{--backlog} added where it sets none;
             C{ssl:} endpoints listen with sockecho's TLS layer, which keeps
-            half-close (L{twisted_echo.tls}).
+            half-close (L{twisted_echo.tls}); C{systemd:} ones adopt a
+            socket inherited from systemd, with or without
+            C{LISTEN_FDNAMES} (L{twisted_echo.systemd}).
         @raise Exception: whatever the endpoint parser raises for a bad one.
         """
+        if is_systemd_description(description):
+            address = parse_systemd_description(description)
+            return SystemdStreamEndpoint(reactor, address)
         if is_tls_description(description):
             reactor = TLSListeningReactor(reactor)
         endpoint: IStreamServerEndpoint = serverFromString(
@@ -493,7 +505,7 @@ def makeService(
         top.addService(
             DatagramListenerService(
                 description,
-                parse_udp_description(description),
+                parse_datagram_description(description),
                 UDPEcho(counters["udp"], source_limit, global_limit, loop_guard),
                 IReactorUDP(reactor),
                 "udp",
