@@ -398,6 +398,7 @@ class DescriptionTests(unittest.TestCase):
         config = tap.Options()
         config.parseOptions(
             ["--echo", "systemd:index=0", "--udp", "systemd:name=udp"]
+            + ["--metrics", "systemd:name=metrics"]
         )
         self.assertEqual(config.listeners["udp"], ["systemd:name=udp"])
         with self.assertRaises(usage.UsageError) as caught:

@@ -6,6 +6,7 @@ shutdown and the summary it logs.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import IService, MultiService
@@ -35,6 +36,11 @@ class SockechoService(MultiService):
 
     @ivar counters: each service's L{ServiceCounters}, by service name.
     @ivar factories: the TCP services' factories, drained at shutdown.
+    @ivar drain_started: callables run without arguments the moment
+        shutdown starts, before any listener stops (C{/readyz} turns 503,
+        sd_notify's C{STOPPING=1}).
+    @ivar drain_ended: callables run without arguments once the drain is
+        over and the summary logged (the metrics listener stops).
     """
 
     def __init__(
@@ -47,6 +53,8 @@ class SockechoService(MultiService):
         self.counters = counters
         self.factories = factories or []
         self.drain_timeout = drain_timeout
+        self.drain_started: list[Callable[[], object]] = []
+        self.drain_ended: list[Callable[[], object]] = []
 
     def addService(self, service: IService) -> None:
         """
@@ -75,6 +83,8 @@ class SockechoService(MultiService):
         @return: a L{Deferred} that fires once every connection is closed or
             the drain timeout has passed.
         """
+        for hook in self.drain_started:
+            hook()
         open_now = sum(len(f.open_protocols) for f in self.factories)
         for factory in self.factories:
             factory.counters.held_bytes = factory.held_bytes()
@@ -94,6 +104,8 @@ class SockechoService(MultiService):
                 _log.info(
                     "{service}: {summary}", service=name, summary=counters.summary()
                 )
+            for hook in self.drain_ended:
+                hook()
             done.callback(None)
 
         DeferredList(stopped, consumeErrors=True).addCallback(summarize)

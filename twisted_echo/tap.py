@@ -340,6 +340,13 @@ class Options(usage.Options):
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus /metrics, /healthz and /readyz over HTTP on this "
+            "endpoint, e.g. tcp:9107:interface=127.0.0.1 [default: off]",
+        ],
+        [
             "workers",
             None,
             1,
@@ -390,6 +397,14 @@ class Options(usage.Options):
                     ) from None
         if not any(self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]):
             raise usage.UsageError("every service is switched off; nothing to run")
+        if self["metrics"] is not None:
+            try:
+                self.stream_endpoint(self["metrics"], _ParseOnly())
+            except Exception as e:
+                raise usage.UsageError(
+                    f"bad address for --metrics {self['metrics']!r}: "
+                    f"{_explain_parse_error(e)}"
+                ) from None
 
     def stream_endpoint(self, description: str, reactor: Any) -> IStreamServerEndpoint:
         """
@@ -512,4 +527,30 @@ def makeService(
                 inherited=inherited.get(("udp", index)),
             )
         )
+    if config["metrics"] is not None:
+        add_metrics(top, config, reactor)
     return top
+
+
+def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
+    """
+    Add the C{--metrics} listener to C{top}, as its last child (started
+    once every other listener is), reading C{top}'s counters, turning
+    C{/readyz} to 503 when C{top}'s drain starts and stopping when it ends.
+
+    @param top: the server.
+    @param config: parsed and validated L{Options} with C{--metrics}.
+    @param reactor: the reactor to listen with.
+    """
+    from twisted_echo.metrics import LocalCounters, MetricsService
+
+    description = config["metrics"]
+    metrics = MetricsService(
+        description,
+        config.stream_endpoint(description, reactor),
+        [LocalCounters(top)],
+        max_buffer=config["max-buffer"],
+    )
+    top.drain_started.append(metrics.drain_started)
+    top.drain_ended.append(metrics.drain_ended)
+    top.addService(metrics)
