@@ -14,8 +14,11 @@ then gets from the socket's queue.
 from __future__ import annotations
 
 import array
+import http.client
 import os
+import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -33,9 +36,11 @@ from twisted.python import usage
 from twisted.trial import unittest
 
 from tests.process import (
+    CLEAN_SIGTERM_EXIT,
     HOST,
     IO_TIMEOUT,
     STARTUP_TIMEOUT,
+    TWISTD,
     RunningServer,
     any_port_args,
     child_env,
@@ -306,6 +311,80 @@ class ActivationTests(unittest.TestCase):
         self.assertEqual(exchange_udp(self, port, b"first"), b"first")
         self.assertEqual(exchange_udp(self, port, b"second"), b"second")
         server.wait_for(rf"\] udp listening on udp:127\.0\.0\.1:{port}$")
+
+    def test_shipped_units(self) -> None:
+        """
+        The options of C{contrib/systemd/sockecho.service}'s C{ExecStart=}
+        work on sockets of the kinds C{sockecho.socket} lists, in its order,
+        unnamed: every service answers on the socket its index names, and
+        the metrics one says ready. The drain timeout they give is shorter
+        than the unit's C{TimeoutStopSec=}.
+        """
+        args = unit_sockecho_args(UNITS / "sockecho.service")
+        kinds = re.findall(
+            r"^Listen(Stream|Datagram)=", (UNITS / "sockecho.socket").read_text(), re.M
+        )
+        sockets = [
+            listening_tcp(self) if kind == "Stream" else bound_udp(self)
+            for kind in kinds
+        ]
+        server = ActivatedServer(self, sockets, args)
+        ports = {}
+        for option, description in zip(args, args[1:], strict=False):
+            if description.startswith("systemd:index="):
+                index = int(description.partition("=")[2])
+                ports[option.lstrip("-")] = port_of(sockets[index])
+        for sock in sockets:
+            sock.close()
+        self.assertEqual(
+            set(ports), {"echo", "upper", "welcome", "udp", "metrics"}, args
+        )
+        self.assertEqual(tcp_exchange(ports["echo"], b"hi"), b"hi")
+        self.assertEqual(tcp_exchange(ports["upper"], b"stra\xc3\x9fe"), b"STRASSE")
+        self.assertIn(b"OK...hi\r\n", tcp_exchange(ports["welcome"], b"hi\n"))
+        self.assertEqual(exchange_udp(self, ports["udp"], b"ping"), b"ping")
+        for service in ("echo", "upper", "welcome", "metrics"):
+            server.wait_for(
+                rf"\] {service} listening on tcp:127\.0\.0\.1:{ports[service]}$"
+            )
+        server.wait_for(rf"\] udp listening on udp:127\.0\.0\.1:{ports['udp']}$")
+        readyz = http.client.HTTPConnection(HOST, ports["metrics"], timeout=IO_TIMEOUT)
+        self.addCleanup(readyz.close)
+        readyz.request("GET", "/readyz")
+        self.assertEqual(readyz.getresponse().status, 200)
+        unit = (UNITS / "sockecho.service").read_text()
+        stop = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M)
+        assert stop is not None
+        drain = float(args[args.index("--drain-timeout") + 1])
+        self.assertLess(drain, int(stop.group(1)))
+
+    def test_units_verify(self) -> None:
+        """
+        C{systemd-analyze verify} finds nothing to say about the unit pair
+        (with C{ExecStart=} pointed at this checkout's twistd, which it
+        checks is there).
+        """
+        analyze = require_tool(self, "systemd-analyze")
+        directory = Path(temp_dir(self))
+        for name in ("sockecho.socket", "sockecho.service"):
+            text = (UNITS / name).read_text()
+            text = text.replace("/opt/sockecho/bin/twistd", TWISTD)
+            (directory / name).write_text(text)
+        result = subprocess.run(
+            [
+                analyze,
+                "verify",
+                str(directory / "sockecho.socket"),
+                str(directory / "sockecho.service"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=directory,
+        )
+        self.assertEqual(
+            (result.returncode, result.stdout + result.stderr), (0, ""), result
+        )
 
     def test_wrong_kind(self) -> None:
         """
@@ -640,6 +719,60 @@ class NotifySocket:
             fields, pid = self.receive(left)
             if key in fields:
                 return fields, pid
+
+
+class NotifyProcessTests(unittest.TestCase):
+    """
+    The real server tells a real notify socket C{READY=1}, C{STATUS=} and
+    C{STOPPING=1}.
+    """
+
+    def test_ready_status_stopping(self) -> None:
+        """
+        C{READY=1} once every listener is up (all four accept at once),
+        with a status; C{STOPPING=1} with the drain's status as soon as
+        SIGTERM starts the drain, while a connection is still open.
+        """
+        notify = NotifySocket(self)
+        server = NotifiedServer(
+            self,
+            [*any_port_args(), "--drain-timeout", "5"],
+            {"NOTIFY_SOCKET": notify.variable},
+        )
+        fields, pid = notify.receive_until("READY")
+        self.assertEqual(pid, server.pid)
+        self.assertEqual(fields["READY"], "1")
+        self.assertEqual(
+            fields["STATUS"],
+            "serving: 0 connection(s) open (echo 0, upper 0, welcome 0), 0 "
+            "accepted; 0 datagram(s) answered",
+        )
+        ports = server.wait_listening()
+        with socket.create_connection((HOST, ports["echo"]), timeout=IO_TIMEOUT) as c:
+            c.sendall(b"x")
+            self.assertEqual(c.recv(1), b"x")
+            server.process.send_signal(signal.SIGTERM)
+            fields, pid = notify.receive_until("STOPPING")
+            self.assertEqual(pid, server.pid)
+            self.assertEqual(
+                fields,
+                {
+                    "STOPPING": "1",
+                    "STATUS": "draining 1 open connection(s) for up to 5 s",
+                },
+            )
+        self.assertIn(server.wait_exit(), CLEAN_SIGTERM_EXIT)
+
+    def test_abstract_socket(self) -> None:
+        """
+        C{NOTIFY_SOCKET=@name} is a socket in the abstract namespace.
+        """
+        notify = NotifySocket(self, abstract=True)
+        server = NotifiedServer(
+            self, any_port_args(), {"NOTIFY_SOCKET": notify.variable}
+        )
+        fields, pid = notify.receive_until("READY")
+        self.assertEqual((fields["READY"], pid), ("1", server.pid))
 
 
 class NotifierTests(unittest.TestCase):

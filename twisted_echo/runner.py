@@ -5,6 +5,8 @@ by twistd needs, kept out of the options (L{twisted_echo.tap}) and the
 services (L{twisted_echo.server}).
 
 Here, and only here:
+ - systemd is told of readiness and of the drain when it asks
+   (C{NOTIFY_SOCKET}: L{notify_systemd});
  - the reactor is chosen (L{twisted_echo.reactor}, unless C{twistd -r} chose
    one);
  - the process is tuned: the open files limit raised for C{--max-connections}
@@ -39,6 +41,7 @@ from twisted_echo.reactor import install_if_unchosen
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import READ_SIZE
 from twisted_echo.supervisor import Supervisor
+from twisted_echo.systemd import Notifier, NotifyingService
 
 _log = Logger()
 
@@ -269,4 +272,31 @@ def makeService(config: Options) -> TwistdService:
     )
     if isinstance(server, Supervisor):
         server.on_give_up = top.give_up
+    else:
+        notify_systemd(top, server, reactor, config["drain-timeout"])
     return top
+
+
+def notify_systemd(
+    top: MultiService, server: SockechoService, clock: Any, drain_timeout: float
+) -> None:
+    """
+    When systemd asked for readiness notifications (C{NOTIFY_SOCKET}, a
+    C{Type=notify} unit), add a L{NotifyingService} after C{server} in
+    C{top}: C{READY=1} once every listener is up, C{STATUS=} with the
+    connection counts, C{STOPPING=1} when the drain starts (sd_notify(3)).
+    Without C{NOTIFY_SOCKET}, nothing.
+
+    @param top: the service twistd runs, C{server}'s parent.
+    @param server: the server whose listeners and counters to report.
+    @param clock: the reactor, for the periodic status.
+    @param drain_timeout: C{--drain-timeout}, seconds, for the status.
+    """
+    notifier = Notifier.from_environment()
+    if not notifier.enabled:
+        return
+    notifying = NotifyingService(
+        notifier, lambda: server.counters, clock, drain_timeout
+    )
+    server.drain_started.append(notifying.drain_started)
+    top.addService(notifying)
