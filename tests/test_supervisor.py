@@ -336,3 +336,95 @@ class SupervisorTests(TestCase):
             total, ServiceCounters(bytes_in=2, dropped=Counter({"loop_port": 2}))
         )
         self.assertEqual((total.bytes_in, total.dropped["loop_port"]), (3, 3))
+
+
+class WorkersWithOperationsTests(pyunit.TestCase):
+    """
+    C{--workers 2} with systemd's sockets, C{--metrics} and sd_notify.
+    """
+
+    def test_socket_activation_tcp_and_udp(self) -> None:
+        """
+        Under the real C{systemd-socket-activate}, without names, two
+        workers share the inherited TCP and UDP sockets.
+        """
+        from tests.test_systemd import (
+            ActivatedServer,
+            bound_udp,
+            exchange_udp,
+            listening_tcp,
+            port_of,
+        )
+
+        listener, udp = listening_tcp(self), bound_udp(self)
+        tcp_port, udp_port = port_of(listener), port_of(udp)
+        server = ActivatedServer(
+            self,
+            [listener, udp],
+            ["--echo", "systemd:index=0", "--udp", "systemd:index=1",
+             "--no-upper", "--no-welcome", "--workers", "2"],
+        )  # fmt: skip
+        listener.close()
+        udp.close()
+        # The tool starts sockecho on the first connection.
+        self.assertEqual(tcp_exchange(tcp_port, b"first"), b"first")
+        for number in (1, 2):
+            server.wait_for(rf"\[worker {number} [^\]]*\] udp listening on")
+        for i in range(10):
+            self.assertEqual(tcp_exchange(tcp_port, b"a%d" % i), b"a%d" % i)
+        self.assertEqual(exchange_udp(self, udp_port, b"u"), b"u")
+
+    def test_metrics_sum_the_workers_and_readyz_turns_503(self) -> None:
+        """
+        The supervisor serves C{/metrics} with every worker's figures
+        summed (workers report every second), and C{/readyz} answers 503
+        once the drain starts.
+        """
+        from tests.test_metrics import http_get
+
+        metrics_port = socket.socket()
+        metrics_port.bind((HOST, 0))
+        port = metrics_port.getsockname()[1]
+        metrics_port.close()
+        server = start_workers(
+            self, 2, "--metrics", f"tcp:{port}:interface={HOST}", "--drain-timeout", "3"
+        )
+        for i in range(20):
+            tcp_exchange(server.ports["echo"], b"m%02d" % i)
+        wanted = 'sockecho_connections_total{service="echo"} 20.0'
+        deadline = time.monotonic() + 10
+        text = ""
+        while wanted not in text and time.monotonic() < deadline:
+            time.sleep(0.2)
+            text = http_get(port, "/metrics")[2]
+        self.assertIn(wanted, text)
+        self.assertIn('sockecho_received_bytes_total{service="echo"} 60.0', text)
+        self.assertEqual(http_get(port, "/readyz")[::2], (200, "ready\n"))
+        held = socket.create_connection(
+            (HOST, server.ports["echo"]), timeout=IO_TIMEOUT
+        )
+        self.addCleanup(held.close)
+        held.sendall(b"x")
+        self.assertEqual(held.recv(1), b"x")
+        server.process.send_signal(signal.SIGTERM)
+        server.wait_for(r"shutting down: draining 2 worker")
+        status, _, body = http_get(port, "/readyz")
+        self.assertEqual(status, 503, body)
+        held.close()
+        self.assertIn(server.process.wait(20), CLEAN_SIGTERM_EXIT)
+
+    def test_ready_once_listening_stopping_at_the_drain(self) -> None:
+        from tests.test_systemd import NotifiedServer, NotifySocket
+
+        notify = NotifySocket(self)
+        server = NotifiedServer(
+            self,
+            [*any_port_args(), "--workers", "2"],
+            {"NOTIFY_SOCKET": notify.variable},
+        )
+        fields, pid = notify.receive_until("READY")
+        self.assertEqual(pid, server.process.pid)
+        server.process.send_signal(signal.SIGTERM)
+        fields, _ = notify.receive_until("STOPPING")
+        self.assertEqual(fields["STOPPING"], "1")
+        self.assertIn(server.wait_exit(), CLEAN_SIGTERM_EXIT)

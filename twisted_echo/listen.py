@@ -316,7 +316,7 @@ class DatagramListenerService(ListenerService):
         self.inherited = inherited
 
     def listen(self) -> IListeningPort:
-        if isinstance(self.address, SystemdAddress):
+        if isinstance(self.address, SystemdAddress) and self.inherited is None:
             found = adoptable_socket(self.address, socket.SOCK_DGRAM)
             self.inherited = (found.inherited.fd, found.family)
             _log.info("adopted {socket}", socket=found.inherited.describe())

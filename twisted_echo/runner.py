@@ -29,7 +29,8 @@ from collections.abc import Mapping
 from importlib.metadata import version
 from typing import IO, Any
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -181,6 +182,24 @@ class TwistdService(MultiService):
                     pass
             raise SystemExit(1) from None
 
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop the server first (its drain tells the metrics listener and
+        systemd that it has begun), then the other children.
+        """
+        Service.stopService(self)
+        others = [child for child in reversed(list(self)) if child is not self.server]
+        stopped: Deferred[Any] = maybeDeferred(self.server.stopService)
+
+        def stop_others(_: object) -> Deferred[Any]:
+            return DeferredList(
+                [maybeDeferred(child.stopService) for child in others],
+                consumeErrors=True,
+            )
+
+        stopped.addBoth(stop_others)
+        return stopped
+
     def give_up(self, reason: str) -> None:
         """
         The supervisor cannot keep workers running: stop, remove the pid
@@ -272,13 +291,39 @@ def makeService(config: Options) -> TwistdService:
     )
     if isinstance(server, Supervisor):
         server.on_give_up = top.give_up
-    else:
-        notify_systemd(top, server, reactor, config["drain-timeout"])
+        if config["metrics"] is not None:
+            add_supervisor_metrics(top, server, config, reactor)
+    notify_systemd(top, server, reactor, config["drain-timeout"])
     return top
 
 
+def add_supervisor_metrics(
+    top: MultiService, supervisor: Supervisor, config: Options, reactor: Any
+) -> None:
+    """
+    With workers, the supervisor serves C{--metrics}: the figures summed
+    over every worker (as each last reported them, at most a second old),
+    C{/readyz} 503 from the moment the drain starts.
+    """
+    from twisted_echo.metrics import MetricsService
+
+    description = config["metrics"]
+    metrics = MetricsService(
+        description,
+        config.stream_endpoint(description, reactor),
+        [supervisor],
+        max_buffer=config["max-buffer"] * config["workers"],
+    )
+    supervisor.drain_started.append(metrics.drain_started)
+    supervisor.drain_ended.append(metrics.drain_ended)
+    top.addService(metrics)
+
+
 def notify_systemd(
-    top: MultiService, server: SockechoService, clock: Any, drain_timeout: float
+    top: MultiService,
+    server: SockechoService | Supervisor,
+    clock: Any,
+    drain_timeout: float,
 ) -> None:
     """
     When systemd asked for readiness notifications (C{NOTIFY_SOCKET}, a
@@ -296,7 +341,12 @@ def notify_systemd(
     if not notifier.enabled:
         return
     notifying = NotifyingService(
-        notifier, lambda: server.counters, clock, drain_timeout
+        notifier,
+        lambda: (
+            server.snapshot() if isinstance(server, Supervisor) else server.counters
+        ),
+        clock,
+        drain_timeout,
     )
     server.drain_started.append(notifying.drain_started)
     top.addService(notifying)

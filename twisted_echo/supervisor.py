@@ -61,6 +61,11 @@ from twisted_echo.listen import (
     explain_listen_failure,
     parse_udp_description,
 )
+from twisted_echo.systemd import (
+    adoptable_socket,
+    is_systemd_description,
+    parse_systemd_description,
+)
 
 _log = Logger()
 
@@ -228,6 +233,10 @@ class Supervisor(Service):
         self._stopping: Deferred[None] | None = None
         self._kill_call: IDelayedCall | None = None
         self.on_give_up: Callable[[str], None] = lambda reason: None
+        #: Called when the drain starts and when it is over (metrics,
+        #: systemd readiness).
+        self.drain_started: list[Callable[[], object]] = []
+        self.drain_ended: list[Callable[[], object]] = []
 
     # Start-up
 
@@ -249,7 +258,14 @@ class Supervisor(Service):
     def _open(self, service: str, index: int, description: str) -> Listener:
         listener = Listener(service, index, description)
         try:
-            if service == "udp":
+            if is_systemd_description(description):
+                # systemd opened it: one socket every worker shares.
+                wanted = socket.SOCK_DGRAM if service == "udp" else socket.SOCK_STREAM
+                found = adoptable_socket(parse_systemd_description(description), wanted)
+                shared = socket.socket(fileno=os.dup(found.inherited.fd))
+                listener.sockets = [shared]
+                kind = "udp" if service == "udp" else "tcp"
+            elif service == "udp":
                 where = parse_udp_description(description)
                 listener.sockets = open_datagram_sockets(
                     where.interface, where.port, self.count
@@ -382,6 +398,16 @@ class Supervisor(Service):
         self.counters = totals
         return totals
 
+    #: Labels of the figures L{snapshot} gives: none, they are summed.
+    labels: Mapping[str, str] = {}
+
+    def snapshot(self) -> Mapping[str, ServiceCounters]:
+        """
+        @return: the counters summed over every worker, for C{--metrics}
+            (a L{twisted_echo.metrics.CounterSource}).
+        """
+        return self.totals()
+
     def stopService(self) -> Deferred[None]:
         """
         Drain every worker (SIGTERM), wait for them all to end (SIGKILL
@@ -391,6 +417,8 @@ class Supervisor(Service):
         Service.stopService(self)
         done: Deferred[None] = Deferred()
         self._stopping = done
+        for hook in self.drain_started:
+            hook()
         for call in self._respawns.values():
             cancel_call(call)
         self._respawns.clear()
@@ -426,6 +454,8 @@ class Supervisor(Service):
             _log.info(
                 "{service}: {summary}", service=name, summary=totals[name].summary()
             )
+        for hook in self.drain_ended:
+            hook()
         done, self._stopping = self._stopping, None
         if done is not None and not done.called:
             done.callback(None)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
 from twisted.internet.interfaces import IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
@@ -495,15 +495,19 @@ def makeService(
     for service in TCP_SERVICES:
         for index, description in enumerate(config.listeners[service]):
             socket_given = inherited.get((service, index))
-            listen_with = reactor
-            if socket_given is not None:
-                listen_with = InheritingReactor(reactor, *socket_given)
+            if socket_given is not None and is_systemd_description(description):
+                endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
+                    reactor, *socket_given
+                )
+            elif socket_given is not None:
+                endpoint = config.stream_endpoint(
+                    description, InheritingReactor(reactor, *socket_given)
+                )
+            else:
+                endpoint = config.stream_endpoint(description, reactor)
             top.addService(
                 StreamListenerService(
-                    description,
-                    config.stream_endpoint(description, listen_with),
-                    factories[service],
-                    service,
+                    description, endpoint, factories[service], service
                 )
             )
     source_rate, source_burst = config["udp-rate"]

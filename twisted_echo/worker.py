@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -40,13 +41,13 @@ def report(service: Any) -> None:
     """
     Log the service's counters in the field the supervisor reads.
     """
-    for factory in service.factories:
-        factory.counters.held_bytes = factory.held_bytes()
+    from twisted_echo.metrics import LocalCounters
+
     _log.debug(
         "counters",
         sockecho_worker_counters={
             name: dataclasses.asdict(counters)
-            for name, counters in service.counters.items()
+            for name, counters in LocalCounters(service).snapshot().items()
         },
     )
 
@@ -78,6 +79,7 @@ def main() -> None:
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     config = tap.Options()
     config.parseOptions(orders["args"])  # type: ignore[no-untyped-call]
+    config["metrics"] = None  # the supervisor serves the metrics
     tune_process(config)
     inherited = {
         (service, index): (fd, family)
@@ -97,7 +99,21 @@ def main() -> None:
         return done
 
     reactor.addSystemEventTrigger("before", "shutdown", stop)
-    reactor.run()
+    # SIGTERM or SIGINT drains, once: a worker may get both the signal its
+    # process group got (Ctrl-C) and the supervisor's SIGTERM.
+    stopping: list[int] = []
+
+    def on_signal(signum: int, frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+            _log.info(
+                "received {signal}, draining", signal=signal.Signals(signum).name
+            )
+            reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 
 if __name__ == "__main__":
