@@ -75,6 +75,17 @@ def supervisor_summary(server: RunningServer, service: str) -> str:
     raise AssertionError(f"no supervisor summary for {service}")
 
 
+def alive(pid: int) -> bool:
+    """
+    @return: whether process C{pid} exists and is not a zombie.
+    """
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
+
+
 class WorkersProcessTests(pyunit.TestCase):
     """
     C{twistd -n sockecho --workers 2}.
@@ -178,6 +189,22 @@ class WorkersProcessTests(pyunit.TestCase):
         thread.join(10)
         self.assertEqual(failures, [])
         self.assertGreater(served["x"], 0)
+
+    def test_workers_end_with_a_killed_supervisor(self) -> None:
+        """
+        SIGKILL to the supervisor (nothing can catch it): its workers get
+        SIGTERM from the kernel and end instead of serving on as orphans.
+        """
+        server = start_workers(self, 2)
+        pids = [
+            int(server.wait_for(rf"worker {n} started \(pid (\d+)\)").group(1))
+            for n in (1, 2)
+        ]
+        server.process.kill()
+        deadline = time.monotonic() + 15
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual([pid for pid in pids if alive(pid)], [])
 
     def test_sigterm_drains_a_50_mb_half_close_echo(self) -> None:
         """

@@ -305,6 +305,7 @@ class Supervisor(Service):
         self._respawns.pop(number, None)
         orders = {
             "number": number,
+            "supervisor": os.getpid(),
             "args": self.args,
             "sockets": [
                 [

@@ -14,6 +14,8 @@ SIGTERM or SIGINT like a single process.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import json
 import os
@@ -52,6 +54,27 @@ def report(service: Any) -> None:
     )
 
 
+#: prctl(2) option: the signal this process gets when its parent dies.
+_PR_SET_PDEATHSIG = 1
+
+
+def end_with_supervisor(supervisor_pid: int) -> None:
+    """
+    Make this worker get SIGTERM (and so drain and exit) when its
+    supervisor dies, however it dies (Linux C{prctl(PR_SET_PDEATHSIG)});
+    exit at once if it is already gone.
+
+    @param supervisor_pid: the supervisor's process id.
+    """
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError, TypeError):
+        pass  # not Linux: the supervisor's SIGTERM is the only way out
+    if os.getppid() != supervisor_pid:
+        os._exit(0)
+
+
 def main() -> None:
     """
     Run one worker until it is told to stop.
@@ -59,6 +82,7 @@ def main() -> None:
     from twisted_echo.supervisor import TEXT_FIELD, WORKER_ENV
 
     orders = json.loads(os.environ[WORKER_ENV])
+    end_with_supervisor(orders["supervisor"])
     from twisted_echo.reactor import install_if_unchosen
 
     install_if_unchosen()
