@@ -7,6 +7,7 @@ outside CI, fail when missing in CI).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import re
@@ -314,3 +315,37 @@ def udp_socket(case: pyunit.TestCase, timeout: float = IO_TIMEOUT) -> socket.soc
     case.addCleanup(sock.close)
     sock.settimeout(timeout)
     return sock
+
+
+class EchoReader:
+    """
+    Reads everything a connected socket receives, in a thread, until the
+    server closes: the count and SHA-256 of the bytes (for transfers too
+    large to keep).
+
+    @ivar count: bytes received so far.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.count = 0
+        self._digest = hashlib.sha256()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while chunk := self.sock.recv(1 << 16):
+                self._digest.update(chunk)
+                self.count += len(chunk)
+        except OSError:
+            return
+
+    def finish(self, timeout: float = 60.0) -> bytes:
+        """
+        Wait (at most C{timeout} seconds) for the server to close.
+
+        @return: the SHA-256 digest of everything received.
+        """
+        self._thread.join(timeout)
+        return self._digest.digest()

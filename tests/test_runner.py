@@ -14,7 +14,6 @@ import resource
 import signal
 import socket
 import subprocess
-import threading
 import time
 import unittest as pyunit
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from tests.process import (
     IO_TIMEOUT,
     MB,
     TWISTD,
+    EchoReader,
     any_port_args,
     child_env,
     tcp_exchange,
@@ -296,27 +296,17 @@ class DaemonTests(pyunit.TestCase):
         self.assertEqual(tcp_exchange(ports["echo"], b"hello"), b"hello")
 
         payload = os.urandom(10 * MB)
-        got = hashlib.sha256()
-        count = [0]
         sock = socket.create_connection((HOST, ports["echo"]), timeout=30)
         self.addCleanup(sock.close)
-
-        def read() -> None:
-            while chunk := sock.recv(1 << 16):
-                got.update(chunk)
-                count[0] += len(chunk)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
+        reader = EchoReader(sock)
         sock.sendall(payload[: 5 * MB])
         daemon.wait_log(r"\] echo connection from .*:\d+$")
         os.kill(pid, signal.SIGTERM)
         daemon.wait_log(r"shutting down: no new connections; draining \d+")
         sock.sendall(payload[5 * MB :])
         sock.shutdown(socket.SHUT_WR)
-        reader.join(30)
-        self.assertEqual(count[0], len(payload))
-        self.assertEqual(got.digest(), hashlib.sha256(payload).digest())
+        self.assertEqual(reader.finish(30), hashlib.sha256(payload).digest())
+        self.assertEqual(reader.count, len(payload))
 
         poll(lambda: not process_alive(pid), IO_TIMEOUT, "the daemon's exit")
         self.assertFalse(os.path.exists(daemon.pidfile))

@@ -29,6 +29,7 @@ from tests.process import (
     HOST,
     IO_TIMEOUT,
     MB,
+    EchoReader,
     RunningServer,
     any_port_args,
     run_twistd,
@@ -213,26 +214,16 @@ class WorkersProcessTests(pyunit.TestCase):
         """
         server = start_workers(self, 2)
         payload = os.urandom(50 * MB)
-        got = hashlib.sha256()
-        count = [0]
         sock = socket.create_connection((HOST, server.ports["echo"]), timeout=30)
         self.addCleanup(sock.close)
-
-        def read() -> None:
-            while chunk := sock.recv(1 << 16):
-                got.update(chunk)
-                count[0] += len(chunk)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
+        reader = EchoReader(sock)
         sock.sendall(payload[: 10 * MB])
         server.process.send_signal(signal.SIGTERM)
         server.wait_for(r"shutting down: draining 2 worker")
         sock.sendall(payload[10 * MB :])
         sock.shutdown(socket.SHUT_WR)
-        reader.join(60)
-        self.assertEqual(count[0], len(payload))
-        self.assertEqual(got.digest(), hashlib.sha256(payload).digest())
+        self.assertEqual(reader.finish(), hashlib.sha256(payload).digest())
+        self.assertEqual(reader.count, len(payload))
         self.assertIn(server.process.wait(30), CLEAN_SIGTERM_EXIT)
 
     def test_busy_port_is_one_line_and_exit_1(self) -> None:

@@ -148,6 +148,29 @@ def parse_datagram_description(description: str) -> UDPAddress | SystemdAddress:
     return parse_udp_description(description)
 
 
+def listen_at_once(
+    endpoint: IStreamServerEndpoint, factory: Any, description: str
+) -> IListeningPort:
+    """
+    Listen on C{endpoint} with C{factory}; its result must be there at once
+    (TCP, UNIX, TLS and systemd endpoints all listen synchronously).
+
+    @param description: the address as the user wrote it, for errors.
+    @return: the listening port.
+    @raise ListenError: if the endpoint did not listen at once.
+    @raise Exception: whatever listening failed with.
+    """
+    results: list[IListeningPort | Failure] = []
+    endpoint.listen(factory).addBoth(results.append)
+    if not results:
+        raise ListenError(description, "endpoint did not listen at once")
+    [result] = results
+    if isinstance(result, Failure):
+        result.raiseException()
+    assert not isinstance(result, Failure)
+    return result
+
+
 class ListenerService(Service):
     """
     Listens on one address while running; subclasses say how in L{listen}.
@@ -243,16 +266,9 @@ class StreamListenerService(ListenerService):
         TLS and systemd endpoints all listen synchronously). TCP ports build
         the leaner L{twisted_echo.transport.Server} transports.
         """
-        results: list[IListeningPort | Failure] = []
-        self.endpoint.listen(self.factory).addBoth(results.append)
-        if not results:
-            raise ListenError(self.description, "endpoint did not listen at once")
-        [result] = results
-        if isinstance(result, Failure):
-            result.raiseException()
-        assert not isinstance(result, Failure)
-        use_lean_transport(result)
-        return result
+        port = listen_at_once(self.endpoint, self.factory, self.description)
+        use_lean_transport(port)
+        return port
 
     def bound_address(self) -> str:
         """

@@ -48,12 +48,11 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
-from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from twisted_echo.counters import ServiceCounters
-from twisted_echo.listen import ListenError, ListenerService
+from twisted_echo.listen import ListenerService, listen_at_once
 
 if TYPE_CHECKING:
     from twisted_echo.server import SockechoService
@@ -447,15 +446,7 @@ class MetricsService(ListenerService):
         """
         Listen on the endpoint; its result must be there at once.
         """
-        results: list[IListeningPort | Failure] = []
-        self.endpoint.listen(self.site).addBoth(results.append)
-        if not results:
-            raise ListenError(self.description, "endpoint did not listen at once")
-        [result] = results
-        if isinstance(result, Failure):
-            result.raiseException()
-        assert not isinstance(result, Failure)
-        return result
+        return listen_at_once(self.endpoint, self.site, self.description)
 
     def startService(self) -> None:
         """
