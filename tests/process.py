@@ -149,17 +149,32 @@ class RunningServer:
         args: Sequence[str],
         twistd_options: Sequence[str] = (),
     ) -> None:
+        self._spawn(
+            case, twistd_command(*args, twistd_options=twistd_options), child_env()
+        )
+
+    def _spawn(
+        self,
+        case: pyunit.TestCase,
+        command: list[str],
+        env: dict[str, str],
+        pass_fds: Sequence[int] = (),
+    ) -> None:
+        """
+        Start C{command} and read its standard output and error lines.
+        """
         self.ports: dict[str, int] = {}
         self.output: list[str] = []
         self.errors: list[str] = []
         self._changed = threading.Condition()
         self.process = subprocess.Popen(
-            twistd_command(*args, twistd_options=twistd_options),
+            command,
             cwd=temp_dir(case),
-            env=child_env(),
+            env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
+            pass_fds=tuple(pass_fds),
         )
         case.addCleanup(self.kill)
         self._readers = [

@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import unittest as pyunit
 from collections.abc import Mapping, Sequence
@@ -140,37 +139,6 @@ class ActivatedServer(RunningServer):
         self._spawn(case, command, environment, pass_fds=high)
         for fd in high:
             os.close(fd)
-
-    def _spawn(
-        self,
-        case: pyunit.TestCase,
-        command: list[str],
-        env: dict[str, str],
-        pass_fds: Sequence[int] = (),
-    ) -> None:
-        self.ports: dict[str, int] = {}
-        self.output: list[str] = []
-        self.errors: list[str] = []
-        self._changed = threading.Condition()
-        self.process = subprocess.Popen(
-            command,
-            cwd=temp_dir(case),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            pass_fds=tuple(pass_fds),
-        )
-        case.addCleanup(self.kill)
-        self._readers = [
-            threading.Thread(target=self._read, args=(stream, lines), daemon=True)
-            for stream, lines in (
-                (self.process.stdout, self.output),
-                (self.process.stderr, self.errors),
-            )
-        ]
-        for reader in self._readers:
-            reader.start()
 
     def wait_exit(self, timeout: float = STARTUP_TIMEOUT) -> int:
         status = self.process.wait(timeout)
