@@ -806,6 +806,7 @@ class NotifierTests(unittest.TestCase):
         clock = Clock()
         service = NotifyingService(Recorder("/x"), lambda: counters, clock, 10.0)
         service.startService()
+        clock.advance(0)  # READY=1 once the reactor runs
         self.assertEqual(
             sent,
             [
@@ -865,6 +866,9 @@ class NotifierTests(unittest.TestCase):
         top, server = MultiService(), MultiService()
         Listener().setServiceParent(server)
         server.setServiceParent(top)
-        NotifyingService(Recorder("/x"), dict, Clock(), 0, 0).setServiceParent(top)
+        clock = Clock()
+        NotifyingService(Recorder("/x"), dict, clock, 0, 0).setServiceParent(top)
         top.startService()
+        self.assertEqual(order, ["listener"])
+        clock.advance(0)  # the reactor runs: twistd's signal handlers are set
         self.assertEqual(order, ["listener", "notify"])

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
+    IDelayedCall,
     IListeningPort,
     IProtocolFactory,
     IReactorSocket,
@@ -553,13 +554,23 @@ class NotifyingService(Service):
         self.interval = interval
         self._loop = LoopingCall(self._update_status)
         self._loop.clock = clock
+        self._clock = clock
+        self._ready_call: IDelayedCall | None = None
         self._last_status: str | None = None
 
     def startService(self) -> None:
         """
-        Say C{READY=1} with the first status, and keep the status current.
+        Say C{READY=1} with the first status once the reactor runs (so a
+        SIGTERM systemd sends on hearing it finds twistd's handler in place
+        and drains), and keep the status current.
         """
         Service.startService(self)
+        self._ready_call = self._clock.callLater(0, self._ready)
+
+    def _ready(self) -> None:
+        self._ready_call = None
+        if not self.running:
+            return
         status = status_line(self.counters())
         self._last_status = status
         self.notifier.notify(READY=1, STATUS=status)
@@ -594,4 +605,7 @@ class NotifyingService(Service):
         Stop the status updates.
         """
         Service.stopService(self)
+        if self._ready_call is not None and self._ready_call.active():
+            self._ready_call.cancel()
+        self._ready_call = None
         self._stop_loop()
