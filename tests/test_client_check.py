@@ -31,12 +31,10 @@ HALF_CLOSE_CHECKS = {
     "1 MiB, half-close, sha256",
     "20 MB, half-close, sha256",
 }
-#: The half-close checks wire.Echo fails whatever the timing. (It passes the
-#: 1 MiB one when the kernel's socket buffers happen to hold every reply.)
-ALWAYS_FAILED_BY_WIRE_ECHO = {
-    "request and FIN in one segment",
-    "20 MB, half-close, sha256",
-}
+#: The half-close check wire.Echo fails whatever the timing. (It passes the
+#: 1 MiB and, on a loaded machine where the client sends slowly, even the
+#: 20 MB one when the kernel's socket buffers happen to hold every reply.)
+ALWAYS_FAILED_BY_WIRE_ECHO = {"request and FIN in one segment"}
 
 
 class CheckLoopbackTests(TestCase):
@@ -64,8 +62,9 @@ class CheckLoopbackTests(TestCase):
         failed = {r.name for r in results if not r.passed}
         self.assertLessEqual(ALWAYS_FAILED_BY_WIRE_ECHO, failed)
         self.assertLessEqual(failed, HALF_CLOSE_CHECKS)
-        detail = {r.name: r.detail for r in results}["20 MB, half-close, sha256"]
-        self.assertIn("before the connection closed", detail)
+        if "20 MB, half-close, sha256" in failed:
+            detail = {r.name: r.detail for r in results}["20 MB, half-close, sha256"]
+            self.assertIn("before the connection closed", detail)
 
     async def test_silent_server_times_out(self) -> None:
         port = serve_tcp(self, Factory.forProtocol(Protocol))
