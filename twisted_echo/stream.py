@@ -53,6 +53,12 @@ from twisted_echo.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.idle import IdleSweeper, cancel_call
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+from twisted_echo.proxyheader import (
+    HEADER_TIMEOUT,
+    HeaderError,
+    HeaderReader,
+    ProxyHeader,
+)
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control), while the
@@ -184,25 +190,39 @@ class StreamFactory(Factory):
         self.idle_sweeper = IdleSweeper(clock, self.open_protocols)
         self.idle_sweeper.set_timeout(self.timeouts.idle)
 
-    def buildProtocol(self, addr: Any) -> Protocol | None:
+    def buildProtocol(self, addr: Any, proxy_header: bool = False) -> Protocol | None:
         """
         Build a protocol for a new connection from C{addr}, or a L{Refused}
         one when a connection limit is reached.
+
+        @param proxy_header: whether the connection starts with a PROXY
+            header (a C{haproxy:} listener, L{twisted_echo.proxyheader}):
+            then C{addr} is the proxy's, so only C{max_connections} is
+            checked now, and the per-peer limit once the header names the
+            client (L{StreamProtocol._read_header}).
         """
-        host = peer_host(addr)
+        host = None if proxy_header else peer_host(addr)
         refusal = self.limits.admit(host)
         if refusal is not None:
             self.counters.refused[refusal] += 1
-            line = b""
-            if self.refusal_line:
-                line = b"ERROR: too many connections (%s); try again later\r\n" % (
-                    refusal.encode("ascii")
-                )
-            return Refused(line)
+            return Refused(self.refusal_message(refusal))
         protocol = self.protocol()
         protocol.factory = self
         protocol.peer_host = host
+        if proxy_header:
+            protocol.header = HeaderReader()
         return protocol
+
+    def refusal_message(self, refusal: str) -> bytes:
+        """
+        @return: the line a client refused for C{refusal} is sent (line
+            services), or nothing.
+        """
+        if not self.refusal_line:
+            return b""
+        return b"ERROR: too many connections (%s); try again later\r\n" % (
+            refusal.encode("ascii")
+        )
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -272,6 +292,11 @@ class StreamProtocol(Protocol):
     @ivar bytes_in: bytes read from the peer on this connection.
     @ivar bytes_out: bytes written to the peer on this connection.
     @ivar peer_host: the peer's address for per-peer limits, or L{None}.
+    @ivar header: while a PROXY header is awaited (C{haproxy:} listeners),
+        its L{HeaderReader}; L{None} otherwise. Until it is read the
+        connection is not started: L{connectionMade} (the service's banner,
+        the accounting, the log line) runs once it is.
+    @ivar proxy_header: the PROXY header read, if any.
     @ivar quiet_ticks: idle sweeps since the last traffic (see
         L{twisted_echo.idle}).
     """
@@ -288,6 +313,8 @@ class StreamProtocol(Protocol):
         self.transport = None
         self.connected = 0
         self.peer_host: str | None = None
+        self.header: HeaderReader | None = None
+        self.proxy_header: ProxyHeader | None = None
         self.bytes_in = 0
         self.bytes_out = 0
         self.quiet_ticks = 0
@@ -334,6 +361,118 @@ class StreamProtocol(Protocol):
         """
         return self.factory.clock.callLater(period, func)
 
+    def makeConnection(self, transport: Any) -> None:
+        """
+        Connected: start the connection (L{connectionMade}), or, on a
+        C{haproxy:} listener, wait for the PROXY header first, for at most
+        L{HEADER_TIMEOUT} seconds (C{proxy-protocol.txt} section 2: the
+        receiver "MUST NOT start processing the connection before it
+        receives a complete and valid PROXY protocol header").
+        """
+        header = self.header
+        if header is None:
+            Protocol.makeConnection(self, transport)
+            return
+        self.connected = 1
+        self.transport = transport
+        header.timer = self.callLater(HEADER_TIMEOUT, self._header_timed_out)
+
+    def client_address(self) -> Any:
+        """
+        @return: the client's address: the source named by the PROXY header
+            when there is one, else the peer's.
+        """
+        header = self.proxy_header
+        if header is not None and header.source is not None:
+            return header.source
+        return self.transport.getPeer()  # type: ignore[union-attr]
+
+    def proxy_address(self) -> Any:
+        """
+        @return: the address of the proxy that sent a PROXY header naming
+            the client, or L{None} (no header, or one naming no client:
+            C{LOCAL}, C{UNKNOWN}, C{UNSPEC}).
+        """
+        header = self.proxy_header
+        if header is None or header.source is None:
+            return None
+        return self.transport.getPeer()  # type: ignore[union-attr]
+
+    def _read_header(self, header: HeaderReader, data: bytes) -> None:
+        """
+        Feed C{data} to the PROXY header reader; once the header is whole,
+        admit its client against the per-peer limit, start the connection
+        and pass it what followed the header.
+        """
+        if header.finished:
+            return
+        try:
+            result = header.feed(data)
+        except HeaderError as e:
+            self._header_failed(e.reason)
+            return
+        if result is None:
+            return
+        self.proxy_header, rest = result
+        header.finished = True
+        cancel_call(header.timer)
+        header.timer = None
+        factory = self.factory
+        host = peer_host(self.client_address())
+        if host is not None:
+            # Admission by the client the header names (StreamFactory
+            # admitted the connection by max_connections only).
+            limits = factory.limits
+            if limits.max_per_peer and limits.open_by_peer[host] >= limits.max_per_peer:
+                factory.counters.refused["max_per_peer"] += 1
+                self._log.info(
+                    "{service} connection from {peer}: too many connections "
+                    "from its host; closing",
+                    service=factory.service_name,
+                    peer=describe_address(self.client_address()),
+                )
+                message = factory.refusal_message("max_per_peer")
+                if message:
+                    self.transport.write(message)  # type: ignore[union-attr]
+                self.transport.loseConnection()  # type: ignore[union-attr]
+                return
+            limits.open_by_peer[host] += 1
+            self.peer_host = host
+        self.header = None
+        self.connectionMade()
+        if rest and self.connected and not self._closing:
+            self.dataReceived(rest)
+
+    def _header_failed(self, reason: str) -> None:
+        """
+        No valid PROXY header (C{reason}: see
+        L{twisted_echo.proxyheader.REASONS}): count it as
+        C{refused[proxy_REASON]} and close without a reply (section 2.1:
+        "Any sequence which does not exactly match the protocol must be
+        discarded and cause the receiver to abort the connection").
+        """
+        header = self.header
+        assert header is not None
+        header.finished = True
+        cancel_call(header.timer)
+        header.timer = None
+        factory = self.factory
+        factory.counters.refused["proxy_" + reason] += 1
+        self._log.info(
+            "{service} connection from {peer}: no valid PROXY header "
+            "({reason}); closing",
+            service=factory.service_name,
+            peer=describe_address(self.transport.getPeer()),  # type: ignore[union-attr]
+            reason=reason,
+        )
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def _header_timed_out(self) -> None:
+        header = self.header
+        if header is not None and not header.finished:
+            header.timer = None
+            self._header_failed("timeout")
+
     def connectionMade(self) -> None:
         """
         Become the transport's streaming producer (flow control), switch
@@ -361,10 +500,12 @@ class StreamProtocol(Protocol):
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
         factory.counters.connections_total += 1
+        proxy = self.proxy_address()
         self._log.info(
-            "{service} connection from {peer}",
+            "{service} connection from {peer}{via}",
             service=factory.service_name,
-            peer=describe_address(transport.getPeer()),
+            peer=describe_address(self.client_address()),
+            via="" if proxy is None else f" via {describe_address(proxy)}",
         )
         factory.idle_sweeper.wake()
 
@@ -373,6 +514,10 @@ class StreamProtocol(Protocol):
         Count C{data} (bytes read from the peer), note the traffic for the
         idle sweep, and pass it to L{handle_data}.
         """
+        header = self.header
+        if header is not None:
+            self._read_header(header, data)
+            return
         self.bytes_in += len(data)
         self.quiet_ticks = 0
         self.handle_data(data)
@@ -486,7 +631,7 @@ class StreamProtocol(Protocol):
             "{service} connection from {peer}: peer read nothing for "
             "{stall} s; aborting",
             service=self.factory.service_name,
-            peer=describe_address(self.transport.getPeer()),  # type: ignore[union-attr]
+            peer=describe_address(self.client_address()),
             stall=self.factory.timeouts.stall,
         )
         self.abort()
@@ -535,8 +680,12 @@ class StreamProtocol(Protocol):
     def readConnectionLost(self) -> None:
         """
         The peer shut down its sending side: send what is still owed, then
-        close once it is all written.
+        close once it is all written. Before a whole PROXY header: count
+        it as C{refused[proxy_incomplete]} and close.
         """
+        if self.header is not None:
+            self._header_closed()
+            return
         self.end_of_input()
         self.close()
 
@@ -544,7 +693,18 @@ class StreamProtocol(Protocol):
         """
         Our sending side was closed: nothing more can be delivered, so close.
         """
+        if self.header is not None:
+            self._header_closed()
+            return
         self.close()
+
+    def _header_closed(self) -> None:
+        header = self.header
+        assert header is not None
+        if header.finished:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self._header_failed("incomplete")
 
     def connection_failed_to_start(self) -> None:
         """
@@ -556,10 +716,20 @@ class StreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
-        Account for the closed connection and log its totals.
+        Account for the closed connection and log its totals; a connection
+        closed before its PROXY header was read (or admitted) only gives
+        back its connection limits place.
         """
         self._cancel_stall()
         factory = self.factory
+        header = self.header
+        if header is not None:
+            if not header.finished:
+                factory.counters.refused["proxy_incomplete"] += 1
+            cancel_call(header.timer)
+            header.timer = None
+            factory.limits.release(self.peer_host)
+            return
         factory.limits.release(self.peer_host)
         factory.budget.detach(self)
         counters = factory.counters
@@ -571,7 +741,7 @@ class StreamProtocol(Protocol):
             "{service} connection from {peer} closed: {bytes_in} bytes in, "
             "{bytes_out} bytes out, {duration:.3f} s",
             service=factory.service_name,
-            peer=describe_address(transport.getPeer()) if transport else "?",
+            peer=describe_address(self.client_address()) if transport else "?",
             bytes_in=self.bytes_in,
             bytes_out=self.bytes_out,
             duration=factory.clock.seconds() - self._opened_at,
