@@ -30,6 +30,7 @@ from twisted_echo.proxyheader import (
     HeaderError,
     HeaderReader,
     ProxyHeaderEndpoint,
+    ProxyHeaderFactory,
     split_proxy_description,
 )
 from twisted_echo.stream import StreamProtocol
@@ -417,3 +418,7 @@ class ProxiedLoopbackTests(TestCase):
         self.assertEqual(client.count, len(payload))
         self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
         self.assertEqual(factory.counters.bytes_in, len(payload))
+
+    def test_port_log_names_the_service_factory(self) -> None:
+        factory = ProxyHeaderFactory(EchoFactory(reactor))
+        self.assertEqual(factory.logPrefix(), "EchoFactory")

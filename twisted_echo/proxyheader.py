@@ -295,6 +295,13 @@ class ProxyHeaderFactory(Factory):
     def doStop(self) -> None:
         self.factory.doStop()  # type: ignore[no-untyped-call]
 
+    def logPrefix(self) -> str:
+        """
+        @return: the service factory's, for Twisted's port log lines.
+        """
+        prefix: str = self.factory.logPrefix()  # type: ignore[no-untyped-call]
+        return prefix
+
     def buildProtocol(self, addr: Any) -> Protocol | None:
         return self.factory.buildProtocol(addr, proxy_header=True)
 
