@@ -182,15 +182,16 @@ class LoopGuardTests(TestCase):
 
     def test_default_list(self) -> None:
         """
-        By default every privileged port and sockecho's default UDP port
-        are never answered; BSD inetd's list is part of it.
+        By default every privileged port and sockecho's default UDP ports
+        (UDP echo's 7007, whoami's 7010) are never answered; BSD inetd's
+        list is part of it.
         """
-        self.assertEqual(DEFAULT_NEVER_ANSWER, frozenset(range(1024)) | {7007})
-        self.assertEqual(SOCKECHO_UDP_PORTS, {7007})
+        self.assertEqual(DEFAULT_NEVER_ANSWER, frozenset(range(1024)) | {7007, 7010})
+        self.assertEqual(SOCKECHO_UDP_PORTS, {7007, 7010})
         self.assertLessEqual(INETD_LOOP_PORTS, DEFAULT_NEVER_ANSWER)
         self.assertEqual(INETD_LOOP_PORTS, {0, 7, 9, 13, 19, 37})
         self.assertEqual(LoopGuard().never_answer, DEFAULT_NEVER_ANSWER)
-        self.assertEqual(format_ports(DEFAULT_NEVER_ANSWER), "0-1023,7007")
+        self.assertEqual(format_ports(DEFAULT_NEVER_ANSWER), "0-1023,7007,7010")
 
     def test_configured_list_replaces_default(self) -> None:
         """
@@ -301,7 +302,9 @@ class NeverAnswerOptionTests(TestCase):
         self.assertIsNone(options["udp-never-answer"])
         [guard] = self._guards(options)
         self.assertEqual(guard.never_answer, DEFAULT_NEVER_ANSWER)
-        self.assertIn("or none [default: 0-1023,7007]", " ".join(str(options).split()))
+        self.assertIn(
+            "or none [default: 0-1023,7007,7010]", " ".join(str(options).split())
+        )
 
     def test_given(self) -> None:
         options = self._parse("--udp-never-answer", "53,7000-7002")

@@ -86,6 +86,16 @@ TEXT_FIELD = "sockecho_text"
 WORKER_ENV = "SOCKECHO_WORKER"
 
 
+def is_datagram_service(service: str) -> bool:
+    """
+    @param service: a listener's service name in
+        L{twisted_echo.tap.listener_keys}.
+    @return: whether its listeners are UDP ones: C{udp} (UDP echo) and
+        C{*-udp} (C{whoami-udp}).
+    """
+    return service == "udp" or service.endswith("-udp")
+
+
 def counters_from_json(data: Mapping[str, Any]) -> ServiceCounters:
     """
     @param data: a L{ServiceCounters} as C{dataclasses.asdict} gave it.
@@ -257,15 +267,16 @@ class Supervisor(Service):
 
     def _open(self, service: str, index: int, description: str) -> Listener:
         listener = Listener(service, index, description)
+        datagram = is_datagram_service(service)
         try:
             if is_systemd_description(description):
                 # systemd opened it: one socket every worker shares.
-                wanted = socket.SOCK_DGRAM if service == "udp" else socket.SOCK_STREAM
+                wanted = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
                 found = adoptable_socket(parse_systemd_description(description), wanted)
                 shared = socket.socket(fileno=os.dup(found.inherited.fd))
                 listener.sockets = [shared]
-                kind = "udp" if service == "udp" else "tcp"
-            elif service == "udp":
+                kind = "udp" if datagram else "tcp"
+            elif datagram:
                 where = parse_udp_description(description)
                 listener.sockets = open_datagram_sockets(
                     where.interface, where.port, self.count
@@ -286,7 +297,7 @@ class Supervisor(Service):
             raise ListenError(description, explain_listen_failure(e)) from e
         _log.info(
             "{service} listening on {address}",
-            service=service,
+            service=service.removesuffix("-udp") or service,
             address=_describe_socket(listener.sockets[0], kind),
         )
         return listener

@@ -42,6 +42,7 @@ from twisted_echo.tls import TLSListeningReactor, is_tls_description
 from twisted_echo.udp import UDPEcho
 from twisted_echo.upper import UpperFactory
 from twisted_echo.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE, WelcomeFactory
+from twisted_echo.whoami import WhoamiFactory, WhoamiInfo, WhoamiUDP, worker_number
 
 #: The default listener of each service: all on loopback.
 DEFAULTS = {
@@ -51,6 +52,10 @@ DEFAULTS = {
     "udp": "udp:7007:interface=127.0.0.1",
 }
 TCP_SERVICES = ("echo", "upper", "welcome")
+#: The whoami service (off by default): its C{udp:} listeners are datagram
+#: listeners, named L{WHOAMI_UDP} in L{listener_keys}; the others stream.
+WHOAMI = "whoami"
+WHOAMI_UDP = "whoami-udp"
 #: Listen queue length given to stream endpoints that do not set one.
 #: Twisted's default of 50 stalls connects during accept storms (1 s SYN
 #: retransmits); the kernel caps it at net.core.somaxconn.
@@ -363,9 +368,19 @@ class Options(usage.Options):
         "udp", "udp:PORT[:interface=ADDR] (or systemd:index=N) for UDP echo."
     )
 
+    def opt_whoami(self, description: str) -> None:
+        self.listeners[WHOAMI].append(description)
+
+    opt_whoami.__doc__ = (
+        "Endpoint for the whoami service: TCP, UNIX, TLS (one JSON line, then "
+        "close) or udp:PORT[:interface=ADDR] (one JSON datagram per datagram) "
+        "[default: off] (repeatable)"
+    )
+
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self.listeners: dict[str, list[str]] = {name: [] for name in DEFAULTS}
+        self.listeners[WHOAMI] = []
 
     def postOptions(self) -> None:
         """
@@ -377,7 +392,8 @@ class Options(usage.Options):
             raise usage.UsageError(
                 f"--log-format takes text or json, not {self['log-format']!r}"
             )
-        for service, given in self.listeners.items():
+        for service in DEFAULTS:
+            given = self.listeners[service]
             if self[f"no-{service}"]:
                 if given:
                     raise usage.UsageError(f"--{service} and --no-{service} conflict")
@@ -395,7 +411,20 @@ class Options(usage.Options):
                         f"bad address for --{service} {description!r}: "
                         f"{_explain_parse_error(e)}"
                     ) from None
-        if not any(self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]):
+        for description in self.listeners[WHOAMI]:
+            try:
+                if is_datagram_description(description):
+                    parse_datagram_description(description)
+                else:
+                    self.stream_endpoint(description, _ParseOnly())
+            except Exception as e:
+                raise usage.UsageError(
+                    f"bad address for --whoami {description!r}: "
+                    f"{_explain_parse_error(e)}"
+                ) from None
+        if not self.listeners[WHOAMI] and not any(
+            self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]
+        ):
             raise usage.UsageError("every service is switched off; nothing to run")
         if self["metrics"] is not None:
             try:
@@ -428,15 +457,43 @@ class Options(usage.Options):
         return endpoint
 
 
+def is_datagram_description(description: str) -> bool:
+    """
+    @param description: a C{--whoami} endpoint string.
+    @return: whether it is a UDP one (C{udp:...}); the others are stream
+        endpoints (C{systemd:} ones included).
+    """
+    return description.partition(":")[0].strip() == "udp"
+
+
+def whoami_listeners(config: Options) -> dict[str, list[str]]:
+    """
+    @return: the C{--whoami} descriptions, stream ones under L{WHOAMI} and
+        UDP ones under L{WHOAMI_UDP}, each in the order given.
+    """
+    given = config.listeners[WHOAMI]
+    return {
+        WHOAMI: [d for d in given if not is_datagram_description(d)],
+        WHOAMI_UDP: [d for d in given if is_datagram_description(d)],
+    }
+
+
 def listener_keys(config: Options) -> list[tuple[str, int, str]]:
     """
     @return: C{(service, index, description)} of every listener C{config}
-        names, in the order L{makeService} adds them.
+        names, in the order L{makeService} adds them; whoami's are named
+        L{WHOAMI} (stream) and L{WHOAMI_UDP} (datagram), each numbered on
+        its own.
     """
+    whoami = whoami_listeners(config)
     return [
         (service, index, description)
         for service in (*TCP_SERVICES, "udp")
         for index, description in enumerate(config.listeners[service])
+    ] + [
+        (service, index, description)
+        for service in (WHOAMI, WHOAMI_UDP)
+        for index, description in enumerate(whoami[service])
     ]
 
 
@@ -462,7 +519,7 @@ def makeService(
     if reactor is None:
         from twisted.internet import reactor
 
-    counters = {name: ServiceCounters() for name in DEFAULTS}
+    counters = {name: ServiceCounters() for name in (*DEFAULTS, WHOAMI)}
     shared = limits.ConnectionLimits(
         max_connections=config["max-connections"],
         max_per_peer=config["max-per-peer"],
@@ -486,14 +543,28 @@ def makeService(
             budget=budget,
         ),
     }
+    whoami = whoami_listeners(config)
+    whoami_info = WhoamiInfo(worker=worker_number())
+    if whoami[WHOAMI]:
+        factories[WHOAMI] = WhoamiFactory(
+            reactor, counters[WHOAMI], shared, timeouts, budget, info=whoami_info
+        )
     running = [name for name in DEFAULTS if config.listeners[name]]
+    if config.listeners[WHOAMI]:
+        running.append(WHOAMI)
     top = SockechoService(
         {name: counters[name] for name in running},
-        factories=[factories[name] for name in TCP_SERVICES if name in running],
+        factories=[
+            factories[name]
+            for name in (*TCP_SERVICES, WHOAMI)
+            if name in factories and name in running
+        ],
         drain_timeout=config["drain-timeout"],
     )
-    for service in TCP_SERVICES:
-        for index, description in enumerate(config.listeners[service]):
+    stream_listeners = {name: config.listeners[name] for name in TCP_SERVICES}
+    stream_listeners[WHOAMI] = whoami[WHOAMI]
+    for service, descriptions in stream_listeners.items():
+        for index, description in enumerate(descriptions):
             socket_given = inherited.get((service, index))
             if socket_given is not None and is_systemd_description(description):
                 endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
@@ -529,6 +600,23 @@ def makeService(
                 IReactorUDP(reactor),
                 "udp",
                 inherited=inherited.get(("udp", index)),
+            )
+        )
+    for index, description in enumerate(whoami[WHOAMI_UDP]):
+        top.addService(
+            DatagramListenerService(
+                description,
+                parse_datagram_description(description),
+                WhoamiUDP(
+                    counters[WHOAMI],
+                    source_limit,
+                    global_limit,
+                    loop_guard,
+                    info=whoami_info,
+                ),
+                IReactorUDP(reactor),
+                WHOAMI,
+                inherited=inherited.get((WHOAMI_UDP, index)),
             )
         )
     if config["metrics"] is not None:

@@ -65,10 +65,10 @@ from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 #: L{DEFAULT_NEVER_ANSWER}.
 INETD_LOOP_PORTS = frozenset({0, 7, 9, 13, 19, 37})
 
-#: Default ports of sockecho's own UDP services (UDP echo: 7007). A new UDP
-#: service adds its default port here, so that two sockecho instances never
-#: answer each other's services.
-SOCKECHO_UDP_PORTS = frozenset({7007})
+#: Default ports of sockecho's own UDP services (UDP echo: 7007; whoami,
+#: as documented: 7010). A new UDP service adds its default port here, so
+#: that two sockecho instances never answer each other's services.
+SOCKECHO_UDP_PORTS = frozenset({7007, 7010})
 
 #: Source ports never answered unless C{--udp-never-answer} says otherwise:
 #: every privileged port (0-1023: inetd's list, DNS 53, NTP 123, ...) and
