@@ -18,10 +18,12 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import globalLogPublisher
+from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange
 from tests.memory import PEER
+from twisted_echo import tap
 from twisted_echo.echo import EchoFactory
 from twisted_echo.limits import ConnectionLimits, Timeouts
 from twisted_echo.proxyheader import (
@@ -422,3 +424,52 @@ class ProxiedLoopbackTests(TestCase):
     def test_port_log_names_the_service_factory(self) -> None:
         factory = ProxyHeaderFactory(EchoFactory(reactor))
         self.assertEqual(factory.logPrefix(), "EchoFactory")
+
+
+class ProxyOptionsTests(TestCase):
+    """
+    The C{haproxy:} prefix in the listener options (L{tap.Options}).
+    """
+
+    def parse(self, *args: str) -> tap.Options:
+        options = tap.Options()
+        options.parseOptions(list(args))
+        return options
+
+    def test_prefix_gives_a_proxy_header_endpoint(self) -> None:
+        config = self.parse("--echo", "haproxy:tcp:7007:interface=127.0.0.1")
+        endpoint = config.stream_endpoint(config.listeners["echo"][0], reactor)
+        self.assertIsInstance(endpoint, ProxyHeaderEndpoint)
+
+    def test_refused_combinations(self) -> None:
+        for args in (
+            ("--echo", "haproxy:ssl:7207"),
+            ("--echo", "haproxy:haproxy:tcp:7007"),
+            ("--upper", "haproxy:udp:7007"),
+            ("--metrics", "haproxy:tcp:9100"),
+            ("--udp", "haproxy:udp:7007"),
+            ("--echo", "haproxy:tcp:notaport"),
+            ("--whoami", "haproxy:udp:7010"),
+        ):
+            self.assertRaises(usage.UsageError, self.parse, *args)
+
+    async def test_service_reads_header_then_serves(self) -> None:
+        """
+        A server built from C{--welcome haproxy:...}: the banner comes after
+        the header, and the header's client is counted.
+        """
+        top = tap.makeService(
+            self.parse(
+                "--no-echo", "--no-upper", "--no-udp",
+                "--welcome", "haproxy:tcp:0:interface=127.0.0.1",
+                "--banner", "hi",
+            )
+        )  # fmt: skip
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        (listener,) = list(top)
+        port = listener.port.getHost().port  # type: ignore[attr-defined]
+        client = await exchange(port, V1_TCP4 + b"one\r\n")
+        self.assertEqual(b"".join(client.received), b"hi\r\nOK...one\r\n")
+        self.assertEqual(top.counters["welcome"].connections_total, 1)  # type: ignore[attr-defined]

@@ -30,6 +30,7 @@ from twisted_echo.listen import (
     StreamListenerService,
     parse_datagram_description,
 )
+from twisted_echo.proxyheader import ProxyHeaderEndpoint, split_proxy_description
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.server import SockechoService
 from twisted_echo.stream import StreamFactory
@@ -428,6 +429,8 @@ class Options(usage.Options):
             raise usage.UsageError("every service is switched off; nothing to run")
         if self["metrics"] is not None:
             try:
+                if split_proxy_description(self["metrics"])[0]:
+                    raise ValueError("the metrics listener does not take haproxy:")
                 self.stream_endpoint(self["metrics"], _ParseOnly())
             except Exception as e:
                 raise usage.UsageError(
@@ -443,9 +446,20 @@ class Options(usage.Options):
             C{ssl:} endpoints listen with sockecho's TLS layer, which keeps
             half-close (L{twisted_echo.tls}); C{systemd:} ones adopt a
             socket inherited from systemd, with or without
-            C{LISTEN_FDNAMES} (L{twisted_echo.systemd}).
+            C{LISTEN_FDNAMES} (L{twisted_echo.systemd}); C{haproxy:ENDPOINT}
+            ones read a PROXY header on each connection before the service
+            starts (L{twisted_echo.proxyheader}).
         @raise Exception: whatever the endpoint parser raises for a bad one.
         """
+        proxied, description = split_proxy_description(description)
+        if proxied:
+            kind = description.partition(":")[0].strip()
+            if kind in ("haproxy", "ssl", "udp"):
+                raise ValueError(
+                    f"haproxy: does not take {kind}: listeners (TCP, UNIX "
+                    "and systemd: ones only)"
+                )
+            return ProxyHeaderEndpoint(self.stream_endpoint(description, reactor))
         if is_systemd_description(description):
             address = parse_systemd_description(description)
             return SystemdStreamEndpoint(reactor, address)
