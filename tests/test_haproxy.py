@@ -1,0 +1,226 @@
+"""
+sockecho behind a real HAProxy (Debian's haproxy): TCP mode, the PROXY
+protocol v2 (C{send-proxy-v2}) and v1 (C{send-proxy}), health checks on.
+
+Each test starts a real C{twistd -n sockecho} whose listeners take the
+C{haproxy:} prefix, writes a HAProxy configuration in front of it from
+C{contrib/haproxy/sockecho.cfg} (the documented one, its addresses and ports
+replaced by free loopback ones), and drives clients through HAProxy.
+Outside CI a missing haproxy skips them; with C{CI} set it fails them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import subprocess
+import time
+import unittest as pyunit
+from pathlib import Path
+
+from tests.process import (
+    BANNER,
+    HOST,
+    IO_TIMEOUT,
+    MB,
+    EchoReader,
+    RunningServer,
+    missing,
+    tcp_exchange,
+    temp_dir,
+)
+
+CONFIG = Path(__file__).resolve().parent.parent / "contrib" / "haproxy" / "sockecho.cfg"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def haproxy_config(
+    frontends: dict[str, int], backends: dict[str, int], send_proxy: str
+) -> str:
+    """
+    C{contrib/haproxy/sockecho.cfg} for this test: each service's frontend
+    on a free port of 127.0.0.1, its backend the test's sockecho.
+
+    @param send_proxy: C{send-proxy-v2} or C{send-proxy}.
+    """
+    text = CONFIG.read_text()
+    for service, port in frontends.items():
+        text = text.replace(
+            f"bind 127.0.0.1:{_DEFAULT_FRONT[service]}", f"bind 127.0.0.1:{port}"
+        )
+    for service, port in backends.items():
+        text = text.replace(
+            f"server sockecho1 127.0.0.1:{_DEFAULT_BACK[service]}",
+            f"server sockecho1 127.0.0.1:{port}",
+        )
+    return text.replace("send-proxy-v2", send_proxy).replace(
+        "check-send-proxy inter 2s", "check-send-proxy inter 200ms"
+    )
+
+
+_DEFAULT_FRONT = {"echo": 17007, "upper": 17008, "welcome": 17009, "whoami": 17010}
+_DEFAULT_BACK = {"echo": 7007, "upper": 7008, "welcome": 7009, "whoami": 7010}
+SERVICES = ("echo", "upper", "welcome", "whoami")
+
+
+class Behind:
+    """
+    A sockecho with C{haproxy:} listeners and a HAProxy in front of it.
+
+    @ivar front: the port clients use for each service (HAProxy's).
+    @ivar back: sockecho's own port for each service.
+    """
+
+    def __init__(self, case: pyunit.TestCase, send_proxy: str, *args: str) -> None:
+        haproxy = _require_haproxy(case)
+        options: list[str] = []
+        for service in SERVICES:
+            options += [f"--{service}", f"haproxy:tcp:0:interface={HOST}"]
+        self.server = RunningServer(case, [*options, "--no-udp", *args])
+        self.back = self.server.wait_listening(SERVICES)
+        self.front = {service: free_port() for service in SERVICES}
+        directory = temp_dir(case)
+        config = os.path.join(directory, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.write(haproxy_config(self.front, self.back, send_proxy))
+        self.haproxy = subprocess.Popen(
+            [haproxy, "-f", config, "-db"],
+            cwd=directory,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        case.addCleanup(self._stop_haproxy)
+        deadline = time.monotonic() + IO_TIMEOUT
+        while True:
+            try:
+                socket.create_connection((HOST, self.front["echo"]), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.haproxy.poll() is not None:
+                    raise AssertionError("haproxy did not start") from None
+                time.sleep(0.05)
+
+    def _stop_haproxy(self) -> None:
+        self.haproxy.kill()
+        self.haproxy.wait(IO_TIMEOUT)
+        if self.haproxy.stdout is not None:
+            self.haproxy.stdout.close()
+
+
+def _require_haproxy(case: pyunit.TestCase) -> str:
+    from shutil import which
+
+    path = which("haproxy") or "/usr/sbin/haproxy"
+    if not os.path.exists(path):
+        missing(case, "'haproxy' is not installed", "apt-get install -y haproxy")
+    return path
+
+
+def exchange_from(source: str, port: int, data: bytes) -> bytes:
+    """
+    Like L{tcp_exchange}, from the local address C{source}.
+    """
+    with socket.create_connection(
+        (HOST, port), timeout=IO_TIMEOUT, source_address=(source, 0)
+    ) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = bytearray()
+        while chunk := sock.recv(65536):
+            received += chunk
+        return bytes(received)
+
+
+class HAProxyTests(pyunit.TestCase):
+    def test_20_mb_half_close_upper_and_welcome_through_v2(self) -> None:
+        behind = Behind(self, "send-proxy-v2")
+        payload = os.urandom(20 * MB)
+        sock = socket.create_connection((HOST, behind.front["echo"]), timeout=30)
+        self.addCleanup(sock.close)
+        reader = EchoReader(sock)
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        self.assertEqual(reader.finish(), hashlib.sha256(payload).digest())
+        self.assertEqual(reader.count, len(payload))
+        self.assertEqual(
+            tcp_exchange(behind.front["upper"], b"stra\xc3\x9fe"), b"STRASSE"
+        )
+        self.assertEqual(
+            tcp_exchange(behind.front["welcome"], b"hi\n"), BANNER + b"\r\nOK...hi\r\n"
+        )
+
+    def test_v1_echo(self) -> None:
+        behind = Behind(self, "send-proxy")
+        self.assertEqual(tcp_exchange(behind.front["echo"], b"over v1"), b"over v1")
+
+    def test_whoami_reports_the_real_client(self) -> None:
+        behind = Behind(self, "send-proxy-v2")
+        reply = exchange_from("127.0.0.5", behind.front["whoami"], b"")
+        fields = json.loads(reply)
+        self.assertIn("127.0.0.5", json.dumps(fields["client"]))
+        self.assertIsNotNone(fields["proxy"])
+
+    def test_per_peer_limit_counts_the_clients_behind_haproxy(self) -> None:
+        """
+        With C{--max-per-peer 2}, a third welcome connection from 127.0.0.5
+        is refused with the reason, while 127.0.0.6 is still served: the
+        limit counts HAProxy's clients, not HAProxy.
+        """
+        behind = Behind(self, "send-proxy-v2", "--max-per-peer", "2")
+        held = []
+        for _ in range(2):
+            sock = socket.create_connection(
+                (HOST, behind.front["welcome"]),
+                timeout=IO_TIMEOUT,
+                source_address=("127.0.0.5", 0),
+            )
+            self.addCleanup(sock.close)
+            self.assertEqual(sock.recv(100), BANNER + b"\r\n")
+            held.append(sock)
+        self.assertEqual(
+            exchange_from("127.0.0.5", behind.front["welcome"], b""),
+            b"ERROR: too many connections (max_per_peer); try again later\r\n",
+        )
+        reply = exchange_from("127.0.0.6", behind.front["welcome"], b"hi\n")
+        self.assertTrue(reply.endswith(b"OK...hi\r\n"), reply)
+
+    def test_direct_connection_without_header_is_closed_and_counted(self) -> None:
+        """
+        A client that reaches sockecho's C{haproxy:} listener directly,
+        without a header, gets nothing back and is counted by reason.
+        """
+        behind = Behind(self, "send-proxy-v2")
+        self.assertEqual(tcp_exchange(behind.back["echo"], b"no header here\r\n"), b"")
+        behind.server.stop()
+        self.assertRegex(
+            "\n".join(behind.server.output), r"\] echo: .*refused\[proxy_missing\]=1"
+        )
+
+    def test_health_checks_are_not_errors(self) -> None:
+        """
+        HAProxy's health checks (C{check}, C{check-send-proxy}: a version 2
+        LOCAL header every 200 ms here) are served like any connection:
+        no refusal, no warning or error in the log.
+        """
+        behind = Behind(self, "send-proxy-v2")
+        checks = re.compile(r"\] echo connection from tcp:127\.0\.0\.1:\d+ closed")
+        deadline = time.monotonic() + IO_TIMEOUT
+        while sum(bool(checks.search(line)) for line in behind.server.output) < 3:
+            self.assertLess(time.monotonic(), deadline, "no health checks seen")
+            time.sleep(0.05)
+        self.assertEqual(tcp_exchange(behind.front["echo"], b"x"), b"x")
+        behind.server.stop()
+        text = "\n".join(behind.server.output)
+        self.assertNotRegex(text, r"#(error|warn|critical)\]")
+        self.assertNotIn("Traceback", text)
+        self.assertNotIn("refused[proxy_", text)
