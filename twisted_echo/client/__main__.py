@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_client_main -*-
 """
 C{sockecho-client} (also C{python -m twisted_echo.client}): argument parsing
-and dispatch to L{chat}, L{load} and L{check}.
+and dispatch to L{chat}, L{load}, L{check} and L{whoami}.
 
 Exit status: 0 on success; 1 when a check or load run fails, the connection
 fails or ends badly; 2 for a bad option or endpoint string. Errors are one
@@ -213,6 +213,32 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--json", action="store_true", help="print a JSON list instead of the table"
     )
+    whoami = commands.add_parser(
+        "whoami",
+        parents=[tls],
+        help="ask a sockecho whoami service how it sees you",
+        description="Ask a whoami service (stream endpoint or udp:HOST:PORT) "
+        "how it sees this client; with --count N, how a load balancer spreads "
+        "N connections over its backends.",
+    )
+    whoami.add_argument("endpoint", metavar="ENDPOINT")
+    whoami.add_argument(
+        "--count",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="ask N times and count the answers per backend [%(default)s]",
+    )
+    whoami.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="seconds for each answer [%(default)s]",
+    )
+    whoami.add_argument(
+        "--json", action="store_true", help="print the answers as a JSON list"
+    )
     return parser
 
 
@@ -281,6 +307,18 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
 
         return await run_chat(
             reactor, args.endpoint, args.wait, args.timeout, tls=tls_settings(args)
+        )
+    if args.command == "whoami":
+        from twisted_echo.client.whoami import run_whoami
+
+        return await run_whoami(
+            reactor,
+            args.endpoint,
+            args.count,
+            args.timeout,
+            sys.stdout,
+            args.json,
+            tls=tls_settings(args),
         )
     if args.command == "load":
         from twisted_echo.client.load import run_load
