@@ -63,7 +63,15 @@ NAMESPACE = "sockecho"
 DATAGRAM_SERVICES = frozenset({"udp"})
 #: Reasons always exported (as 0 until they happen), so that rates and
 #: alerts have a series to work on from the start.
-REFUSAL_REASONS = ("max_connections", "max_per_peer")
+REFUSAL_REASONS = (
+    "max_connections",
+    "max_per_peer",
+    "proxy_missing",
+    "proxy_malformed",
+    "proxy_oversized",
+    "proxy_timeout",
+    "proxy_incomplete",
+)
 TIMEOUT_REASONS = ("idle", "stall", "line", "drain")
 DROP_REASONS = ("loop_port", "own_port", "rate_source", "rate_global", "send_error")
 #: Seconds an HTTP connection to the metrics listener may stay idle.
@@ -239,10 +247,12 @@ class SockechoCollector(Collector):
                 labels = {"service": service, **{k: own.get(k, "") for k in extra}}
                 received.add(c.bytes_in, **labels)
                 sent.add(c.bytes_out, **labels)
-                if service in DATAGRAM_SERVICES:
+                if service in DATAGRAM_SERVICES or c.datagrams_in:
+                    # UDP echo, and whoami when it also listens on UDP.
                     datagrams_in.add(c.datagrams_in, **labels)
                     datagrams_out.add(c.datagrams_out, **labels)
                     _add_reasons(dropped, c.dropped, DROP_REASONS, labels)
+                if service in DATAGRAM_SERVICES:
                     continue
                 total.add(c.connections_total, **labels)
                 open_now.add(c.connections_open, **labels)
