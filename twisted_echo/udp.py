@@ -381,13 +381,23 @@ class UDPEcho(DatagramProtocol):
         if global_limit is not None and not global_limit.allow():
             counters.dropped["rate_global"] += 1
             return
+        reply = self.reply_for(datagram, addr)
         try:
-            self._sendto(datagram, addr)
+            self._sendto(reply, addr)
         except (OSError, MessageLengthError):
             counters.dropped["send_error"] += 1
             return
         counters.datagrams_out += 1
-        counters.bytes_out += len(datagram)
+        counters.bytes_out += len(reply)
+
+    def reply_for(self, datagram: bytes, addr: Any) -> bytes:
+        """
+        @param datagram: a datagram that passed every check.
+        @param addr: its sender, C{(host, port)}.
+        @return: the reply: the datagram itself (RFC 862); other services
+            built on this one answer otherwise.
+        """
+        return datagram
 
 
 #: The parameters of L{udp.Port.__init__} that L{DatagramPort} passes.

@@ -35,7 +35,6 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IHandshakeListener, ISSLTransport
 from zope.interface import implementer
 
@@ -291,33 +290,12 @@ class WhoamiUDP(UDPEcho):
                 return IPv6Address("UDP", host, bound.port)
         return bound
 
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+    def reply_for(self, datagram: bytes, addr: Any) -> bytes:
         """
-        Answer C{datagram} (bytes) from C{addr} (C{(host, port)}) with the
-        JSON, unless its source port is in the loop guard or it is over a
-        rate limit (counted as L{UDPEcho} counts).
+        @param datagram: a datagram that passed UDP echo's checks (loop
+            guard, rate limits).
+        @param addr: its sender, C{(host, port)}.
+        @return: the whoami JSON for that sender, as one datagram.
         """
-        counters = self.counters
-        counters.datagrams_in += 1
-        counters.bytes_in += len(datagram)
-        guard = self.loop_guard
-        if addr[1] in guard.blocked:
-            counters.dropped[guard.reason(addr[1])] += 1
-            return
-        source_limit = self.source_limit
-        if source_limit is not None and not source_limit.allow(addr[0]):
-            counters.dropped["rate_source"] += 1
-            return
-        global_limit = self.global_limit
-        if global_limit is not None and not global_limit.allow():
-            counters.dropped["rate_global"] += 1
-            return
         info = self.info
-        reply = info.encode(info.describe(datagram_address(addr), self.local_address()))
-        try:
-            self._sendto(reply, addr)
-        except (OSError, MessageLengthError):
-            counters.dropped["send_error"] += 1
-            return
-        counters.datagrams_out += 1
-        counters.bytes_out += len(reply)
+        return info.encode(info.describe(datagram_address(addr), self.local_address()))
