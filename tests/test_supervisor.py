@@ -158,7 +158,8 @@ class WorkersProcessTests(pyunit.TestCase):
     def test_a_killed_worker_is_replaced_and_no_connection_refused(self) -> None:
         """
         SIGKILL to a worker: the supervisor logs it and starts a new one
-        within a second; clients connecting all the while are all served.
+        within a second; clients connecting all the while are all served,
+        but for the one connection the killed worker held, if any.
         """
         server = start_workers(self, 2)
         pid = int(server.wait_for(r"worker 1 started \(pid (\d+)\)").group(1))
@@ -188,7 +189,12 @@ class WorkersProcessTests(pyunit.TestCase):
         time.sleep(0.5)  # clients keep connecting with both workers up again
         stop.set()
         thread.join(10)
-        self.assertEqual(failures, [])
+        # The one connection the killed worker may have been serving dies
+        # with it (a reset); no new connection is refused or times out.
+        self.assertEqual(
+            [e for e in failures if not isinstance(e, ConnectionResetError)], []
+        )
+        self.assertLessEqual(len(failures), 1, failures)
         self.assertGreater(served["x"], 0)
 
     def test_workers_end_with_a_killed_supervisor(self) -> None:
