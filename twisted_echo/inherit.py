@@ -127,23 +127,7 @@ def open_stream_sockets(where: StreamAddress, count: int) -> list[socket.socket]
         sock.listen(where.backlog)
         return [sock]
     interface, port = where.address
-    family = socket.AF_INET6 if ":" in interface else socket.AF_INET
-    sockets: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setblocking(False)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((interface, port))
-            port = sock.getsockname()[1]
-            sock.listen(where.backlog)
-    except OSError:
-        for sock in sockets:
-            sock.close()
-        raise
-    return sockets
+    return _reuseport_sockets(socket.SOCK_STREAM, interface, port, count, where.backlog)
 
 
 def _stale_unix_socket(path: str) -> bool:
@@ -164,16 +148,33 @@ def open_datagram_sockets(interface: str, port: int, count: int) -> list[socket.
 
     @raise OSError: when a socket cannot be bound.
     """
+    return _reuseport_sockets(socket.SOCK_DGRAM, interface, port, count)
+
+
+def _reuseport_sockets(
+    kind: int, interface: str, port: int, count: int, backlog: int | None = None
+) -> list[socket.socket]:
+    """
+    Open C{count} non-blocking C{SO_REUSEPORT} sockets of C{kind} bound to
+    one address (port 0: the port the first one was given), listening with
+    C{backlog} when it is given; close them all if one fails.
+
+    @raise OSError: when a socket cannot be bound.
+    """
     family = socket.AF_INET6 if ":" in interface else socket.AF_INET
     sockets: list[socket.socket] = []
     try:
         for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_DGRAM)
+            sock = socket.socket(family, kind)
             sockets.append(sock)
             sock.setblocking(False)
+            if backlog is not None:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((interface, port))
             port = sock.getsockname()[1]
+            if backlog is not None:
+                sock.listen(backlog)
     except OSError:
         for sock in sockets:
             sock.close()
