@@ -402,41 +402,44 @@ class Options(usage.Options):
             descriptions = given or [DEFAULTS[service]]
             self.listeners[service] = descriptions
             for description in descriptions:
-                try:
-                    if service == "udp":
-                        parse_datagram_description(description)
-                    else:
-                        self.stream_endpoint(description, _ParseOnly())
-                except Exception as e:
-                    raise usage.UsageError(
-                        f"bad address for --{service} {description!r}: "
-                        f"{_explain_parse_error(e)}"
-                    ) from None
+                self._check_address(service, description, datagram=service == "udp")
         for description in self.listeners[WHOAMI]:
-            try:
-                if is_datagram_description(description):
-                    parse_datagram_description(description)
-                else:
-                    self.stream_endpoint(description, _ParseOnly())
-            except Exception as e:
-                raise usage.UsageError(
-                    f"bad address for --whoami {description!r}: "
-                    f"{_explain_parse_error(e)}"
-                ) from None
+            self._check_address(
+                WHOAMI, description, datagram=is_datagram_description(description)
+            )
         if not self.listeners[WHOAMI] and not any(
             self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]
         ):
             raise usage.UsageError("every service is switched off; nothing to run")
         if self["metrics"] is not None:
-            try:
-                if split_proxy_description(self["metrics"])[0]:
-                    raise ValueError("the metrics listener does not take haproxy:")
-                self.stream_endpoint(self["metrics"], _ParseOnly())
-            except Exception as e:
-                raise usage.UsageError(
-                    f"bad address for --metrics {self['metrics']!r}: "
-                    f"{_explain_parse_error(e)}"
-                ) from None
+            self._check_address("metrics", self["metrics"], metrics=True)
+
+    def _check_address(
+        self,
+        option: str,
+        description: str,
+        datagram: bool = False,
+        metrics: bool = False,
+    ) -> None:
+        """
+        Check that C{description}, given to C{--option}, parses.
+
+        @param datagram: whether it is a UDP (or systemd datagram) address.
+        @param metrics: whether it is C{--metrics}'s (which takes no
+            C{haproxy:} prefix).
+        @raise usage.UsageError: naming the option, the value and the fault.
+        """
+        try:
+            if datagram:
+                parse_datagram_description(description)
+                return
+            if metrics and split_proxy_description(description)[0]:
+                raise ValueError("the metrics listener does not take haproxy:")
+            self.stream_endpoint(description, _ParseOnly())
+        except Exception as e:
+            raise usage.UsageError(
+                f"bad address for --{option} {description!r}: {_explain_parse_error(e)}"
+            ) from None
 
     def stream_endpoint(self, description: str, reactor: Any) -> IStreamServerEndpoint:
         """
