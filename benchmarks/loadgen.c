@@ -16,8 +16,8 @@
  *            exchange on each, print {"ready": ...} and hold them until
  *            standard input closes or HOLD seconds pass.
  *
- * --rate R paces rr and stream at R operations per second in all (requests,
- * or SIZE-byte chunks), spread evenly over the connections, instead of as
+ * --rate R paces rr, stream and connect at R operations per second in all
+ * (requests, SIZE-byte chunks, or connections), spread evenly over the connections, instead of as
  * fast as the server answers: an operation never starts before its turn and
  * a late one starts at once, without a burst to catch up. At a rate every
  * server sustains, neither side is saturated, and the server's CPU time per
@@ -259,7 +259,8 @@ static void send_request(struct conn *c) {
 }
 
 static void new_request(struct conn *c) {
-    if (!take_turn(c)) {
+    /* connect: the turn was taken when the connection started */
+    if (o.mode != CONNECT && !take_turn(c)) {
         c->state = S_PACED;
         return;
     }
@@ -289,6 +290,10 @@ static void reply_done(struct conn *c) {
     if (o.mode == CONNECT) {
         close(c->fd);
         c->fd = -1;
+        if (!take_turn(c)) {
+            c->state = S_PACED;
+            return;
+        }
         conn_start(c);
         return;
     }
@@ -497,6 +502,10 @@ static void release_paced(uint64_t t) {
         if (c->state != S_PACED || t < c->due) continue;
         c->state = S_RECEIVING;
         if (o.mode == STREAM) stream_write(c);
+        else if (o.mode == CONNECT) {
+            take_turn(c);
+            conn_start(c);
+        }
         else new_request(c);
         if (measuring) work_ns += now_ns() - t;
         t = now_ns();
@@ -525,7 +534,14 @@ static void run_tcp(void) {
     if (o.mode == RR || o.mode == STREAM) {
         setup_connections();
     } else if (o.mode == CONNECT) {
-        for (int i = 0; i < o.conns; i++) conn_start(&conns[i]);
+        for (int i = 0; i < o.conns; i++) {
+            if (!pace_ns) {
+                conn_start(&conns[i]);
+                continue;
+            }
+            conns[i].due = t + pace_ns * i / o.conns; /* staggered, as rr's */
+            conns[i].state = S_PACED;
+        }
     }
     uint64_t t_warm = now_ns() + (uint64_t)(o.warmup * 1e9);
     t_end = t_warm + (uint64_t)(o.duration * 1e9);
@@ -628,7 +644,7 @@ int main(int argc, char **argv) {
         usage();
     if (!o.window) o.window = o.mode == UDP ? 32 : 4;
     if (o.mode == STREAM && o.proto != P_ECHO) usage();
-    if (o.rate < 0 || (o.rate > 0 && o.mode != RR && o.mode != STREAM)) usage();
+    if (o.rate < 0 || (o.rate > 0 && o.mode != RR && o.mode != STREAM && o.mode != CONNECT)) usage();
     if (o.rate > 0) pace_ns = (uint64_t)(o.conns * 1e9 / o.rate);
 
     struct rlimit rl;

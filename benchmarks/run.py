@@ -1,6 +1,7 @@
 """
 Benchmark sockecho against the echo servers Python users would pick instead.
 
+    pip install -e '.[bench]'           # uvloop and matplotlib, once
     python benchmarks/run.py            # full run: 3 rounds, 0.5 + 2.5 s per point
     python benchmarks/run.py --quick    # 1 round, 1.5 s per point (development)
 
@@ -139,6 +140,8 @@ STREAM_ARGS = ("stream", "--conns", "4", "--size", "65536", "--window", "4")
 #: the generator's ceiling (rr50, stream).
 RR_RATE = 40000  # requests/s over 50 connections
 STREAM_RATE = 6000  # 64 KiB chunks/s over 4 connections (393 MB/s)
+CONNECT_RATE = 4000  # connections/s over 8 slots, each one 64 B exchange
+CONNECT_ARGS = ("connect", "--conns", "8", "--size", "64")
 IDLE = Workload(
     "idle",
     "memory per idle connection",
@@ -164,7 +167,7 @@ WORKLOADS = [
         "connect + 64 B echo + close, 8 at a time",
         "conn/s",
         "echo",
-        ("connect", "--conns", "8", "--size", "64"),
+        CONNECT_ARGS,
     ),
     Workload(
         "udp",
@@ -197,6 +200,16 @@ WORKLOADS = [
         "echo",
         (*STREAM_ARGS, "--rate", str(STREAM_RATE)),
         metric="server_us_per_mb",
+        lower_is_better=True,
+    ),
+    Workload(
+        "connect-cpu",
+        f"server CPU per connection at {CONNECT_RATE:,} conn/s, "
+        "8 at a time, 64 B echo each",
+        "µs/conn",
+        "echo",
+        (*CONNECT_ARGS, "--rate", str(CONNECT_RATE)),
+        metric="server_us_per_op",
         lower_is_better=True,
     ),
     IDLE,
@@ -234,7 +247,7 @@ PYCLIENTS = [
 WORKLOADS += PYCLIENTS
 WL_BY_KEY = {w.key: w for w in WORKLOADS}
 ECHO_KEYS = ["rr1", "rr50", "stream", "connect", "udp"]
-COST_KEYS = ["rr50-cpu", "stream-cpu"]
+COST_KEYS = ["rr50-cpu", "stream-cpu", "connect-cpu"]
 TEXT_PAIRS = [
     ("upper1", "rr1"),
     ("upper50", "rr50"),
@@ -261,6 +274,43 @@ class Settings:
 
 
 # ---- building and running ------------------------------------------------
+
+
+#: How to get what the benchmark needs, by what is missing.
+BENCH_INSTALL = "pip install -e '.[bench]'"
+TOOL_PACKAGES = {"gcc": "gcc", "taskset": "util-linux", "prlimit": "util-linux"}
+
+
+def missing_prerequisites(s: Settings) -> list[str]:
+    """
+    Everything this run needs that this machine lacks, each with how to get
+    it, checked before the first measurement (a full run takes minutes).
+    """
+    import importlib.util
+    import shutil
+
+    missing = []
+    for tool, package in TOOL_PACKAGES.items():
+        if shutil.which(tool) is None:
+            missing.append(f"the `{tool}` program: apt-get install {package}")
+    cpus = os.sched_getaffinity(0)
+    if not {int(SERVER_CPU), int(LOADGEN_CPU)} <= cpus:
+        missing.append(
+            f"CPUs {SERVER_CPU} and {LOADGEN_CPU} (server and load generator each "
+            f"get one); this process may use {sorted(cpus)}"
+        )
+    modules = {"matplotlib": "the chart"}
+    if "uvloop-protocol" in s.peers or "py-uvloop" in s.workloads:
+        modules["uvloop"] = "the uvloop peer"
+    if "sockecho" in s.peers:
+        modules["twisted_echo"] = "sockecho itself"
+    for module, why in modules.items():
+        if importlib.util.find_spec(module) is None:
+            missing.append(f"the Python module `{module}` ({why}): {BENCH_INSTALL}")
+    twistd = Path(sys.executable).parent / "twistd"
+    if "sockecho" in s.peers and not twistd.exists():
+        missing.append(f"{twistd} (sockecho is started with it): {BENCH_INSTALL}")
+    return missing
 
 
 def build() -> None:
@@ -788,7 +838,7 @@ def chart(table: dict, peers: list[str], path: Path, idle_conns: int) -> None:
 
 
 #: Decimals shown per workload (0 for the others).
-DIGITS = {"stream": 1, "idle": 1, "rr50-cpu": 1}
+DIGITS = {"stream": 1, "idle": 1, "rr50-cpu": 1, "connect-cpu": 1}
 
 
 def problems(row: dict) -> str:
@@ -897,7 +947,8 @@ def reading(table: dict, peers: list[str]) -> list[str]:
             + " the generator was 90% busy or more while driving sockecho: "
             "there sockecho is at least that fast"
             + (
-                "; `rr50-cpu` and `stream-cpu` compare the servers there by their "
+                "; `rr50-cpu`, `stream-cpu` and `connect-cpu` compare the servers "
+                "there by their "
                 "CPU cost at a rate none of them saturates."
                 if any(("sockecho", k) in med for k in COST_KEYS)
                 else "."
@@ -1165,10 +1216,11 @@ def render(data: dict, out_dir: Path) -> None:
             f"`{w.key}` {w.title} ({w.unit})" for w in WORKLOADS if not w.ceiling_only
         )
         + ".",
-        "- `rr50-cpu` and `stream-cpu` run the `rr50` and `stream` loads at a "
-        "fixed rate (`loadgen --rate`: each connection starts a request or "
-        "chunk only at its turn, spread evenly), below every compared server's "
-        "top rate, and report the server's CPU time per request or per MB "
+        "- `rr50-cpu`, `stream-cpu` and `connect-cpu` run the `rr50`, `stream` "
+        "and `connect` loads at a fixed rate (`loadgen --rate`: each connection "
+        "(or connection slot) starts a request, chunk or connection only at its "
+        "turn, spread evenly), below every compared server's top rate, and "
+        "report the server's CPU time per request, MB or connection "
         "(server CPU ÷ rate). Where several servers' top rates meet the "
         "generator's ceiling (see below), their top rates cannot tell them "
         "apart; their cost at the same, unsaturated rate can. A server that "
@@ -1342,6 +1394,12 @@ def main() -> None:
         for p in s.peers
     )
     s.retries = int(RETRY_SHARE * points * s.rounds)
+    missing = missing_prerequisites(s)
+    if missing:
+        sys.exit(
+            "benchmarks/run.py cannot run here; missing:\n"
+            + "\n".join(f"  - {m}" for m in missing)
+        )
     build()
     nofile = raise_nofile(s.idle_conns + 1024)
     started, mach = time.monotonic(), machine()
