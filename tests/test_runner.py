@@ -18,6 +18,7 @@ import time
 import unittest as pyunit
 from collections.abc import Callable, Sequence
 
+from twisted.logger import LogLevel
 from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import TestCase
 
@@ -121,9 +122,9 @@ class OpenFilesTests(TestCase):
         self.assertEqual(raise_open_files_limit(None), hard)
 
 
-class JSONLogOptionTests(TestCase):
+class LogOptionTests(TestCase):
     """
-    C{--log-format json} as twistd parses it.
+    C{--log-format} and C{--log-level} as twistd parses them.
     """
 
     def parse(self, *args: str) -> ServerOptions:
@@ -136,12 +137,22 @@ class JSONLogOptionTests(TestCase):
         config = self.parse("-n", "sockecho", "--log-format", "json")
         self.assertIs(config["logger"], logformat.json_observer)
 
+    def test_text_is_sockechos_observer_too(self) -> None:
+        config = self.parse("-n", "sockecho")
+        self.assertIs(config["logger"], logformat.text_observer)
+
+    def test_log_level_filters_sockechos_observer(self) -> None:
+        self.addCleanup(setattr, logformat, "_levels", logformat._levels)
+        self.parse("-n", "sockecho", "--log-level", "error")
+        self.assertEqual(logformat._levels, {LogLevel.error, LogLevel.critical})
+
     def test_users_own_logger_or_syslog_is_kept(self) -> None:
         config = self.parse(
             "-n", "--logger", "twisted.logger.textFileLogObserver",
             "sockecho", "--log-format", "json",
         )  # fmt: skip
         self.assertIsNot(config["logger"], logformat.json_observer)
+        self.assertIsNot(config["logger"], logformat.text_observer)
         config = self.parse("--syslog", "sockecho", "--log-format", "json")
         self.assertIsNone(config["logger"])
 

@@ -15,6 +15,7 @@ from twisted.internet.error import ConnectionAborted
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -354,3 +355,54 @@ class DrainTests(TestCase):
         _, late = connect(self.factory, Echo)
         run_clock(self.clock, DRAIN_QUIET * 1.5)
         self.assertTrue(late.disconnecting)
+
+
+class ConnectionLogTests(TestCase):
+    """
+    One line as each connection opens and one as it closes, unless the
+    factory's C{log_connections} is off (C{--log-level} above info).
+    """
+
+    def connection_events(self, log_connections: bool) -> list[dict[str, object]]:
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        factory = EchoFactory(Clock())
+        factory.log_connections = log_connections
+        protocol, transport = connect(factory, Echo)
+        protocol.dataReceived(b"hi")
+        protocol.connectionLost(Failure(ConnectionAborted()))
+        return [e for e in events if e.get("log_namespace") == "twisted_echo.echo.Echo"]
+
+    def test_lines_on(self) -> None:
+        events = self.connection_events(True)
+        self.assertEqual(
+            [formatEvent(e) for e in events],
+            [
+                "echo connection from tcp:192.0.2.7:40000",
+                "echo connection from tcp:192.0.2.7:40000 closed: 2 bytes in, "
+                "2 bytes out, 0.000 s",
+            ],
+        )
+
+    def test_lines_off(self) -> None:
+        self.assertEqual(self.connection_events(False), [])
+
+    def test_same_event_as_twisteds_logger(self) -> None:
+        """
+        L{StreamProtocol._log_connection} builds the event C{Logger.info}
+        builds: this fails if Twisted's events change.
+        """
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        protocol = Echo()
+        protocol._log.info("{a} and {b}", a=1, b="two")
+        protocol._log_connection("{a} and {b}", a=1, b="two")
+        twisteds, ours = events[-2:]
+        self.assertEqual(sorted(ours), sorted(twisteds))
+        # Twisted's own fields (but the time and the Logger object), and
+        # ours; other observers (the legacy log's) add copies of their own.
+        keys = [k for k in twisteds if k.startswith("log_")] + ["a", "b"]
+        keys = [k for k in keys if k not in ("log_logger", "log_time", "log_legacy")]
+        self.assertEqual({k: ours[k] for k in keys}, {k: twisteds[k] for k in keys})

@@ -137,6 +137,10 @@ class OptionsTests(TestCase):
             (["--drain-timeout", "-inf"], "--drain-timeout takes a number of seconds"),
             (["--max-per-peer", "x"], "--max-per-peer takes a number of connections"),
             (["--log-format", "xml"], "--log-format takes text or json"),
+            (
+                ["--log-level", "loud"],
+                "--log-level takes debug, info, warn, error, critical, not 'loud'",
+            ),
             (["--max-line", "0"], "--max-line takes a positive number of bytes"),
             (["--max-line", "many"], "--max-line takes a positive number of bytes"),
             (
@@ -175,6 +179,17 @@ class MakeServiceTests(TestCase):
             ],
         )
         self.assertEqual(sorted(service.counters), ["echo", "udp", "upper"])
+
+    def test_log_level_above_info_turns_connection_lines_off(self) -> None:
+        """
+        C{--log-level warn} (or above) makes no per-connection line at all;
+        the default, info, makes them.
+        """
+        for args, expected in [((), True), (("--log-level", "warn"), False)]:
+            service = makeService(parse("--echo", "tcp:0", "--welcome", "tcp:0", *args))
+            self.assertEqual(
+                {f.log_connections for f in service.factories}, {expected}, args
+            )
 
     def test_starts_and_stops_listening(self) -> None:
         service = makeService(

@@ -1,18 +1,22 @@
 # -*- test-case-name: tests.test_logformat -*-
 """
-C{--log-format json}: twistd's log as one JSON object per line
-(L{twisted.logger.jsonFileLogObserver}: RFC 7464 JSON text sequences, each
-record an RS byte, a JSON object and a newline), for log shippers.
+twistd's log, written by sockecho's own observer: C{--log-format text} (the
+default: twistd's classic lines, L{twisted_echo.logtext}) or C{json} (one
+object per line, L{twisted.logger.eventAsJSON}: RFC 7464 JSON text
+sequences, each record an RS byte, a JSON object and a newline, for log
+shippers), both filtered by C{--log-level} and written in batches at most
+0.1 s apart (L{twisted_echo.logbuffer}).
 
 The records go where twistd would write its text log, chosen as twistd's
 C{UnixAppLogger} chooses: with C{-n} and no C{--logfile}, or with
 C{--logfile=-}, standard output; otherwise C{--logfile} (C{twistd.log} by
 default), a L{twisted.python.logfile.LogFile} that rotates at 1 MB and on
 C{SIGUSR1}. twistd's own C{--logger} and C{--syslog}, when given, are left
-in charge (and get twistd's text format).
+in charge (and get twistd's text format, unbuffered, every level).
 
 twistd's C{--logger} option names an observer factory by its Python name and
-calls it without arguments; L{use_json_log} points it at L{json_observer}.
+calls it without arguments; L{use_log} points it at L{text_observer} or
+L{json_observer}.
 """
 
 from __future__ import annotations
@@ -23,27 +27,39 @@ from collections.abc import Mapping, MutableMapping
 from types import FrameType
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, jsonFileLogObserver
+from twisted.logger import ILogObserver, LogLevel, eventAsJSON
 from twisted.python.logfile import LogFile
 
-#: twistd's options, as L{use_json_log} last saw them.
+from twisted_echo.logbuffer import BufferedLogObserver, levels_from
+from twisted_echo.logtext import ClassicText
+
+#: twistd's options, as L{use_log} last saw them.
 _twistd_options: Mapping[str, Any] = {}
+#: The levels written, as L{use_log} last saw them.
+_levels: frozenset[LogLevel] = levels_from("info")
 
 
-def use_json_log(twistd_options: MutableMapping[str, Any]) -> bool:
+def use_log(
+    twistd_options: MutableMapping[str, Any], log_format: str, log_level: str
+) -> bool:
     """
-    Make twistd log JSON records where it would have logged text.
+    Make twistd log through sockecho's observer (text or JSON records,
+    filtered by level, in batches) where it would have logged text.
 
     @param twistd_options: twistd's own options (C{--logfile},
         C{--nodaemon} are read; C{--logger} is set).
+    @param log_format: C{"text"} or C{"json"}.
+    @param log_level: the least severe level written (a
+        L{twisted.logger.LogLevel} name).
     @return: whether it was set up: not when the user chose C{--logger} or
-        C{--syslog}, which keep their own format.
+        C{--syslog}, which keep twistd's own observer.
     """
-    global _twistd_options
+    global _twistd_options, _levels
     if twistd_options.get("logger") or twistd_options.get("syslog"):
         return False
     _twistd_options = dict(twistd_options)
-    twistd_options["logger"] = f"{__name__}.json_observer"
+    _levels = levels_from(log_level)
+    twistd_options["logger"] = f"{__name__}.{log_format}_observer"
     return True
 
 
@@ -79,9 +95,38 @@ def log_stream(twistd_options: Mapping[str, Any]) -> IO[Any]:
     return stream
 
 
+def _installed_reactor() -> Any:
+    """
+    @return: the reactor if one is installed yet, else L{None} (logging
+        must not choose one).
+    """
+    return sys.modules.get("twisted.internet.reactor")
+
+
+def text_observer() -> ILogObserver:
+    """
+    @return: an observer writing twistd's classic text lines where twistd
+        would write its text log (see L{log_stream}).
+    """
+    return BufferedLogObserver(
+        log_stream(_twistd_options), ClassicText(), _installed_reactor, _levels
+    )
+
+
+def json_record(event: dict[str, Any]) -> str:
+    """
+    @param event: a L{twisted.logger} event.
+    @return: its RFC 7464 record, as L{twisted.logger.jsonFileLogObserver}
+        writes it.
+    """
+    return f"\x1e{eventAsJSON(event)}\n"
+
+
 def json_observer() -> ILogObserver:
     """
     @return: an observer writing JSON records where twistd would write its
         text log (see L{log_stream}).
     """
-    return jsonFileLogObserver(log_stream(_twistd_options))
+    return BufferedLogObserver(
+        log_stream(_twistd_options), json_record, _installed_reactor, _levels
+    )

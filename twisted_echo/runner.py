@@ -12,7 +12,8 @@ Here, and only here:
  - the process is tuned: the open files limit raised for C{--max-connections}
    (to the hard limit when it is 0, "no limit"), malloc kept from mapping
    every large read (L{twisted_echo.memory});
- - C{--log-format json} is set up where twistd would write text
+ - the log (C{--log-format}, C{--log-level}) is written by sockecho's
+   buffered observer where twistd would write text
    (L{twisted_echo.logformat});
  - a start-up error becomes twistd's exit: with C{-n}, one line on standard
    error and exit status 1; as a daemon, twistd's own report through its
@@ -36,7 +37,7 @@ from twisted.python import usage
 
 from twisted_echo import tap
 from twisted_echo.listen import ListenError
-from twisted_echo.logformat import use_json_log
+from twisted_echo.logformat import use_log
 from twisted_echo.memory import keep_large_reads_on_heap
 from twisted_echo.reactor import install_if_unchosen
 from twisted_echo.server import SockechoService
@@ -221,8 +222,9 @@ class TwistdService(MultiService):
 
 class Options(tap.Options):
     """
-    L{tap.Options}, plus what they ask of twistd: C{--log-format json} makes
-    twistd log JSON records where it would log text. The options as given
+    L{tap.Options}, plus what they ask of twistd: C{--log-format} and
+    C{--log-level} make twistd log through sockecho's observer
+    (L{twisted_echo.logformat}). The options as given
     are kept (C{args}) for workers to parse again.
     """
 
@@ -248,14 +250,14 @@ class Options(tap.Options):
 
     def postOptions(self) -> None:
         """
-        Validate (L{tap.Options.postOptions}), then set up JSON logs.
+        Validate (L{tap.Options.postOptions}), then set up the log.
 
         @raise usage.UsageError: naming the option and the value at fault.
         """
         tap.Options.postOptions(self)
         twistd = getattr(self, "parent", None)
-        if self["log-format"] == "json" and twistd is not None:
-            use_json_log(twistd)
+        if twistd is not None:
+            use_log(twistd, self["log-format"], self["log-level"])
 
 
 def makeService(config: Options) -> TwistdService:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from typing import Any, ClassVar
 
 from twisted.internet import abstract, tcp
@@ -44,7 +45,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -126,6 +127,10 @@ def peer_host(address: object) -> str | None:
     return sys.intern(host) if isinstance(host, str) else None
 
 
+#: The L{Logger} of each protocol class (see L{StreamProtocol._log_connection}).
+_CLASS_LOGGERS: dict[type[Protocol], Logger] = {}
+
+
 @implementer(IHalfCloseableProtocol)
 class Refused(Protocol):
     """
@@ -163,6 +168,9 @@ class StreamFactory(Factory):
         (line services) or just closed (byte-transparent services).
     @cvar expansion: the most the reply to one read can outgrow the read
         (a ratio of bytes), for the memory budget.
+    @ivar log_connections: whether a line is logged as each connection
+        opens and closes (C{info} level: off below C{--log-level info}, and
+        then not even made).
     """
 
     protocol: type[StreamProtocol]  # type: ignore[assignment]
@@ -170,6 +178,7 @@ class StreamFactory(Factory):
     refusal_line: ClassVar[bool] = False
     expansion: ClassVar[int] = 1
     noisy = False
+    log_connections = True
 
     def __init__(
         self,
@@ -473,6 +482,33 @@ class StreamProtocol(Protocol):
             header.timer = None
             self._header_failed("timeout")
 
+    def _log_connection(self, format: str, **fields: object) -> None:
+        """
+        Log the C{info} event C{self._log.info(format, **fields)} would log,
+        with the same keys and values (a test compares them, so a change in
+        Twisted's events fails it), for less: C{Logger}'s descriptor builds
+        a new L{Logger} at each C{self._log}, and C{Logger.emit} sorts the
+        L{LogLevel} constants to check the level it is given. Together 3 µs
+        of the 8 µs from C{self._log.info} to sockecho's observer, for each
+        of a connection's two lines.
+
+        @param format: the PEP 3101 format of the line.
+        @param fields: the event's fields.
+        """
+        cls = type(self)
+        log = _CLASS_LOGGERS.get(cls)
+        if log is None:
+            log = _CLASS_LOGGERS[cls] = cls._log  # one per class
+        fields.update(
+            log_logger=log,
+            log_level=LogLevel.info,
+            log_namespace=log.namespace,
+            log_source=self,
+            log_format=format,
+            log_time=time.time(),
+        )
+        log.observer(fields)
+
     def connectionMade(self) -> None:
         """
         Become the transport's streaming producer (flow control), switch
@@ -500,13 +536,14 @@ class StreamProtocol(Protocol):
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
         factory.counters.connections_total += 1
-        proxy = self.proxy_address()
-        self._log.info(
-            "{service} connection from {peer}{via}",
-            service=factory.service_name,
-            peer=describe_address(self.client_address()),
-            via="" if proxy is None else f" via {describe_address(proxy)}",
-        )
+        if factory.log_connections:
+            proxy = self.proxy_address()
+            self._log_connection(
+                "{service} connection from {peer}{via}",
+                service=factory.service_name,
+                peer=describe_address(self.client_address()),
+                via="" if proxy is None else f" via {describe_address(proxy)}",
+            )
         factory.idle_sweeper.wake()
 
     def dataReceived(self, data: bytes) -> None:
@@ -736,14 +773,14 @@ class StreamProtocol(Protocol):
         counters.connections_open -= 1
         counters.bytes_in += self.bytes_in
         counters.bytes_out += self.bytes_out
-        transport = self.transport
-        self._log.info(
-            "{service} connection from {peer} closed: {bytes_in} bytes in, "
-            "{bytes_out} bytes out, {duration:.3f} s",
-            service=factory.service_name,
-            peer=describe_address(self.client_address()) if transport else "?",
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-            duration=factory.clock.seconds() - self._opened_at,
-        )
+        if factory.log_connections:
+            self._log_connection(
+                "{service} connection from {peer} closed: {bytes_in} bytes in, "
+                "{bytes_out} bytes out, {duration:.3f} s",
+                service=factory.service_name,
+                peer=describe_address(self.client_address()) if self.transport else "?",
+                bytes_in=self.bytes_in,
+                bytes_out=self.bytes_out,
+                duration=factory.clock.seconds() - self._opened_at,
+            )
         factory.connection_closed(self)

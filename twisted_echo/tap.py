@@ -30,6 +30,8 @@ from twisted_echo.listen import (
     StreamListenerService,
     parse_datagram_description,
 )
+from twisted_echo.logbuffer import LEVELS as LOG_LEVELS
+from twisted_echo.logbuffer import levels_from
 from twisted_echo.proxyheader import ProxyHeaderEndpoint, split_proxy_description
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.server import SockechoService
@@ -346,6 +348,13 @@ class Options(usage.Options):
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
         [
+            "log-level",
+            None,
+            "info",
+            "Least severe level logged: debug, info (a line as each connection "
+            "opens and closes), warn, error or critical.",
+        ],
+        [
             "metrics",
             None,
             None,
@@ -392,6 +401,11 @@ class Options(usage.Options):
         if self["log-format"] not in ("text", "json"):
             raise usage.UsageError(
                 f"--log-format takes text or json, not {self['log-format']!r}"
+            )
+        if self["log-level"] not in LOG_LEVELS:
+            raise usage.UsageError(
+                f"--log-level takes {', '.join(LOG_LEVELS)}, "
+                f"not {self['log-level']!r}"
             )
         for service in DEFAULTS:
             given = self.listeners[service]
@@ -562,10 +576,13 @@ def makeService(
     }
     whoami = whoami_listeners(config)
     whoami_info = WhoamiInfo(worker=worker_number())
+    log_connections = LOG_LEVELS["info"] in levels_from(config["log-level"])
     if whoami[WHOAMI]:
         factories[WHOAMI] = WhoamiFactory(
             reactor, counters[WHOAMI], shared, timeouts, budget, info=whoami_info
         )
+    for factory in factories.values():
+        factory.log_connections = log_connections
     running = [name for name in DEFAULTS if config.listeners[name]]
     if config.listeners[WHOAMI]:
         running.append(WHOAMI)

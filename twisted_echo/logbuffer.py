@@ -1,0 +1,149 @@
+# -*- test-case-name: tests.test_logbuffer -*-
+"""
+A log observer that filters by level, formats, and writes in batches.
+
+Twisted's L{twisted.logger.FileLogObserver} writes and flushes every event:
+a C{write(2)} system call per log line, two per connection for sockecho.
+L{BufferedLogObserver} gathers the lines while the reactor runs and writes
+them together at most L{FLUSH_INTERVAL} seconds after the first of them was
+logged; it writes at once:
+ - a warning, an error or a critical event (and what came before it);
+ - when L{MAX_BUFFER} bytes are waiting;
+ - when the reactor is not running (start-up, after it stopped, a crash of
+   the loop), and from any thread but the reactor's;
+ - at the reactor's shutdown (after the drain's last lines) and at the
+   process's exit (C{atexit}), so nothing is lost on C{SIGTERM} or when
+   the reactor loop dies.
+Events below the chosen level (C{--log-level}) are dropped before they are
+formatted.
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections.abc import Callable
+from typing import IO, Any
+
+from twisted.logger import ILogObserver, LogLevel
+from zope.interface import implementer
+
+#: Seconds between a line's logging and its write, at most.
+FLUSH_INTERVAL = 0.1
+#: Characters of waiting lines that are written at once.
+MAX_BUFFER = 64 * 1024
+#: The levels, least severe first, by the names C{--log-level} takes.
+LEVELS = {level.name: level for level in LogLevel.iterconstants()}
+_ORDER = list(LEVELS.values())
+_URGENT = frozenset(_ORDER[_ORDER.index(LogLevel.warn) :])
+
+
+def levels_from(name: str) -> frozenset[LogLevel]:
+    """
+    @param name: a L{LogLevel} name (C{debug}, C{info}, C{warn}, C{error},
+        C{critical}).
+    @return: that level and the more severe ones.
+    @raise KeyError: for another name.
+    """
+    return frozenset(_ORDER[_ORDER.index(LEVELS[name]) :])
+
+
+@implementer(ILogObserver)
+class BufferedLogObserver:
+    """
+    Write events as text lines to a stream, in batches (see the module).
+
+    @ivar levels: the levels written; events of others are dropped. An
+        event with no level is written.
+    """
+
+    def __init__(
+        self,
+        stream: IO[Any],
+        format_event: Callable[[dict[str, Any]], str | None],
+        get_reactor: Callable[[], Any],
+        levels: frozenset[LogLevel] = frozenset(_ORDER),
+    ) -> None:
+        """
+        @param stream: where lines go (C{write} and C{flush} are called),
+            as a text stream; a L{twisted.python.logfile.LogFile} rotates.
+        @param format_event: makes an event's line (newline included), or
+            L{None} for an event with nothing to write.
+        @param get_reactor: returns the reactor once one is installed, or
+            L{None}: this module imports none, so logging never chooses it.
+        @param levels: see L{levels}.
+        """
+        self.stream = stream
+        self.format_event = format_event
+        self.get_reactor = get_reactor
+        self.levels = levels
+        self._lines: list[str] = []
+        self._size = 0
+        self._flush_call: Any = None
+        self._shutdown_hooked = False
+        self._lock = threading.Lock()
+        self._thread = threading.get_ident()
+        atexit.register(self.flush)
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        """
+        Take one event: drop it, write it, or keep it for the next batch.
+
+        @param event: a L{twisted.logger} event.
+        """
+        level = event.get("log_level")
+        if level is not None and level not in self.levels:
+            return
+        line = self.format_event(event)
+        if not line:
+            return
+        with self._lock:
+            self._lines.append(line)
+            self._size += len(line)
+        if (
+            level in _URGENT
+            or self._size >= MAX_BUFFER
+            or threading.get_ident() != self._thread
+            or not self._schedule()
+        ):
+            self.flush()
+
+    def _schedule(self) -> bool:
+        """
+        Make sure a flush is due within L{FLUSH_INTERVAL}.
+
+        @return: whether one is (the reactor is running), else the caller
+            writes at once.
+        """
+        if self._flush_call is not None:
+            return True
+        reactor = self.get_reactor()
+        if reactor is None or not reactor.running:
+            return False
+        if not self._shutdown_hooked:
+            self._shutdown_hooked = True
+            reactor.addSystemEventTrigger("after", "shutdown", self.flush)
+        self._flush_call = reactor.callLater(FLUSH_INTERVAL, self._timed_flush)
+        return True
+
+    def _timed_flush(self) -> None:
+        self._flush_call = None
+        self.flush()
+
+    def flush(self) -> None:
+        """
+        Write and flush every waiting line. A stream that fails (a full
+        disk) loses the batch rather than the process.
+        """
+        call, self._flush_call = self._flush_call, None
+        if call is not None and call.active():
+            call.cancel()
+        with self._lock:
+            lines, self._lines, self._size = self._lines, [], 0
+            if not lines:
+                return
+            try:
+                self.stream.write("".join(lines))
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass
