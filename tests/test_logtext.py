@@ -9,11 +9,16 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from twisted.logger import LogLevel, formatEventAsClassicLogText, formatTime
+from twisted.logger import (
+    LogLevel,
+    formatEvent,
+    formatEventAsClassicLogText,
+    formatTime,
+)
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.logtext import ClassicText
+from twisted_echo.logtext import ClassicText, message_text
 
 FORMATS = [
     "{service} connection from {peer}{via}",
@@ -86,6 +91,7 @@ class SameTextAsTwistedTests(TestCase):
             if value is not None:
                 event[key] = value
         self.assertEqual(ClassicText()(dict(event)), twisteds(dict(event)))
+        self.assertEqual(message_text(dict(event)), formatEvent(dict(event)))
 
     def test_connection_lines(self) -> None:
         """

@@ -25,7 +25,26 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from twisted.logger import formatEventAsClassicLogText, formatTime
+from twisted.logger import formatEvent, formatEventAsClassicLogText, formatTime
+
+
+def message_text(event: dict[str, Any]) -> str:
+    """
+    @param event: a L{twisted.logger} event.
+    @return: its message, as L{twisted.logger.formatEvent} makes it (no
+        time stamp, no system, no traceback), through C{str.format_map}
+        when that can make it.
+    """
+    fmt = event.get("log_format")
+    if type(fmt) is str and "log_flattened" not in event:
+        try:
+            text = fmt.format_map(event)
+        except Exception:
+            pass
+        else:
+            if text:
+                return text
+    return formatEvent(event)
 
 
 class ClassicText:
@@ -66,19 +85,11 @@ class ClassicText:
             a tab), or L{None} for an event with no text, exactly as
             L{twisted.logger.formatEventAsClassicLogText} returns.
         """
-        text = None
-        fmt = event.get("log_format")
-        if (
-            type(fmt) is str
-            and "log_failure" not in event
-            and "log_flattened" not in event
-        ):
-            try:
-                text = fmt.format_map(event)
-            except Exception:
-                text = None
-        if not text:  # Twisted's text for what it alone can format
+        if "log_failure" in event:  # Twisted's text, with the traceback
             return formatEventAsClassicLogText(event, formatTime=self.format_time)
+        text = message_text(event)
+        if not text:
+            return None
         system = event.get("log_system")
         if system is None:
             level = event.get("log_level")

@@ -7,7 +7,8 @@ Its orders are JSON in the environment variable C{SOCKECHO_WORKER}: its
 number, the sockecho options as given on the command line, and the
 listening sockets it inherited (C{[service, index, fd, family]}). It runs
 the same services as a single sockecho process on those sockets, writes its
-log as JSON events to standard output (the supervisor re-logs them), reports
+log as JSON events to standard output, in batches at most 0.1 s apart
+(L{twisted_echo.logbuffer}; the supervisor re-logs them), reports
 its counters every second and once more after its drain, and drains on
 SIGTERM or SIGINT like a single process.
 """
@@ -24,14 +25,11 @@ import sys
 from typing import Any
 
 from twisted.internet.task import LoopingCall
-from twisted.logger import (
-    ILogObserver,
-    Logger,
-    formatEvent,
-    globalLogBeginner,
-    jsonFileLogObserver,
-)
-from zope.interface import provider
+from twisted.logger import Logger, globalLogBeginner
+
+from twisted_echo.logbuffer import BufferedLogObserver
+from twisted_echo.logformat import json_record
+from twisted_echo.logtext import message_text
 
 #: Seconds between counter reports.
 REPORT_INTERVAL = 1.0
@@ -91,15 +89,17 @@ def main() -> None:
     from twisted_echo import tap
     from twisted_echo.runner import tune_process
 
-    to_json = jsonFileLogObserver(sys.stdout)
-
-    @provider(ILogObserver)
-    def observer(event: dict[str, Any]) -> None:
+    def record(event: dict[str, Any]) -> str:
         # The text as this worker formats it: formatting specs such as
         # {duration:.3f} do not survive the JSON round trip.
-        event[TEXT_FIELD] = formatEvent(event)
-        to_json(event)
+        event[TEXT_FIELD] = message_text(event)
+        return json_record(event)
 
+    # In batches, as a single process's log (twisted_echo.logbuffer); every
+    # level, as the counters travel as debug events: the supervisor filters
+    # by --log-level, and this worker's factories make no connection lines
+    # when that is above info.
+    observer = BufferedLogObserver(sys.stdout, record, lambda: reactor)
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     config = tap.Options()
     config.parseOptions(orders["args"])  # type: ignore[no-untyped-call]
@@ -130,9 +130,7 @@ def main() -> None:
     def on_signal(signum: int, frame: object) -> None:
         if not stopping:
             stopping.append(signum)
-            _log.info(
-                "received {signal}, draining", signal=signal.Signals(signum).name
-            )
+            _log.info("received {signal}, draining", signal=signal.Signals(signum).name)
             reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
 
     signal.signal(signal.SIGTERM, on_signal)
