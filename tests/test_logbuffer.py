@@ -159,3 +159,26 @@ class BufferedLogObserverTests(TestCase):
         observer = BufferedLogObserver(Full(), line_of, lambda: None)
         observer(event("lost"))
         observer.flush()
+
+    def test_a_line_logged_while_writing_waits_for_that_write(self) -> None:
+        """
+        A signal handler that logs while a batch is being written (twistd's
+        SIGTERM handler logs) neither deadlocks nor writes in the middle of
+        that batch: its line follows it.
+        """
+        observer = self.observer
+
+        class Interrupted(io.StringIO):
+            interrupted = False
+
+            def write(self, text: str) -> int:
+                if not self.interrupted:
+                    self.interrupted = True
+                    observer(event("Received SIGTERM", LogLevel.warn))
+                return super().write(text)
+
+        observer.stream = Interrupted()
+        observer(event("a"))
+        observer(event("b"))
+        observer.flush()
+        self.assertEqual(observer.stream.getvalue(), "a\nb\nReceived SIGTERM\n")

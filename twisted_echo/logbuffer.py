@@ -81,7 +81,7 @@ class BufferedLogObserver:
         self._size = 0
         self._flush_call: Any = None
         self._shutdown_hooked = False
-        self._lock = threading.Lock()
+        self._writing = False
         self._thread = threading.get_ident()
         atexit.register(self.flush)
 
@@ -97,9 +97,8 @@ class BufferedLogObserver:
         line = self.format_event(event)
         if not line:
             return
-        with self._lock:
-            self._lines.append(line)
-            self._size += len(line)
+        self._lines.append(line)
+        self._size += len(line)
         if (
             level in _URGENT
             or self._size >= MAX_BUFFER
@@ -132,18 +131,28 @@ class BufferedLogObserver:
 
     def flush(self) -> None:
         """
-        Write and flush every waiting line. A stream that fails (a full
-        disk) loses the batch rather than the process.
+        Write and flush every waiting line, in the order logged. A stream
+        that fails (a full disk) loses the batch rather than the process.
         """
         call, self._flush_call = self._flush_call, None
         if call is not None and call.active():
             call.cancel()
-        with self._lock:
-            lines, self._lines, self._size = self._lines, [], 0
-            if not lines:
-                return
-            try:
-                self.stream.write("".join(lines))
-                self.stream.flush()
-            except (OSError, ValueError):
-                pass
+        if self._writing:
+            # Called again while writing: by a signal handler that logged
+            # (twistd's SIGTERM handler does) while the write was
+            # interrupted. The outer call writes this line after its own.
+            # No lock here: a signal handler runs in the thread it
+            # interrupted, so a lock it waits for would never be released.
+            return
+        self._writing = True
+        try:
+            while self._lines:
+                lines = self._lines
+                self._lines, self._size = [], 0
+                try:
+                    self.stream.write("".join(lines))
+                    self.stream.flush()
+                except (OSError, ValueError):
+                    pass
+        finally:
+            self._writing = False
