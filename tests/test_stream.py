@@ -11,8 +11,8 @@ import threading
 import time
 
 from twisted.internet import reactor
-from twisted.internet.error import ConnectionAborted
-from twisted.internet.task import Clock
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
 from twisted.logger import formatEvent, globalLogPublisher
@@ -279,6 +279,36 @@ class TransportLayoutTests(TestCase):
         self.assertEqual(client.count, len(payload))
         self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
         self.assertIsNone(stream.queued_bytes(object()))
+
+
+    async def test_close_with_nothing_queued_closes_at_once(self) -> None:
+        """
+        C{close()} on a plain TCP connection with nothing queued ends it
+        before returning: the protocol's C{connectionLost} runs (with
+        L{ConnectionDone}) and the socket is closed, without Twisted's round
+        trip through writability. Fails if Twisted's C{tcp.Connection}
+        stops closing its socket in C{connectionLost}.
+        """
+        factory = EchoFactory(reactor, limits=ConnectionLimits(0, 0))
+        port = listen_tcp(self, factory)
+        client = socket.create_connection(("127.0.0.1", port), 10)
+        self.addCleanup(client.close)
+        deadline = time.monotonic() + 10
+        while not factory.open_protocols and time.monotonic() < deadline:
+            await deferLater(reactor, 0.01)
+        (protocol,) = factory.open_protocols
+        lost: list[Failure] = []
+        protocol.connectionLost = lambda reason, original=protocol.connectionLost: (  # type: ignore[method-assign]
+            lost.append(reason),
+            original(reason),
+        )[-1]
+        sock = protocol.transport.socket  # type: ignore[union-attr]
+        protocol.close()
+        self.assertEqual(len(lost), 1)
+        self.assertTrue(lost[0].check(ConnectionDone), lost[0])
+        self.assertEqual(sock.fileno(), -1)
+        self.assertEqual(client.recv(10), b"")
+        self.assertEqual(factory.open_protocols, set())
 
 
 class DrainTests(TestCase):
