@@ -230,7 +230,8 @@ class StreamFactory(Factory):
         quiet for L{DRAIN_QUIET} seconds (so transfers in progress finish);
         those still open after C{timeout} seconds are aborted.
 
-        @return: a L{Deferred} that fires when no connection is left open.
+        @return: a L{twisted.internet.defer.Deferred} that fires when no
+            connection is left open.
         """
         done: Deferred[None] = Deferred()
         self._draining = done

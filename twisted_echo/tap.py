@@ -235,9 +235,10 @@ class _ParseOnly:
 class Options(usage.Options):
     """
     Options of C{twistd sockecho}; L{postOptions} validates every listening
-    address and raises L{usage.UsageError} naming the bad one. Parsing the
-    options has no other effect: it installs no reactor and changes none of
-    twistd's own options (that is L{twisted_echo.runner}'s work).
+    address and raises L{twisted.python.usage.UsageError} naming the bad
+    one. Parsing the options has no other effect: it installs no reactor and
+    changes none of twistd's own options (that is L{twisted_echo.runner}'s
+    work).
     """
 
     synopsis = "[options]"
