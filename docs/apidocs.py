@@ -34,6 +34,7 @@ PYTHON_NAMES = {
     "True": ("py:data", "library/constants.html#True"),
     "False": ("py:data", "library/constants.html#False"),
     "os.getpid": ("py:function", "library/os.html#os.getpid"),
+    "string.Formatter": ("py:class", "library/string.html#string.Formatter"),
 }
 #: Twisted's own tests are left out of its inventory: nothing links to them,
 #: and they are a third of its source.
