@@ -4,6 +4,7 @@ Tests for L{twisted_echo.tap}: the options and the service they build.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -16,7 +17,16 @@ from twisted_echo.listen import (
     ListenError,
     StreamListenerService,
 )
-from twisted_echo.tap import DEFAULTS, Options, makeService, with_backlog
+from twisted_echo.tap import (
+    DEFAULTS,
+    HELP_GROUPS,
+    Options,
+    format_size,
+    makeService,
+    parse_size,
+    with_backlog,
+)
+from twisted_echo.udp import DEFAULT_NEVER_ANSWER
 
 
 def parse(*args: str) -> Options:
@@ -151,6 +161,145 @@ class OptionsTests(TestCase):
             with self.assertRaises(usage.UsageError) as caught:
                 parse(*args)
             self.assertIn(words, str(caught.exception), args)
+
+
+def help_entries(text: str) -> dict[str, str]:
+    """
+    @param text: C{--help}'s text.
+    @return: each option's help, unwrapped to one line, by option name, in
+        the order shown.
+    """
+    entries: dict[str, str] = {}
+    name = None
+    for line in text.splitlines():
+        entry = re.match(r"^(?:  -\w, |      )--([\w-]+)=?\s+(.*)", line)
+        if entry is not None:
+            name = entry.group(1)
+            entries[name] = entry.group(2)
+        elif line.startswith("      ") and name is not None:
+            # A continuation; textwrap breaks after hyphens too (0-/1023).
+            glue = "" if entries[name].endswith("-") else " "
+            entries[name] += glue + line.strip()
+        else:
+            name = None
+    return entries
+
+
+#: Every listener option, as C{--help} must list them first.
+LISTENER_OPTIONS = ("echo", "upper", "welcome", "udp", "whoami")
+
+
+class HelpTests(TestCase):
+    """
+    C{twistd -n sockecho --help}: listeners first, defaults as users type
+    them.
+    """
+
+    def setUp(self) -> None:
+        # What str(Options()) (twistd's --help) shows after the synopsis,
+        # at 80 columns whatever $COLUMNS says: narrower, textwrap breaks
+        # long values such as endpoint strings anywhere.
+        self.help = Options().getUsage(width=80)
+        self.entries = help_entries(self.help)
+
+    def test_str_is_synopsis_and_usage(self) -> None:
+        """
+        C{str(Options())}, what C{--help} prints, is the synopsis line, then
+        the grouped help.
+        """
+        self.assertEqual(str(Options()), "[options]\n" + Options().getUsage())
+
+    def test_every_option_listed_once(self) -> None:
+        """
+        Each option is listed, once, under a heading.
+        """
+        options = Options()
+        expected = {opt.rstrip("=") for opt in options.longOpt}
+        self.assertEqual(set(self.entries), expected)
+        for name in expected:
+            self.assertEqual(
+                len(re.findall(rf"^(?:  -\w, |      )--{name}[=\s]", self.help, re.M)),
+                1,
+                name,
+            )
+
+    def test_listeners_come_first(self) -> None:
+        """
+        The listener options come first, under the first heading, in the
+        services' order, before any other option.
+        """
+        shown = list(self.entries)
+        self.assertEqual(tuple(shown[: len(LISTENER_OPTIONS)]), LISTENER_OPTIONS)
+        lines = self.help.splitlines()
+        self.assertTrue(lines[0].startswith("Listeners"), lines[0])
+        self.assertEqual(HELP_GROUPS[0][1][: len(LISTENER_OPTIONS)], LISTENER_OPTIONS)
+
+    def test_groups_in_order(self) -> None:
+        """
+        The headings are L{HELP_GROUPS}' (with "Other" last, for twistd's
+        C{--help} and C{--version}), each followed by its options.
+        """
+        headings = [line for line in self.help.splitlines() if line[:1].isalpha()]
+        headings = headings[: headings.index("Other:") + 1]
+        self.assertEqual(
+            headings, [f"{heading}:" for heading, _ in HELP_GROUPS] + ["Other:"]
+        )
+        order = [name for _, names in HELP_GROUPS for name in names]
+        grouped = [name for name in self.entries if name in order]
+        self.assertEqual(grouped, sorted(grouped, key=order.index))
+        self.assertEqual(list(self.entries)[-2:], ["help", "version"])
+
+    def test_defaults_shown_as_typed(self) -> None:
+        """
+        Each default shown is what a user would type (C{1000/2000}, C{64M},
+        C{300}), and giving it to its option yields the default's value.
+        """
+        shown = {}
+        for name, text in self.entries.items():
+            default = re.search(r"\[default: (.*?)\]", text)
+            if default is not None:
+                shown[name] = default.group(1)
+        self.assertEqual(shown["udp-rate"], "1000/2000")
+        self.assertEqual(shown["udp-global-rate"], "20000/40000")
+        self.assertEqual(shown["max-buffer"], "64M")
+        self.assertEqual(shown["idle-timeout"], "300")
+        self.assertEqual(shown["udp-never-answer"], "0-1023,7007,7010")
+        self.assertEqual(shown["echo"], "tcp:7007:interface=127.0.0.1")
+        defaults = parse()
+        checked = set()
+        for name, text in shown.items():
+            if text == "off":
+                continue
+            given = parse(f"--{name}", text)
+            checked.add(name)
+            if name in DEFAULTS:
+                self.assertEqual(given.listeners[name], defaults.listeners[name])
+            elif name == "udp-never-answer":
+                # Not given: None, which means the default set.
+                self.assertIsNone(defaults[name])
+                self.assertEqual(given[name], DEFAULT_NEVER_ANSWER)
+            else:
+                self.assertEqual(given[name], defaults[name], name)
+                self.assertEqual(type(given[name]), type(defaults[name]), name)
+        parameters = {p[0] for p in Options.optParameters} | set(DEFAULTS)
+        # Only --metrics (and --whoami, a handler) are off by default.
+        self.assertEqual(parameters - checked, {"metrics"})
+        self.assertEqual(shown["whoami"], "off")
+        self.assertEqual(shown["metrics"], "off")
+        self.assertIsNone(defaults["metrics"])
+        self.assertEqual(defaults.listeners["whoami"], [])
+
+    def test_format_size(self) -> None:
+        """
+        L{format_size} writes a size as L{parse_size} reads it, with the
+        largest suffix that divides it.
+        """
+        for size, text in [
+            (0, "0"), (1000, "1000"), (1024, "1K"), (256 << 10, "256K"),
+            (64 << 20, "64M"), (3 << 30, "3G"), ((1 << 20) + 1, "1048577"),
+        ]:  # fmt: skip
+            self.assertEqual(format_size(size), text)
+            self.assertEqual(parse_size(text), size)
 
 
 class MakeServiceTests(TestCase):

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_package -*-
 """
 sockecho: the classic socket test services as a Twisted application.
 
@@ -9,6 +10,142 @@ Services (one module each):
  - L{twisted_echo.whoami}: how the server sees the client, as JSON (TCP, UDP).
 
 Start them with C{twistd -n sockecho}; see L{twisted_echo.tap}.
+
+The public API is the names in C{__all__}, importable from here
+(C{from twisted_echo import EchoFactory}): the services' factories and
+protocols, the server (L{twisted_echo.server.SockechoService}) and what
+builds it from options (L{twisted_echo.tap.Options},
+L{twisted_echo.tap.makeService}), and the client's entry points
+(L{twisted_echo.client}). Everything else may change between releases.
+Importing this package imports none of them: each is imported when first
+used (PEP 562), so C{import twisted_echo} loads neither a reactor nor any
+networking module.
+
+@var __version__: sockecho's version, as installed (the package's
+    metadata: C{setup.cfg}'s C{version}).
 """
 
-__version__ = "0.1.0"
+from __future__ import annotations
+
+import importlib
+
+#: C{typing.TYPE_CHECKING}, without importing C{typing} (a twentieth of a
+#: second of start-up here and there; type checkers read it the same).
+TYPE_CHECKING = False
+
+#: Where each public name lives: C{NAME: MODULE} (same name there) or
+#: C{NAME: (MODULE, NAME_THERE)}, modules relative to this package.
+_PUBLIC: dict[str, str | tuple[str, str]] = {
+    # The services: protocols and their factories.
+    "StreamProtocol": "stream",
+    "StreamFactory": "stream",
+    "Echo": "echo",
+    "EchoFactory": "echo",
+    "Upper": "upper",
+    "UpperFactory": "upper",
+    "Welcome": "welcome",
+    "WelcomeFactory": "welcome",
+    "UDPEcho": "udp",
+    "Whoami": "whoami",
+    "WhoamiFactory": "whoami",
+    "WhoamiUDP": "whoami",
+    # The server, and what builds it from twistd's options.
+    "SockechoService": "server",
+    "Options": "tap",
+    "makeService": "tap",
+    # The client (sockecho-client) and its commands' entry points.
+    "client_main": ("client.__main__", "main"),
+    "ClientError": "client.errors",
+    "run_chat": "client.chat",
+    "LoadConfig": "client.load",
+    "run_load": "client.load",
+    "CheckResult": "client.check",
+    "run_check": "client.check",
+    "run_checks": "client.check",
+    "run_whoami": "client.whoami",
+    # The testing helpers (twisted_echo.testing) join here and in __all__.
+}
+
+__all__ = [
+    "__version__",
+    "StreamProtocol",
+    "StreamFactory",
+    "Echo",
+    "EchoFactory",
+    "Upper",
+    "UpperFactory",
+    "Welcome",
+    "WelcomeFactory",
+    "UDPEcho",
+    "Whoami",
+    "WhoamiFactory",
+    "WhoamiUDP",
+    "SockechoService",
+    "Options",
+    "makeService",
+    "client_main",
+    "ClientError",
+    "run_chat",
+    "LoadConfig",
+    "run_load",
+    "CheckResult",
+    "run_check",
+    "run_checks",
+    "run_whoami",
+    # The testing helpers (twisted_echo.testing) join here and in _PUBLIC.
+]
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from twisted_echo.client.__main__ import main as client_main
+    from twisted_echo.client.chat import run_chat
+    from twisted_echo.client.check import CheckResult, run_check, run_checks
+    from twisted_echo.client.errors import ClientError
+    from twisted_echo.client.load import LoadConfig, run_load
+    from twisted_echo.client.whoami import run_whoami
+    from twisted_echo.echo import Echo, EchoFactory
+    from twisted_echo.server import SockechoService
+    from twisted_echo.stream import StreamFactory, StreamProtocol
+    from twisted_echo.tap import Options, makeService
+    from twisted_echo.udp import UDPEcho
+    from twisted_echo.upper import Upper, UpperFactory
+    from twisted_echo.welcome import Welcome, WelcomeFactory
+    from twisted_echo.whoami import Whoami, WhoamiFactory, WhoamiUDP
+
+    __version__: str
+
+
+def _installed_version() -> str:
+    """
+    @return: the installed distribution's version; C{0+unknown} when this
+        package runs uninstalled (from a bare checkout on C{sys.path}).
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sockecho")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def __getattr__(name: str) -> Any:
+    """
+    Import a public name (or C{__version__}) on first use (PEP 562).
+
+    @raise AttributeError: for a name that is not public.
+    """
+    if name == "__version__":
+        value: Any = _installed_version()
+    elif name in _PUBLIC:
+        where = _PUBLIC[name]
+        module, attribute = (where, name) if isinstance(where, str) else where
+        value = getattr(importlib.import_module(f"{__name__}.{module}"), attribute)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -3,12 +3,13 @@
 Idle timeouts for many connections with one timer.
 
 Twisted's L{twisted.protocols.policies.TimeoutMixin} gives every connection
-its own L{DelayedCall} and reschedules it on every read: about 0.45 KiB per
-connection (a third of an idle connection's memory here) and a clock read
-per chunk. L{IdleSweeper} instead checks every connection of a factory in
-one sweep, C{TICKS} times per timeout; a connection only clears its
-C{quiet_ticks} counter when it has traffic. A connection is closed after
-between 1 and 1 + 1/C{TICKS} timeouts without traffic.
+its own L{twisted.internet.base.DelayedCall} and reschedules it on every
+read: about 0.45 KiB per connection (a third of an idle connection's memory
+here) and a clock read per chunk. L{IdleSweeper} instead checks every
+connection of a factory in one sweep, C{TICKS} times per timeout; a
+connection only clears its C{quiet_ticks} counter when it has traffic. A
+connection is closed after between 1 and 1 + 1/C{TICKS} timeouts without
+traffic.
 """
 
 from __future__ import annotations

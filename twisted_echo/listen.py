@@ -281,7 +281,7 @@ class StreamListenerService(ListenerService):
         return describe_address(address)
 
 
-#: What the stock L{udp.Port} means on a wildcard address, for the log.
+#: What the stock L{twisted.internet.udp.Port} means on a wildcard address, for the log.
 _STOCK_WILDCARD = (
     ", whose replies leave from the address the kernel picks, which a "
     "connected client drops if it sent to another of this host's addresses"
@@ -296,10 +296,10 @@ class DatagramListenerService(ListenerService):
     It listens with L{DatagramPort} (no 64 KiB allocation per datagram;
     on a wildcard address, C{0.0.0.0} or C{::}, replies leave from the
     address each datagram was sent to) when L{datagram_port_problem} finds
-    Twisted's L{udp.Port} as expected, else with the stock L{udp.Port} from
-    C{reactor.listenUDP}, and logs one info line saying so (a warning on a
-    wildcard address, where the stock port lets the kernel pick a reply's
-    source address).
+    Twisted's L{twisted.internet.udp.Port} as expected, else with the stock
+    L{twisted.internet.udp.Port} from C{reactor.listenUDP}, and logs one info
+    line saying so (a warning on a wildcard address, where the stock port
+    lets the kernel pick a reply's source address).
     """
 
     def __init__(

@@ -40,8 +40,8 @@ _URGENT = frozenset(_ORDER[_ORDER.index(LogLevel.warn) :])
 
 def levels_from(name: str) -> frozenset[LogLevel]:
     """
-    @param name: a L{LogLevel} name (C{debug}, C{info}, C{warn}, C{error},
-        C{critical}).
+    @param name: a L{twisted.logger.LogLevel} name (C{debug}, C{info},
+        C{warn}, C{error}, C{critical}).
     @return: that level and the more severe ones.
     @raise KeyError: for another name.
     """

@@ -58,7 +58,8 @@ class SockechoService(MultiService):
 
     def addService(self, service: IService) -> None:
         """
-        Add one listener (an L{IService}) as a child.
+        Add one listener (an L{twisted.application.service.IService}) as a
+        child.
         """
         MultiService.addService(self, service)
 
@@ -80,8 +81,8 @@ class SockechoService(MultiService):
         """
         Stop accepting, drain open connections, log the summary.
 
-        @return: a L{Deferred} that fires once every connection is closed or
-            the drain timeout has passed.
+        @return: a L{twisted.internet.defer.Deferred} that fires once every
+            connection is closed or the drain timeout has passed.
         """
         for hook in self.drain_started:
             hook()

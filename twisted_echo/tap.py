@@ -135,6 +135,26 @@ def parse_size(text: str) -> int:
     return int(match.group(1)) * _SIZE_SUFFIXES[match.group(2)]
 
 
+def format_size(size: int) -> str:
+    """
+    @param size: a number of bytes.
+    @return: C{size} as L{parse_size} reads it, with the largest binary
+        suffix that divides it: C{64M}, C{256K}, C{1000}.
+    """
+    for suffix in ("G", "M", "K"):
+        unit = _SIZE_SUFFIXES[suffix]
+        if size and size % unit == 0:
+            return f"{size // unit}{suffix}"
+    return str(size)
+
+
+def _typed(number: float) -> str:
+    """
+    @return: C{number} as a user would type it: C{300}, C{0.5}.
+    """
+    return f"{number:g}"
+
+
 def _size(option: str) -> Callable[[str], int]:
     def coerce(value: str) -> int:
         try:
@@ -234,12 +254,57 @@ class _ParseOnly:
     """
 
 
+#: How C{--help} lists the options: C{(heading, options)} in order, listeners
+#: first; an option named in none (C{--help}, C{--version}) comes last
+#: under "Other", and a name that is no option is passed over.
+HELP_GROUPS = (
+    (
+        "Listeners (endpoint strings; giving one replaces that service's "
+        "default)",
+        (
+            "echo",
+            "upper",
+            "welcome",
+            "udp",
+            "whoami",
+            "no-echo",
+            "no-upper",
+            "no-welcome",
+            "no-udp",
+            "metrics",
+            "ports-file",
+        ),
+    ),
+    ("The welcome service", ("banner", "max-line")),
+    (
+        "Limits",
+        (
+            "max-connections",
+            "max-per-peer",
+            "max-buffer",
+            "backlog",
+            "udp-rate",
+            "udp-global-rate",
+            "udp-never-answer",
+        ),
+    ),
+    (
+        "Timeouts, in seconds",
+        ("idle-timeout", "stall-timeout", "line-timeout", "drain-timeout"),
+    ),
+    ("Running", ("workers", "log-format", "log-level")),
+)
+#: The first line of an option's entry in C{usage.Options}' help.
+_HELP_ENTRY = re.compile(r"^(?:  -\w, |      )--([\w-]+)")
+
+
 class Options(usage.Options):
     """
     Options of C{twistd sockecho}; L{postOptions} validates every listening
-    address and raises L{usage.UsageError} naming the bad one. Parsing the
-    options has no other effect: it installs no reactor and changes none of
-    twistd's own options (that is L{twisted_echo.runner}'s work).
+    address and raises L{twisted.python.usage.UsageError} naming the bad
+    one. Parsing the options has no other effect: it installs no reactor and
+    changes none of twistd's own options (that is L{twisted_echo.runner}'s
+    work).
     """
 
     synopsis = "[options]"
@@ -254,48 +319,48 @@ class Options(usage.Options):
         ["no-welcome", None, "Do not run the welcome service."],
         ["no-udp", None, "Do not run the UDP echo service."],
     ]
-    optParameters = [
+    optParameters: list[list[Any]] = [
         ["banner", None, DEFAULT_BANNER, "First line the welcome service sends."],
         [
             "max-line",
             None,
-            DEFAULT_MAX_LINE,
+            str(DEFAULT_MAX_LINE),
             "Longest line the welcome service accepts, in bytes.",
             _number("max-line", int, 1, "a positive number of bytes"),
         ],
         [
             "max-connections",
             None,
-            limits.DEFAULT_MAX_CONNECTIONS,
+            str(limits.DEFAULT_MAX_CONNECTIONS),
             "Most TCP connections open at once, all services together.",
             _count("max-connections", "connections"),
         ],
         [
             "max-per-peer",
             None,
-            limits.DEFAULT_MAX_PER_PEER,
+            str(limits.DEFAULT_MAX_PER_PEER),
             "Most TCP connections open at once from one client address.",
             _count("max-per-peer", "connections"),
         ],
         [
             "max-buffer",
             None,
-            DEFAULT_MAX_BUFFER,
+            format_size(DEFAULT_MAX_BUFFER),
             "Most bytes held for all TCP connections together (queued replies, "
-            "reads, unfinished lines); default 64M.",
+            "reads, unfinished lines).",
             _size("max-buffer"),
         ],
         [
             "idle-timeout",
             None,
-            limits.DEFAULT_IDLE_TIMEOUT,
+            _typed(limits.DEFAULT_IDLE_TIMEOUT),
             "Close a connection with no traffic for this many seconds.",
             _seconds("idle-timeout"),
         ],
         [
             "stall-timeout",
             None,
-            limits.DEFAULT_STALL_TIMEOUT,
+            _typed(limits.DEFAULT_STALL_TIMEOUT),
             "Abort a connection whose peer reads nothing of what it is owed "
             "for this many seconds.",
             _seconds("stall-timeout"),
@@ -303,7 +368,7 @@ class Options(usage.Options):
         [
             "line-timeout",
             None,
-            limits.DEFAULT_LINE_TIMEOUT,
+            _typed(limits.DEFAULT_LINE_TIMEOUT),
             "Close a welcome connection whose line is not finished within "
             "this many seconds of its first byte.",
             _seconds("line-timeout"),
@@ -311,7 +376,7 @@ class Options(usage.Options):
         [
             "drain-timeout",
             None,
-            limits.DEFAULT_DRAIN_TIMEOUT,
+            _typed(limits.DEFAULT_DRAIN_TIMEOUT),
             "On SIGTERM/SIGINT, give open connections this many seconds to "
             "finish, then abort them.",
             _seconds("drain-timeout"),
@@ -319,21 +384,21 @@ class Options(usage.Options):
         [
             "backlog",
             None,
-            DEFAULT_BACKLOG,
+            str(DEFAULT_BACKLOG),
             "Listen queue length for stream endpoints that set none.",
             _number("backlog", int, 1, "a positive number of connections"),
         ],
         [
             "udp-rate",
             None,
-            DEFAULT_UDP_RATE,
+            "{:g}/{}".format(*DEFAULT_UDP_RATE),
             "UDP datagrams answered per second per source address.",
             _rate("udp-rate"),
         ],
         [
             "udp-global-rate",
             None,
-            DEFAULT_UDP_GLOBAL_RATE,
+            "{:g}/{}".format(*DEFAULT_UDP_GLOBAL_RATE),
             "UDP datagrams answered per second, all sources together.",
             _rate("udp-global-rate"),
         ],
@@ -364,7 +429,7 @@ class Options(usage.Options):
         [
             "workers",
             None,
-            1,
+            "1",
             "Worker processes serving every listener; auto: one per CPU this "
             "process may run on.",
             _workers,
@@ -391,6 +456,36 @@ class Options(usage.Options):
         usage.Options.__init__(self)
         self.listeners: dict[str, list[str]] = {name: [] for name in DEFAULTS}
         self.listeners[WHOAMI] = []
+        # Defaults are written as users type them, which is what --help
+        # shows; the values are those the option gives for that text.
+        for parameter in self.optParameters:
+            name, default = parameter[0], parameter[2]
+            if len(parameter) == 5 and isinstance(default, str):
+                self[name] = parameter[4](default)
+
+    def getUsage(self, width: int | None = None) -> str:
+        """
+        The options' help, grouped as L{HELP_GROUPS} says, listeners first.
+
+        @param width: columns to wrap to (C{$COLUMNS} or 80 if not given).
+        @return: the help text, without the synopsis line.
+        """
+        text = usage.Options.getUsage(self, width)
+        if not text.startswith("Options:\n"):
+            return text
+        listing, _, rest = text[len("Options:\n") :].partition("\n\n")
+        entries: dict[str, list[str]] = {}
+        for line in (listing + "\n").splitlines(keepends=True):
+            entry = _HELP_ENTRY.match(line)
+            if entry is not None:
+                current = entries.setdefault(entry.group(1), [])
+            current.append(line)
+        groups = []
+        for heading, names in (*HELP_GROUPS, ("Other", tuple(entries))):
+            listed = [line for name in names for line in entries.pop(name, [])]
+            if listed:
+                groups.append(f"{heading}:\n" + "".join(listed))
+        return "\n".join(groups) + ("\n" + rest if rest else "")
 
     def postOptions(self) -> None:
         """

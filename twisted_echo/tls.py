@@ -505,9 +505,9 @@ class TLSListeningReactor:
         interface: str = "",
     ) -> Any:
         """
-        L{IReactorSSL.listenSSL}: listen on TCP C{port} with TLS. Clients
-        may not renegotiate (TLS 1.2): a renegotiation would hold replies
-        until it finished.
+        L{twisted.internet.interfaces.IReactorSSL.listenSSL}: listen on TCP
+        C{port} with TLS. Clients may not renegotiate (TLS 1.2): a
+        renegotiation would hold replies until it finished.
         """
         get_context = getattr(contextFactory, "getContext", None)
         no_renegotiation = getattr(SSL, "OP_NO_RENEGOTIATION", 0)

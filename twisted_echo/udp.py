@@ -333,7 +333,8 @@ class UDPEcho(DatagramProtocol):
         Reply with L{DatagramPort.replier} on a L{DatagramPort} (on a
         wildcard address, from the address each datagram was sent to).
         Otherwise reply with the socket's C{sendto} when the transport's
-        L{ISystemHandle} is a socket (Twisted's L{udp.Port}): the address
+        L{twisted.internet.interfaces.ISystemHandle} is a socket (Twisted's
+        L{twisted.internet.udp.Port}): the address
         came from C{recvfrom}, so C{transport.write}'s checks that it is an
         IP address (parsed up to four times) are not needed. Otherwise
         (another transport), reply with C{transport.write}.

@@ -265,7 +265,7 @@ class WhoamiUDP(UDPEcho):
 
     def local_address(self) -> object:
         """
-        Only valid while a datagram is delivered (in L{datagramReceived}).
+        Only valid while a datagram is delivered (in L{UDPEcho.datagramReceived}).
 
         @return: the address the datagram was sent to: on a L{DatagramPort}
             bound to a wildcard address, the destination the kernel gave

@@ -550,7 +550,7 @@ async def run_datagram_load(
     """
     Run a C{udp} load: C{connections} workers, each with its own socket.
 
-    @param reactor: provides L{IReactorUDP} and C{resolve}.
+    @param reactor: provides L{twisted.internet.interfaces.IReactorUDP} and C{resolve}.
     @param target: the UDP echo server.
     @param run: the run.
     @param on_start: called when the timed part starts.
