@@ -150,6 +150,12 @@ class MemoryBudgetTests(TestCase):
             if pool.budget.base > MIN_ALLOWANCE:
                 self.assertLessEqual(pool.held_at_most(), mib * MIB)
 
+    @given(st.floats(min_value=0, max_value=2**62, allow_nan=False))
+    def test_power_of_two_at_most_any_value(self, value: float) -> None:
+        power = power_of_two_at_most(value)
+        self.assertEqual(power & (power - 1), 0)
+        self.assertTrue(power <= max(value, 1) < 2 * power, (value, power))
+
     def test_power_of_two_at_most(self) -> None:
         self.assertEqual(
             [power_of_two_at_most(x) for x in (0.5, 1, 3, 4096, 6000.5)],

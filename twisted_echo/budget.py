@@ -97,10 +97,8 @@ def power_of_two_at_most(value: float) -> int:
     """
     @return: the largest power of two not above C{value} (1 for less).
     """
-    result = 1
-    while result * 2 <= value:
-        result *= 2
-    return result
+    whole = int(value)
+    return 1 << (whole.bit_length() - 1) if whole > 1 else 1
 
 
 class MemoryBudget:
@@ -240,7 +238,7 @@ class MemoryBudget:
         """
         Halve the largest boosts until the reserve is not below 0.
         """
-        while self.reserve < 0 and self.boosted:
+        while self.boosted and self.reserve < 0:
             largest = max(self.boosted, key=lambda c: c.allowance)
             smaller = max(self.base, largest.allowance // 2)
             self._boost_cost -= largest.weight * (largest.allowance - smaller)
