@@ -93,6 +93,35 @@ def _names(options: Sequence[str], service: str) -> bool:
     )
 
 
+def default_listeners(
+    options: Sequence[str], certificate: tuple[str, str] | None = None
+) -> list[str]:
+    """
+    @param options: sockecho options.
+    @param certificate: the paths of a certificate and its key, to serve
+        echo, upper and welcome over TLS; or L{None}.
+    @return: options giving a free port of 127.0.0.1 to each of echo,
+        upper, welcome and UDP echo that C{options} neither give a listener
+        nor switch off (C{ssl:} ones for the first three with
+        C{certificate}).
+    """
+    defaults: list[str] = []
+    for service in SERVICES:
+        if _names(options, service):
+            continue
+        if service == "udp":
+            defaults += ["--udp", f"udp:0:interface={HOST}"]
+        elif certificate is not None:
+            cert, key = certificate
+            defaults += [
+                f"--{service}",
+                f"ssl:0:interface={HOST}:privateKey={key}:certKey={cert}",
+            ]
+        else:
+            defaults += [f"--{service}", f"tcp:0:interface={HOST}"]
+    return defaults
+
+
 def make_certificate(directory: str) -> tuple[str, str]:
     """
     Write a self-signed certificate for C{localhost} and C{127.0.0.1}
@@ -194,20 +223,11 @@ class SockechoProcess(Addresses):
         self.ca_file: str | None = None
         options = list(options)
         self.options = options
-        defaults: list[str] = []
+        certificate = None
         if tls:
-            self.ca_file, key = make_certificate(self.directory)
-            for service in ("echo", "upper", "welcome"):
-                if not _names(options, service):
-                    defaults += [
-                        f"--{service}",
-                        f"ssl:0:interface={HOST}:privateKey={key}:"
-                        f"certKey={self.ca_file}",
-                    ]
-        for service in SERVICES:
-            if not _names([*options, *defaults], service):
-                kind = "udp" if service == "udp" else "tcp"
-                defaults += [f"--{service}", f"{kind}:0:interface={HOST}"]
+            certificate = make_certificate(self.directory)
+            self.ca_file = certificate[0]
+        defaults = default_listeners(options, certificate)
         self.command = [
             python or sys.executable,
             "-c",
