@@ -296,7 +296,24 @@ def makeService(config: Options) -> TwistdService:
         if config["metrics"] is not None:
             add_supervisor_metrics(top, server, config, reactor)
     notify_systemd(top, server, reactor, config["drain-timeout"])
+    if config["ports-file"] is not None:
+        add_ports_file(top, server, config["ports-file"])
     return top
+
+
+def add_ports_file(
+    top: MultiService, server: SockechoService | Supervisor, path: str
+) -> None:
+    """
+    Add C{--ports-file}'s writer as C{top}'s last child: it writes the file
+    once every listener before it is up, and removes it when C{server}'s
+    drain starts (L{twisted_echo.announce}).
+    """
+    from twisted_echo.announce import PortsFileService
+
+    ports_file = PortsFileService(path, top)
+    server.drain_started.append(ports_file.drain_started)
+    top.addService(ports_file)
 
 
 def add_supervisor_metrics(

@@ -138,6 +138,7 @@ class Listener:
     index: int
     description: str
     sockets: list[socket.socket] = field(default_factory=list)
+    kind: str = "tcp"
 
     def socket_for(self, worker: int) -> socket.socket:
         return self.sockets[worker % len(self.sockets)]
@@ -295,12 +296,26 @@ class Supervisor(Service):
             raise
         except Exception as e:
             raise ListenError(description, explain_listen_failure(e)) from e
+        listener.kind = kind
         _log.info(
             "{service} listening on {address}",
             service=service.removesuffix("-udp") or service,
             address=_describe_socket(listener.sockets[0], kind),
         )
         return listener
+
+    def bound_addresses(self) -> list[tuple[str, Any, str]]:
+        """
+        @return: C{(service, address, address as a client endpoint string)}
+            of every listener open now, in order (the service C{whoami} for
+            whoami's UDP listeners too); for the ports file.
+        """
+        found = []
+        for listener in self.listeners:
+            address = _socket_address(listener.sockets[0], listener.kind)
+            name = listener.service.removesuffix("-udp") or listener.service
+            found.append((name, address, describe_address(address)))
+        return found
 
     def startService(self) -> None:
         """
@@ -497,11 +512,20 @@ def _exit_reason(reason: Failure) -> str:
 
 
 def _describe_socket(sock: socket.socket, kind: str) -> str:
+    return describe_address(_socket_address(sock, kind))
+
+
+def _socket_address(sock: socket.socket, kind: str) -> Any:
+    """
+    @param sock: a bound socket.
+    @param kind: C{tcp}, C{udp}, C{ssl} or C{unix}.
+    @return: its address as a Twisted address (TLS-marked for C{ssl}).
+    """
     from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
     name = sock.getsockname()
     if sock.family == socket.AF_UNIX:
-        return describe_address(UNIXAddress(name))
+        return UNIXAddress(name)
     udp = kind == "udp"
     if sock.family == socket.AF_INET6:
         address: Any = IPv6Address("UDP" if udp else "TCP", name[0], name[1])
@@ -511,4 +535,4 @@ def _describe_socket(sock: socket.socket, kind: str) -> str:
         from twisted_echo.address import tls_address
 
         address = tls_address(address)
-    return describe_address(address)
+    return address

@@ -118,6 +118,22 @@ def _workers(value: str) -> int:
 _workers.coerceDoc = "A positive number, or auto."  # type: ignore[attr-defined]
 
 
+def _ports_file(value: str) -> str:
+    """
+    A coercer for C{--ports-file}: the path made absolute (twistd may
+    change directory), in a directory that exists.
+    """
+    path = os.path.abspath(value)
+    if not value or not os.path.isdir(os.path.dirname(path)):
+        raise ValueError(
+            f"--ports-file takes a file in a directory that exists, not {value!r}"
+        )
+    return path
+
+
+_ports_file.coerceDoc = "A path; its directory must exist."  # type: ignore[attr-defined]
+
+
 _SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -433,6 +449,15 @@ class Options(usage.Options):
             "Worker processes serving every listener; auto: one per CPU this "
             "process may run on.",
             _workers,
+        ],
+        [
+            "ports-file",
+            None,
+            None,
+            "Once every listener is up, write where each listens (the real "
+            "ports, port 0 included) as JSON to this file; removed when the "
+            "drain starts [default: off]",
+            _ports_file,
         ],
     ]
 
