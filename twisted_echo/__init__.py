@@ -15,8 +15,12 @@ The public API is the names in C{__all__}, importable from here
 (C{from twisted_echo import EchoFactory}): the services' factories and
 protocols, the server (L{twisted_echo.server.SockechoService}) and what
 builds it from options (L{twisted_echo.tap.Options},
-L{twisted_echo.tap.makeService}), and the client's entry points
-(L{twisted_echo.client}). Everything else may change between releases.
+L{twisted_echo.tap.makeService}), the client's entry points
+(L{twisted_echo.client}), and sockecho for other projects' tests: a server
+process (L{twisted_echo.spawn.start_sockecho}, behind the pytest plugin's
+C{sockecho} fixture), services in a running reactor
+(L{twisted_echo.testing.start_services}) and the ports file
+(L{twisted_echo.portsfile}). Everything else may change between releases.
 Importing this package imports none of them: each is imported when first
 used (PEP 562), so C{import twisted_echo} loads neither a reactor nor any
 networking module.
@@ -63,7 +67,14 @@ _PUBLIC: dict[str, str | tuple[str, str]] = {
     "run_check": "client.check",
     "run_checks": "client.check",
     "run_whoami": "client.whoami",
-    # The testing helpers (twisted_echo.testing) join here and in __all__.
+    # Testing: a sockecho for other projects' tests (docs/testing.md).
+    "start_sockecho": "spawn",
+    "SockechoProcess": "spawn",
+    "StartError": "spawn",
+    "start_services": "testing",
+    "RunningServices": "testing",
+    "Addresses": "portsfile",
+    "read_ports_file": "portsfile",
 }
 
 __all__ = [
@@ -92,7 +103,13 @@ __all__ = [
     "run_check",
     "run_checks",
     "run_whoami",
-    # The testing helpers (twisted_echo.testing) join here and in _PUBLIC.
+    "start_sockecho",
+    "SockechoProcess",
+    "StartError",
+    "start_services",
+    "RunningServices",
+    "Addresses",
+    "read_ports_file",
 ]
 
 if TYPE_CHECKING:
@@ -105,9 +122,12 @@ if TYPE_CHECKING:
     from twisted_echo.client.load import LoadConfig, run_load
     from twisted_echo.client.whoami import run_whoami
     from twisted_echo.echo import Echo, EchoFactory
+    from twisted_echo.portsfile import Addresses, read_ports_file
     from twisted_echo.server import SockechoService
+    from twisted_echo.spawn import SockechoProcess, StartError, start_sockecho
     from twisted_echo.stream import StreamFactory, StreamProtocol
     from twisted_echo.tap import Options, makeService
+    from twisted_echo.testing import RunningServices, start_services
     from twisted_echo.udp import UDPEcho
     from twisted_echo.upper import Upper, UpperFactory
     from twisted_echo.welcome import Welcome, WelcomeFactory
