@@ -57,11 +57,13 @@ class Peer:
     services: tuple[str, ...]
     script: str = ""  # a file in benchmarks/peers/, or "" for special ones
     ceiling_only: bool = False
+    options: tuple[str, ...] = ()  # sockecho's: more options
 
     def command(self, ports: dict[str, int]) -> list[str]:
-        if self.key == "sockecho":
+        if self.key.startswith("sockecho"):
             twistd = str(Path(sys.executable).parent / "twistd")
             cmd = [twistd, "-n", "--pidfile=", "sockecho", *sockecho_unlimited()]
+            cmd += self.options
             for service, port in ports.items():
                 if service == WILDCARD:
                     cmd += ["--udp", f"udp:{port}:interface={WILDCARD_HOST}"]
@@ -106,6 +108,11 @@ def sockecho_unlimited() -> list[str]:
 ALL = ("echo", "upper", "welcome", "udp")
 PEERS = [
     Peer("sockecho", "sockecho", (*ALL, WILDCARD)),
+    # The same server logging JSON records (--log-format json) instead of
+    # text lines: its per-connection cost, next to the default's.
+    Peer(
+        "sockecho-json", "sockecho, JSON log", ("echo",), options=("--log-format=json",)
+    ),
     Peer("twisted-wire", "Twisted wire.Echo", ("echo", "udp"), "twisted_wire.py"),
     Peer("asyncio-protocol", "asyncio Protocol", ALL, "asyncio_protocol.py"),
     Peer("asyncio-streams", "asyncio streams", ALL, "asyncio_streams.py"),
@@ -302,13 +309,13 @@ def missing_prerequisites(s: Settings) -> list[str]:
     modules = {"matplotlib": "the chart"}
     if "uvloop-protocol" in s.peers or "py-uvloop" in s.workloads:
         modules["uvloop"] = "the uvloop peer"
-    if "sockecho" in s.peers:
+    if any(p.startswith("sockecho") for p in s.peers):
         modules["twisted_echo"] = "sockecho itself"
     for module, why in modules.items():
         if importlib.util.find_spec(module) is None:
             missing.append(f"the Python module `{module}` ({why}): {BENCH_INSTALL}")
     twistd = Path(sys.executable).parent / "twistd"
-    if "sockecho" in s.peers and not twistd.exists():
+    if any(p.startswith("sockecho") for p in s.peers) and not twistd.exists():
         missing.append(f"{twistd} (sockecho is started with it): {BENCH_INSTALL}")
     return missing
 
@@ -748,6 +755,7 @@ def chart(table: dict, peers: list[str], path: Path, idle_conns: int) -> None:
 
     colors = {
         "sockecho": "#d62728",
+        "sockecho-json": "#e377c2",
         "twisted-wire": "#ff9896",
         "asyncio-protocol": "#1f77b4",
         "asyncio-streams": "#aec7e8",
