@@ -282,8 +282,10 @@ class HelpTests(TestCase):
                 self.assertEqual(given[name], defaults[name], name)
                 self.assertEqual(type(given[name]), type(defaults[name]), name)
         parameters = {p[0] for p in Options.optParameters} | set(DEFAULTS)
-        # Only --metrics (and --whoami, a handler) are off by default.
-        self.assertEqual(parameters - checked, {"metrics"})
+        # Only --metrics, --ports-file (and --whoami, a handler) are off by
+        # default.
+        self.assertEqual(parameters - checked, {"metrics", "ports-file"})
+        self.assertEqual(shown["ports-file"], "off")
         self.assertEqual(shown["whoami"], "off")
         self.assertEqual(shown["metrics"], "off")
         self.assertIsNone(defaults["metrics"])

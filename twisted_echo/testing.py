@@ -59,8 +59,8 @@ class RunningServices(Addresses):
         connections finish (an idle one is closed after 1 s; all are
         aborted after C{--drain-timeout}).
 
-        @return: a L{Deferred} that fires once every listener is closed and
-            every connection has ended.
+        @return: a L{twisted.internet.defer.Deferred} that fires once every
+            listener is closed and every connection has ended.
         """
         done: Deferred[None] = self.service.stopService()
 
@@ -91,9 +91,10 @@ def start_services(
         C{localhost} and C{127.0.0.1} (L{RunningServices.ca_file}).
     @param keywords: more options, as L{twisted_echo.spawn.start_sockecho}
         takes them: C{banner="hi"}, C{max_line=80}, C{whoami=True}.
-    @return: a L{Deferred} firing with the L{RunningServices} once every
-        listener listens, or failing with L{usage.UsageError} (a bad option)
-        or L{twisted_echo.listen.ListenError} (a listener that cannot
+    @return: a L{twisted.internet.defer.Deferred} firing with the
+        L{RunningServices} once every listener listens, or failing with
+        L{twisted.python.usage.UsageError} (a bad option) or
+        L{twisted_echo.listen.ListenError} (a listener that cannot
         listen; the others are closed again).
     """
     if reactor is None:
