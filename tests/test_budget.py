@@ -150,6 +150,25 @@ class MemoryBudgetTests(TestCase):
             if pool.budget.base > MIN_ALLOWANCE:
                 self.assertLessEqual(pool.held_at_most(), mib * MIB)
 
+    @given(
+        total=st.one_of(st.just(0), st.integers(1, 1 << 40)),
+        weights=st.integers(0, 1 << 20),
+        base_exponent=st.integers(10, 18),
+    )
+    def test_base_fits_agrees_with_fitting_base(
+        self, total: int, weights: int, base_exponent: int
+    ) -> None:
+        """
+        The shortcut that skips recomputing the base says "fits" exactly
+        when the computation would give the current base.
+        """
+        budget = MemoryBudget(total)
+        budget.weight_total = weights
+        budget.base = 1 << base_exponent
+        self.assertEqual(
+            budget._base_fits(), budget._fitting_base() == budget.base, budget.base
+        )
+
     @given(st.floats(min_value=0, max_value=2**62, allow_nan=False))
     def test_power_of_two_at_most_any_value(self, value: float) -> None:
         power = power_of_two_at_most(value)

@@ -222,7 +222,25 @@ class MemoryBudget:
         share = self.total * BASE_SHARE / self.weight_total
         return max(MIN_ALLOWANCE, min(MAX_ALLOWANCE, power_of_two_at_most(share)))
 
+    def _base_fits(self) -> bool:
+        """
+        @return: whether L{base} is still what L{_fitting_base} would
+            compute (most connections open and close without changing it):
+            every weight times it fits in the base share, and twice it
+            would not (or it is at a bound).
+        """
+        base, weights = self.base, self.weight_total
+        share = self.total * BASE_SHARE
+        if not self.total or not weights:
+            return base == MAX_ALLOWANCE
+        return (base == MIN_ALLOWANCE or weights * base <= share) and (
+            base == MAX_ALLOWANCE or weights * base * 2 > share
+        )
+
     def _rebase(self) -> None:
+        if self._base_fits():
+            self._take_back_boosts()
+            return
         base = self._fitting_base()
         if base != self.base:
             # Rare: the base moves by powers of two as connections come and
