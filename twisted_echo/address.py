@@ -63,7 +63,10 @@ def describe_address(address: object) -> str:
             kind = "ssl"
         elif isinstance(address, IPv6Address) and kind == "tcp":
             kind = "tcp6"
-        return f"{kind}:{quoteStringArgument(address.host)}:{address.port}"
+        host = address.host
+        if ":" in host or "\\" in host:  # IPv6; IPv4 needs no quoting
+            host = quoteStringArgument(host)
+        return f"{kind}:{host}:{address.port}"
     if isinstance(address, UNIXAddress):
         name = address.name
         text = (
