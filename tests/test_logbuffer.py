@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, LogPublisher, formatTime
 from twisted.trial.unittest import TestCase
 
 from twisted_echo.logbuffer import (
@@ -19,7 +19,9 @@ from twisted_echo.logbuffer import (
     MAX_BUFFER,
     BufferedLogObserver,
     levels_from,
+    sole_text_observer,
 )
+from twisted_echo.logtext import ClassicText
 
 
 class FakeReactor(Clock):
@@ -182,3 +184,34 @@ class BufferedLogObserverTests(TestCase):
         observer(event("b"))
         observer.flush()
         self.assertEqual(observer.stream.getvalue(), "a\nb\nReceived SIGTERM\n")
+
+
+class SoleTextObserverTests(TestCase):
+    """
+    L{sole_text_observer} finds sockecho's text observer only when it is
+    the only observer of a publisher; it reads the publisher's private
+    C{_observers}, so this fails first if Twisted changes it.
+    """
+
+    def test_alone(self) -> None:
+        observer = BufferedLogObserver(
+            io.StringIO(), ClassicText(), lambda: None, takes_lines=True
+        )
+        publisher = LogPublisher(observer)
+        self.assertIs(sole_text_observer(publisher), observer)
+        publisher.addObserver(lambda event: None)
+        self.assertIsNone(sole_text_observer(publisher))
+
+    def test_only_observers_that_take_lines(self) -> None:
+        observer = BufferedLogObserver(io.StringIO(), ClassicText(), lambda: None)
+        self.assertIsNone(sole_text_observer(LogPublisher(observer)))
+        self.assertIsNone(sole_text_observer(object()))
+
+    def test_take_message_filters_by_level(self) -> None:
+        out = io.StringIO()
+        observer = BufferedLogObserver(
+            out, ClassicText(), lambda: None, levels_from("warn"), takes_lines=True
+        )
+        observer.take_message("ns", LogLevel.info, "dropped", 0.0)
+        observer.take_message("ns", LogLevel.warn, "kept", 0.0)
+        self.assertEqual(out.getvalue(), f"{formatTime(0.0)} [ns#warn] kept\n")

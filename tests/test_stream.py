@@ -5,17 +5,22 @@ Tests for L{twisted_echo.stream}: flow control, timeouts, graceful drain.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import socket
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.error import ConnectionAborted, ConnectionDone
 from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import Logger, LogPublisher, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -24,6 +29,8 @@ from tests.memory import PEER, connect, run_clock
 from twisted_echo import stream
 from twisted_echo.echo import Echo, EchoFactory
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+from twisted_echo.logbuffer import BufferedLogObserver
+from twisted_echo.logtext import ClassicText
 
 
 class StreamTimeoutTests(TestCase):
@@ -280,7 +287,6 @@ class TransportLayoutTests(TestCase):
         self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
         self.assertIsNone(stream.queued_bytes(object()))
 
-
     async def test_close_with_nothing_queued_closes_at_once(self) -> None:
         """
         C{close()} on a plain TCP connection with nothing queued ends it
@@ -387,6 +393,32 @@ class DrainTests(TestCase):
         self.assertTrue(late.disconnecting)
 
 
+@contextmanager
+def patched_logger(publisher: LogPublisher) -> Iterator[None]:
+    """
+    Log L{Echo}'s connection lines to C{publisher} for a while.
+    """
+    saved = dict(stream._CLASS_LOGGERS)
+    stream._CLASS_LOGGERS[Echo] = Logger(
+        namespace="twisted_echo.echo.Echo", observer=publisher
+    )
+    try:
+        yield
+    finally:
+        stream._CLASS_LOGGERS.clear()
+        stream._CLASS_LOGGERS.update(saved)
+
+
+@contextmanager
+def patched_time(when: float) -> Iterator[None]:
+    saved = time.time
+    time.time = lambda: when
+    try:
+        yield
+    finally:
+        time.time = saved
+
+
 class ConnectionLogTests(TestCase):
     """
     One line as each connection opens and one as it closes, unless the
@@ -436,3 +468,57 @@ class ConnectionLogTests(TestCase):
         keys = [k for k in twisteds if k.startswith("log_")] + ["a", "b"]
         keys = [k for k in keys if k not in ("log_logger", "log_time", "log_legacy")]
         self.assertEqual({k: ours[k] for k in keys}, {k: twisteds[k] for k in keys})
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        peer=st.text(max_size=30),
+        via=st.text(max_size=10),
+        counts=st.tuples(st.integers(0, 1 << 40), st.integers(0, 1 << 40)),
+        duration=st.floats(0, 1e6, allow_nan=False),
+        when=st.floats(0, 4e9, allow_nan=False),
+    )
+    def test_direct_line_is_the_events_line(
+        self,
+        peer: str,
+        via: str,
+        counts: tuple[int, int],
+        duration: float,
+        when: float,
+    ) -> None:
+        """
+        When sockecho's text observer is the only observer, the connection
+        lines are handed to it without an event: the very lines the event
+        would have given (twistd's classic format), in both cases.
+        """
+        out = io.StringIO()
+        observer = BufferedLogObserver(
+            out, ClassicText(), lambda: None, takes_lines=True
+        )
+        publisher = LogPublisher(observer)
+        protocol = Echo()
+        lines = []
+        with patched_logger(publisher), patched_time(when):
+            for extra in ([], [lambda event: None]):  # direct, then events
+                for observer_ in extra:
+                    publisher.addObserver(observer_)
+                protocol._log_connection(
+                    "{service} connection from {peer}{via}",
+                    service="echo",
+                    peer=peer,
+                    via=via,
+                )
+                protocol._log_connection(
+                    "{service} connection from {peer} closed: {bytes_in} bytes "
+                    "in, {bytes_out} bytes out, {duration:.3f} s",
+                    service="echo",
+                    peer=peer,
+                    bytes_in=counts[0],
+                    bytes_out=counts[1],
+                    duration=duration,
+                )
+                lines.append(out.getvalue())
+                out.seek(0)
+                out.truncate()
+        direct, events = lines
+        self.assertEqual(direct, events)
+        self.assertIn("[twisted_echo.echo.Echo#info] echo connection from ", direct)

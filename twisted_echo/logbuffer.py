@@ -28,6 +28,8 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
+from twisted_echo.logtext import ClassicText
+
 #: Seconds between a line's logging and its write, at most.
 FLUSH_INTERVAL = 0.1
 #: Characters of waiting lines that are written at once.
@@ -48,6 +50,28 @@ def levels_from(name: str) -> frozenset[LogLevel]:
     return frozenset(_ORDER[_ORDER.index(LEVELS[name]) :])
 
 
+#: The observers L{sole_text_observer} may return (text observers that
+#: were asked to take lines made without an event).
+_LINE_TAKERS: list[BufferedLogObserver] = []
+
+
+def sole_text_observer(publisher: object) -> BufferedLogObserver | None:
+    """
+    @param publisher: a L{twisted.logger.LogPublisher} (the global one).
+    @return: the L{BufferedLogObserver} writing twistd's text lines if it
+        is the only observer of C{publisher} now (so a line it is handed
+        directly is all any observer would have made of the event); else
+        L{None}. Reads the publisher's private C{_observers} list; without
+        it (another Twisted), always L{None}.
+    """
+    observers = getattr(publisher, "_observers", None)
+    if type(observers) is list and len(observers) == 1:
+        observer = observers[0]
+        if observer in _LINE_TAKERS:
+            return observer  # type: ignore[no-any-return]
+    return None
+
+
 @implementer(ILogObserver)
 class BufferedLogObserver:
     """
@@ -63,6 +87,7 @@ class BufferedLogObserver:
         format_event: Callable[[dict[str, Any]], str | None],
         get_reactor: Callable[[], Any],
         levels: frozenset[LogLevel] = frozenset(_ORDER),
+        takes_lines: bool = False,
     ) -> None:
         """
         @param stream: where lines go (C{write} and C{flush} are called),
@@ -72,6 +97,9 @@ class BufferedLogObserver:
         @param get_reactor: returns the reactor once one is installed, or
             L{None}: this module imports none, so logging never chooses it.
         @param levels: see L{levels}.
+        @param takes_lines: whether code may hand it lines directly when it
+            is the only observer (L{sole_text_observer}): only for
+            twistd's classic text lines, made by L{ClassicText}.
         """
         self.stream = stream
         self.format_event = format_event
@@ -84,6 +112,11 @@ class BufferedLogObserver:
         self._writing = False
         self._thread = threading.get_ident()
         atexit.register(self.flush)
+        self._classic: ClassicText | None = None
+        if takes_lines:
+            assert isinstance(format_event, ClassicText)
+            self._classic = format_event
+            _LINE_TAKERS.append(self)
 
     def __call__(self, event: dict[str, Any]) -> None:
         """
@@ -95,8 +128,33 @@ class BufferedLogObserver:
         if level is not None and level not in self.levels:
             return
         line = self.format_event(event)
-        if not line:
-            return
+        if line:
+            self.take_line(line, level)
+
+    def take_message(
+        self, namespace: str, level: LogLevel, text: str, when: float
+    ) -> None:
+        """
+        Write (or keep) the classic line of an event of C{namespace} and
+        C{level} whose message is C{text}, made without the event: the
+        same line L{ClassicText} makes of it. For a text observer only
+        (C{takes_lines}).
+
+        @param text: the message, without a newline.
+        @param when: the event's time, seconds since the epoch.
+        """
+        if level in self.levels:
+            assert self._classic is not None
+            stamp = self._classic.format_time(when)
+            self.take_line(f"{stamp} [{namespace}#{level.name}] {text}\n", level)
+
+    def take_line(self, line: str, level: LogLevel | None) -> None:
+        """
+        Write a line made already, or keep it for the next batch.
+
+        @param line: the text, newline included.
+        @param level: its level (not filtered here), or L{None}.
+        """
         self._lines.append(line)
         self._size += len(line)
         if (

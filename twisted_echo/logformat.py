@@ -109,7 +109,11 @@ def text_observer() -> ILogObserver:
         would write its text log (see L{log_stream}).
     """
     return BufferedLogObserver(
-        log_stream(_twistd_options), ClassicText(), _installed_reactor, _levels
+        log_stream(_twistd_options),
+        ClassicText(),
+        _installed_reactor,
+        _levels,
+        takes_lines=True,
     )
 
 
