@@ -27,6 +27,7 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import exchange, listen_tcp
 from tests.memory import PEER, connect, run_clock
 from twisted_echo import stream
+from twisted_echo.address import describe_address
 from twisted_echo.echo import Echo, EchoFactory
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 from twisted_echo.logbuffer import BufferedLogObserver
@@ -308,6 +309,11 @@ class TransportLayoutTests(TestCase):
             lost.append(reason),
             original(reason),
         )[-1]
+        # The log's peer text, made from the peer tuple, is describe_address's.
+        self.assertEqual(
+            protocol.client_text(), describe_address(protocol.client_address())
+        )
+        self.assertRegex(protocol.client_text(), r"^tcp:127\.0\.0\.1:\d+$")
         sock = protocol.transport.socket  # type: ignore[union-attr]
         protocol.close()
         self.assertEqual(len(lost), 1)

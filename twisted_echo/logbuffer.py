@@ -158,6 +158,13 @@ class BufferedLogObserver:
         self._lines.append(line)
         self._size += len(line)
         if (
+            self._flush_call is not None  # the common case: a batch is due
+            and self._size < MAX_BUFFER
+            and level not in _URGENT
+            and threading.get_ident() == self._thread
+        ):
+            return
+        if (
             level in _URGENT
             or self._size >= MAX_BUFFER
             or threading.get_ident() != self._thread

@@ -405,6 +405,19 @@ class StreamProtocol(Protocol):
             return header.source
         return self.transport.getPeer()  # type: ignore[union-attr]
 
+    def client_text(self) -> str:
+        """
+        @return: L{client_address} as an endpoint description
+            (L{describe_address}), for log lines: C{tcp:HOST:PORT} made
+            straight from the transport's peer tuple on a plain IPv4
+            connection, without the address object C{getPeer} builds.
+        """
+        if self._socket is not None and self.proxy_header is None:
+            client = getattr(self.transport, "client", None)
+            if type(client) is tuple and len(client) == 2 and type(client[1]) is int:
+                return f"tcp:{client[0]}:{client[1]}"
+        return describe_address(self.client_address())
+
     def proxy_address(self) -> Any:
         """
         @return: the address of the proxy that sent a PROXY header naming
@@ -571,7 +584,7 @@ class StreamProtocol(Protocol):
             self._log_connection(
                 "{service} connection from {peer}{via}",
                 service=factory.service_name,
-                peer=describe_address(self.client_address()),
+                peer=self.client_text(),
                 via="" if proxy is None else f" via {describe_address(proxy)}",
             )
         factory.idle_sweeper.wake()
@@ -819,7 +832,7 @@ class StreamProtocol(Protocol):
                 "{service} connection from {peer} closed: {bytes_in} bytes in, "
                 "{bytes_out} bytes out, {duration:.3f} s",
                 service=factory.service_name,
-                peer=describe_address(self.client_address()) if self.transport else "?",
+                peer=self.client_text() if self.transport else "?",
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
                 duration=factory.clock.seconds() - self._opened_at,
