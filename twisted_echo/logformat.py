@@ -27,10 +27,11 @@ from collections.abc import Mapping, MutableMapping
 from types import FrameType
 from typing import IO, Any
 
-from twisted.logger import ILogObserver, LogLevel, eventAsJSON
+from twisted.logger import ILogObserver, LogLevel
 from twisted.python.logfile import LogFile
 
 from twisted_echo.logbuffer import BufferedLogObserver, levels_from
+from twisted_echo.logjson import event_as_json
 from twisted_echo.logtext import ClassicText
 
 #: twistd's options, as L{use_log} last saw them.
@@ -121,9 +122,9 @@ def json_record(event: dict[str, Any]) -> str:
     """
     @param event: a L{twisted.logger} event.
     @return: its RFC 7464 record, as L{twisted.logger.jsonFileLogObserver}
-        writes it.
+        writes it (its JSON made by L{twisted_echo.logjson.event_as_json}).
     """
-    return f"\x1e{eventAsJSON(event)}\n"
+    return f"\x1e{event_as_json(event)}\n"
 
 
 def json_observer() -> ILogObserver:
