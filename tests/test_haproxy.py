@@ -126,15 +126,24 @@ def _require_haproxy(case: pyunit.TestCase) -> str:
     return path
 
 
-def exchange_from(source: str, port: int, data: bytes) -> bytes:
+def exchange_from(
+    source: str, port: int, data: bytes, half_close: bool = True
+) -> bytes:
     """
     Like L{tcp_exchange}, from the local address C{source}.
+
+    @param half_close: whether to shut down the sending side after C{data}
+        (else the server is expected to close first). HAProxy may give up a
+        connection whose client shut down before HAProxy reached the server
+        with nothing to send, so a test of what the server says unasked
+        keeps it open.
     """
     with socket.create_connection(
         (HOST, port), timeout=IO_TIMEOUT, source_address=(source, 0)
     ) as sock:
         sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
         received = bytearray()
         while chunk := sock.recv(65536):
             received += chunk
@@ -188,7 +197,7 @@ class HAProxyTests(pyunit.TestCase):
             self.assertEqual(sock.recv(100), BANNER + b"\r\n")
             held.append(sock)
         self.assertEqual(
-            exchange_from("127.0.0.5", behind.front["welcome"], b""),
+            exchange_from("127.0.0.5", behind.front["welcome"], b"", half_close=False),
             b"ERROR: too many connections (max_per_peer); try again later\r\n",
         )
         reply = exchange_from("127.0.0.6", behind.front["welcome"], b"hi\n")
