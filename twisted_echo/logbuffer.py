@@ -140,13 +140,13 @@ class BufferedLogObserver:
         same line L{ClassicText} makes of it. For a text observer only
         (C{takes_lines}).
 
-        @param text: the message, without a newline.
+        @param text: the message.
         @param when: the event's time, seconds since the epoch.
         """
         if level in self.levels:
             assert self._classic is not None
-            stamp = self._classic.format_time(when)
-            self.take_line(f"{stamp} [{namespace}#{level.name}] {text}\n", level)
+            system = f"{namespace}#{level.name}"
+            self.take_line(self._classic.line(when, system, text), level)
 
     def take_line(self, line: str, level: LogLevel | None) -> None:
         """
@@ -158,17 +158,10 @@ class BufferedLogObserver:
         self._lines.append(line)
         self._size += len(line)
         if (
-            self._flush_call is not None  # the common case: a batch is due
-            and self._size < MAX_BUFFER
-            and level not in _URGENT
-            and threading.get_ident() == self._thread
-        ):
-            return
-        if (
             level in _URGENT
             or self._size >= MAX_BUFFER
             or threading.get_ident() != self._thread
-            or not self._schedule()
+            or (self._flush_call is None and not self._schedule())
         ):
             self.flush()
 

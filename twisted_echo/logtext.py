@@ -101,7 +101,17 @@ class ClassicText:
                 system = str(system)
             except Exception:
                 system = "UNFORMATTABLE"
-        line = f"{self.format_time(event.get('log_time'))} [{system}] {text}"
+        return self.line(event.get("log_time"), system, text)
+
+    def line(self, when: float | None, system: str, text: str) -> str:
+        """
+        @param when: the event's time, seconds since the epoch, or L{None}.
+        @param system: what goes between the brackets (C{namespace#level}).
+        @param text: the message.
+        @return: the classic line, newline included, continuation lines
+            indented by a tab.
+        """
+        line = f"{self.format_time(when)} [{system}] {text}"
         if "\n" in line:
             line = line.replace("\n", "\n\t")
         return line + "\n"

@@ -537,9 +537,8 @@ class StreamProtocol(Protocol):
             # line it would make of it (a test compares them), without the
             # event, the publisher and the generic formatting.
             text = format.format_map(fields)
-            if "\n" not in text:  # else the event, for its tab-indented lines
-                observer.take_message(log.namespace, LogLevel.info, text, time.time())
-                return
+            observer.take_message(log.namespace, LogLevel.info, text, time.time())
+            return
         fields.update(
             log_logger=log,
             log_level=LogLevel.info,
