@@ -59,6 +59,34 @@ class UpperProtocolTests(TestCase):
         protocol.dataReceived(encoded[1:])
         self.assertEqual(transport.value(), "É".encode())
 
+    def test_ascii_read_after_an_unfinished_character(self) -> None:
+        """
+        A read of plain ASCII after a read that ended inside a character
+        comes back after that character's bytes, not before: the bytes held
+        are sent first, unchanged when the ASCII shows they were not UTF-8.
+        """
+        self.assertEqual(upper_of_chunks([b"a\xc3", b"bc"]), b"A\xc3BC")
+        self.assertEqual(
+            upper_of_chunks(["xé".encode()[:2], "é".encode()[1:] + b"y", b"z"]),
+            "XÉYZ".encode(),
+        )
+
+    @given(
+        st.lists(st.sampled_from(["a", "B", " ", "é", "ß", "你", "\U0001f600"])),
+        st.lists(st.integers(0, 60), max_size=12),
+    )
+    def test_text_cut_inside_characters(
+        self, letters: list[str], cuts: list[int]
+    ) -> None:
+        """
+        Text of ASCII and multi-byte characters, cut anywhere (also inside
+        a character), comes back as C{str.upper} of the whole text.
+        """
+        text = "".join(letters)
+        self.assertEqual(
+            upper_of_chunks(cut(text.encode(), cuts)), text.upper().encode()
+        )
+
     def test_invalid_utf8_comes_back_unchanged_in_place(self) -> None:
         """
         Bytes that are not UTF-8 are neither dropped nor replaced.
