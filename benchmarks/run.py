@@ -7,7 +7,7 @@ Benchmark sockecho against the echo servers Python users would pick instead.
 
 Each server (a "peer") runs alone, pinned to CPU 0; the load generator
 (benchmarks/loadgen.c, compiled here with gcc -O2) runs pinned to CPU 1.
-Peers are interleaved in rounds (A B C, A B C, ...); each figure is the median
+Peers are interleaved in rounds (A B C, C B A, ...); each figure is the median
 over the rounds, with min and max, and a ratio to the other peers of the same
 run. A full run writes docs/benchmarks.md and docs/benchmarks.png; --quick
 writes them under benchmarks/build/ unless --out-dir is given. The raw results
@@ -590,21 +590,26 @@ def measure_idle(port: int, pid: int, s: Settings) -> dict:
     }
 
 
+def round_order(items: list[str], rnd: int) -> list[str]:
+    """The order of round `rnd` (from 1): as given, reversed in even rounds
+    (A B C, C B A, A B C...), so that no peer always goes first or last."""
+    return list(items) if rnd % 2 else list(reversed(items))
+
+
 def run_peer(peer: Peer, rnd: int, s: Settings, nofile: int) -> None:
     wls = [WL_BY_KEY[k] for k in s.workloads if WL_BY_KEY[k].service in peer.services]
     if peer.ceiling_only:
         wls = [w for w in wls if w.key in ECHO_KEYS or w.ceiling_only]
     else:
         wls = [w for w in wls if not w.ceiling_only]
-    # Memory last: a thread-per-connection server needs seconds of CPU to end
-    # 10,000 threads, which would spoil whatever ran next on it.
+    # Every other round in the reverse order, so that no workload always runs
+    # on a fresh server or after the same one (upper and welcome are compared
+    # with echo, udp-wildcard with udp). Memory last: a thread-per-connection
+    # server needs seconds of CPU to end 10,000 threads, which would spoil
+    # whatever ran next on it.
+    if rnd % 2 == 0:
+        wls.reverse()
     wls.sort(key=lambda w: w is IDLE)
-    # udp and udp-wildcard are compared with each other: alternate which of
-    # the two goes first, so that neither always gets the later slot.
-    keys = [w.key for w in wls]
-    if rnd % 2 == 0 and "udp" in keys and WILDCARD in keys:
-        i, j = keys.index("udp"), keys.index(WILDCARD)
-        wls[i], wls[j] = wls[j], wls[i]
     log = BUILD / "logs" / f"{peer.key}.log"
     log.parent.mkdir(exist_ok=True)
     # Every service the peer has, but sockecho's wildcard UDP listener only
@@ -1226,7 +1231,9 @@ def render(data: dict, out_dir: Path) -> None:
         "(`prlimit --nofile`, `taskset -c 0`), measured on every workload it "
         "serves, and stopped, in the order "
         + ", ".join(PEER_BY_KEY[p].label for p in s["peers"])
-        + ". Figures are the median over the rounds, with min and max; ratios "
+        + " (odd rounds; even rounds in the reverse order, and each server's "
+        "workloads too, so that no server or workload always goes first). "
+        "Figures are the median over the rounds, with min and max; ratios "
         "are ratios of those medians.",
         f"- Each point: {s['warmup']} s warm-up, then {s['duration']} s measured. "
         "The server runs on CPU 0, the load generator on CPU 1; everything is on "
@@ -1453,7 +1460,7 @@ def main() -> None:
     nofile = raise_nofile(s.idle_conns + 1024)
     started, mach = time.monotonic(), machine()
     for rnd in range(1, s.rounds + 1):
-        for key in s.peers:
+        for key in round_order(s.peers, rnd):
             run_peer(PEER_BY_KEY[key], rnd, s, nofile)
     data = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
