@@ -447,16 +447,19 @@ def loadgen(args: list[str]) -> list[str]:
     return ["taskset", "-c", LOADGEN_CPU, str(BUILD / "loadgen"), *args]
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(busy, total) clock ticks of CPUs 0 and 1 together, from /proc/stat."""
-    busy = total = 0
+def cpu_ticks() -> tuple[int, int, int]:
+    """(busy, total, steal) clock ticks of CPUs 0 and 1 together, from
+    /proc/stat. Busy counts steal: time a virtual machine's hypervisor gave
+    the CPU to another guest, which the server did not get either."""
+    busy = total = steal = 0
     for line in Path("/proc/stat").read_text().splitlines():
         name, *ticks = line.split()
         if name in ("cpu" + SERVER_CPU, "cpu" + LOADGEN_CPU):
             t = [int(x) for x in ticks[:8]]
             busy += sum(t) - t[3] - t[4]  # all but idle and iowait
             total += sum(t)
-    return busy, total
+            steal += t[7]
+    return busy, total, steal
 
 
 def process_ticks(pid: int) -> int:
@@ -515,9 +518,11 @@ def run_load(wl: Workload, port: int, pid: int, s: Settings) -> dict:
     result["value"] = result[wl.metric]
     result["quiet_wait_s"] = round(waited, 2)
     ours = (after[1] - before[1]) + (after[2] - before[2])
-    busy, total = (a - b for a, b in zip(after[0], before[0], strict=True))
-    # Share of the two CPUs' time used by anything but server and loadgen.
+    busy, total, steal = (a - b for a, b in zip(after[0], before[0], strict=True))
+    # Share of the two CPUs' time used by anything but server and loadgen,
+    # and the part of it the hypervisor took (steal).
     result["other_load"] = max(0.0, (busy - ours) / total) if total else None
+    result["steal"] = steal / total if total else None
     return result
 
 
@@ -1125,9 +1130,23 @@ def remeasured(results: list[dict]) -> str:
     return f"{n} of {timed}"
 
 
-def busy_others(results: list[dict], q: float) -> float | None:
-    loads = sorted(r["other_load"] for r in results if r.get("other_load") is not None)
+def busy_others(results: list[dict], q: float, key: str = "other_load") -> float | None:
+    loads = sorted(r[key] for r in results if r.get(key) is not None)
     return loads[min(len(loads) - 1, int(q * len(loads)))] if loads else None
+
+
+def steal_line(results: list[dict]) -> list[str]:
+    """The hypervisor's share (steal) of the measured points' CPU time, when
+    the results record it (runs since it was added)."""
+    if busy_others(results, 1, "steal") is None:
+        return []
+    return [
+        "- of that, time the hypervisor gave CPUs 0 and 1 to other virtual "
+        f"machines (`steal` in `/proc/stat`): median "
+        f"{pct(busy_others(results, 0.5, 'steal'))}, 90th percentile "
+        f"{pct(busy_others(results, 0.9, 'steal'))}, worst "
+        f"{pct(busy_others(results, 1, 'steal'))}"
+    ]
 
 
 def wildcard_section(results: list[dict], table: dict) -> list[str]:
@@ -1224,6 +1243,7 @@ def render(data: dict, out_dir: Path) -> None:
         f"- other processes' use of CPUs 0 and 1 during the measured points: "
         f"median {pct(busy_others(results, 0.5))}, worst {pct(busy_others(results, 1))}"
         " of the two CPUs' time",
+        *steal_line(results),
         "",
         "## Method",
         "",
@@ -1285,9 +1305,10 @@ def render(data: dict, out_dir: Path) -> None:
         "- CPU columns, as a share of one CPU over the measured seconds: *server* "
         "from `/proc/PID/stat` (all its threads); *loadgen* from `getrusage`; "
         "*other load*: what the rest of the machine used of CPUs 0 and 1 (from "
-        "`/proc/stat`, minus the server and the generator), as other jobs share "
-        "this machine. Loopback kernel work is charged partly to the sender, so "
-        "these are approximate.",
+        "`/proc/stat`, minus the server and the generator, counting `steal`: time "
+        "a virtual machine's hypervisor gave its CPUs to other guests), as other "
+        "jobs share this machine. Loopback kernel work is charged partly to the "
+        "sender, so these are approximate.",
         "- Peers (`benchmarks/peers/`): asyncio Protocol and streams, the very "
         "same Protocol code on uvloop, a single-thread `selectors` loop and a "
         "thread per connection (the classic tutorials' designs, with correct "
