@@ -4,15 +4,21 @@ Tests for L{twisted_echo.welcome}: banner, C{OK...} lines, telnet, limits.
 
 from __future__ import annotations
 
+import socket
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.conch import telnet
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.loopback import exchange, listen_tcp
+from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import connect, cut
+from tests.process import IO_TIMEOUT, start_server
+from twisted_echo.budget import MemoryBudget
 from twisted_echo.limits import Timeouts
 from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory, WelcomeLines
 
@@ -354,6 +360,165 @@ class WelcomeLoopbackTests(TestCase):
         client = await exchange(port, b"\r\n".join(lines) + b"\r\n")
         expected = BANNER + b"".join(b"OK..." + line + b"\r\n" for line in lines)
         self.assertEqual(b"".join(client.received), expected)
+
+
+#: A telnet request the server refuses (RFC 854): sent after some bytes, its
+#: answer shows the server has read them.
+DO_ECHO = telnet.IAC + telnet.DO + telnet.ECHO
+WONT_ECHO = telnet.IAC + telnet.WONT + telnet.ECHO
+
+
+def read_until(sock: socket.socket, wanted: bytes, deadline: float) -> bytes:
+    """
+    Read from the blocking socket C{sock} until C{wanted} was received, the
+    peer closed, or the C{time.monotonic} C{deadline} passed.
+
+    @return: every byte read.
+    """
+    received = b""
+    while wanted not in received:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def telnet_script(port: int, steps: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """
+    Connect to 127.0.0.1:C{port}, read the banner, then for each
+    C{(send, wanted)} step send C{send} and read until C{wanted} (C{b""}:
+    until the server closes); every read is bounded by L{IO_TIMEOUT}.
+
+    @return: what each step read.
+    """
+    deadline = time.monotonic() + IO_TIMEOUT
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        read_until(sock, b"\r\n", deadline)
+        answers = []
+        for send, wanted in steps:
+            sock.sendall(send)
+            answers.append(read_until(sock, wanted or b"\0never", deadline))
+        return answers
+
+
+#: A line left unfinished, its bytes surely read (the refusal of a telnet
+#: request sent after them came back), then a malformed telnet command: the
+#: server closes from inside its own reading of that command.
+UNFINISHED_THEN_MALFORMED = [
+    (b"x" * 16000 + DO_ECHO, WONT_ECHO),
+    (telnet.IAC + b"\x01", b""),
+]
+
+#: An honest client's line in two reads (as a telnet client typing it):
+#: answered only if the server reads the second part.
+HONEST_LINE = [
+    (b"hello " + DO_ECHO, WONT_ECHO),
+    (b"world\r\n", b"\r\n"),
+]
+
+
+class WelcomeCloseWhileReadingTests(TestCase):
+    """
+    A welcome connection closed from inside its own reading (a telnet
+    protocol error, a line over the limit) over real sockets, where
+    L{twisted_echo.stream.StreamProtocol.close} takes the plain-socket
+    close path: whatever it held goes back to the memory budget, once.
+    """
+
+    def listen(self, budget: int) -> WelcomeFactory:
+        factory = WelcomeFactory(
+            reactor,  # type: ignore[arg-type]
+            budget=MemoryBudget(budget),
+        )
+        self.port = listen_tcp(self, factory)
+        return factory
+
+    async def assert_nothing_held(self, factory: WelcomeFactory) -> None:
+        await wait_until(lambda: not factory.open_protocols)
+        self.assertEqual(
+            (factory.budget.line_bytes, factory.held_bytes()),
+            (0, 0),
+        )
+        self.assertEqual(factory.counters.connections_open, 0)
+        self.assertEqual(factory.budget.weight_total, 0)
+
+    async def test_malformed_command_after_an_unfinished_line(self) -> None:
+        """
+        Ten clients that each leave 16,000 bytes of unfinished line, then
+        send a malformed telnet command, get the error line and are closed;
+        then nothing is held, and with a budget of 256 KiB (which 160,000
+        bytes held for good would spend) an honest client is answered.
+        """
+        factory = self.listen(256 * 1024)
+        for _ in range(10):
+            answers = await deferToThread(
+                telnet_script, self.port, UNFINISHED_THEN_MALFORMED
+            )
+            self.assertIn(b"ERROR: malformed telnet command", answers[1])
+        await self.assert_nothing_held(factory)
+        answers = await deferToThread(telnet_script, self.port, HONEST_LINE)
+        self.assertEqual(answers[1], b"OK...hello world\r\n")
+
+    async def test_line_over_the_limit_after_an_unfinished_line(self) -> None:
+        """
+        A line that grows over the limit in its second read is answered with
+        the error line, and nothing it held stays counted.
+        """
+        factory = self.listen(256 * 1024)
+        for _ in range(5):
+            answers = await deferToThread(
+                telnet_script,
+                self.port,
+                [(b"x" * 16000 + DO_ECHO, WONT_ECHO), (b"y" * 1000, b"")],
+            )
+            self.assertIn(b"ERROR: line too long", answers[1])
+        await self.assert_nothing_held(factory)
+
+    async def test_subnegotiation_over_the_limit_after_an_unfinished_line(
+        self,
+    ) -> None:
+        """
+        A telnet subnegotiation over its bound, after an unfinished line, is
+        answered with the error line, and nothing stays counted.
+        """
+        factory = self.listen(256 * 1024)
+        subnegotiation = telnet.IAC + telnet.SB + b"\x18" + b"z" * 5000
+        for _ in range(5):
+            answers = await deferToThread(
+                telnet_script,
+                self.port,
+                [(b"x" * 16000 + DO_ECHO, WONT_ECHO), (subnegotiation, b"")],
+            )
+            self.assertIn(b"ERROR: telnet subnegotiation too long", answers[1])
+        await self.assert_nothing_held(factory)
+
+
+class WelcomeCloseWhileReadingProcessTests(TestCase):
+    """
+    The same over a real C{twistd -n sockecho}.
+    """
+
+    def test_budget_survives_malformed_commands(self) -> None:
+        """
+        With C{--max-buffer 1M}, forty clients one after another leave
+        16,000 bytes of unfinished line then send a malformed telnet
+        command: each gets its error line, and an honest client is still
+        answered (the 33rd such client found the budget spent before).
+        """
+        server = start_server(self, ["--max-buffer", "1M"])
+        port = server.ports["welcome"]
+        for number in range(40):
+            answers = telnet_script(port, UNFINISHED_THEN_MALFORMED)
+            self.assertIn(
+                b"ERROR: malformed telnet command", answers[1], f"client {number}"
+            )
+        answers = telnet_script(port, HONEST_LINE)
+        self.assertEqual(answers[1], b"OK...hello world\r\n")
 
 
 class WelcomeLineTimeoutTests(TestCase):
