@@ -5,6 +5,7 @@ Tests for L{twisted_echo.welcome}: banner, C{OK...} lines, telnet, limits.
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 from hypothesis import given, settings
@@ -20,7 +21,15 @@ from tests.memory import connect, cut
 from tests.process import IO_TIMEOUT, start_server
 from twisted_echo.budget import MemoryBudget
 from twisted_echo.limits import Timeouts
-from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory, WelcomeLines
+from twisted_echo.welcome import (
+    DEFAULT_BANNER,
+    TELNET_COMMAND_BURST,
+    TELNET_COMMAND_RATE,
+    Welcome,
+    WelcomeFactory,
+    WelcomeLines,
+    telnet_commands,
+)
 
 BANNER = DEFAULT_BANNER.encode() + b"\r\n"
 
@@ -519,6 +528,175 @@ class WelcomeCloseWhileReadingProcessTests(TestCase):
             )
         answers = telnet_script(port, HONEST_LINE)
         self.assertEqual(answers[1], b"OK...hello world\r\n")
+
+
+class TelnetCommandRateTests(TestCase):
+    """
+    A connection sending telnet commands faster than
+    L{TELNET_COMMAND_RATE} per second (after a burst of
+    L{TELNET_COMMAND_BURST}) gets an error line and is closed, before the
+    read over the rate is parsed.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = WelcomeFactory(self.clock)
+        self.protocol, self.transport = connect(self.factory, Welcome)
+        self.transport.clear()
+
+    def test_counting(self) -> None:
+        """
+        Every IAC that starts a command counts; an escaped 0xFF data byte
+        (C{IAC IAC}) does not.
+        """
+        iac = telnet.IAC
+        self.assertEqual(telnet_commands(b"plain text\r\n"), 0)
+        self.assertEqual(telnet_commands(DO_ECHO * 3), 3)
+        self.assertEqual(telnet_commands(iac + iac + b"x" + iac + iac), 0)
+        self.assertEqual(telnet_commands(iac + iac + iac + telnet.NOP), 1)
+        self.assertEqual(
+            telnet_commands(iac + telnet.SB + b"\x18\x00xterm" + iac + telnet.SE), 2
+        )
+
+    def test_burst_then_one_over(self) -> None:
+        """
+        The burst is answered in full; one command more at the same instant
+        gets the error line, the close, a count and no answer.
+        """
+        self.protocol.dataReceived(DO_ECHO * TELNET_COMMAND_BURST)
+        self.assertEqual(self.transport.value(), WONT_ECHO * TELNET_COMMAND_BURST)
+        self.assertFalse(self.transport.disconnecting)
+        self.transport.clear()
+        self.protocol.dataReceived(b"hi\r\n" + DO_ECHO)
+        self.assertEqual(
+            self.transport.value(),
+            b"ERROR: too many telnet commands (over %d per second); "
+            b"closing connection\r\n" % TELNET_COMMAND_RATE,
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.counters.refused["telnet_rate"], 1)
+
+    def test_one_read_over_the_burst(self) -> None:
+        """
+        A read holding more commands than the burst is not parsed at all.
+        """
+        self.protocol.dataReceived(DO_ECHO * (TELNET_COMMAND_BURST + 1))
+        self.assertTrue(self.transport.value().startswith(b"ERROR: too many"))
+        self.assertNotIn(WONT_ECHO, self.transport.value())
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_the_rate_is_kept_for_ever(self) -> None:
+        """
+        Commands at the rate, for a long time after the burst is spent, are
+        all answered, with lines between them.
+        """
+        self.protocol.dataReceived(DO_ECHO * TELNET_COMMAND_BURST)
+        self.transport.clear()
+        for _second in range(30):
+            self.clock.advance(1)
+            self.protocol.dataReceived(
+                DO_ECHO * (TELNET_COMMAND_RATE - 1) + b"line\r\n" + DO_ECHO
+            )
+        value = self.transport.value()
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(value.count(WONT_ECHO), 30 * TELNET_COMMAND_RATE)
+        self.assertEqual(value.count(b"OK...line\r\n"), 30)
+
+    def test_escaped_0xff_bytes_are_text(self) -> None:
+        """
+        A line of escaped 0xFF bytes, many more than the burst, is text and
+        answered.
+        """
+        line = telnet.IAC * 2 * 5000
+        self.protocol.dataReceived(line + b"\r\n")
+        self.assertEqual(self.transport.value(), b"OK..." + line + b"\r\n")
+
+    def test_no_limit(self) -> None:
+        """
+        A rate of 0 means no limit.
+        """
+        self.factory.telnet_command_rate = 0
+        self.protocol.dataReceived(DO_ECHO * (TELNET_COMMAND_BURST * 3))
+        self.assertFalse(self.transport.disconnecting)
+
+
+def echo_round_trips(port: int, count: int) -> list[float]:
+    """
+    C{count} 64-byte echo round trips on one connection to 127.0.0.1:C{port}.
+
+    @return: each round trip's time, seconds.
+    @raise AssertionError: when a reply is wrong or missing (each read is
+        bounded by L{IO_TIMEOUT}).
+    """
+    times = []
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        for number in range(count):
+            request = b"%063d\n" % number
+            started = time.monotonic()
+            sock.sendall(request)
+            reply = b""
+            while len(reply) < len(request):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"echo closed after {number} round trips")
+                reply += chunk
+            times.append(time.monotonic() - started)
+            if reply != request:
+                raise AssertionError(f"echo sent {reply!r} for {request!r}")
+    return times
+
+
+def telnet_flood(port: int, limit: int, seconds: float) -> tuple[int, bytes]:
+    """
+    Send C{IAC DO ECHO} to welcome at 127.0.0.1:C{port} as fast as it takes
+    them, without reading, until C{limit} bytes were sent, C{seconds} passed
+    or the server closed; then read what came back.
+
+    @return: the bytes sent and the bytes received.
+    """
+    chunk = DO_ECHO * 21845
+    sent = 0
+    deadline = time.monotonic() + seconds
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        sock.settimeout(1.0)
+        try:
+            while sent < limit and time.monotonic() < deadline:
+                sent += sock.send(chunk)
+        except OSError:
+            pass  # closed by the server (EPIPE, ECONNRESET), or a full buffer
+        received = read_until(sock, b"\0never", time.monotonic() + IO_TIMEOUT)
+    return sent, received
+
+
+class TelnetFloodProcessTests(TestCase):
+    """
+    A telnet command flood against a real C{twistd -n sockecho}.
+    """
+
+    def test_flood_is_cut_off_and_others_are_served(self) -> None:
+        """
+        A client flooding welcome with C{IAC DO ECHO} (at most 64 MiB, 10
+        s) gets the error line and is closed, and the log says why; an echo
+        client doing 200 round trips meanwhile gets every reply.
+        """
+        server = start_server(self)
+        flood: list[tuple[int, bytes]] = []
+        flooder = threading.Thread(
+            target=lambda: flood.append(
+                telnet_flood(server.ports["welcome"], 64 << 20, 10.0)
+            )
+        )
+        flooder.start()
+        try:
+            times = echo_round_trips(server.ports["echo"], 200)
+        finally:
+            flooder.join(30)
+        self.assertEqual(len(times), 200)
+        ((_sent, received),) = flood
+        self.assertIn(
+            b"ERROR: too many telnet commands (over 100 per second)", received
+        )
+        server.wait_for(r"over 100 telnet commands per second; closing$")
 
 
 class WelcomeLineTimeoutTests(TestCase):
