@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import connect, cut
 from tests.process import IO_TIMEOUT, start_server
+from twisted_echo import welcome
 from twisted_echo.budget import MemoryBudget
 from twisted_echo.limits import Timeouts
 from twisted_echo.welcome import (
@@ -352,6 +353,93 @@ class WelcomeProtocolTests(TestCase):
                 (seen, protocol.bytes_out, factory.counters.timeouts["line"])
             )
         self.assertEqual(results[0], results[1])
+
+
+#: Pieces of reads that mix text and telnet commands: what
+#: L{Welcome.split_commands} must handle as conch does.
+MIXED_PIECES = [
+    b"text",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\r\0",
+    b"\r\r\n",
+    b"\0",
+    telnet.IAC,
+    telnet.IAC + telnet.IAC,
+    telnet.IAC + telnet.NOP,
+    telnet.IAC + telnet.AYT,
+    telnet.IAC + telnet.DO + telnet.ECHO,
+    telnet.IAC + telnet.WILL + telnet.NAWS,
+    telnet.IAC + telnet.DO,
+    telnet.IAC + telnet.SB + b"\x18\x00xterm",
+    telnet.IAC + telnet.SE,
+    telnet.IAC + b"A",
+]
+
+
+class SplitCommandsTests(TestCase):
+    """
+    L{Welcome.split_commands}, which keeps conch's parser to the commands
+    of a read, against conch's parser alone.
+    """
+
+    def setUp(self) -> None:
+        # Split every read with a command, however dense in commands.
+        self.patch(welcome, "_TEXT_PER_COMMAND", 0)
+
+    @settings(max_examples=400)
+    @given(
+        st.lists(
+            st.lists(
+                st.one_of(
+                    st.sampled_from(MIXED_PIECES),
+                    st.binary(max_size=6),
+                ),
+                min_size=1,
+                max_size=8,
+            ).map(lambda pieces: b"".join(pieces) + telnet.IAC + telnet.NOP),
+            min_size=1,
+            max_size=6,
+        ),
+        st.integers(1, 30),
+    )
+    def test_commands_between_text_answer_as_conch_does(
+        self, reads: list[bytes], max_line: int
+    ) -> None:
+        """
+        Reads that each hold a telnet command (so that none takes the
+        text-only shortcuts) are answered exactly as conch's parser alone
+        answers them.
+        """
+        results = []
+        for factory_type in [WelcomeFactory, ConchOnlyFactory]:
+            factory = factory_type(Clock(), max_line=max_line)
+            protocol, transport = connect(factory, Welcome)
+            seen = []
+            for data in reads:
+                protocol.dataReceived(data)
+                seen.append((transport.value(), transport.disconnecting))
+            results.append((seen, protocol._lines.unfinished_bytes()))
+        self.assertEqual(results[0], results[1])
+
+    def test_text_costs_what_text_costs(self) -> None:
+        """
+        A read of text with one command in it takes conch's parser only for
+        the command: conch sees 2 of its 65,538 bytes.
+        """
+        factory = WelcomeFactory(Clock())
+        protocol, transport = connect(factory, Welcome)
+        transport.clear()
+        parsed: list[bytes] = []
+        parse = protocol.conch_parse
+        protocol.conch_parse = lambda data: (  # type: ignore[method-assign]
+            parsed.append(data),
+            parse(data),
+        )[-1]
+        protocol.dataReceived(b"hello world line\r\n" * 3641 + telnet.IAC + telnet.NOP)
+        self.assertEqual(parsed, [telnet.IAC + telnet.NOP])
+        self.assertEqual(transport.value(), b"OK...hello world line\r\n" * 3641)
 
 
 class WelcomeLoopbackTests(TestCase):
