@@ -323,6 +323,72 @@ class TransportLayoutTests(TestCase):
         self.assertEqual(factory.open_protocols, set())
 
 
+class ClosingEcho(Echo):
+    """
+    Echo that closes from inside its own L{handle_data} on a C{q} and then
+    goes on with it, noting whether the connection was already lost.
+    """
+
+    seen: list[tuple[bool, bool]]
+
+    def handle_data(self, data: bytes) -> None:
+        if b"q" in data:
+            self.close()
+            self.factory.seen.append(  # type: ignore[attr-defined]
+                (self.connected == 1, self in self.factory.open_protocols)
+            )
+            return
+        self.send(data)
+
+
+class CloseWhileReadingTests(TestCase):
+    """
+    A close requested while L{StreamProtocol.handle_data} runs is completed
+    right after it returns, never in the middle of it.
+    """
+
+    async def test_close_from_inside_handle_data(self) -> None:
+        """
+        Over a real socket (where C{close()} takes the plain-socket path):
+        the connection is still open while C{handle_data} goes on after
+        C{close()}, and closed (with every byte sent before it delivered)
+        once it returns.
+        """
+        factory = EchoFactory(reactor, limits=ConnectionLimits(0, 0))
+        factory.protocol = ClosingEcho
+        factory.seen = []  # type: ignore[attr-defined]
+        port = listen_tcp(self, factory)
+
+        def talk() -> bytes:
+            with socket.create_connection(("127.0.0.1", port), 10) as client:
+                client.sendall(b"abc")
+                received = client.recv(3)
+                client.sendall(b"q")
+                while True:
+                    chunk = client.recv(100)
+                    if not chunk:
+                        return received
+                    received += chunk
+
+        self.assertEqual(await deferToThread(talk), b"abc")
+        self.assertEqual(factory.seen, [(True, True)])  # type: ignore[attr-defined]
+        self.assertEqual(factory.open_protocols, set())
+        self.assertEqual(factory.counters.connections_open, 0)
+
+    def test_close_from_inside_handle_data_in_memory(self) -> None:
+        """
+        The same with a L{StringTransport}: the close is completed after
+        C{handle_data} returns.
+        """
+        factory = EchoFactory(Clock())
+        factory.protocol = ClosingEcho
+        factory.seen = []  # type: ignore[attr-defined]
+        protocol, transport = connect(factory, ClosingEcho)
+        protocol.dataReceived(b"q")
+        self.assertEqual(factory.seen, [(True, True)])  # type: ignore[attr-defined]
+        self.assertTrue(transport.disconnecting)
+
+
 class DrainTests(TestCase):
     """
     Graceful shutdown of one factory's connections.

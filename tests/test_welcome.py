@@ -4,17 +4,33 @@ Tests for L{twisted_echo.welcome}: banner, C{OK...} lines, telnet, limits.
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.conch import telnet
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import TestCase
 
-from tests.loopback import exchange, listen_tcp
+from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import connect, cut
+from tests.process import IO_TIMEOUT, start_server
+from twisted_echo import welcome
+from twisted_echo.budget import MemoryBudget
 from twisted_echo.limits import Timeouts
-from twisted_echo.welcome import DEFAULT_BANNER, Welcome, WelcomeFactory, WelcomeLines
+from twisted_echo.welcome import (
+    DEFAULT_BANNER,
+    TELNET_COMMAND_BURST,
+    TELNET_COMMAND_RATE,
+    Welcome,
+    WelcomeFactory,
+    WelcomeLines,
+    telnet_commands,
+)
 
 BANNER = DEFAULT_BANNER.encode() + b"\r\n"
 
@@ -339,6 +355,93 @@ class WelcomeProtocolTests(TestCase):
         self.assertEqual(results[0], results[1])
 
 
+#: Pieces of reads that mix text and telnet commands: what
+#: L{Welcome.split_commands} must handle as conch does.
+MIXED_PIECES = [
+    b"text",
+    b"\r",
+    b"\n",
+    b"\r\n",
+    b"\r\0",
+    b"\r\r\n",
+    b"\0",
+    telnet.IAC,
+    telnet.IAC + telnet.IAC,
+    telnet.IAC + telnet.NOP,
+    telnet.IAC + telnet.AYT,
+    telnet.IAC + telnet.DO + telnet.ECHO,
+    telnet.IAC + telnet.WILL + telnet.NAWS,
+    telnet.IAC + telnet.DO,
+    telnet.IAC + telnet.SB + b"\x18\x00xterm",
+    telnet.IAC + telnet.SE,
+    telnet.IAC + b"A",
+]
+
+
+class SplitCommandsTests(TestCase):
+    """
+    L{Welcome.split_commands}, which keeps conch's parser to the commands
+    of a read, against conch's parser alone.
+    """
+
+    def setUp(self) -> None:
+        # Split every read with a command, however dense in commands.
+        self.patch(welcome, "_TEXT_PER_COMMAND", 0)
+
+    @settings(max_examples=400)
+    @given(
+        st.lists(
+            st.lists(
+                st.one_of(
+                    st.sampled_from(MIXED_PIECES),
+                    st.binary(max_size=6),
+                ),
+                min_size=1,
+                max_size=8,
+            ).map(lambda pieces: b"".join(pieces) + telnet.IAC + telnet.NOP),
+            min_size=1,
+            max_size=6,
+        ),
+        st.integers(1, 30),
+    )
+    def test_commands_between_text_answer_as_conch_does(
+        self, reads: list[bytes], max_line: int
+    ) -> None:
+        """
+        Reads that each hold a telnet command (so that none takes the
+        text-only shortcuts) are answered exactly as conch's parser alone
+        answers them.
+        """
+        results = []
+        for factory_type in [WelcomeFactory, ConchOnlyFactory]:
+            factory = factory_type(Clock(), max_line=max_line)
+            protocol, transport = connect(factory, Welcome)
+            seen = []
+            for data in reads:
+                protocol.dataReceived(data)
+                seen.append((transport.value(), transport.disconnecting))
+            results.append((seen, protocol._lines.unfinished_bytes()))
+        self.assertEqual(results[0], results[1])
+
+    def test_text_costs_what_text_costs(self) -> None:
+        """
+        A read of text with one command in it takes conch's parser only for
+        the command: conch sees 2 of its 65,538 bytes.
+        """
+        factory = WelcomeFactory(Clock())
+        protocol, transport = connect(factory, Welcome)
+        transport.clear()
+        parsed: list[bytes] = []
+        parse = protocol.conch_parse
+        protocol.conch_parse = lambda data: (  # type: ignore[method-assign]
+            parsed.append(data),
+            parse(data),
+        )[-1]
+        protocol.dataReceived(b"hello world line\r\n" * 3641 + telnet.IAC + telnet.NOP)
+        self.assertEqual(parsed, [telnet.IAC + telnet.NOP])
+        self.assertEqual(transport.value(), b"OK...hello world line\r\n" * 3641)
+
+
 class WelcomeLoopbackTests(TestCase):
     """
     The welcome service on a real loopback socket.
@@ -354,6 +457,334 @@ class WelcomeLoopbackTests(TestCase):
         client = await exchange(port, b"\r\n".join(lines) + b"\r\n")
         expected = BANNER + b"".join(b"OK..." + line + b"\r\n" for line in lines)
         self.assertEqual(b"".join(client.received), expected)
+
+
+#: A telnet request the server refuses (RFC 854): sent after some bytes, its
+#: answer shows the server has read them.
+DO_ECHO = telnet.IAC + telnet.DO + telnet.ECHO
+WONT_ECHO = telnet.IAC + telnet.WONT + telnet.ECHO
+
+
+def read_until(sock: socket.socket, wanted: bytes, deadline: float) -> bytes:
+    """
+    Read from the blocking socket C{sock} until C{wanted} was received, the
+    peer closed, or the C{time.monotonic} C{deadline} passed.
+
+    @return: every byte read.
+    """
+    received = b""
+    while wanted not in received:
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
+        try:
+            chunk = sock.recv(65536)
+        except TimeoutError:
+            break
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+def telnet_script(port: int, steps: list[tuple[bytes, bytes]]) -> list[bytes]:
+    """
+    Connect to 127.0.0.1:C{port}, read the banner, then for each
+    C{(send, wanted)} step send C{send} and read until C{wanted} (C{b""}:
+    until the server closes); every read is bounded by L{IO_TIMEOUT}.
+
+    @return: what each step read.
+    """
+    deadline = time.monotonic() + IO_TIMEOUT
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        read_until(sock, b"\r\n", deadline)
+        answers = []
+        for send, wanted in steps:
+            sock.sendall(send)
+            answers.append(read_until(sock, wanted or b"\0never", deadline))
+        return answers
+
+
+#: A line left unfinished, its bytes surely read (the refusal of a telnet
+#: request sent after them came back), then a malformed telnet command: the
+#: server closes from inside its own reading of that command.
+UNFINISHED_THEN_MALFORMED = [
+    (b"x" * 16000 + DO_ECHO, WONT_ECHO),
+    (telnet.IAC + b"\x01", b""),
+]
+
+#: An honest client's line in two reads (as a telnet client typing it):
+#: answered only if the server reads the second part.
+HONEST_LINE = [
+    (b"hello " + DO_ECHO, WONT_ECHO),
+    (b"world\r\n", b"\r\n"),
+]
+
+
+class WelcomeCloseWhileReadingTests(TestCase):
+    """
+    A welcome connection closed from inside its own reading (a telnet
+    protocol error, a line over the limit) over real sockets, where
+    L{twisted_echo.stream.StreamProtocol.close} takes the plain-socket
+    close path: whatever it held goes back to the memory budget, once.
+    """
+
+    def listen(self, budget: int) -> WelcomeFactory:
+        factory = WelcomeFactory(
+            reactor,  # type: ignore[arg-type]
+            budget=MemoryBudget(budget),
+        )
+        self.port = listen_tcp(self, factory)
+        return factory
+
+    async def assert_nothing_held(self, factory: WelcomeFactory) -> None:
+        await wait_until(lambda: not factory.open_protocols)
+        self.assertEqual(
+            (factory.budget.line_bytes, factory.held_bytes()),
+            (0, 0),
+        )
+        self.assertEqual(factory.counters.connections_open, 0)
+        self.assertEqual(factory.budget.weight_total, 0)
+
+    async def test_malformed_command_after_an_unfinished_line(self) -> None:
+        """
+        Ten clients that each leave 16,000 bytes of unfinished line, then
+        send a malformed telnet command, get the error line and are closed;
+        then nothing is held, and with a budget of 256 KiB (which 160,000
+        bytes held for good would spend) an honest client is answered.
+        """
+        factory = self.listen(256 * 1024)
+        for _ in range(10):
+            answers = await deferToThread(
+                telnet_script, self.port, UNFINISHED_THEN_MALFORMED
+            )
+            self.assertIn(b"ERROR: malformed telnet command", answers[1])
+        await self.assert_nothing_held(factory)
+        answers = await deferToThread(telnet_script, self.port, HONEST_LINE)
+        self.assertEqual(answers[1], b"OK...hello world\r\n")
+
+    async def test_line_over_the_limit_after_an_unfinished_line(self) -> None:
+        """
+        A line that grows over the limit in its second read is answered with
+        the error line, and nothing it held stays counted.
+        """
+        factory = self.listen(256 * 1024)
+        for _ in range(5):
+            answers = await deferToThread(
+                telnet_script,
+                self.port,
+                [(b"x" * 16000 + DO_ECHO, WONT_ECHO), (b"y" * 1000, b"")],
+            )
+            self.assertIn(b"ERROR: line too long", answers[1])
+        await self.assert_nothing_held(factory)
+
+    async def test_subnegotiation_over_the_limit_after_an_unfinished_line(
+        self,
+    ) -> None:
+        """
+        A telnet subnegotiation over its bound, after an unfinished line, is
+        answered with the error line, and nothing stays counted.
+        """
+        factory = self.listen(256 * 1024)
+        subnegotiation = telnet.IAC + telnet.SB + b"\x18" + b"z" * 5000
+        for _ in range(5):
+            answers = await deferToThread(
+                telnet_script,
+                self.port,
+                [(b"x" * 16000 + DO_ECHO, WONT_ECHO), (subnegotiation, b"")],
+            )
+            self.assertIn(b"ERROR: telnet subnegotiation too long", answers[1])
+        await self.assert_nothing_held(factory)
+
+
+class WelcomeCloseWhileReadingProcessTests(TestCase):
+    """
+    The same over a real C{twistd -n sockecho}.
+    """
+
+    def test_budget_survives_malformed_commands(self) -> None:
+        """
+        With C{--max-buffer 1M}, forty clients one after another leave
+        16,000 bytes of unfinished line then send a malformed telnet
+        command: each gets its error line, and an honest client is still
+        answered (the 33rd such client found the budget spent before).
+        """
+        server = start_server(self, ["--max-buffer", "1M"])
+        port = server.ports["welcome"]
+        for number in range(40):
+            answers = telnet_script(port, UNFINISHED_THEN_MALFORMED)
+            self.assertIn(
+                b"ERROR: malformed telnet command", answers[1], f"client {number}"
+            )
+        answers = telnet_script(port, HONEST_LINE)
+        self.assertEqual(answers[1], b"OK...hello world\r\n")
+
+
+class TelnetCommandRateTests(TestCase):
+    """
+    A connection sending telnet commands faster than
+    L{TELNET_COMMAND_RATE} per second (after a burst of
+    L{TELNET_COMMAND_BURST}) gets an error line and is closed, before the
+    read over the rate is parsed.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.factory = WelcomeFactory(self.clock)
+        self.protocol, self.transport = connect(self.factory, Welcome)
+        self.transport.clear()
+
+    def test_counting(self) -> None:
+        """
+        Every IAC that starts a command counts; an escaped 0xFF data byte
+        (C{IAC IAC}) does not.
+        """
+        iac = telnet.IAC
+        self.assertEqual(telnet_commands(b"plain text\r\n"), 0)
+        self.assertEqual(telnet_commands(DO_ECHO * 3), 3)
+        self.assertEqual(telnet_commands(iac + iac + b"x" + iac + iac), 0)
+        self.assertEqual(telnet_commands(iac + iac + iac + telnet.NOP), 1)
+        self.assertEqual(
+            telnet_commands(iac + telnet.SB + b"\x18\x00xterm" + iac + telnet.SE), 2
+        )
+
+    def test_burst_then_one_over(self) -> None:
+        """
+        The burst is answered in full; one command more at the same instant
+        gets the error line, the close, a count and no answer.
+        """
+        self.protocol.dataReceived(DO_ECHO * TELNET_COMMAND_BURST)
+        self.assertEqual(self.transport.value(), WONT_ECHO * TELNET_COMMAND_BURST)
+        self.assertFalse(self.transport.disconnecting)
+        self.transport.clear()
+        self.protocol.dataReceived(b"hi\r\n" + DO_ECHO)
+        self.assertEqual(
+            self.transport.value(),
+            b"ERROR: too many telnet commands (over %d per second); "
+            b"closing connection\r\n" % TELNET_COMMAND_RATE,
+        )
+        self.assertTrue(self.transport.disconnecting)
+        self.assertEqual(self.factory.counters.refused["telnet_rate"], 1)
+
+    def test_one_read_over_the_burst(self) -> None:
+        """
+        A read holding more commands than the burst is not parsed at all.
+        """
+        self.protocol.dataReceived(DO_ECHO * (TELNET_COMMAND_BURST + 1))
+        self.assertTrue(self.transport.value().startswith(b"ERROR: too many"))
+        self.assertNotIn(WONT_ECHO, self.transport.value())
+        self.assertTrue(self.transport.disconnecting)
+
+    def test_the_rate_is_kept_for_ever(self) -> None:
+        """
+        Commands at the rate, for a long time after the burst is spent, are
+        all answered, with lines between them.
+        """
+        self.protocol.dataReceived(DO_ECHO * TELNET_COMMAND_BURST)
+        self.transport.clear()
+        for _second in range(30):
+            self.clock.advance(1)
+            self.protocol.dataReceived(
+                DO_ECHO * (TELNET_COMMAND_RATE - 1) + b"line\r\n" + DO_ECHO
+            )
+        value = self.transport.value()
+        self.assertFalse(self.transport.disconnecting)
+        self.assertEqual(value.count(WONT_ECHO), 30 * TELNET_COMMAND_RATE)
+        self.assertEqual(value.count(b"OK...line\r\n"), 30)
+
+    def test_escaped_0xff_bytes_are_text(self) -> None:
+        """
+        A line of escaped 0xFF bytes, many more than the burst, is text and
+        answered.
+        """
+        line = telnet.IAC * 2 * 5000
+        self.protocol.dataReceived(line + b"\r\n")
+        self.assertEqual(self.transport.value(), b"OK..." + line + b"\r\n")
+
+    def test_no_limit(self) -> None:
+        """
+        A rate of 0 means no limit.
+        """
+        self.factory.telnet_command_rate = 0
+        self.protocol.dataReceived(DO_ECHO * (TELNET_COMMAND_BURST * 3))
+        self.assertFalse(self.transport.disconnecting)
+
+
+def echo_round_trips(port: int, count: int) -> list[float]:
+    """
+    C{count} 64-byte echo round trips on one connection to 127.0.0.1:C{port}.
+
+    @return: each round trip's time, seconds.
+    @raise AssertionError: when a reply is wrong or missing (each read is
+        bounded by L{IO_TIMEOUT}).
+    """
+    times = []
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        for number in range(count):
+            request = b"%063d\n" % number
+            started = time.monotonic()
+            sock.sendall(request)
+            reply = b""
+            while len(reply) < len(request):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise AssertionError(f"echo closed after {number} round trips")
+                reply += chunk
+            times.append(time.monotonic() - started)
+            if reply != request:
+                raise AssertionError(f"echo sent {reply!r} for {request!r}")
+    return times
+
+
+def telnet_flood(port: int, limit: int, seconds: float) -> tuple[int, bytes]:
+    """
+    Send C{IAC DO ECHO} to welcome at 127.0.0.1:C{port} as fast as it takes
+    them, without reading, until C{limit} bytes were sent, C{seconds} passed
+    or the server closed; then read what came back.
+
+    @return: the bytes sent and the bytes received.
+    """
+    chunk = DO_ECHO * 21845
+    sent = 0
+    deadline = time.monotonic() + seconds
+    with socket.create_connection(("127.0.0.1", port), timeout=IO_TIMEOUT) as sock:
+        sock.settimeout(1.0)
+        try:
+            while sent < limit and time.monotonic() < deadline:
+                sent += sock.send(chunk)
+        except OSError:
+            pass  # closed by the server (EPIPE, ECONNRESET), or a full buffer
+        received = read_until(sock, b"\0never", time.monotonic() + IO_TIMEOUT)
+    return sent, received
+
+
+class TelnetFloodProcessTests(TestCase):
+    """
+    A telnet command flood against a real C{twistd -n sockecho}.
+    """
+
+    def test_flood_is_cut_off_and_others_are_served(self) -> None:
+        """
+        A client flooding welcome with C{IAC DO ECHO} (at most 64 MiB, 10
+        s) gets the error line and is closed, and the log says why; an echo
+        client doing 200 round trips meanwhile gets every reply.
+        """
+        server = start_server(self)
+        flood: list[tuple[int, bytes]] = []
+        flooder = threading.Thread(
+            target=lambda: flood.append(
+                telnet_flood(server.ports["welcome"], 64 << 20, 10.0)
+            )
+        )
+        flooder.start()
+        try:
+            times = echo_round_trips(server.ports["echo"], 200)
+        finally:
+            flooder.join(30)
+        self.assertEqual(len(times), 200)
+        ((_sent, received),) = flood
+        self.assertIn(
+            b"ERROR: too many telnet commands (over 100 per second)", received
+        )
+        server.wait_for(r"over 100 telnet commands per second; closing$")
 
 
 class WelcomeLineTimeoutTests(TestCase):

@@ -16,6 +16,7 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport, StringTransport
 from twisted.internet.threads import deferToThread
@@ -35,7 +36,9 @@ from tests.process import (
 from tests.tls_peers import make_certificate, serve_tls
 from twisted_echo import __version__
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.limits import ConnectionLimits
 from twisted_echo.listen import DatagramListenerService, UDPAddress
+from twisted_echo.proxyheader import ProxyHeaderEndpoint
 from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.tap import Options, listener_keys, makeService
 from twisted_echo.udp import LoopGuard
@@ -346,6 +349,38 @@ class RealSocketTests(TestCase):
         self.assertNotEqual(fields["client_port"], port)
         await wait_until(lambda: not factory.open_protocols, TIMEOUT)
         self.assertEqual(factory.counters.connections_total, 1)
+
+    async def test_proxy_header_answer_closes_after_the_read(self) -> None:
+        """
+        On a C{haproxy:} listener whoami answers and closes from inside the
+        read that brought the PROXY header (its C{connectionMade} runs
+        there): every client gets its line naming the header's client, and
+        afterwards no connection, limits place or budget weight is left.
+        """
+        limits = ConnectionLimits(0, 2)
+        factory = WhoamiFactory(reactor, limits=limits)
+        endpoint = ProxyHeaderEndpoint(
+            TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+        )
+        port = await endpoint.listen(factory)
+        self.addCleanup(port.stopListening)
+        number = port.getHost().port
+        for client_port in range(40000, 40020):
+            header = b"PROXY TCP4 198.51.100.1 127.0.0.1 %d %d\r\n" % (
+                client_port,
+                number,
+            )
+            client = await exchange(number, header)
+            fields = one_line(b"".join(client.received))
+            self.assertEqual(
+                (fields["client_host"], fields["client_port"]),
+                ("198.51.100.1", client_port),
+            )
+        await wait_until(lambda: not factory.open_protocols, TIMEOUT)
+        self.assertEqual((limits.open_total, dict(limits.open_by_peer)), (0, {}))
+        self.assertEqual(factory.counters.connections_open, 0)
+        self.assertEqual(factory.counters.connections_total, 20)
+        self.assertEqual(factory.budget.weight_total, 0)
 
     async def test_udp(self) -> None:
         await self.check_udp("127.0.0.1")

@@ -341,6 +341,10 @@ class StreamProtocol(Protocol):
         self._stall_call: IDelayedCall | None = None
         self._stall_mark: tuple[int, float] | None = None
         self._closing = False
+        # While dataReceived runs: a close() then only records the request
+        # (_close_requested), completed once dataReceived returns.
+        self._reading = False
+        self._close_requested = False
         self._socket: socket.socket | None = None
         self.allowance = READ_SIZE
 
@@ -592,14 +596,29 @@ class StreamProtocol(Protocol):
         """
         Count C{data} (bytes read from the peer), note the traffic for the
         idle sweep, and pass it to L{handle_data}.
+
+        A L{close} requested meanwhile (by L{handle_data}, or by the
+        service's C{connectionMade} once a PROXY header is read) is
+        completed when this returns, not in the middle: the connection's
+        C{connectionLost} (which gives back what it holds to the memory
+        budget and the counters) never runs while the service is still
+        reading and counting.
         """
-        header = self.header
-        if header is not None:
-            self._read_header(header, data)
-            return
-        self.bytes_in += len(data)
-        self.quiet_ticks = 0
-        self.handle_data(data)
+        nested = self._reading
+        self._reading = True
+        try:
+            header = self.header
+            if header is not None:
+                self._read_header(header, data)
+            else:
+                self.bytes_in += len(data)
+                self.quiet_ticks = 0
+                self.handle_data(data)
+        finally:
+            self._reading = nested
+        if self._close_requested and not nested:
+            self._close_requested = False
+            self._finish_close()
 
     def handle_data(self, data: bytes) -> None:
         """
@@ -730,6 +749,10 @@ class StreamProtocol(Protocol):
         """
         Close the connection after every byte already written is sent; abort
         it if the peer does not read them within the stall timeout.
+
+        Called while L{dataReceived} runs, it only marks the connection
+        closing (nothing more is sent or answered) and the close is
+        completed when L{dataReceived} returns.
         """
         if self._closing:
             return
@@ -741,6 +764,21 @@ class StreamProtocol(Protocol):
             # its buffer drains; unregister it first.
             self._producing = False
             transport.unregisterProducer()  # type: ignore[attr-defined]
+        if self._reading:
+            # Called from inside dataReceived (a service's handle_data): the
+            # caller goes on after this returns, so the close, which may end
+            # the connection at once, waits until dataReceived returns.
+            self._close_requested = True
+            return
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        """
+        Complete L{close}: end the connection now when nothing is queued on
+        a plain socket, else once the queue is sent (watching for a stall).
+        """
+        transport = self.transport
+        assert transport is not None
         if self._socket is not None and queued_bytes(transport) == 0:
             # Nothing left to send on a plain socket: close it now, as
             # Twisted's loseConnection itself does once the write side is
