@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_server -*-
+# -*- test-case-name: tests.test_memory -*-
 """
 Heap tuning: large reads, and memory handed back after bursts of closes.
 
