@@ -18,6 +18,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import socket
 import statistics
 import subprocess
@@ -580,6 +581,7 @@ def tls_bursts(
     finally:
         process.kill()
         process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":
