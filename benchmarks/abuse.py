@@ -4,6 +4,7 @@ latency a well-behaved client sees while another client misbehaves.
 
     python benchmarks/abuse.py            # about a minute; prints a Markdown table
     python benchmarks/abuse.py --horde    # 4,000 non-reading clients; about a minute
+    python benchmarks/abuse.py --tls-bursts   # TLS connections without a handshake
 
 Each scenario starts a fresh `twistd -n sockecho` on free loopback ports
 with the default limits (plus the options the scenario names), runs the
@@ -17,6 +18,7 @@ import os
 import re
 import resource
 import select
+import shutil
 import socket
 import statistics
 import subprocess
@@ -216,6 +218,9 @@ def udp_flood(ports: dict[str, int], notes: dict[str, object]) -> None:
 def main() -> None:
     if "--horde" in sys.argv[1:]:
         horde(64, ())
+        return
+    if "--tls-bursts" in sys.argv[1:]:
+        tls_bursts()
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
@@ -468,6 +473,115 @@ def horde(budget_mib: float, options: tuple[str, ...]) -> None:
             f"{control_stream:.0f} MB/s ({control_stream / alone_stream:.0%}), "
             f"kernel TCP memory {control_pages[0]} pages | |"
         )
+
+
+# --- TLS connections that never send a ClientHello (issue 19, item 6) ---
+
+TLS_BURSTS = 5
+TLS_BURST_CONNECTIONS = 1000
+
+
+def tls_bursts(
+    bursts: int = TLS_BURSTS, connections: int = TLS_BURST_CONNECTIONS
+) -> None:
+    """
+    The acceptance measurement for handshake-less TLS connections: an echo
+    listener over TLS (a throwaway certificate), the server on CPU 0 and
+    the client on CPU 1; `bursts` times, open `connections` TCP connections
+    that send nothing, wait until the server has logged them all, close
+    them all from the client side and wait until the server has logged them
+    all closed. Prints the server's RSS at the start, with each burst held
+    and after each, and 5 s after the last. Bounded: every wait has a
+    deadline; loopback only.
+    """
+    import tempfile
+
+    from cryptography.hazmat.primitives import serialization
+
+    from twisted_echo.tls import self_signed_certificate
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    directory = tempfile.mkdtemp(prefix="sockecho-tls-bursts-")
+    key, certificate = self_signed_certificate()
+    key_path, cert_path = f"{directory}/key.pem", f"{directory}/cert.pem"
+    with open(key_path, "wb") as f:
+        f.write(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+    with open(cert_path, "wb") as f:
+        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    args = [
+        TWISTD, "-n", "--pidfile=", "sockecho",
+        "--echo", f"ssl:0:interface={HOST}:privateKey={key_path}:certKey={cert_path}",
+        "--no-upper", "--no-welcome", "--no-udp", "--max-per-peer", "0",
+        *sys.argv[sys.argv.index("--tls-bursts") + 1 :],
+    ]  # fmt: skip
+    os.sched_setaffinity(0, {1})
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        os.sched_setaffinity(process.pid, {0})
+        assert process.stdout is not None
+        port = 0
+        deadline = time.monotonic() + 20
+        while not port and time.monotonic() < deadline:
+            match = re.search(r"echo listening on ssl:[\d.]+:(\d+)$",
+                              process.stdout.readline())  # fmt: skip
+            port = int(match.group(1)) if match else 0
+        if not port:
+            raise RuntimeError("the server did not start")
+        opened, closed = [0], [0]
+
+        def read_log() -> None:
+            for line in process.stdout:  # type: ignore[union-attr]
+                if "echo connection from ssl:" in line:
+                    if " closed: " in line:
+                        closed[0] += 1
+                    else:
+                        opened[0] += 1
+
+        threading.Thread(target=read_log, daemon=True).start()
+
+        def wait(what: str, count: list[int], target: int) -> None:
+            deadline = time.monotonic() + 60
+            while count[0] < target:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{what}: {count[0]} of {target} in 60 s")
+                time.sleep(0.05)
+
+        time.sleep(1)
+        start = rss_kib(process.pid)
+        print(f"server: {' '.join(args[3:])}")
+        print(f"RSS at start: {start / 1024:.1f} MiB")
+        for burst in range(1, bursts + 1):
+            socks = []
+            for _ in range(connections):
+                socks.append(socket.create_connection((HOST, port), timeout=10))
+            wait("opened", opened, burst * connections)
+            held = rss_kib(process.pid)
+            for sock in socks:
+                sock.close()
+            wait("closed", closed, burst * connections)
+            after = rss_kib(process.pid)
+            print(
+                f"burst {burst}: {connections} held: +{(held - start) / 1024:.1f} MiB"
+                f" ({(held - start) / connections:.1f} KiB each over the start);"
+                f" all closed: +{(after - start) / 1024:.1f} MiB"
+            )
+        time.sleep(5)
+        end = rss_kib(process.pid)
+        print(f"RSS 5 s after the last burst: +{(end - start) / 1024:.1f} MiB"
+              " over the start (bar: < 32 MiB)")  # fmt: skip
+    finally:
+        process.kill()
+        process.wait(10)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

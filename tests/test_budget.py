@@ -114,6 +114,50 @@ class MemoryBudgetTests(TestCase):
         self.assertEqual({c.allowance for c in pool.open}, {MAX_ALLOWANCE})
         self.assertEqual(pool.budget.weight_total, 20)
 
+    def test_handshakes_shrink_the_base_and_give_it_back(self) -> None:
+        """
+        TLS handshakes under way (L{MemoryBudget.hold_handshake}) are
+        promised like allowances: 500 of 48 KiB beside 100 echo connections
+        in 64 MiB halve the base (128 KiB to 64 KiB) so that all fits; once
+        they finish, the base is back.
+        """
+        pool = Pool(64 * MIB)
+        connections = [pool.connect() for _ in range(100)]
+        self.assertEqual(pool.budget.base, 128 * 1024)
+        for _ in range(500):
+            pool.budget.hold_handshake(48 * 1024)
+        self.assertEqual({c.allowance for c in connections}, {64 * 1024})
+        self.assertEqual(pool.budget.promised(), pool.held_at_most() + 500 * 48 * 1024)
+        self.assertLessEqual(pool.budget.promised(), 64 * MIB)
+        for _ in range(500):
+            pool.budget.hold_handshake(-48 * 1024)
+        self.assertEqual({c.allowance for c in connections}, {128 * 1024})
+        self.assertEqual(pool.budget.handshake_bytes, 0)
+
+    def test_handshakes_count_against_unfinished_lines(self) -> None:
+        """
+        When handshakes hold the budget, a growing welcome line stops its
+        connection reading until they are given back.
+        """
+        pool = Pool(1 * MIB)
+        stopped: list[str] = []
+
+        class Holder(FakeConnection):
+            def stop_reading(self) -> None:
+                stopped.append("stop")
+
+            def resume_reading(self) -> None:
+                stopped.append("resume")
+
+        line = Holder()
+        pool.budget.attach(line)
+        pool.open.add(line)
+        pool.budget.hold_handshake(MIB)
+        pool.budget.hold_line(line, 100)
+        self.assertEqual(stopped, ["stop"])
+        pool.budget.hold_handshake(-MIB)
+        self.assertEqual(stopped, ["stop", "resume"])
+
     def test_no_budget_means_256_kib_always(self) -> None:
         pool = Pool(0)
         connections = [pool.connect() for _ in range(5000)]
@@ -124,7 +168,10 @@ class MemoryBudgetTests(TestCase):
     @settings(max_examples=200, deadline=None)
     @given(
         st.lists(
-            st.tuples(st.sampled_from(["open", "close", "drain"]), st.integers(0, 999)),
+            st.tuples(
+                st.sampled_from(["open", "close", "drain", "shake", "shaken"]),
+                st.integers(0, 999),
+            ),
             max_size=300,
         ),
         st.integers(1, 64),
@@ -133,30 +180,40 @@ class MemoryBudgetTests(TestCase):
         self, steps: list[tuple[str, int]], mib: int
     ) -> None:
         """
-        Whatever connections open, close and drain, what they may hold
-        together stays within the budget (while the base is above its
-        floor), and the budget's own sum agrees with theirs.
+        Whatever connections open, close and drain, and TLS handshakes
+        start and finish, what they may hold together stays within the
+        budget (while the base is above its floor), and the budget's own
+        sum agrees with theirs.
         """
         pool = Pool(mib * MIB)
         live: list[FakeConnection] = []
+        handshakes = 0
         for action, pick in steps:
-            if action == "open" or not live:
+            if action == "shake":
+                handshakes += 1
+                pool.budget.hold_handshake(48 * 1024)
+            elif action == "shaken" and handshakes:
+                handshakes -= 1
+                pool.budget.hold_handshake(-48 * 1024)
+            elif action in ("open", "shaken") or not live:
                 live.append(pool.connect(weight=1 + pick % 8))
             elif action == "close":
                 pool.close(live.pop(pick % len(live)))
             else:
                 pool.budget.drained(live[pick % len(live)])
-            self.assertEqual(pool.held_at_most(), pool.budget.promised())
+            held = pool.held_at_most() + handshakes * 48 * 1024
+            self.assertEqual(held, pool.budget.promised())
             if pool.budget.base > MIN_ALLOWANCE:
-                self.assertLessEqual(pool.held_at_most(), mib * MIB)
+                self.assertLessEqual(held, mib * MIB)
 
     @given(
         total=st.one_of(st.just(0), st.integers(1, 1 << 40)),
         weights=st.integers(0, 1 << 20),
         base_exponent=st.integers(10, 18),
+        handshakes=st.integers(0, 1 << 36),
     )
     def test_base_fits_agrees_with_fitting_base(
-        self, total: int, weights: int, base_exponent: int
+        self, total: int, weights: int, base_exponent: int, handshakes: int
     ) -> None:
         """
         The shortcut that skips recomputing the base says "fits" exactly
@@ -164,6 +221,7 @@ class MemoryBudgetTests(TestCase):
         """
         budget = MemoryBudget(total)
         budget.weight_total = weights
+        budget.handshake_bytes = handshakes
         budget.base = 1 << base_exponent
         self.assertEqual(
             budget._base_fits(), budget._fitting_base() == budget.base, budget.base

@@ -8,6 +8,7 @@ Twisted's internals still fit.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -16,18 +17,24 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import CertificateOptions
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.internet.threads import deferToThread
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
@@ -43,6 +50,7 @@ from tests.tls_peers import (
     ssl_description,
 )
 from twisted_echo import tls
+from twisted_echo.budget import MemoryBudget
 from twisted_echo.client.endpoints import stream_endpoint
 from twisted_echo.client.tls import TLSSettings
 from twisted_echo.counters import ServiceCounters
@@ -54,6 +62,7 @@ from twisted_echo.tls import (
     HalfCloseTLSFactory,
     HalfCloseTLSProtocol,
     StockTLSFactory,
+    TLSListeningReactor,
     server_tls_factory,
     tls_layer_misfit,
 )
@@ -618,3 +627,337 @@ class TwistdTests(TestCase):
             line,
         )
         server.wait_for(r"echo connection from ssl:127\.0\.0\.1:\d+ closed")
+
+
+class _Client(Protocol):
+    """
+    The client side of an in-memory TLS conversation: records what it gets.
+    """
+
+    def __init__(self) -> None:
+        self.received = b""
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+
+class HandshakeTimeoutUnitTests(TestCase):
+    """
+    C{--handshake-timeout} and the memory budget of handshakes under way, in
+    memory with L{Clock}: a server's connection that has not finished its
+    handshake within the timeout is aborted, counted and logged; one that
+    has is not; the budget holds L{tls.HANDSHAKE_BYTES} per handshake under
+    way.
+    """
+
+    def setUp(self) -> None:
+        # TLS 1.3 with a throwaway certificate, as the start-up check's.
+        self.server_options = tls._ProbeCreator(*tls.self_signed_certificate())
+        self.clock = Clock()
+        self.counters = ServiceCounters()
+        self.budget = MemoryBudget(64 * MIB)
+        self.echo = EchoFactory(self.clock, self.counters, budget=self.budget)
+
+    def serve(self, timeout: float = 10.0) -> tuple[Any, StringTransport]:
+        factory = HalfCloseTLSFactory(
+            self.server_options, False, self.echo, self.clock, timeout
+        )
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+        transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40000))
+        protocol.makeConnection(transport)
+        return protocol, transport
+
+    def lose(self, protocol: Any, transport: StringTransport) -> None:
+        """
+        Report the connection lost, as a TCP transport does once it closed.
+        """
+        self.assertTrue(transport.disconnecting)
+        protocol.connectionLost(Failure(ConnectionAborted()))
+
+    def handshake(self, server: Any, server_wire: StringTransport) -> _Client:
+        """
+        Finish a TLS handshake with C{server} from an in-memory client
+        (that verifies nothing).
+        """
+        client = _Client()
+        client_factory = HalfCloseTLSFactory(
+            tls._ProbeCreator(), True, tls._Prebuilt(client), self.clock
+        )
+        client_tls = client_factory.buildProtocol(None)
+        client_wire = StringTransport()
+        client_tls.makeConnection(client_wire)
+        for _ in range(10):
+            for source, target in ((client_wire, server), (server_wire, client_tls)):
+                data = source.value()
+                source.clear()
+                if data:
+                    target.dataReceived(data)
+        self.assertTrue(server._handshakeDone)
+        return client
+
+    def test_silent_client_aborted_counted_logged(self) -> None:
+        """
+        A client that sends nothing is aborted once the handshake timeout
+        has passed (not before), counted as C{timeouts[handshake]} and
+        logged with the reason.
+        """
+        protocol, transport = self.serve(10.0)
+        self.clock.advance(9.9)
+        self.assertFalse(transport.disconnecting)
+        with capturedLogs() as events:
+            self.clock.advance(0.2)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counters.timeouts, {"handshake": 1})
+        [event] = [e for e in events if "handshake" in e.get("log_format", "")]
+        self.assertEqual(
+            formatEvent(event),
+            "echo connection from ssl:127.0.0.1:40000: no TLS handshake "
+            "within 10.0 s; aborting",
+        )
+        self.lose(protocol, transport)
+        self.assertEqual(self.counters.connections_open, 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_a_started_handshake_is_not_extended(self) -> None:
+        """
+        Bytes of an unfinished ClientHello do not put the deadline off.
+        """
+        protocol, transport = self.serve(10.0)
+        for _ in range(4):
+            self.clock.advance(2.5)
+            protocol.dataReceived(b"\x16")
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.counters.timeouts["handshake"], 1)
+
+    def test_finished_handshake_not_timed_out(self) -> None:
+        """
+        A client that finishes its handshake in time is served however
+        long it stays.
+        """
+        protocol, transport = self.serve(10.0)
+        self.clock.advance(5)
+        self.handshake(protocol, transport)
+        self.clock.advance(60)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.counters.timeouts, {})
+
+    def test_zero_is_no_limit(self) -> None:
+        protocol, transport = self.serve(0)
+        self.clock.advance(299)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.counters.timeouts, {})
+
+    def test_option_default_and_given(self) -> None:
+        """
+        C{--handshake-timeout} defaults to 10 s and reaches the listener's
+        TLS factory.
+        """
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["handshake-timeout"], 10.0)
+        self.assertEqual(HalfCloseTLSFactory.handshake_timeout, 10.0)
+        options.parseOptions(["--handshake-timeout", "0.5"])
+        listening = TLSListeningReactor(self.clock, options["handshake-timeout"])
+        self.assertEqual(listening._handshake_timeout, 0.5)
+
+    def test_budget_holds_each_handshake_under_way(self) -> None:
+        """
+        Each handshake under way holds L{tls.HANDSHAKE_BYTES} of the memory
+        budget, promised like an allowance; it is given back once the
+        handshake finishes, or when the connection closes without one.
+        """
+        first, first_wire = self.serve()
+        second, second_wire = self.serve()
+        self.assertEqual(self.budget.handshake_bytes, 2 * tls.HANDSHAKE_BYTES)
+        self.assertEqual(
+            self.budget.promised(),
+            2 * 2 * self.budget.base + 2 * tls.HANDSHAKE_BYTES,
+        )
+        self.handshake(first, first_wire)
+        self.assertEqual(self.budget.handshake_bytes, tls.HANDSHAKE_BYTES)
+        second_wire.loseConnection()
+        self.lose(second, second_wire)
+        self.assertEqual(self.budget.handshake_bytes, 0)
+        first_wire.loseConnection()
+        self.lose(first, first_wire)
+        self.assertEqual(self.budget.promised(), 0)
+
+    def test_handshakes_shrink_the_allowances(self) -> None:
+        """
+        Enough handshakes under way shrink every connection's allowance so
+        that all stays within C{--max-buffer}.
+        """
+        self.budget = MemoryBudget(4 * MIB)
+        self.echo = EchoFactory(self.clock, self.counters, budget=self.budget)
+        connections = [self.serve() for _ in range(40)]
+        # 40 echo connections of weight 2: 3 MiB / 80 alone would be 32 KiB;
+        # 40 handshakes of 48 KiB leave (3 MiB - 1.875 MiB) / 80: 8 KiB.
+        self.assertEqual(self.budget.base, 8192)
+        self.assertLessEqual(self.budget.promised(), 4 * MIB)
+        for protocol, wire in connections:
+            self.handshake(protocol, wire)
+        self.assertEqual(self.budget.base, 32768)
+
+
+class HandshakeMemoryTests(TestCase):
+    """
+    A server's TLS connections let go of their OpenSSL state at close,
+    without the cyclic garbage collector, however they end.
+    """
+
+    COUNT = 20
+
+    def setUp(self) -> None:
+        self.certificate = make_certificate(self)
+        gc.collect()
+        gc.disable()
+        self.addCleanup(gc.enable)
+
+    async def closed_without_gc(
+        self,
+        client: Callable[[int], socket.socket | None],
+        timeout: float | None = None,
+    ) -> None:
+        """
+        Run C{client(port)} C{COUNT} times in a thread and wait until the
+        server has closed every connection; check that none of their
+        C{SSL.Connection} objects is left (the garbage collector disabled).
+        """
+        from OpenSSL import SSL
+
+        if timeout is not None:
+            self.patch(HalfCloseTLSFactory, "handshake_timeout", timeout)
+        counters = ServiceCounters()
+        factory = EchoFactory(reactor, counters)
+        port = serve_tls(self, factory, self.certificate)
+        tls_factory = port.factory
+        seen: list[weakref.ref[SSL.Connection]] = []
+        original = HalfCloseTLSProtocol.makeConnection
+
+        def note(protocol: Any, transport: Any) -> None:
+            original(protocol, transport)
+            seen.append(weakref.ref(protocol._tlsConnection))
+
+        self.patch(HalfCloseTLSProtocol, "makeConnection", note)
+        socks = await deferToThread(
+            lambda: [client(port.getHost().port) for _ in range(self.COUNT)]
+        )
+        await poll(lambda: counters.connections_total == self.COUNT, what="accepts")
+        for sock in socks:
+            if sock is not None:
+                sock.close()
+        await poll(lambda: counters.connections_open == 0, what="the closes")
+        await poll(lambda: not tls_factory.protocols, what="the TLS closes")
+        self.assertEqual(len(seen), self.COUNT)
+        left = [ref for ref in seen if ref() is not None]
+        self.assertEqual(len(left), 0, "SSL.Connection objects left after close")
+        still = [
+            o for o in gc.get_objects()
+            if isinstance(o, SSL.Connection) and any(o is ref() for ref in seen)
+        ]  # fmt: skip
+        self.assertEqual(still, [])
+
+    async def test_client_closes_without_hello(self) -> None:
+        await self.closed_without_gc(
+            lambda port: socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+        )
+
+    async def test_client_closes_mid_hello(self) -> None:
+        def partial(port: int) -> socket.socket:
+            sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+            sock.sendall(b"\x16\x03\x01\x02\x00\x01\x00")
+            return sock
+
+        await self.closed_without_gc(partial)
+
+    async def test_handshake_timeout_closes(self) -> None:
+        held: list[socket.socket] = []
+
+        def silent(port: int) -> None:
+            sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+            self.addCleanup(sock.close)
+            held.append(sock)
+
+        await self.closed_without_gc(silent, timeout=0.3)
+
+    async def test_session_cut_without_close_notify(self) -> None:
+        """
+        A client that finished its handshake and drops its TCP connection
+        without a close_notify (what many clients do).
+        """
+        context = ssl.create_default_context(cafile=self.certificate.cert)
+
+        def cut(port: int) -> socket.socket:
+            sock = context.wrap_socket(
+                socket.create_connection((HOST, port), timeout=IO_TIMEOUT),
+                server_hostname="localhost",
+            )
+            sock.sendall(b"x")
+            assert sock.recv(1) == b"x"
+            return sock
+
+        await self.closed_without_gc(cut)
+
+    async def test_finished_session(self) -> None:
+        """
+        A session closed the TLS way (close_notify both ways).
+        """
+        cafile = self.certificate.cert
+
+        def session(port: int) -> None:
+            result = python_half_close(port, b"x", cafile)
+            assert result.received == b"x", result
+
+        await self.closed_without_gc(session)
+
+
+class HandshakeTimeoutTwistdTests(TestCase):
+    """
+    C{twistd sockecho --handshake-timeout 0.5} over real sockets.
+    """
+
+    def test_silent_client_closed_counted_logged(self) -> None:
+        """
+        A TCP client that never sends a ClientHello is closed once the
+        timeout has passed, logged and counted in C{/metrics} with reason
+        C{handshake}; a client whose handshake finished stays served.
+        """
+        certificate = make_certificate(self)
+        server = RunningServer(
+            self,
+            ["--echo", ssl_description(certificate), "--no-upper", "--no-welcome",
+             "--no-udp", "--metrics", f"tcp:0:interface={HOST}",
+             "--handshake-timeout", "0.5"],
+        )  # fmt: skip
+        port = int(
+            server.wait_for(r"\] echo listening on ssl:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        context = ssl.create_default_context(cafile=certificate.cert)
+        with context.wrap_socket(
+            socket.create_connection((HOST, port), timeout=IO_TIMEOUT),
+            server_hostname="localhost",
+        ) as served:
+            with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as silent:
+                took = wait_closed(silent, 5.0)
+            self.assertGreaterEqual(took, 0.4)
+            server.wait_for(
+                r"echo connection from ssl:127\.0\.0\.1:\d+: no TLS handshake "
+                r"within 0\.5 s; aborting"
+            )
+            # Longer than the timeout after its handshake: still served.
+            served.sendall(b"still here")
+            received = b""
+            while len(received) < 10:
+                received += served.recv(100)
+            self.assertEqual(received, b"still here")
+        with urllib.request.urlopen(
+            f"http://{HOST}:{metrics_port}/metrics", timeout=IO_TIMEOUT
+        ) as response:
+            text = response.read().decode()
+        self.assertIn(
+            'sockecho_connection_timeouts_total{reason="handshake",service="echo"} 1.0',
+            text,
+        )

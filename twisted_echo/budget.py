@@ -32,6 +32,14 @@ connection whose unfinished line grows while the total is over the budget
 stops being read from until the total is back within it (its line timeout
 closes it if it never is).
 
+TLS connections whose handshake is under way hold OpenSSL's state (about
+46 KiB each, before any byte is read), which no allowance covers: each is
+counted as it starts (L{hold_handshake}) until its handshake finishes or the
+connection closes. What they hold is promised like allowances: it comes out
+of the base share, so thousands of silent TLS clients shrink every
+connection's base allowance as connections that do not read would, and it
+counts in what unfinished lines may use.
+
 With few connections every allowance is L{MAX_ALLOWANCE} (256 KiB), as
 without a budget: the budget only bites when connections times 256 KiB
 outgrow it (64 MiB by default: 64 echo connections that do not read).
@@ -124,6 +132,7 @@ class MemoryBudget:
         self.weight_total = 0
         self.boosted: set[Budgeted] = set()
         self.line_bytes = 0
+        self.handshake_bytes = 0
         self.line_paused: set[LineHolder] = set()
         self._boost_cost = 0
         self._sources: list[Iterable[Budgeted]] = list(sources)
@@ -150,7 +159,7 @@ class MemoryBudget:
         """
         @return: the most the open connections may hold together, bytes.
         """
-        return self.base * self.weight_total + self._boost_cost
+        return self.base * self.weight_total + self._boost_cost + self.handshake_bytes
 
     def over(self) -> bool:
         """
@@ -171,6 +180,17 @@ class MemoryBudget:
                 self.line_paused.add(connection)
                 connection.stop_reading()
         elif delta < 0:
+            self._resume_lines()
+
+    def hold_handshake(self, delta: int) -> None:
+        """
+        TLS handshakes under way hold C{delta} more bytes (fewer, when
+        negative: a handshake finished or its connection closed). The base
+        allowance shrinks or grows to keep within the budget.
+        """
+        self.handshake_bytes += delta
+        self._rebase()
+        if delta < 0:
             self._resume_lines()
 
     def _resume_lines(self) -> None:
@@ -219,7 +239,7 @@ class MemoryBudget:
     def _fitting_base(self) -> int:
         if not self.total or not self.weight_total:
             return MAX_ALLOWANCE
-        share = self.total * BASE_SHARE / self.weight_total
+        share = (self.total * BASE_SHARE - self.handshake_bytes) / self.weight_total
         return max(MIN_ALLOWANCE, min(MAX_ALLOWANCE, power_of_two_at_most(share)))
 
     def _base_fits(self) -> bool:
@@ -230,7 +250,7 @@ class MemoryBudget:
             would not (or it is at a bound).
         """
         base, weights = self.base, self.weight_total
-        share = self.total * BASE_SHARE
+        share = self.total * BASE_SHARE - self.handshake_bytes
         if not self.total or not weights:
             return base == MAX_ALLOWANCE
         return (base == MIN_ALLOWANCE or weights * base <= share) and (

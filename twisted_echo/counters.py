@@ -23,7 +23,8 @@ class ServiceCounters:
     @ivar dropped: datagrams dropped, by reason (C{str}).
     @ivar refused: TCP connections refused by a limit, by reason.
     @ivar timeouts: TCP connections closed by a timeout, by kind (C{"idle"},
-        C{"stall"}, C{"line"}, C{"drain"}).
+        C{"stall"}, C{"line"}, C{"drain"}, C{"handshake"}: TLS, see
+        L{twisted_echo.tls}).
     @ivar pauses: times flow control stopped reading from a TCP peer that was
         not reading its replies (see L{twisted_echo.budget}).
     @ivar held_bytes: bytes held in user space for this service's

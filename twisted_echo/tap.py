@@ -41,7 +41,11 @@ from twisted_echo.systemd import (
     is_systemd_description,
     parse_systemd_description,
 )
-from twisted_echo.tls import TLSListeningReactor, is_tls_description
+from twisted_echo.tls import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    TLSListeningReactor,
+    is_tls_description,
+)
 from twisted_echo.udp import UDPEcho
 from twisted_echo.upper import UpperFactory
 from twisted_echo.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE, WelcomeFactory
@@ -306,7 +310,13 @@ HELP_GROUPS = (
     ),
     (
         "Timeouts, in seconds",
-        ("idle-timeout", "stall-timeout", "line-timeout", "drain-timeout"),
+        (
+            "idle-timeout",
+            "stall-timeout",
+            "line-timeout",
+            "handshake-timeout",
+            "drain-timeout",
+        ),
     ),
     ("Running", ("workers", "log-format", "log-level")),
 )
@@ -388,6 +398,14 @@ class Options(usage.Options):
             "Close a welcome connection whose line is not finished within "
             "this many seconds of its first byte.",
             _seconds("line-timeout"),
+        ],
+        [
+            "handshake-timeout",
+            None,
+            _typed(DEFAULT_HANDSHAKE_TIMEOUT),
+            "Abort a TLS (ssl:) connection whose handshake is not finished "
+            "within this many seconds of connecting.",
+            _seconds("handshake-timeout"),
         ],
         [
             "drain-timeout",
@@ -601,7 +619,7 @@ class Options(usage.Options):
             address = parse_systemd_description(description)
             return SystemdStreamEndpoint(reactor, address)
         if is_tls_description(description):
-            reactor = TLSListeningReactor(reactor)
+            reactor = TLSListeningReactor(reactor, self["handshake-timeout"])
         endpoint: IStreamServerEndpoint = serverFromString(
             reactor, with_backlog(description, self["backlog"])
         )

@@ -29,6 +29,16 @@ instead treats a peer's close_notify like a FIN:
    L{HalfCloseTLSFactory.close_grace} seconds to finish, then aborts (a
    refused welcome client that never finishes its handshake is not kept).
 
+A server's connection must finish its handshake within
+L{HalfCloseTLSFactory.handshake_timeout} seconds (C{--handshake-timeout})
+or is aborted, counted as C{timeouts[handshake]} of its service and logged.
+Until its handshake finishes it holds L{HANDSHAKE_BYTES} of the memory
+budget (L{twisted_echo.budget.MemoryBudget.hold_handshake}). At close it
+lets go of its OpenSSL state at once (no reference cycle is left for the
+cyclic garbage collector), and the heap is trimmed after bursts of closes
+(L{twisted_echo.memory.HeapTrimmer}): a client that opens thousands of
+connections and closes them unused leaves the server's memory as it was.
+
 Flow control goes through the layer unchanged: a protocol registered as
 the TLS transport's producer is paused and resumed by the TCP transport's
 buffer (Twisted's C{_ProducerMembrane}); C{pauseProducing} on the TLS
@@ -62,7 +72,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin
 from twisted.protocols.tls import (
     BufferingTLSTransport,
     TLSMemoryBIOFactory,
@@ -71,13 +81,24 @@ from twisted.protocols.tls import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_echo.address import tls_address
+from twisted_echo.address import describe_address, tls_address
+from twisted_echo.budget import MemoryBudget
+from twisted_echo.counters import ServiceCounters
+from twisted_echo.memory import HeapTrimmer
 
 _log = Logger()
 
 #: Seconds a connection closed before its TLS handshake finished, with bytes
 #: still to deliver, is given to finish the handshake before it is aborted.
 CLOSE_GRACE = 10.0
+#: Seconds a server's connection is given to finish its TLS handshake
+#: (C{--handshake-timeout}; 0: no limit).
+DEFAULT_HANDSHAKE_TIMEOUT = 10.0
+#: Bytes a server's TLS connection holds before its handshake finished
+#: (OpenSSL's state and buffers; measured: 46.0 KiB per connection that
+#: sent nothing, C{benchmarks/abuse.py --tls-bursts}), counted in the
+#: memory budget meanwhile, and reported freed at close.
+HANDSHAKE_BYTES = 48 * 1024
 #: Bytes read from a TLS connection's TCP socket at once (as the plain TCP
 #: services read: L{twisted_echo.stream.READ_SIZE}).
 TLS_READ_SIZE = 262144
@@ -168,7 +189,7 @@ class StockTLSProtocol(_NamedTLS, BufferingTLSTransport):
 
 
 @implementer(IHalfCloseableProtocol)
-class HalfCloseTLSProtocol(_NamedTLS, TLSMemoryBIOProtocol):
+class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
     """
     A TLS connection on which a close_notify closes one direction only (see
     the module's description).
@@ -187,10 +208,59 @@ class HalfCloseTLSProtocol(_NamedTLS, TLSMemoryBIOProtocol):
     _handshake_waiters: list[Deferred[None]] | None = None
     _failure: Failure | None = None
     _lost = False
+    #: The budget this connection's unfinished handshake is counted in.
+    _handshake_budget: MemoryBudget | None = None
 
     def makeConnection(self, transport: Any) -> None:
         self._tune(transport)
         TLSMemoryBIOProtocol.makeConnection(self, transport)
+        factory = self.factory
+        if factory.is_client or self._handshakeDone or self._lost:
+            return
+        if factory.handshake_timeout:
+            self.setTimeout(factory.handshake_timeout)  # type: ignore[no-untyped-call]
+        budget = getattr(factory.wrappedFactory, "budget", None)
+        if isinstance(budget, MemoryBudget):
+            self._handshake_budget = budget
+            budget.hold_handshake(HANDSHAKE_BYTES)
+
+    # The handshake timeout (TimeoutMixin), servers only.
+
+    def callLater(self, period: float, func: Any) -> Any:
+        """
+        Schedule on the factory's clock (for L{TimeoutMixin}).
+        """
+        return self.factory.clock.callLater(period, func)
+
+    def timeoutConnection(self) -> None:
+        """
+        The handshake did not finish within
+        L{HalfCloseTLSFactory.handshake_timeout} seconds: count it as
+        C{timeouts[handshake]} of the service, log it, and abort.
+        """
+        wrapped = self.wrappedProtocol
+        service_factory = getattr(wrapped, "factory", None)
+        counters = getattr(service_factory, "counters", None)
+        if isinstance(counters, ServiceCounters):
+            counters.timeouts["handshake"] += 1
+        _log.info(
+            "{service} connection from {peer}: no TLS handshake within "
+            "{timeout} s; aborting",
+            service=getattr(service_factory, "service_name", "tls"),
+            peer=describe_address(self.getPeer()),
+            timeout=self.factory.handshake_timeout,
+        )
+        self._abort()
+
+    def _handshake_over(self) -> None:
+        """
+        The handshake finished, or the connection is gone: stop its timeout
+        and give back what it held of the memory budget.
+        """
+        self.setTimeout(None)  # type: ignore[no-untyped-call]
+        budget, self._handshake_budget = self._handshake_budget, None
+        if budget is not None:
+            budget.hold_handshake(-HANDSHAKE_BYTES)
 
     # The handshake, for clients that wait for it.
 
@@ -216,6 +286,8 @@ class HalfCloseTLSProtocol(_NamedTLS, TLSMemoryBIOProtocol):
 
     def _checkHandshakeStatus(self) -> None:
         TLSMemoryBIOProtocol._checkHandshakeStatus(self)
+        if self._handshakeDone:
+            self._handshake_over()
         if self._handshakeDone and not self._aborted:
             waiters, self._handshake_waiters = self._handshake_waiters, None
             for waiter in waiters or []:
@@ -396,6 +468,13 @@ class HalfCloseTLSProtocol(_NamedTLS, TLSMemoryBIOProtocol):
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
+        """
+        Tell the wrapped protocol; give back what the handshake held; and
+        let go of everything that would keep this connection's objects
+        (its C{SSL.Connection} above all) alive in a reference cycle, so
+        they are freed now rather than by the cyclic garbage collector.
+        """
+        self._handshake_over()
         grace, self._grace_call = self._grace_call, None
         if grace is not None and grace.active():
             grace.cancel()
@@ -406,6 +485,40 @@ class HalfCloseTLSProtocol(_NamedTLS, TLSMemoryBIOProtocol):
         for waiter in waiters or []:
             if not waiter.called:
                 waiter.errback(failure)
+        # A failure raised inside this connection (OpenSSL's error on a peer
+        # that left mid-handshake, or after its TCP FIN) holds its
+        # traceback, whose frames hold this protocol and its SSL.Connection:
+        # a cycle. Keep the failure, without its frames.
+        for held in (self._failure, reason):
+            if held is not None:
+                forget_traceback(held)
+        # The wrapped protocol registered as our producer (Twisted's
+        # _ProducerMembrane) holds us as its transport: another cycle.
+        self._producer = None
+        self._appSendBuffer = []
+        if not self.factory.is_client:
+            self.factory.heap_trimmer.freed(HANDSHAKE_BYTES)
+
+
+def forget_traceback(failure: Failure) -> None:
+    """
+    Let go of the traceback C{failure} holds, and of those of the exceptions
+    its exception was raised from or while handling: their frames, and all
+    their locals. What the failure says (its type and value, and its frames
+    as text) stays.
+
+    L{Failure.cleanFailure} does so, but not for exceptions chained
+    (C{__context__}, C{__cause__}), and test runners may replace it
+    (C{pytest-twisted} makes it keep everything, for its reports).
+    """
+    failure.cleanFailure()
+    failure.tb = None
+    value: BaseException | None = failure.value
+    seen = 0
+    while value is not None and seen < 100:
+        value.__traceback__ = None
+        value = value.__cause__ or value.__context__
+        seen += 1
 
 
 class HalfCloseTLSFactory(TLSMemoryBIOFactory):
@@ -415,10 +528,17 @@ class HalfCloseTLSFactory(TLSMemoryBIOFactory):
     @ivar clock: the reactor's clock, for L{close_grace}.
     @ivar close_grace: seconds given to a handshake still under way when the
         connection is closed with bytes waiting for it.
+    @ivar handshake_timeout: seconds a server's connection is given to
+        finish its handshake before it is aborted (0: no limit; clients
+        are not limited).
+    @ivar is_client: whether our side starts the handshake.
+    @ivar heap_trimmer: told of the memory each closed server connection
+        frees (L{HANDSHAKE_BYTES}), and trims the heap after bursts.
     """
 
     protocol = HalfCloseTLSProtocol
     close_grace = CLOSE_GRACE
+    handshake_timeout = DEFAULT_HANDSHAKE_TIMEOUT
 
     def __init__(
         self,
@@ -426,7 +546,12 @@ class HalfCloseTLSFactory(TLSMemoryBIOFactory):
         isClient: bool,  # noqa: N803
         wrappedFactory: Any,  # noqa: N803
         clock: IReactorTime | None = None,
+        handshake_timeout: float | None = None,
     ) -> None:
+        """
+        @param handshake_timeout: seconds, overriding the class's
+            L{handshake_timeout} (0: no limit).
+        """
         if clock is None:
             from twisted.internet import reactor as clock
         TLSMemoryBIOFactory.__init__(
@@ -434,6 +559,24 @@ class HalfCloseTLSFactory(TLSMemoryBIOFactory):
         )
         assert clock is not None
         self.clock = clock
+        self.is_client = isClient
+        if handshake_timeout is not None:
+            self.handshake_timeout = handshake_timeout
+        self.heap_trimmer = HeapTrimmer(clock)
+
+    def doStart(self) -> None:
+        """
+        A listener started: trim the heap after bursts of closes.
+        """
+        self.heap_trimmer.start()
+        super().doStart()  # type: ignore[no-untyped-call]
+
+    def doStop(self) -> None:
+        """
+        The last listener stopped: cancel a heap trim still scheduled.
+        """
+        self.heap_trimmer.stop()
+        super().doStop()  # type: ignore[no-untyped-call]
 
 
 class StockTLSFactory(TLSMemoryBIOFactory):
@@ -450,6 +593,7 @@ def tls_factory(
     wrapped: Any,
     clock: IReactorTime,
     what: str,
+    handshake_timeout: float | None = None,
 ) -> TLSMemoryBIOFactory:
     """
     Wrap C{wrapped} in sockecho's TLS layer, or in Twisted's own if the
@@ -462,10 +606,15 @@ def tls_factory(
     @param wrapped: the factory of the protocols spoken over TLS.
     @param clock: the reactor.
     @param what: what it is for, in the log (C{"ssl:7207"}).
+    @param handshake_timeout: for a server, seconds each connection is
+        given to finish its handshake (0: no limit; L{None}:
+        L{DEFAULT_HANDSHAKE_TIMEOUT}); Twisted's own TLS has no such limit.
     """
     problem = tls_layer_problem()
     if problem is None:
-        return HalfCloseTLSFactory(context_factory, is_client, wrapped, clock)
+        return HalfCloseTLSFactory(
+            context_factory, is_client, wrapped, clock, handshake_timeout
+        )
     _log.warn(
         "sockecho's half-close TLS layer does not fit this Twisted ({problem});"
         " {what} uses Twisted's own TLS: a peer's close_notify closes the "
@@ -477,12 +626,16 @@ def tls_factory(
 
 
 def server_tls_factory(
-    context_factory: Any, wrapped: Any, clock: IReactorTime, what: str = "ssl"
+    context_factory: Any,
+    wrapped: Any,
+    clock: IReactorTime,
+    what: str = "ssl",
+    handshake_timeout: float | None = None,
 ) -> TLSMemoryBIOFactory:
     """
     L{tls_factory} for a listener.
     """
-    return tls_factory(context_factory, False, wrapped, clock, what)
+    return tls_factory(context_factory, False, wrapped, clock, what, handshake_timeout)
 
 
 class TLSListeningReactor:
@@ -493,8 +646,13 @@ class TLSListeningReactor:
     the reactor's.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: Any, handshake_timeout: float | None = None) -> None:
+        """
+        @param handshake_timeout: seconds each connection is given to finish
+            its handshake (0: no limit; L{None}: L{DEFAULT_HANDSHAKE_TIMEOUT}).
+        """
         self._reactor = reactor
+        self._handshake_timeout = handshake_timeout
 
     def listenSSL(
         self,
@@ -514,7 +672,11 @@ class TLSListeningReactor:
         if get_context is not None and no_renegotiation:
             get_context().set_options(no_renegotiation)
         wrapper = server_tls_factory(
-            contextFactory, factory, self._reactor, f"ssl:{port}"
+            contextFactory,
+            factory,
+            self._reactor,
+            f"ssl:{port}",
+            self._handshake_timeout,
         )
         return self._reactor.listenTCP(
             port, wrapper, backlog=backlog, interface=interface
@@ -733,7 +895,9 @@ def _pair() -> tuple[Any, ...]:
     sides: list[Any] = []
     for options, is_client in ((server_options, False), (client_options, True)):
         inner = _ProbeSide(server=not is_client)
-        factory = HalfCloseTLSFactory(options, is_client, _Prebuilt(inner), clock)
+        factory = HalfCloseTLSFactory(
+            options, is_client, _Prebuilt(inner), clock, handshake_timeout=0
+        )
         protocol = factory.buildProtocol(None)
         transport = _ProbeTransport()
         transport.protocol = protocol
@@ -846,6 +1010,8 @@ def tls_layer_problem() -> str | None:
 
 __all__ = [
     "CLOSE_GRACE",
+    "DEFAULT_HANDSHAKE_TIMEOUT",
+    "HANDSHAKE_BYTES",
     "HalfCloseTLSFactory",
     "HalfCloseTLSProtocol",
     "StockTLSFactory",
