@@ -302,11 +302,18 @@ HELP_GROUPS = (
             "udp-rate",
             "udp-global-rate",
             "udp-never-answer",
+            "metrics-max-connections",
         ),
     ),
     (
         "Timeouts, in seconds",
-        ("idle-timeout", "stall-timeout", "line-timeout", "drain-timeout"),
+        (
+            "idle-timeout",
+            "stall-timeout",
+            "line-timeout",
+            "drain-timeout",
+            "metrics-request-timeout",
+        ),
     ),
     ("Running", ("workers", "log-format", "log-level")),
 )
@@ -441,6 +448,23 @@ class Options(usage.Options):
             None,
             "Serve Prometheus /metrics, /healthz and /readyz over HTTP on this "
             "endpoint, e.g. tcp:9107:interface=127.0.0.1 [default: off]",
+        ],
+        [
+            "metrics-max-connections",
+            None,
+            str(limits.DEFAULT_METRICS_MAX_CONNECTIONS),
+            "Most connections open at once to the --metrics listener; more are "
+            "closed at once.",
+            _count("metrics-max-connections", "connections"),
+        ],
+        [
+            "metrics-request-timeout",
+            None,
+            _typed(limits.DEFAULT_METRICS_REQUEST_TIMEOUT),
+            "Close a --metrics connection whose request is not complete this "
+            "many seconds after its first byte, or whose client has not read "
+            "its response within as long.",
+            _seconds("metrics-request-timeout"),
         ],
         [
             "workers",
@@ -796,6 +820,8 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
         config.stream_endpoint(description, reactor),
         [LocalCounters(top)],
         max_buffer=config["max-buffer"],
+        max_connections=config["metrics-max-connections"],
+        request_timeout=config["metrics-request-timeout"],
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)
