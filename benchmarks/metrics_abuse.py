@@ -3,9 +3,10 @@ Measure the --metrics listener's bounds (issue 19, item 2): server memory
 growth and a normal echo client's round trips while one client misbehaves
 towards the metrics listener.
 
-    python benchmarks/metrics_abuse.py pipeline   # 42,500 pipelined GET /metrics, never read
-    python benchmarks/metrics_abuse.py idle       # 450 idle metrics connections under
-                                                  # prlimit --nofile=456, --max-connections 200
+    python benchmarks/metrics_abuse.py pipeline
+        # 42,500 pipelined GET /metrics, never read
+    python benchmarks/metrics_abuse.py idle
+        # 450 idle metrics connections, prlimit --nofile=456, --max-connections 200
 
 Each run starts a fresh `twistd -n sockecho` on free loopback ports (as
 benchmarks/abuse.py does) and prints one line of JSON. Bounded in count and
@@ -30,7 +31,9 @@ from abuse import HOST, TWISTD, normal_client, p99_ms, rss_kib  # noqa: E402
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
 
-def start(prefix: list[str], *options: str) -> tuple[subprocess.Popen[str], dict[str, int]]:
+def start(
+    prefix: list[str], *options: str
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
     args = [*prefix, TWISTD, "-n", "--pidfile=", "sockecho"]
     for service in ("echo", "upper", "welcome"):
         args += [f"--{service}", f"tcp:0:interface={HOST}"]
@@ -48,7 +51,8 @@ def start(prefix: list[str], *options: str) -> tuple[subprocess.Popen[str], dict
             ports[match.group(1)] = int(match.group(2))
     lines: list[str] = []
     threading.Thread(
-        target=lambda: lines.extend(process.stdout), daemon=True  # type: ignore[arg-type]
+        target=lambda: lines.extend(process.stdout),
+        daemon=True,  # type: ignore[arg-type]
     ).start()
     process.log = lines  # type: ignore[attr-defined]
     return process, ports

@@ -676,6 +676,7 @@ def makeService(
     config: Options,
     reactor: Any = None,
     inherited: Mapping[tuple[str, int], tuple[int, int]] | None = None,
+    new_counters: Callable[[str], ServiceCounters] | None = None,
 ) -> SockechoService:
     """
     Build the service C{config} describes: a L{SockechoService} with one
@@ -688,13 +689,18 @@ def makeService(
         C{(file descriptor, address family)} by C{(service, index)} (see
         L{listener_keys}); a worker's, opened by its supervisor
         (L{twisted_echo.inherit}).
+    @param new_counters: makes each service's counters from its name; a
+        worker's count into memory its supervisor reads
+        (L{twisted_echo.sharedcounters}). Plain L{ServiceCounters} when
+        L{None}.
     @return: the service for twistd to run.
     """
     inherited = inherited or {}
     if reactor is None:
         from twisted.internet import reactor
 
-    counters = {name: ServiceCounters() for name in (*DEFAULTS, WHOAMI)}
+    make_counters = new_counters or (lambda name: ServiceCounters())
+    counters = {name: make_counters(name) for name in (*DEFAULTS, WHOAMI)}
     shared = limits.ConnectionLimits(
         max_connections=config["max-connections"],
         max_per_peer=config["max-per-peer"],
