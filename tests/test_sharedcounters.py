@@ -118,6 +118,26 @@ class TableTests(TestCase):
             "held_bytes=99 refused[max_per_peer]=1 timeouts[idle]=3",
         )
 
+    def test_worker_report(self) -> None:
+        """
+        A worker's report (L{LocalCounters}) of shared counters is plain
+        counters, with the open connections' bytes and held bytes, and
+        leaves the table as it was.
+        """
+        from tests.test_metrics import FakeServer
+        from twisted_echo.metrics import LocalCounters
+
+        server = FakeServer()
+        shared = SharedServiceCounters(self.writer, "echo")
+        shared.bytes_in = 1000
+        shared.refused["max_per_peer"] += 1
+        server.counters["echo"] = server.factories[0].counters = shared
+        echo = LocalCounters(server).snapshot()["echo"]  # type: ignore[arg-type]
+        self.assertIs(type(echo), ServiceCounters)
+        self.assertEqual((echo.bytes_in, echo.held_bytes), (1101, 59))
+        self.assertEqual(echo.refused, Counter({"max_per_peer": 1}))
+        self.assertEqual(self.reader.snapshot()["echo"].bytes_in, 1000)
+
     def test_udp_not_shared(self) -> None:
         """
         UDP echo's counters stay plain (reported every second).
@@ -306,3 +326,6 @@ class KilledWorkersTests(pyunit.TestCase):
         self.assertEqual(
             metric(found, "sockecho_connections_total", service="echo"), 113
         )
+        log = "\n".join(server.output + server.errors)
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("Unhandled", log)

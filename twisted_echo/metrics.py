@@ -39,7 +39,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -141,12 +141,17 @@ class LocalCounters:
 
 
 def _copy(counters: ServiceCounters) -> ServiceCounters:
-    return replace(
-        counters,
-        dropped=Counter(counters.dropped),
-        refused=Counter(counters.refused),
-        timeouts=Counter(counters.timeouts),
+    """
+    @return: plain L{ServiceCounters} equal to C{counters} (which may be a
+        worker's L{twisted_echo.sharedcounters.SharedServiceCounters}).
+    """
+    copied = ServiceCounters(
+        **{f.name: getattr(counters, f.name) for f in fields(ServiceCounters)}
     )
+    copied.dropped = Counter(counters.dropped)
+    copied.refused = Counter(counters.refused)
+    copied.timeouts = Counter(counters.timeouts)
+    return copied
 
 
 _Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
