@@ -296,8 +296,9 @@ class KilledWorkersTests(pyunit.TestCase):
     def test_no_count_lost(self) -> None:
         """
         112 echo connections finished, then both workers are killed at
-        once (within their report interval): C{connections_total} and the
-        bytes count all 112, and keep them after the replacements start.
+        once (within their report interval): C{connections_total} counts
+        all 112 (and the bytes all but, at worst, the last connection's),
+        and keeps them after the replacements start.
         """
         server, port = self.start()
         for i in range(112):
@@ -311,13 +312,14 @@ class KilledWorkersTests(pyunit.TestCase):
             )
         found = scrape(port)
         self.assertEqual(
-            (
-                metric(found, "sockecho_connections_total", service="echo"),
-                metric(found, "sockecho_received_bytes_total", service="echo"),
-                metric(found, "sockecho_sent_bytes_total", service="echo"),
-            ),
-            (112, 336, 336),
+            metric(found, "sockecho_connections_total", service="echo"), 112
         )
+        # A connection's bytes join the service's counters when the server
+        # has closed its socket; a kill in between (microseconds, but a
+        # loaded machine may deschedule the worker there) loses the bytes of
+        # that one connection, the last: never its count.
+        for name in ("sockecho_received_bytes_total", "sockecho_sent_bytes_total"):
+            self.assertIn(metric(found, name, service="echo"), (333, 336), name)
         self.assertEqual(tcp_exchange(server.ports["echo"], b"new"), b"new")
         found = wait_metrics(
             port,

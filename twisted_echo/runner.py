@@ -305,6 +305,12 @@ def makeService(config: Options) -> TwistdService:
     if isinstance(server, Supervisor):
         server.on_give_up = top.give_up
         if config["metrics"] is not None:
+            # The supervisor serves no service connection: its open files
+            # are the listeners, the workers' pipes and the metrics
+            # listener's connections.
+            raise_open_files_limit(
+                open_files_wanted(1, config["metrics-max-connections"])
+            )
             add_supervisor_metrics(top, server, config, reactor)
     notify_systemd(top, server, reactor, config["drain-timeout"])
     if config["ports-file"] is not None:
@@ -332,8 +338,11 @@ def add_supervisor_metrics(
 ) -> None:
     """
     With workers, the supervisor serves C{--metrics}: the figures summed
-    over every worker (as each last reported them, at most a second old),
-    C{/readyz} 503 from the moment the drain starts.
+    over every worker, read from the tables they count into
+    (L{twisted_echo.sharedcounters}; what they measure, such as held bytes,
+    as each last reported it, at most a second old), C{/readyz} 503 from the
+    moment the drain starts. Its connections count towards the
+    supervisor's open files.
     """
     from twisted_echo.metrics import MetricsService
 

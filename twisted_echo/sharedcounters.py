@@ -170,7 +170,7 @@ class CounterTable:
 
 class SharedCounter(Counter[str]):
     """
-    A L{Counter} that also writes each key's count to a L{CounterTable}.
+    A C{Counter} that also writes each key's count to a L{CounterTable}.
     """
 
     def __init__(
@@ -193,7 +193,7 @@ class SharedCounter(Counter[str]):
             self._key_slots[key] = slot
         if slot >= 0:
             self._table.values[slot] = value
-        super().__setitem__(key, value)
+        dict.__setitem__(self, key, value)
 
 
 class SharedServiceCounters(ServiceCounters):

@@ -11,7 +11,8 @@ kernel spreads connections and datagrams over them by a hash of their
 addresses; a UNIX socket is one socket every worker accepts on. Each
 worker is C{python -m twisted_echo.worker}: it parses the same options,
 listens on the sockets it inherited, logs JSON events to its standard
-output, and reports its counters every second.
+output, counts into a table of counters the supervisor maps
+(L{twisted_echo.sharedcounters}), and reports what it measures every second.
 
 The supervisor:
  - re-logs each worker's events in its own log, the worker named
@@ -19,6 +20,9 @@ The supervisor:
  - replaces a worker that dies at once (after a back-off when workers die
    within L{QUICK_DEATH} seconds of starting), and gives up, exit status 1,
    after L{MAX_QUICK_DEATHS} such deaths in a row;
+ - serves C{--metrics} (with L{twisted_echo.runner}) from every worker's
+   table and last report; a dead worker's gauges drop out at once and its
+   counters are kept (C{Supervisor.retired}), to its last count;
  - on SIGTERM/SIGINT sends SIGTERM to every worker (each drains as a
    single process does), waits for them all, then logs every service's
    counters summed over all workers, those that died included.
