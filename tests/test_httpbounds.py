@@ -146,13 +146,16 @@ class OneResponseTests(unittest.TestCase):
 
     def test_large_body_refused(self) -> None:
         """
-        A declared body over the cap aborts the connection at once.
+        A declared body over the cap aborts the connection at once; what
+        follows it is not parsed.
         """
         channel = connect(site(Clock()))
         channel.dataReceived(
             b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 9999999\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
         )
         self.assertTrue(channel.transport.disconnecting)
+        self.assertNotIn(b"200 OK", channel.transport.value())
 
 
 class LimitTests(unittest.TestCase):

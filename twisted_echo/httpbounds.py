@@ -97,12 +97,20 @@ class BoundedRequest(Request):
 
     _body_bytes = 0
 
+    def _refuse(self) -> None:
+        # loseConnection marks the transport as disconnecting, which stops
+        # the channel's parsing of what is already read; the abort drops
+        # the connection without waiting for anything queued.
+        transport: Any = self.channel.transport
+        transport.loseConnection()
+        transport.abortConnection()
+
     def gotLength(self, length: int | None) -> None:  # noqa: N802
         """
         Refuse a declared body over L{MAX_BODY_BYTES}.
         """
         if length is not None and length > MAX_BODY_BYTES:
-            self.channel.transport.abortConnection()  # type: ignore[union-attr]
+            self._refuse()
             length = 0
         Request.gotLength(self, length)
 
@@ -112,7 +120,7 @@ class BoundedRequest(Request):
         """
         self._body_bytes += len(data)
         if self._body_bytes > MAX_BODY_BYTES:
-            self.channel.transport.abortConnection()  # type: ignore[union-attr]
+            self._refuse()
             return
         Request.handleContentChunk(self, data)
 
