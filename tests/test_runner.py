@@ -116,6 +116,16 @@ class OpenFilesTests(TestCase):
         """
         self.assertIsNone(open_files_wanted(0))
         self.assertEqual(open_files_wanted(10_000), 10_256)
+
+    def test_metrics_connections_counted(self) -> None:
+        """
+        The metrics listener's connections are counted on top of the
+        services' (issue 19: 450 idle metrics connections took every
+        descriptor); its "no limit" wants the hard limit.
+        """
+        self.assertEqual(open_files_wanted(200, 64), 520)
+        self.assertEqual(open_files_wanted(200, None), 456)
+        self.assertIsNone(open_files_wanted(200, 0))
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         if hard == resource.RLIM_INFINITY:
             self.skipTest("the hard limit here is unlimited")

@@ -19,6 +19,9 @@ DEFAULT_IDLE_TIMEOUT = 300.0
 DEFAULT_STALL_TIMEOUT = 60.0
 DEFAULT_LINE_TIMEOUT = 60.0
 DEFAULT_DRAIN_TIMEOUT = 10.0
+#: The C{--metrics} listener's bounds (L{twisted_echo.httpbounds}).
+DEFAULT_METRICS_MAX_CONNECTIONS = 64
+DEFAULT_METRICS_REQUEST_TIMEOUT = 10.0
 #: After shutdown starts, a connection that has been quiet this long closes.
 DRAIN_QUIET = 1.0
 

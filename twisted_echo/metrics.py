@@ -16,10 +16,13 @@ C{--metrics ENDPOINT}: Prometheus metrics and health probes over HTTP
    is up and from the moment a drain starts, so that a load balancer stops
    sending new clients before connections close.
 
-The metrics listener is not one of the services: it is not counted, its
-requests are not logged, the connection limits do not apply to it, and it
-keeps listening through the drain (so C{/readyz} can answer 503) until the
-drain is over.
+The metrics listener is not one of the services: it is not counted in the
+services' metrics, its requests are not logged, the services' connection
+limits do not apply to it, and it keeps listening through the drain (so
+C{/readyz} can answer 503) until the drain is over. It has bounds of its
+own (L{twisted_echo.httpbounds}: C{--metrics-max-connections},
+C{--metrics-request-timeout}, one response in flight per connection) and
+metrics of its own (C{sockecho_metrics_*}, L{ListenerCollector}).
 
 Metric names follow Prometheus' naming conventions
 (U{https://prometheus.io/docs/practices/naming/}): a C{sockecho_} prefix,
@@ -36,7 +39,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -49,9 +52,18 @@ from prometheus_client.registry import Collector
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.web.resource import Resource
-from twisted.web.server import Request, Site
+from twisted.web.server import Request
 
 from twisted_echo.counters import ServiceCounters
+from twisted_echo.httpbounds import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_REQUEST_TIMEOUT,
+    IDLE_TIMEOUT,
+    BoundedSite,
+    ListenerCounters,
+)
+from twisted_echo.httpbounds import REFUSAL_REASONS as LISTENER_REFUSAL_REASONS
+from twisted_echo.httpbounds import TIMEOUT_REASONS as LISTENER_TIMEOUT_REASONS
 from twisted_echo.listen import ListenerService, listen_at_once
 
 if TYPE_CHECKING:
@@ -75,7 +87,7 @@ REFUSAL_REASONS = (
 TIMEOUT_REASONS = ("idle", "stall", "line", "drain")
 DROP_REASONS = ("loop_port", "own_port", "rate_source", "rate_global", "send_error")
 #: Seconds an HTTP connection to the metrics listener may stay idle.
-HTTP_TIMEOUT = 30
+HTTP_TIMEOUT = IDLE_TIMEOUT
 
 
 class CounterSource(Protocol):
@@ -129,12 +141,17 @@ class LocalCounters:
 
 
 def _copy(counters: ServiceCounters) -> ServiceCounters:
-    return replace(
-        counters,
-        dropped=Counter(counters.dropped),
-        refused=Counter(counters.refused),
-        timeouts=Counter(counters.timeouts),
+    """
+    @return: plain L{ServiceCounters} equal to C{counters} (which may be a
+        worker's L{twisted_echo.sharedcounters.SharedServiceCounters}).
+    """
+    copied = ServiceCounters(
+        **{f.name: getattr(counters, f.name) for f in fields(ServiceCounters)}
     )
+    copied.dropped = Counter(counters.dropped)
+    copied.refused = Counter(counters.refused)
+    copied.timeouts = Counter(counters.timeouts)
+    return copied
 
 
 _Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
@@ -295,6 +312,60 @@ def _add_reasons(
         family.add(counts.get(reason, 0), reason=reason, **labels)
 
 
+class ListenerCollector(Collector):
+    """
+    The metrics listener's own figures (L{ListenerCounters}):
+
+     - C{sockecho_metrics_connections_total}, C{sockecho_metrics_connections_open}:
+       connections to the metrics listener accepted (refused ones
+       included), open now;
+     - C{sockecho_metrics_refused_connections_total{reason}}: closed at once
+       (C{max_connections}: C{--metrics-max-connections} were open);
+     - C{sockecho_metrics_connection_timeouts_total{reason}}: closed by a
+       timeout (C{request}: not complete within C{--metrics-request-timeout}
+       of its first byte; C{response}: not taken by the client within it;
+       C{idle}: nothing for 30 s between requests).
+    """
+
+    def __init__(self, counters: ListenerCounters) -> None:
+        self.counters = counters
+
+    def collect(self) -> Iterable[Metric]:
+        """
+        @return: the metric families, read now.
+        """
+        c = self.counters
+        prefix = f"{NAMESPACE}_metrics"
+        yield CounterMetricFamily(
+            f"{prefix}_connections",
+            "Connections to the metrics listener accepted.",
+            value=c.connections_total,
+        )
+        yield GaugeMetricFamily(
+            f"{prefix}_connections_open",
+            "Connections to the metrics listener open now.",
+            value=c.connections_open,
+        )
+        for name, doc, counts, known in (
+            (
+                "refused_connections",
+                "Connections to the metrics listener closed at once by its limit.",
+                c.refused,
+                LISTENER_REFUSAL_REASONS,
+            ),
+            (
+                "connection_timeouts",
+                "Connections to the metrics listener closed by a timeout.",
+                c.timeouts,
+                LISTENER_TIMEOUT_REASONS,
+            ),
+        ):
+            family = CounterMetricFamily(f"{prefix}_{name}", doc, labels=["reason"])
+            for reason in sorted(set(known) | set(counts)):
+                family.add_metric([reason], counts.get(reason, 0))
+            yield family
+
+
 def metrics_registry(collector: Collector, process: bool = True) -> CollectorRegistry:
     """
     @param collector: sockecho's collector.
@@ -391,9 +462,10 @@ class IndexPage(_Text):
         return self._reply(request, 200, "sockecho: /metrics /healthz /readyz\n")
 
 
-class QuietSite(Site):
+class QuietSite(BoundedSite):
     """
-    A L{Site} that logs nothing: no access log, no factory start and stop.
+    A L{BoundedSite} that logs no request: no access log, no factory start
+    and stop.
     """
 
     noisy = False
@@ -404,17 +476,35 @@ class QuietSite(Site):
         """
 
 
-def metrics_site(registry: CollectorRegistry, readiness: Readiness) -> Site:
+def metrics_site(
+    registry: CollectorRegistry,
+    readiness: Readiness,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+    reactor: Any = None,
+) -> QuietSite:
     """
-    @return: the HTTP site serving C{/metrics}, C{/healthz}, C{/readyz}.
+    @param registry: what C{/metrics} serves.
+    @param readiness: what C{/readyz} answers.
+    @param max_connections: most connections open at once (0: no limit).
+    @param request_timeout: seconds a request may take to arrive and a
+        response to be taken (0: no timeout).
+    @param reactor: the clock for timeouts (the global reactor by default).
+    @return: the HTTP site serving C{/metrics}, C{/healthz}, C{/readyz},
+        bounded (L{twisted_echo.httpbounds}).
     """
     root = Resource()
     root.putChild(b"", IndexPage())  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"healthz", HealthPage())  # type: ignore[no-untyped-call]
     root.putChild(b"readyz", ReadyPage(readiness))
-    site: Site = QuietSite(root, timeout=HTTP_TIMEOUT)  # type: ignore[no-untyped-call]
-    return site
+    return QuietSite(
+        root,
+        max_connections=max_connections,
+        request_timeout=request_timeout,
+        timeout=HTTP_TIMEOUT,
+        reactor=reactor,
+    )
 
 
 class MetricsService(ListenerService):
@@ -435,6 +525,8 @@ class MetricsService(ListenerService):
         sources: list[CounterSource],
         max_buffer: int | None = None,
         process_metrics: bool = True,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         """
         @param description: the listening address as given.
@@ -443,6 +535,8 @@ class MetricsService(ListenerService):
         @param max_buffer: C{--max-buffer}, for C{sockecho_max_buffer_bytes}.
         @param process_metrics: whether to export the C{process_*} and
             C{python_*} metrics.
+        @param max_connections: C{--metrics-max-connections} (0: no limit).
+        @param request_timeout: C{--metrics-request-timeout}, seconds.
         """
         super().__init__(description, "metrics")
         self.endpoint = endpoint
@@ -450,7 +544,10 @@ class MetricsService(ListenerService):
         self.readiness = Readiness()
         self.collector = SockechoCollector(sources, max_buffer)
         self.registry = metrics_registry(self.collector, process_metrics)
-        self.site = metrics_site(self.registry, self.readiness)
+        self.site = metrics_site(
+            self.registry, self.readiness, max_connections, request_timeout
+        )
+        self.registry.register(ListenerCollector(self.site.counters))
 
     def listen(self) -> IListeningPort:
         """

@@ -70,13 +70,21 @@ class StartupError(Exception):
 StartupError.__module__ = "sockecho"
 
 
-def open_files_wanted(max_connections: int) -> int | None:
+def open_files_wanted(
+    max_connections: int, metrics_connections: int | None = None
+) -> int | None:
     """
     @param max_connections: C{--max-connections}, 0 for no limit.
+    @param metrics_connections: C{--metrics-max-connections} (0 for no
+        limit) when this process serves C{--metrics}, else L{None}: the
+        metrics listener's connections are counted apart from the services'
+        (L{twisted_echo.httpbounds}).
     @return: the open files limit that many connections need, or L{None}
         for as many as the hard limit allows.
     """
-    return max_connections + SPARE_FILES if max_connections else None
+    if not max_connections or metrics_connections == 0:
+        return None
+    return max_connections + (metrics_connections or 0) + SPARE_FILES
 
 
 def raise_open_files_limit(wanted: int | None) -> int:
@@ -117,7 +125,10 @@ def tune_process(config: Mapping[str, Any]) -> None:
 
     @param config: the parsed L{tap.Options}.
     """
-    wanted = open_files_wanted(config["max-connections"])
+    metrics = None
+    if config["metrics"] is not None:
+        metrics = config["metrics-max-connections"]
+    wanted = open_files_wanted(config["max-connections"], metrics)
     limit = raise_open_files_limit(wanted)
     if wanted is not None and limit < wanted:
         _log.warn(
@@ -294,6 +305,12 @@ def makeService(config: Options) -> TwistdService:
     if isinstance(server, Supervisor):
         server.on_give_up = top.give_up
         if config["metrics"] is not None:
+            # The supervisor serves no service connection: its open files
+            # are the listeners, the workers' pipes and the metrics
+            # listener's connections.
+            raise_open_files_limit(
+                open_files_wanted(1, config["metrics-max-connections"])
+            )
             add_supervisor_metrics(top, server, config, reactor)
     notify_systemd(top, server, reactor, config["drain-timeout"])
     if config["ports-file"] is not None:
@@ -321,8 +338,11 @@ def add_supervisor_metrics(
 ) -> None:
     """
     With workers, the supervisor serves C{--metrics}: the figures summed
-    over every worker (as each last reported them, at most a second old),
-    C{/readyz} 503 from the moment the drain starts.
+    over every worker, read from the tables they count into
+    (L{twisted_echo.sharedcounters}; what they measure, such as held bytes,
+    as each last reported it, at most a second old), C{/readyz} 503 from the
+    moment the drain starts. Its connections count towards the
+    supervisor's open files.
     """
     from twisted_echo.metrics import MetricsService
 
@@ -332,6 +352,8 @@ def add_supervisor_metrics(
         config.stream_endpoint(description, reactor),
         [supervisor],
         max_buffer=config["max-buffer"] * config["workers"],
+        max_connections=config["metrics-max-connections"],
+        request_timeout=config["metrics-request-timeout"],
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)

@@ -11,7 +11,8 @@ kernel spreads connections and datagrams over them by a hash of their
 addresses; a UNIX socket is one socket every worker accepts on. Each
 worker is C{python -m twisted_echo.worker}: it parses the same options,
 listens on the sockets it inherited, logs JSON events to its standard
-output, and reports its counters every second.
+output, counts into a table of counters the supervisor maps
+(L{twisted_echo.sharedcounters}), and reports what it measures every second.
 
 The supervisor:
  - re-logs each worker's events in its own log, the worker named
@@ -19,6 +20,9 @@ The supervisor:
  - replaces a worker that dies at once (after a back-off when workers die
    within L{QUICK_DEATH} seconds of starting), and gives up, exit status 1,
    after L{MAX_QUICK_DEATHS} such deaths in a row;
+ - serves C{--metrics} (with L{twisted_echo.runner}) from every worker's
+   table and last report; a dead worker's gauges drop out at once and its
+   counters are kept (C{Supervisor.retired}), to its last count;
  - on SIGTERM/SIGINT sends SIGTERM to every worker (each drains as a
    single process does), waits for them all, then logs every service's
    counters summed over all workers, those that died included.
@@ -61,6 +65,7 @@ from twisted_echo.listen import (
     explain_listen_failure,
     parse_udp_description,
 )
+from twisted_echo.sharedcounters import CounterTable, combine, without_gauges
 from twisted_echo.systemd import (
     adoptable_socket,
     is_systemd_description,
@@ -155,6 +160,17 @@ class WorkerProtocol(ProcessProtocol):
         self.number = number
         self.counters: dict[str, ServiceCounters] = {}
         self._pending = {1: b"", 2: b""}
+        #: What the worker counts into (L{twisted_echo.sharedcounters}).
+        self.table: CounterTable | None = None
+
+    def figures(self) -> dict[str, ServiceCounters]:
+        """
+        @return: the worker's counters now: its table, with what its last
+            report measured (L{twisted_echo.sharedcounters.combine}).
+        """
+        if self.table is None:
+            return self.counters
+        return combine(self.table.snapshot(), self.counters)
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N803
         lines = (self._pending.get(childFD, b"") + data).split(b"\n")
@@ -347,21 +363,28 @@ class Supervisor(Service):
         for listener in self.listeners:
             fd = listener.socket_for(number - 1).fileno()
             child_fds[fd] = fd
+        table, table_fd = CounterTable.create()
+        orders["counters_fd"] = table_fd
+        child_fds[table_fd] = table_fd
         env = dict(os.environ)
         env[WORKER_ENV] = json.dumps(orders)
         env.pop("LISTEN_FDS", None)
         env.pop("LISTEN_PID", None)
         env.pop("NOTIFY_SOCKET", None)
         protocol = WorkerProtocol(self, number)
+        protocol.table = table
         self.workers[number] = protocol
         self._started_at[number] = self.reactor.seconds()
-        self.reactor.spawnProcess(
-            protocol,
-            sys.executable,
-            [sys.executable, "-m", "twisted_echo.worker"],
-            env=env,
-            childFDs=child_fds,
-        )
+        try:
+            self.reactor.spawnProcess(
+                protocol,
+                sys.executable,
+                [sys.executable, "-m", "twisted_echo.worker"],
+                env=env,
+                childFDs=child_fds,
+            )
+        finally:
+            os.close(table_fd)
         protocol.transport.closeStdin()  # type: ignore[union-attr]
         _log.info(
             "worker {number} started (pid {pid})",
@@ -379,7 +402,15 @@ class Supervisor(Service):
         number = protocol.number
         if self.workers.get(number) is protocol:
             del self.workers[number]
-        for name, counters in protocol.counters.items():
+        # Everything it counted, to its last increment; its connections and
+        # the bytes they held are gone.
+        final = protocol.figures()
+        without_gauges(final.items())
+        if protocol.table is not None:
+            protocol.table.close()
+            protocol.table = None
+        protocol.counters = {}
+        for name, counters in final.items():
             add_counters(self.retired.setdefault(name, ServiceCounters()), counters)
         if self._stopping is not None:
             if not self.workers:
@@ -418,7 +449,7 @@ class Supervisor(Service):
             (live workers as last reported); also kept as L{counters}.
         """
         totals: dict[str, ServiceCounters] = {}
-        reports = [self.retired] + [w.counters for w in self.workers.values()]
+        reports = [self.retired] + [w.figures() for w in self.workers.values()]
         for report in reports:
             for name, counters in report.items():
                 add_counters(totals.setdefault(name, ServiceCounters()), counters)

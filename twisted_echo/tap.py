@@ -306,6 +306,7 @@ HELP_GROUPS = (
             "udp-rate",
             "udp-global-rate",
             "udp-never-answer",
+            "metrics-max-connections",
         ),
     ),
     (
@@ -316,6 +317,7 @@ HELP_GROUPS = (
             "line-timeout",
             "handshake-timeout",
             "drain-timeout",
+            "metrics-request-timeout",
         ),
     ),
     ("Running", ("workers", "log-format", "log-level")),
@@ -459,6 +461,23 @@ class Options(usage.Options):
             None,
             "Serve Prometheus /metrics, /healthz and /readyz over HTTP on this "
             "endpoint, e.g. tcp:9107:interface=127.0.0.1 [default: off]",
+        ],
+        [
+            "metrics-max-connections",
+            None,
+            str(limits.DEFAULT_METRICS_MAX_CONNECTIONS),
+            "Most connections open at once to the --metrics listener; more are "
+            "closed at once.",
+            _count("metrics-max-connections", "connections"),
+        ],
+        [
+            "metrics-request-timeout",
+            None,
+            _typed(limits.DEFAULT_METRICS_REQUEST_TIMEOUT),
+            "Close a --metrics connection whose request is not complete this "
+            "many seconds after its first byte, or whose client has not read "
+            "its response within as long.",
+            _seconds("metrics-request-timeout"),
         ],
         [
             "workers",
@@ -670,6 +689,7 @@ def makeService(
     config: Options,
     reactor: Any = None,
     inherited: Mapping[tuple[str, int], tuple[int, int]] | None = None,
+    new_counters: Callable[[str], ServiceCounters] | None = None,
 ) -> SockechoService:
     """
     Build the service C{config} describes: a L{SockechoService} with one
@@ -682,13 +702,18 @@ def makeService(
         C{(file descriptor, address family)} by C{(service, index)} (see
         L{listener_keys}); a worker's, opened by its supervisor
         (L{twisted_echo.inherit}).
+    @param new_counters: makes each service's counters from its name; a
+        worker's count into memory its supervisor reads
+        (L{twisted_echo.sharedcounters}). Plain L{ServiceCounters} when
+        L{None}.
     @return: the service for twistd to run.
     """
     inherited = inherited or {}
     if reactor is None:
         from twisted.internet import reactor
 
-    counters = {name: ServiceCounters() for name in (*DEFAULTS, WHOAMI)}
+    make_counters = new_counters or (lambda name: ServiceCounters())
+    counters = {name: make_counters(name) for name in (*DEFAULTS, WHOAMI)}
     shared = limits.ConnectionLimits(
         max_connections=config["max-connections"],
         max_per_peer=config["max-per-peer"],
@@ -814,6 +839,8 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
         config.stream_endpoint(description, reactor),
         [LocalCounters(top)],
         max_buffer=config["max-buffer"],
+        max_connections=config["metrics-max-connections"],
+        request_timeout=config["metrics-request-timeout"],
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)

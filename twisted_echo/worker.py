@@ -8,9 +8,11 @@ number, the sockecho options as given on the command line, and the
 listening sockets it inherited (C{[service, index, fd, family]}). It runs
 the same services as a single sockecho process on those sockets, writes its
 log as JSON events to standard output, in batches at most 0.1 s apart
-(L{twisted_echo.logbuffer}; the supervisor re-logs them), reports
-its counters every second and once more after its drain, and drains on
-SIGTERM or SIGINT like a single process.
+(L{twisted_echo.logbuffer}; the supervisor re-logs them), counts into
+memory the supervisor reads (C{counters_fd}, L{twisted_echo.sharedcounters}:
+nothing counted is lost if it is killed), reports its counters every second
+(for what it measures: bytes held, bytes of open connections) and once more
+after its drain, and drains on SIGTERM or SIGINT like a single process.
 """
 
 from __future__ import annotations
@@ -109,7 +111,12 @@ def main() -> None:
         (service, index): (fd, family)
         for service, index, fd, family in orders["sockets"]
     }
-    service = tap.makeService(config, reactor, inherited)
+    new_counters = None
+    if orders.get("counters_fd") is not None:
+        from twisted_echo.sharedcounters import CounterTable, shared_counters_factory
+
+        new_counters = shared_counters_factory(CounterTable.open(orders["counters_fd"]))
+    service = tap.makeService(config, reactor, inherited, new_counters)
     service.privilegedStartService()
     service.startService()  # type: ignore[no-untyped-call]
     reporter = LoopingCall(report, service)
