@@ -60,6 +60,7 @@ from twisted_echo.listen import (
     ListenError,
     explain_listen_failure,
     parse_udp_description,
+    warn_if_exposed,
 )
 from twisted_echo.systemd import (
     adoptable_socket,
@@ -297,11 +298,14 @@ class Supervisor(Service):
         except Exception as e:
             raise ListenError(description, explain_listen_failure(e)) from e
         listener.kind = kind
+        name = service.removesuffix("-udp") or service
+        bound = _socket_address(listener.sockets[0], kind)
         _log.info(
             "{service} listening on {address}",
-            service=service.removesuffix("-udp") or service,
-            address=_describe_socket(listener.sockets[0], kind),
+            service=name,
+            address=describe_address(bound),
         )
+        warn_if_exposed(name, bound)
         return listener
 
     def bound_addresses(self) -> list[tuple[str, Any, str]]:
@@ -509,10 +513,6 @@ def _exit_reason(reason: Failure) -> str:
     if isinstance(value, ProcessDone):
         return "exited"
     return f"exited with status {getattr(value, 'exitCode', '?')}"
-
-
-def _describe_socket(sock: socket.socket, kind: str) -> str:
-    return describe_address(_socket_address(sock, kind))
 
 
 def _socket_address(sock: socket.socket, kind: str) -> Any:

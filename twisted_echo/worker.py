@@ -86,7 +86,7 @@ def main() -> None:
     install_if_unchosen()
     from twisted.internet import reactor
 
-    from twisted_echo import tap
+    from twisted_echo import listen, tap
     from twisted_echo.runner import tune_process
 
     def record(event: dict[str, Any]) -> str:
@@ -110,6 +110,9 @@ def main() -> None:
         for service, index, fd, family in orders["sockets"]
     }
     service = tap.makeService(config, reactor, inherited)
+    # Listen on the inherited sockets, without the exposure warning: the
+    # supervisor gave it once for each listener.
+    listen.ListenerService.warn_if_exposed = False
     service.privilegedStartService()
     service.startService()  # type: ignore[no-untyped-call]
     reporter = LoopingCall(report, service)
