@@ -10,7 +10,9 @@ the same services as a single sockecho process on those sockets, writes its
 log as JSON events to standard output, in batches at most 0.1 s apart
 (L{twisted_echo.logbuffer}; the supervisor re-logs them), reports
 its counters every second and once more after its drain, and drains on
-SIGTERM or SIGINT like a single process.
+SIGTERM or SIGINT like a single process. Once its listeners are up it logs
+a ready event (L{twisted_echo.supervisor.READY_FIELD}), from which on the
+supervisor counts its death as a crash, not a start-up failure.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def main() -> None:
     """
     Run one worker until it is told to stop.
     """
-    from twisted_echo.supervisor import TEXT_FIELD, WORKER_ENV
+    from twisted_echo.supervisor import READY_FIELD, TEXT_FIELD, WORKER_ENV
 
     orders = json.loads(os.environ[WORKER_ENV])
     end_with_supervisor(orders["supervisor"])
@@ -115,6 +117,7 @@ def main() -> None:
     listen.ListenerService.warn_if_exposed = False
     service.privilegedStartService()
     service.startService()  # type: ignore[no-untyped-call]
+    _log.debug("ready", **{READY_FIELD: True})
     reporter = LoopingCall(report, service)
     reporter.clock = reactor
     reporter.start(REPORT_INTERVAL, now=False)
