@@ -599,6 +599,62 @@ class SupervisorTests(TestCase):
             (totals["echo"].connections_total, totals["echo"].bytes_in), (4, 10)
         )
 
+    def test_reload_replaces_one_slot_at_a_time(self) -> None:
+        """
+        L{Supervisor.reload}: slot 1 gets a new worker; the old one is told
+        to drain (SIGTERM) only once the new one is ready; then slot 2.
+        """
+        old = dict(self.supervisor.workers)
+        for worker in old.values():
+            self.ready(worker)
+        self.supervisor.reload()
+        new1 = self.supervisor.incoming[1]
+        self.assertEqual(sorted(self.supervisor.incoming), [1])
+        self.assertEqual(old[1].transport.signals, [])  # type: ignore[attr-defined]
+        self.ready(new1)
+        self.assertEqual(old[1].transport.signals, [signal.SIGTERM])  # type: ignore[attr-defined]
+        self.assertIs(self.supervisor.workers[1], new1)
+        self.assertEqual(sorted(self.supervisor.incoming), [2])
+        self.assertEqual(old[2].transport.signals, [])  # type: ignore[attr-defined]
+        self.ready(self.supervisor.incoming[2])
+        self.assertEqual(old[2].transport.signals, [signal.SIGTERM])  # type: ignore[attr-defined]
+        self.assertEqual(self.supervisor.incoming, {})
+        for worker in old.values():
+            self.end_process(worker)
+        self.assertEqual(self.supervisor.draining, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.reactor.spawnedProcesses), 4)
+
+    def test_a_replacement_that_fails_leaves_the_old_worker_serving(self) -> None:
+        old = dict(self.supervisor.workers)
+        for worker in old.values():
+            self.ready(worker)
+        self.supervisor.reload()
+        self.end_process(self.supervisor.incoming[1], status=3)
+        self.assertEqual(self.supervisor.workers, old)
+        self.assertEqual(self.supervisor.incoming, {})
+        self.assertEqual(old[1].transport.signals, [])  # type: ignore[attr-defined]
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # Another reload may be asked for later.
+        self.supervisor.reload()
+        self.assertEqual(sorted(self.supervisor.incoming), [1])
+
+    def test_stop_during_a_reload_drains_everyone(self) -> None:
+        old = dict(self.supervisor.workers)
+        for worker in old.values():
+            self.ready(worker)
+        self.supervisor.reload()
+        self.ready(self.supervisor.incoming[1])
+        incoming = self.supervisor.incoming[2]
+        done = self.supervisor.stopService()
+        alive = [*self.supervisor.workers.values(), incoming, old[1]]
+        for worker in alive:
+            self.assertIn(signal.SIGTERM, worker.transport.signals)  # type: ignore[attr-defined]
+        for worker in alive:
+            self.assertNoResult(done)
+            self.end_process(worker)
+        self.successResultOf(done)
+
     def test_add_counters(self) -> None:
         total = ServiceCounters(bytes_in=1, dropped=Counter({"loop_port": 1}))
         add_counters(

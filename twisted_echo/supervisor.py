@@ -673,8 +673,20 @@ class Supervisor(Service):
             done.callback(None)
 
     def _close_sockets(self) -> None:
+        """
+        Close every listening socket, and remove the path of each UNIX
+        socket this supervisor bound (its workers leave it in place:
+        L{twisted_echo.inherit.AdoptedUNIXPort}).
+        """
         for listener in self.listeners:
             for sock in listener.sockets:
+                if listener.kind == "unix":
+                    path = sock.getsockname()
+                    if isinstance(path, str) and path and not path.startswith("\0"):
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
                 sock.close()
         self.listeners = []
 

@@ -13,6 +13,10 @@ its counters every second and once more after its drain, and drains on
 SIGTERM or SIGINT like a single process. Once its listeners are up it logs
 a ready event (L{twisted_echo.supervisor.READY_FIELD}), from which on the
 supervisor counts its death as a crash, not a start-up failure.
+
+SIGHUP is ignored: a terminal's hang-up reaches the whole process group,
+and the supervisor, which gets it too, replaces the workers itself. SIGUSR1
+logs this worker's status (L{twisted_echo.signals.log_status}).
 """
 
 from __future__ import annotations
@@ -81,6 +85,10 @@ def main() -> None:
     """
     from twisted_echo.supervisor import READY_FIELD, TEXT_FIELD, WORKER_ENV
 
+    # Until the handlers below are set, neither signal may end the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+
     orders = json.loads(os.environ[WORKER_ENV])
     end_with_supervisor(orders["supervisor"])
     from twisted_echo.reactor import install_if_unchosen
@@ -141,6 +149,14 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from twisted_echo.signals import log_status
+
+    signal.signal(
+        signal.SIGUSR1,
+        lambda signum, frame: reactor.callFromThread(  # type: ignore[attr-defined]
+            log_status, service
+        ),
+    )
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 
