@@ -193,6 +193,17 @@ class WorkersTests(pyunit.TestCase):
                 break
             poll(lambda: False, 0.5)
         self.assertTrue(match.group(1).startswith("connections=4 "), match.group(1))
+        # A worker ignores SIGHUP (a terminal's hang-up reaches the whole
+        # process group) and logs its own status on SIGUSR1.
+        pid = self.worker_pids(server)[1]
+        mark = len(server.output)
+        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, signal.SIGUSR1)
+        server.wait_for(
+            r"\[worker 1 twisted_echo\.signals#info\] status: echo: ", start=mark
+        )
+        self.assertTrue(alive(pid))
+        self.assertEqual(self.worker_pids(server)[1], pid)
         self.assertIsNone(server.process.poll())
 
 

@@ -639,6 +639,23 @@ class SupervisorTests(TestCase):
         self.supervisor.reload()
         self.assertEqual(sorted(self.supervisor.incoming), [1])
 
+    def test_a_crash_during_a_reload_leaves_one_worker_per_slot(self) -> None:
+        """
+        The slot's worker crashes while its replacement starts: the
+        replacement takes the slot when ready, and the crash's pending
+        respawn is cancelled.
+        """
+        for worker in list(self.supervisor.workers.values()):
+            self.ready(worker)
+        self.reactor.advance(0.01)
+        self.supervisor.reload()
+        incoming = self.supervisor.incoming[1]
+        self.end(1, status=-9)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.ready(incoming)
+        self.assertIs(self.supervisor.workers[1], incoming)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
     def test_stop_during_a_reload_drains_everyone(self) -> None:
         old = dict(self.supervisor.workers)
         for worker in old.values():

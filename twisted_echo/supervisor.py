@@ -438,6 +438,9 @@ class Supervisor(Service):
         if self.incoming.get(number) is not protocol:
             return
         del self.incoming[number]
+        # The slot's worker may have crashed meanwhile: this one replaces
+        # it, not the one its back-off would start.
+        cancel_call(self._respawns.pop(number, None))
         old = self.workers.get(number)
         self.workers[number] = protocol
         self._crashes.pop(number, None)
