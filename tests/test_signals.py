@@ -146,6 +146,7 @@ class WorkersTests(pyunit.TestCase):
             )
             self.assertLess(new_ready, replaced)
         self.assertNotIn("Traceback", "\n".join(server.output + server.errors))
+        print(f"\nexchanges through SIGHUP: {prober.passed} passed, 0 failed")
 
     def test_sighup_keeps_a_unix_socket_listener(self) -> None:
         """
