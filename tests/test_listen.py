@@ -10,7 +10,7 @@ import socket
 from twisted.internet import reactor, udp
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import CannotListenError
-from twisted.logger import capturedLogs
+from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
 from tests.test_udp import UDPTestCase, address_of
@@ -173,3 +173,59 @@ class DatagramListenerServiceTests(UDPTestCase):
         self.assertIsInstance(service.port, DatagramPort)
         self.assertTrue(service.port.reply_from_destination)
         self.assertEqual([e for e in events if "problem" in e], [])
+
+
+class ExposureTests(TestCase):
+    """
+    L{listen.exposure}: which bound addresses are open beyond loopback.
+    """
+
+    def test_loopback_and_unix_are_not(self) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        for address in [
+            IPv4Address("TCP", "127.0.0.1", 7),
+            IPv4Address("UDP", "127.1.2.3", 7),
+            IPv6Address("TCP", "::1", 7),
+            IPv6Address("TCP", "::ffff:127.0.0.1", 7),
+            UNIXAddress(b"/run/sockecho.sock"),
+        ]:
+            self.assertIsNone(listen.exposure(address), address)
+
+    def test_wildcards_and_other_addresses_are(self) -> None:
+        from twisted.internet.address import IPv4Address, IPv6Address
+
+        for address, expected in [
+            (IPv4Address("TCP", "0.0.0.0", 7), "every IPv4 interface"),
+            (IPv4Address("UDP", "0.0.0.0", 7), "every IPv4 interface"),
+            (IPv6Address("TCP", "::", 7), "every interface"),
+            (IPv4Address("TCP", "192.0.2.1", 7), "a non-loopback address"),
+            (IPv6Address("TCP", "fe80::1%lo", 7), "a non-loopback address"),
+        ]:
+            self.assertEqual(listen.exposure(address), expected, address)
+
+    def test_listener_warns_once_listening(self) -> None:
+        """
+        A listener on every interface logs the info line and then a warning
+        naming the address; one on loopback only the info line.
+        """
+        for interface, warnings in [("", 1), ("127.0.0.1", 0)]:
+            service = listen.StreamListenerService(
+                "tcp:0",
+                TCP4ServerEndpoint(reactor, 0, interface=interface),
+                EchoFactory(reactor),  # type: ignore[arg-type]
+                "echo",
+            )
+            with capturedLogs() as events:
+                service.privilegedStartService()
+            self.addCleanup(service.stopService)
+            warned = [e for e in events if e["log_level"].name == "warn"]
+            self.assertEqual(len(warned), warnings, interface)
+            if warned:
+                port = service.port.getHost().port
+                self.assertEqual(
+                    formatEvent(warned[0]),
+                    f"echo listening on tcp:0.0.0.0:{port} is open beyond loopback "
+                    "(every IPv4 interface); give the endpoint interface=127.0.0.1 "
+                    "to keep it to this host",
+                )

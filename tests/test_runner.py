@@ -340,7 +340,8 @@ class DaemonTests(pyunit.TestCase):
         """
         C{--log-format json} as a daemon writes JSON records to twistd's log
         file, C{twistd.log} by default (not to standard output, /dev/null
-        for a daemon); SIGUSR1 rotates it as it does twistd's text log.
+        for a daemon); SIGUSR1 rotates it as it does twistd's text log, then
+        sockecho logs its status there.
         """
         daemon = Daemon(self, [*any_port_args(), "--log-format", "json"], logfile=False)
         self.assertEqual(daemon.result.returncode, 0, daemon.result)
@@ -348,6 +349,8 @@ class DaemonTests(pyunit.TestCase):
         port = int(daemon.wait_log(r'"address": "tcp:127\.0\.0\.1:(\d+)"').group(1))
         os.kill(daemon.pid, signal.SIGUSR1)
         poll(lambda: os.path.exists(daemon.logfile + ".1"), IO_TIMEOUT, "rotation")
+        # Then the status summary, into the new file.
+        daemon.wait_log(r'"log_format": "status: \{service\}: \{summary\}"')
         self.assertEqual(tcp_exchange(port, b"after"), b"after")
         daemon.wait_log(r'"bytes_in": 5')
         records = daemon.log().split("\n")

@@ -17,9 +17,11 @@ import threading
 import time
 import unittest as pyunit
 from collections import Counter
+from collections.abc import Callable
 
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogLevel, eventAsJSON, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -39,7 +41,10 @@ from tests.process import (
 )
 from twisted_echo.counters import ServiceCounters
 from twisted_echo.supervisor import (
+    MAX_BACKOFF,
     MAX_QUICK_DEATHS,
+    READY_FIELD,
+    STABLE_UPTIME,
     Supervisor,
     WorkerProtocol,
     add_counters,
@@ -271,6 +276,157 @@ class WorkersProcessTests(pyunit.TestCase):
         self.assertIn("exited with status 3", log)
 
 
+def children(pid: int) -> dict[int, str]:
+    """
+    @return: the state letter (C{S}, C{R}, C{Z}...) of each child process of
+        C{pid}, by pid, from C{/proc}.
+    """
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                fields = f.read().rsplit(") ", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found[int(name)] = fields[0]
+    return found
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def poll(condition: Callable[[], object], timeout: float) -> bool:
+    """
+    Check C{condition} every 50 ms until it is true or C{timeout} seconds
+    have passed.
+
+    @return: whether it became true.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+class Prober:
+    """
+    Short echo exchanges, one after another in a thread, until stopped.
+
+    @ivar passed: exchanges that got their bytes back.
+    @ivar failed: the errors or wrong replies of the others.
+    """
+
+    def __init__(self, port: int, limit: int = 20_000) -> None:
+        self.port = port
+        self.limit = limit
+        self.passed = 0
+        self.failed: list[object] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for i in range(self.limit):
+            if self._stop.is_set():
+                return
+            data = b"probe %d" % i
+            try:
+                reply = tcp_exchange(self.port, data, timeout=5)
+            except OSError as e:
+                self.failed.append(e)
+                continue
+            if reply == data:
+                self.passed += 1
+            else:
+                self.failed.append(reply)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(15)
+
+
+class WorkerCrashTests(pyunit.TestCase):
+    """
+    Workers that die after they started serving are crashes: replaced,
+    never a reason to take the healthy workers down.
+    """
+
+    def newest_worker(self, server: RunningServer) -> tuple[int, int, int]:
+        """
+        @return: C{(number, pid, index of its start line)} of the worker
+            started last.
+        """
+        pattern = re.compile(r"worker (\d+) started \(pid (\d+)\)")
+        for index in range(len(server.output) - 1, -1, -1):
+            match = pattern.search(server.output[index])
+            if match:
+                return int(match.group(1)), int(match.group(2)), index
+        raise AssertionError("no worker started")
+
+    def test_ten_kills_of_the_newest_worker_in_ten_seconds(self) -> None:
+        """
+        C{kill -9} of the newest worker once a second, ten times, each once
+        it serves: the supervisor replaces every one and stays up, echo
+        probes running all the while pass (>= 95 %), no child is left a
+        zombie and the supervisor holds as many descriptors as before.
+        """
+        server = start_workers(self, 2)
+        supervisor = server.pid
+        fds_before = open_fds(supervisor)
+        prober = Prober(server.ports["echo"])
+        self.addCleanup(prober.stop)
+        started = time.monotonic()
+        last_kill = started - 1.0
+        kills = 0
+        while kills < 10 and time.monotonic() - started < 40:
+            number, pid, index = self.newest_worker(server)
+            # Once it serves (its last listener is up) and a second after
+            # the last kill: a deadline poll, not a sleep.
+            server.wait_for(
+                rf"\[worker {number} twisted_echo\.listen#info\] udp listening",
+                start=index,
+            )
+            next_kill = last_kill + 1.0
+            poll(lambda: time.monotonic() >= next_kill, 2.0)  # noqa: B023
+            os.kill(pid, signal.SIGKILL)
+            last_kill = time.monotonic()
+            kills += 1
+            server.wait_for(
+                rf"worker {number} started \(pid (?!{pid}\))\d+\)", start=index + 1
+            )
+        elapsed = time.monotonic() - started
+        number, pid, index = self.newest_worker(server)
+        server.wait_for(
+            rf"\[worker {number} twisted_echo\.listen#info\] udp listening",
+            start=index,
+        )
+        prober.stop()
+        self.assertEqual(kills, 10)
+        self.assertIsNone(server.process.poll(), "\n".join(server.output[-20:]))
+        log = "\n".join(server.output)
+        self.assertNotIn("giving up", log)
+        total = prober.passed + len(prober.failed)
+        self.assertGreater(total, 20)
+        self.assertGreaterEqual(prober.passed / total, 0.95, prober.failed[:5])
+        self.assertTrue(
+            poll(lambda: "Z" not in children(supervisor).values(), 5),
+            children(supervisor),
+        )
+        self.assertEqual(len(children(supervisor)), 2, children(supervisor))
+        self.assertTrue(
+            poll(lambda: open_fds(supervisor) == fds_before, 5),
+            (open_fds(supervisor), fds_before),
+        )
+        self.kill_log = server.output
+        print(f"\n10 kills in {elapsed:.1f} s; probes {prober.passed}/{total}")
+
+
 class FakeProcess:
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -319,6 +475,27 @@ class SupervisorTests(TestCase):
             protocol, Failure(ProcessTerminated(exitCode=status))
         )
 
+    def end_process(self, protocol: WorkerProtocol, status: int = 0) -> None:
+        self.supervisor.worker_ended(
+            protocol, Failure(ProcessTerminated(exitCode=status))
+        )
+
+    def ready(self, protocol: WorkerProtocol) -> None:
+        """
+        The worker says it is ready, as a real one does: a JSON log event on
+        its standard output.
+        """
+        event = {"log_level": LogLevel.debug, "log_namespace": "w", READY_FIELD: True}
+        protocol.childDataReceived(1, eventAsJSON(event).encode() + b"\n")
+
+    def next_delay(self) -> float:
+        [call] = self.reactor.getDelayedCalls()
+        return round(call.getTime() - self.reactor.seconds(), 3)
+
+    def respawn(self) -> None:
+        [call] = self.reactor.getDelayedCalls()
+        self.reactor.advance(call.getTime() - self.reactor.seconds())
+
     def test_quick_deaths_back_off_then_give_up(self) -> None:
         delays = []
         for _ in range(MAX_QUICK_DEATHS - 1):
@@ -335,10 +512,78 @@ class SupervisorTests(TestCase):
         self.assertIn("exited with status 3", self.given_up[0])
 
     def test_a_worker_that_lived_is_replaced_at_once(self) -> None:
+        self.ready(self.supervisor.workers[2])
         self.reactor.advance(60)
         self.end(2)
-        [call] = self.reactor.getDelayedCalls()
-        self.assertEqual(call.getTime(), self.reactor.seconds())
+        self.assertEqual(self.next_delay(), 0)
+
+    def test_ready_event_is_logged_and_not_relayed(self) -> None:
+        events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, events.append)
+        worker = self.supervisor.workers[1]
+        self.ready(worker)
+        self.assertEqual(worker.ready_at, self.reactor.seconds())
+        texts = [formatEvent(e) for e in events]
+        self.assertEqual(texts, [f"worker 1 ready (pid {worker.pid})"])
+
+    def test_crashes_back_off_and_never_give_up(self) -> None:
+        """
+        Workers that die at once after they were ready, twelve times in a
+        row: replaced every time, the back-off doubling from 0.1 s up to
+        1 s; the other worker is never touched and nothing gives up.
+        """
+        other = self.supervisor.workers[1]
+        self.ready(other)
+        delays = []
+        for _ in range(12):
+            self.ready(self.supervisor.workers[2])
+            self.end(2, status=-9)
+            delays.append(self.next_delay())
+            self.respawn()
+        self.assertEqual(delays, [0.1, 0.2, 0.4, 0.8] + [1.0] * 8)
+        self.assertEqual(self.given_up, [])
+        self.assertIs(self.supervisor.workers[1], other)
+        self.assertEqual(other.transport.signals, [])  # type: ignore[attr-defined]
+
+    def test_backoff_counts_from_the_start_and_resets_after_a_while(self) -> None:
+        """
+        The back-off is counted from the crashed worker's start (one that
+        served longer than it is replaced at once), and a worker that has
+        served L{STABLE_UPTIME} seconds starts the count again.
+        """
+        for _ in range(6):
+            self.ready(self.supervisor.workers[2])
+            self.end(2)
+            self.respawn()
+        self.ready(self.supervisor.workers[2])
+        self.reactor.advance(0.25)
+        self.end(2)
+        self.assertEqual(self.next_delay(), 0.75)
+        self.respawn()
+        self.ready(self.supervisor.workers[2])
+        self.reactor.advance(STABLE_UPTIME)
+        self.end(2)
+        self.assertEqual(self.next_delay(), 0)
+        self.respawn()
+        self.ready(self.supervisor.workers[2])
+        self.end(2)
+        self.assertEqual(self.next_delay(), 0.2)
+
+    def test_start_up_failures_never_give_up_while_a_worker_serves(self) -> None:
+        """
+        Start-up failures in a row beyond L{MAX_QUICK_DEATHS} while the
+        other worker serves: an error line, a retry every L{MAX_BACKOFF}
+        seconds, no give-up.
+        """
+        self.ready(self.supervisor.workers[1])
+        for _ in range(MAX_QUICK_DEATHS + 3):
+            self.end(2)
+            self.respawn()
+        self.assertEqual(self.given_up, [])
+        self.end(2)
+        self.assertEqual(self.next_delay(), MAX_BACKOFF)
+        self.assertIsNone(self.supervisor.failed)
 
     def test_dead_workers_counters_stay_in_the_totals(self) -> None:
         worker = self.supervisor.workers[1]
@@ -353,6 +598,79 @@ class SupervisorTests(TestCase):
         self.assertEqual(
             (totals["echo"].connections_total, totals["echo"].bytes_in), (4, 10)
         )
+
+    def test_reload_replaces_one_slot_at_a_time(self) -> None:
+        """
+        L{Supervisor.reload}: slot 1 gets a new worker; the old one is told
+        to drain (SIGTERM) only once the new one is ready; then slot 2.
+        """
+        old = dict(self.supervisor.workers)
+        for worker in old.values():
+            self.ready(worker)
+        self.supervisor.reload()
+        new1 = self.supervisor.incoming[1]
+        self.assertEqual(sorted(self.supervisor.incoming), [1])
+        self.assertEqual(old[1].transport.signals, [])  # type: ignore[attr-defined]
+        self.ready(new1)
+        self.assertEqual(old[1].transport.signals, [signal.SIGTERM])  # type: ignore[attr-defined]
+        self.assertIs(self.supervisor.workers[1], new1)
+        self.assertEqual(sorted(self.supervisor.incoming), [2])
+        self.assertEqual(old[2].transport.signals, [])  # type: ignore[attr-defined]
+        self.ready(self.supervisor.incoming[2])
+        self.assertEqual(old[2].transport.signals, [signal.SIGTERM])  # type: ignore[attr-defined]
+        self.assertEqual(self.supervisor.incoming, {})
+        for worker in old.values():
+            self.end_process(worker)
+        self.assertEqual(self.supervisor.draining, [])
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        self.assertEqual(len(self.reactor.spawnedProcesses), 4)
+
+    def test_a_replacement_that_fails_leaves_the_old_worker_serving(self) -> None:
+        old = dict(self.supervisor.workers)
+        for worker in old.values():
+            self.ready(worker)
+        self.supervisor.reload()
+        self.end_process(self.supervisor.incoming[1], status=3)
+        self.assertEqual(self.supervisor.workers, old)
+        self.assertEqual(self.supervisor.incoming, {})
+        self.assertEqual(old[1].transport.signals, [])  # type: ignore[attr-defined]
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+        # Another reload may be asked for later.
+        self.supervisor.reload()
+        self.assertEqual(sorted(self.supervisor.incoming), [1])
+
+    def test_a_crash_during_a_reload_leaves_one_worker_per_slot(self) -> None:
+        """
+        The slot's worker crashes while its replacement starts: the
+        replacement takes the slot when ready, and the crash's pending
+        respawn is cancelled.
+        """
+        for worker in list(self.supervisor.workers.values()):
+            self.ready(worker)
+        self.reactor.advance(0.01)
+        self.supervisor.reload()
+        incoming = self.supervisor.incoming[1]
+        self.end(1, status=-9)
+        self.assertEqual(len(self.reactor.getDelayedCalls()), 1)
+        self.ready(incoming)
+        self.assertIs(self.supervisor.workers[1], incoming)
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+    def test_stop_during_a_reload_drains_everyone(self) -> None:
+        old = dict(self.supervisor.workers)
+        for worker in old.values():
+            self.ready(worker)
+        self.supervisor.reload()
+        self.ready(self.supervisor.incoming[1])
+        incoming = self.supervisor.incoming[2]
+        done = self.supervisor.stopService()
+        alive = [*self.supervisor.workers.values(), incoming, old[1]]
+        for worker in alive:
+            self.assertIn(signal.SIGTERM, worker.transport.signals)  # type: ignore[attr-defined]
+        for worker in alive:
+            self.assertNoResult(done)
+            self.end_process(worker)
+        self.successResultOf(done)
 
     def test_add_counters(self) -> None:
         total = ServiceCounters(bytes_in=1, dropped=Counter({"loop_port": 1}))

@@ -46,6 +46,7 @@ from tests.process import (
     TWISTD,
     WILL,
     WONT,
+    RunningServer,
     _is_openbsd_netcat,
     any_port_args,
     child_env,
@@ -452,4 +453,64 @@ class ShutdownTests(unittest.TestCase):
                 "welcome": f"connections=1 bytes_in=3 bytes_out={welcome_out}",
                 "udp": "bytes_in=4 bytes_out=4 datagrams_in=1 datagrams_out=1",
             },
+        )
+
+
+class ExposureTests(pyunit.TestCase):
+    """
+    A WARNING names each listener open beyond loopback. The servers here
+    bind every interface but only loopback is ever connected to.
+    """
+
+    EXPOSED = r"\] (\w+) listening on (\S+) is open beyond loopback \(([^)]*)\)"
+
+    def exposed(self, server: RunningServer) -> list[tuple[str, str, str]]:
+        return [
+            (m.group(1), m.group(2), m.group(3))
+            for line in server.output
+            if (m := re.search(self.EXPOSED, line))
+        ]
+
+    def test_every_interface_warns(self) -> None:
+        """
+        C{--echo tcp:0} and C{--metrics tcp:0} (no C{interface=}): a warning
+        each, naming the address; the loopback listeners none. Echo serves
+        on 127.0.0.1 as before.
+        """
+        server = RunningServer(
+            self, [*any_port_args(echo="tcp:0"), "--metrics", "tcp:0"]
+        )
+        match = server.wait_for(
+            r"\[twisted_echo\.listen#warn\] echo listening on tcp:0\.0\.0\.0:(\d+)"
+            r" is open beyond loopback \(every IPv4 interface\); give the endpoint"
+            r" interface=127\.0\.0\.1 to keep it to this host$"
+        )
+        server.wait_for(r"#warn\] metrics listening on tcp:0\.0\.0\.0:\d+ is open")
+        server.wait_for(r"\] udp listening on udp:127\.0\.0\.1:\d+$")
+        self.assertEqual(tcp_exchange(int(match.group(1)), b"local"), b"local")
+        self.assertEqual(
+            sorted(name for name, _, _ in self.exposed(server)), ["echo", "metrics"]
+        )
+
+    def test_loopback_only_does_not_warn(self) -> None:
+        server = start_server(self, ["--metrics", f"tcp:0:interface={HOST}"])
+        server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:\d+$")
+        self.assertEqual(tcp_exchange(server.ports["echo"], b"x"), b"x")
+        self.assertEqual(self.exposed(server), [])
+
+    def test_workers_warn_once(self) -> None:
+        """
+        With C{--workers 2} the supervisor warns once for the listener;
+        the workers, which listen on the same socket, do not.
+        """
+        server = RunningServer(self, [*any_port_args(echo="tcp:0"), "--workers", "2"])
+        port = int(
+            server.wait_for(r"#warn\] echo listening on tcp:0\.0\.0\.0:(\d+)").group(1)
+        )
+        for number in (1, 2):
+            server.wait_for(rf"\[worker {number} twisted_echo\.listen#info\] udp")
+        self.assertEqual(tcp_exchange(port, b"w"), b"w")
+        self.assertEqual(
+            self.exposed(server),
+            [("echo", f"tcp:0.0.0.0:{port}", "every IPv4 interface")],
         )

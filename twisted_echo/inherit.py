@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
@@ -182,6 +183,23 @@ def _reuseport_sockets(
     return sockets
 
 
+class AdoptedUNIXPort(unix.Port):
+    """
+    A UNIX socket listener a worker adopted from its supervisor, which owns
+    the socket and its path: stopping it (a worker's drain, e.g. when a
+    reload replaces it) neither shuts the shared socket down nor removes
+    its path, as Twisted's L{unix.Port} would, so the other workers go on
+    accepting on it.
+    """
+
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802
+        if self.lockFile is not None:
+            self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+
 class InheritingReactor:
     """
     The reactor a worker gives to the parser of one stream listener: its
@@ -195,6 +213,12 @@ class InheritingReactor:
         self._family = family
 
     def _adopt(self, factory: Any) -> Any:
+        if self._family == socket.AF_UNIX:
+            port = AdoptedUNIXPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
+                self._reactor, self._fd, factory
+            )
+            port.startListening()
+            return port
         return self._reactor.adoptStreamPort(self._fd, self._family, factory)
 
     def listenTCP(

@@ -8,6 +8,7 @@ line when it cannot listen.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import re
 import socket
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
@@ -76,6 +78,58 @@ def explain_listen_failure(error: BaseException) -> str:
     if isinstance(code, int) and code in errno.errorcode:
         return os.strerror(code).lower()
     return str(cause or error) or type(error).__name__
+
+
+def exposure(address: object) -> str | None:
+    """
+    Say whether a bound address can be reached from beyond this host.
+
+    @param address: a listener's bound address (an L{IPv4Address},
+        L{IPv6Address}, a UNIX address...).
+    @return: L{None} for a loopback address (C{127.0.0.0/8}, C{::1},
+        C{::ffff:127.0.0.1}) and for anything that is not IP (UNIX
+        sockets); otherwise how far it is open, in words: C{"every IPv4
+        interface"} (C{0.0.0.0}), C{"every interface"} (C{::}, IPv4 too
+        unless the system keeps IPv6 sockets IPv6-only) or C{"a
+        non-loopback address"}.
+    """
+    if not isinstance(address, IPv4Address | IPv6Address):
+        return None
+    host = address.host.split("%", 1)[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return "a non-loopback address"
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return None
+    if ip.is_unspecified:
+        return "every IPv4 interface" if ip.version == 4 else "every interface"
+    return "a non-loopback address"
+
+
+def warn_if_exposed(service: str, address: object) -> bool:
+    """
+    Log a warning when C{service}'s listener on C{address} is open beyond
+    loopback (L{exposure}): Twisted's C{tcp:PORT} and C{udp:PORT} endpoints
+    without C{interface=} listen on every interface.
+
+    @param service: the service's name, for the log.
+    @param address: the listener's bound address.
+    @return: whether a warning was logged.
+    """
+    where = exposure(address)
+    if where is None:
+        return False
+    _log.warn(
+        "{service} listening on {address} is open beyond loopback ({where}); "
+        "give the endpoint interface=127.0.0.1 to keep it to this host",
+        service=service,
+        address=describe_address(address),
+        where=where,
+    )
+    return True
 
 
 @dataclass(frozen=True)
@@ -177,14 +231,18 @@ class ListenerService(Service):
 
     Listening starts in C{privilegedStartService} (before twistd drops
     privileges) and a failure is raised there as L{ListenError}; the address
-    really bound is logged (so port 0 is usable).
+    really bound is logged (so port 0 is usable), with a warning when it is
+    open beyond loopback (L{warn_if_exposed}).
 
+    @cvar warn_if_exposed: whether to give that warning (a worker does not:
+        its supervisor gave it for the same listener).
     @ivar description: the address as the user wrote it.
     @ivar service_name: the service's name, for the log.
     @ivar port: the listening port once listening, else L{None}.
     """
 
     port: Any = None
+    warn_if_exposed: bool = True
 
     def __init__(self, description: str, service_name: str) -> None:
         self.description = description
@@ -220,6 +278,8 @@ class ListenerService(Service):
             service=self.service_name,
             address=self.bound_address(),
         )
+        if self.warn_if_exposed:
+            warn_if_exposed(self.service_name, self.port.getHost())
 
     def bound_address(self) -> str:
         """

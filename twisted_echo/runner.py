@@ -12,6 +12,7 @@ Here, and only here:
  - the process is tuned: the open files limit raised for C{--max-connections}
    (to the hard limit when it is 0, "no limit"), malloc kept from mapping
    every large read (L{twisted_echo.memory});
+ - SIGHUP and SIGUSR1 are handled (L{twisted_echo.signals});
  - the log (C{--log-format}, C{--log-level}) is written by sockecho's
    buffered observer where twistd would write text
    (L{twisted_echo.logformat});
@@ -302,6 +303,7 @@ def makeService(config: Options) -> TwistdService:
         daemon="nodaemon" in twistd and not twistd["nodaemon"],
         pidfile=twistd.get("pidfile") or None,
     )
+    add_signal_handlers(top, server, reactor)
     if isinstance(server, Supervisor):
         server.on_give_up = top.give_up
         if config["metrics"] is not None:
@@ -316,6 +318,23 @@ def makeService(config: Options) -> TwistdService:
     if config["ports-file"] is not None:
         add_ports_file(top, server, config["ports-file"])
     return top
+
+
+def add_signal_handlers(
+    top: MultiService, server: SockechoService | Supervisor, reactor: Any
+) -> None:
+    """
+    Handle SIGHUP and SIGUSR1 (L{twisted_echo.signals}): a service that
+    installs the handlers before any listener starts (it is put first
+    among C{top}'s children) and is told when the drain starts.
+    """
+    from twisted_echo.signals import SignalService
+
+    signals = SignalService(server, reactor)
+    server.drain_started.append(signals.drain_started)
+    top.addService(signals)
+    top.services.remove(signals)
+    top.services.insert(0, signals)
 
 
 def add_ports_file(

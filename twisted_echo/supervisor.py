@@ -17,9 +17,24 @@ output, counts into a table of counters the supervisor maps
 The supervisor:
  - re-logs each worker's events in its own log, the worker named
    (C{[worker 2 twisted_echo.stream#info] echo connection from ...});
- - replaces a worker that dies at once (after a back-off when workers die
-   within L{QUICK_DEATH} seconds of starting), and gives up, exit status 1,
-   after L{MAX_QUICK_DEATHS} such deaths in a row;
+ - knows a worker is serving once it reports ready (its listeners are
+   up: L{READY_FIELD});
+ - replaces a worker that dies after it was ready (a crash) with a
+   back-off per worker slot: the replacement starts no sooner than
+   L{FIRST_BACKOFF} seconds after the crashed worker started, doubled with
+   each crash in a row of that slot up to L{MAX_BACKOFF}; the count starts
+   again once a worker has served for L{STABLE_UPTIME} seconds. Crashes
+   never make the supervisor exit;
+ - replaces a worker that dies before it was ready (a start-up failure)
+   after the same kind of back-off, counted over all slots, and gives up,
+   exit status 1, after L{MAX_QUICK_DEATHS} start-up failures in a row,
+   unless another worker still serves: then it logs an error and keeps
+   trying every L{MAX_BACKOFF} seconds;
+ - on SIGHUP (L{reload}) replaces the workers one by one with fresh
+   processes on the same listening sockets: each old worker is told to
+   drain (SIGTERM) only once its replacement is ready, so no connection is
+   refused or reset; a replacement that fails at start-up leaves the old
+   worker serving and ends the reload;
  - serves C{--metrics} (with L{twisted_echo.runner}) from every worker's
    table and last report; a dead worker's gauges drop out at once and its
    counters are kept (C{Supervisor.retired}), to its last count;
@@ -64,6 +79,7 @@ from twisted_echo.listen import (
     ListenError,
     explain_listen_failure,
     parse_udp_description,
+    warn_if_exposed,
 )
 from twisted_echo.sharedcounters import CounterTable, combine, without_gauges
 from twisted_echo.systemd import (
@@ -74,17 +90,23 @@ from twisted_echo.systemd import (
 
 _log = Logger()
 
-#: A worker that dies within this many seconds of starting died "quickly".
-QUICK_DEATH = 2.0
-#: Quick deaths in a row after which the supervisor gives up.
+#: Start-up failures (workers that died before they were ready) in a row
+#: after which the supervisor gives up, when no other worker serves.
 MAX_QUICK_DEATHS = 5
-#: Seconds before replacing a worker after its first quick death; doubled
-#: for each further one.
+#: Seconds of back-off after the first crash or start-up failure in a row;
+#: doubled for each further one.
 FIRST_BACKOFF = 0.1
+#: The longest back-off, seconds: a slot whose workers keep crashing is
+#: restarted at most this often.
+MAX_BACKOFF = 1.0
+#: Seconds a worker must serve for its slot's crash count to start again.
+STABLE_UPTIME = 10.0
 #: Extra seconds given to workers beyond the drain timeout before SIGKILL.
 KILL_GRACE = 5.0
 #: The log field a worker's counters report travels in.
 COUNTERS_FIELD = "sockecho_worker_counters"
+#: The log field of the event a worker logs once its listeners are up.
+READY_FIELD = "sockecho_worker_ready"
 #: The log field a worker's events carry their formatted text in.
 TEXT_FIELD = "sockecho_text"
 #: The environment variable a worker finds its orders in.
@@ -159,6 +181,11 @@ class WorkerProtocol(ProcessProtocol):
         self.supervisor = supervisor
         self.number = number
         self.counters: dict[str, ServiceCounters] = {}
+        #: When it was started and when it reported ready (reactor seconds).
+        self.started_at = supervisor.reactor.seconds()
+        self.ready_at: float | None = None
+        #: Its process id, once started.
+        self.pid: int | None = None
         self._pending = {1: b"", 2: b""}
         #: What the worker counts into (L{twisted_echo.sharedcounters}).
         self.table: CounterTable | None = None
@@ -193,6 +220,9 @@ class WorkerProtocol(ProcessProtocol):
             event = eventFromJSON(text)
         except ValueError:
             _log.info("worker {number}: {line}", number=self.number, line=text)
+            return
+        if event.get(READY_FIELD):
+            self.supervisor.worker_ready(self)
             return
         report = event.get(COUNTERS_FIELD)
         if report is not None:
@@ -254,9 +284,14 @@ class Supervisor(Service):
         self.retired: dict[str, ServiceCounters] = {}
         self.counters: dict[str, ServiceCounters] = {}
         self.failed: str | None = None
-        self._started_at: dict[int, float] = {}
         self._quick_deaths = 0
+        self._crashes: dict[int, int] = {}
         self._respawns: dict[int, IDelayedCall] = {}
+        #: A reload's replacement for a slot, not ready yet.
+        self.incoming: dict[int, WorkerProtocol] = {}
+        #: Old workers told to drain (reload), not ended yet.
+        self.draining: list[WorkerProtocol] = []
+        self._reload_queue: list[int] = []
         self._stopping: Deferred[None] | None = None
         self._kill_call: IDelayedCall | None = None
         self.on_give_up: Callable[[str], None] = lambda reason: None
@@ -313,11 +348,14 @@ class Supervisor(Service):
         except Exception as e:
             raise ListenError(description, explain_listen_failure(e)) from e
         listener.kind = kind
+        name = service.removesuffix("-udp") or service
+        bound = _socket_address(listener.sockets[0], kind)
         _log.info(
             "{service} listening on {address}",
-            service=service.removesuffix("-udp") or service,
-            address=_describe_socket(listener.sockets[0], kind),
+            service=name,
+            address=describe_address(bound),
         )
+        warn_if_exposed(name, bound)
         return listener
 
     def bound_addresses(self) -> list[tuple[str, Any, str]]:
@@ -343,8 +381,13 @@ class Supervisor(Service):
         for number in range(1, self.count + 1):
             self._spawn(number)
 
-    def _spawn(self, number: int) -> None:
-        self._respawns.pop(number, None)
+    def _spawn(self, number: int, incoming: bool = False) -> None:
+        """
+        Start a worker for slot C{number}: the slot's worker, or with
+        C{incoming} the replacement a reload waits for.
+        """
+        if not incoming:
+            self._respawns.pop(number, None)
         orders = {
             "number": number,
             "supervisor": os.getpid(),
@@ -373,8 +416,10 @@ class Supervisor(Service):
         env.pop("NOTIFY_SOCKET", None)
         protocol = WorkerProtocol(self, number)
         protocol.table = table
-        self.workers[number] = protocol
-        self._started_at[number] = self.reactor.seconds()
+        if incoming:
+            self.incoming[number] = protocol
+        else:
+            self.workers[number] = protocol
         try:
             self.reactor.spawnProcess(
                 protocol,
@@ -385,23 +430,61 @@ class Supervisor(Service):
             )
         finally:
             os.close(table_fd)
+        protocol.pid = protocol.transport.pid  # type: ignore[union-attr]
         protocol.transport.closeStdin()  # type: ignore[union-attr]
         _log.info(
-            "worker {number} started (pid {pid})",
-            number=number,
-            pid=protocol.transport.pid,  # type: ignore[union-attr]
+            "worker {number} started (pid {pid})", number=number, pid=protocol.pid
         )
 
-    # Workers that end
+    # Workers that become ready or end
+
+    def serving(self) -> list[WorkerProtocol]:
+        """
+        @return: the workers alive and ready now, old ones still draining
+            excluded.
+        """
+        return [w for w in self.workers.values() if w.ready_at is not None]
+
+    def worker_ready(self, protocol: WorkerProtocol) -> None:
+        """
+        A worker reported that its listeners are up: log it; during a
+        reload, put it in its slot and tell the worker it replaces to drain.
+        """
+        if protocol.ready_at is not None:
+            return
+        protocol.ready_at = self.reactor.seconds()
+        number = protocol.number
+        _log.info("worker {number} ready (pid {pid})", number=number, pid=protocol.pid)
+        if self._stopping is not None:
+            return
+        self._quick_deaths = 0
+        if self.incoming.get(number) is not protocol:
+            return
+        del self.incoming[number]
+        # The slot's worker may have crashed meanwhile: this one replaces
+        # it, not the one its back-off would start.
+        cancel_call(self._respawns.pop(number, None))
+        old = self.workers.get(number)
+        self.workers[number] = protocol
+        self._crashes.pop(number, None)
+        if old is not None:
+            self.draining.append(old)
+            _log.info(
+                "worker {number}: pid {pid} replaced by pid {new}; draining it",
+                number=number,
+                pid=old.pid,
+                new=protocol.pid,
+            )
+            _signal(old, signal.SIGTERM)
+        self._reload_next()
 
     def worker_ended(self, protocol: WorkerProtocol, reason: Failure) -> None:
         """
-        A worker's process ended: keep its counters, and replace it unless
-        shutting down.
+        A worker's process ended: keep its counters; unless shutting down,
+        replace it (L{worker_crashed}, L{worker_failed_start}) or, for an
+        old worker drained by a reload or a reload's replacement, say so.
         """
         number = protocol.number
-        if self.workers.get(number) is protocol:
-            del self.workers[number]
         # Everything it counted, to its last increment; its connections and
         # the bytes they held are gone.
         final = protocol.figures()
@@ -412,27 +495,61 @@ class Supervisor(Service):
         protocol.counters = {}
         for name, counters in final.items():
             add_counters(self.retired.setdefault(name, ServiceCounters()), counters)
-        if self._stopping is not None:
-            if not self.workers:
-                self._all_stopped()
-            return
         why = _exit_reason(reason)
-        lived = self.reactor.seconds() - self._started_at.get(number, 0.0)
-        if lived < QUICK_DEATH:
-            self._quick_deaths += 1
-        else:
-            self._quick_deaths = 0
-        if self._quick_deaths >= MAX_QUICK_DEATHS:
-            self.failed = (
-                f"workers keep dying at start-up ({self._quick_deaths} in a row; "
-                f"the last {why})"
+        if protocol in self.draining:
+            self.draining.remove(protocol)
+            _log.info(
+                "worker {number}: old pid {pid} {why} after its drain",
+                number=number,
+                pid=protocol.pid,
+                why=why,
             )
-            _log.critical("sockecho: {reason}; giving up", reason=self.failed)
-            self.on_give_up(self.failed)
-            return
-        delay = 0.0
-        if self._quick_deaths:
-            delay = min(1.0, FIRST_BACKOFF * 2 ** (self._quick_deaths - 1))
+        elif self.incoming.get(number) is protocol:
+            del self.incoming[number]
+            if self._stopping is None:
+                self._reload_queue.clear()
+                _log.error(
+                    "worker {number}: its replacement {why} before it was ready; "
+                    "the old worker serves on and the reload is abandoned",
+                    number=number,
+                    why=why,
+                )
+        elif self.workers.get(number) is protocol:
+            del self.workers[number]
+            if self._stopping is None:
+                if protocol.ready_at is None:
+                    self.worker_failed_start(protocol, why)
+                else:
+                    self.worker_crashed(protocol, why)
+        if self._stopping is not None and not self._alive():
+            self._all_stopped()
+
+    def _alive(self) -> list[WorkerProtocol]:
+        return [*self.workers.values(), *self.incoming.values(), *self.draining]
+
+    def _backoff(self, in_a_row: int, protocol: WorkerProtocol) -> float:
+        """
+        @param in_a_row: crashes (or start-up failures) in a row so far,
+            this one included.
+        @return: seconds to wait before replacing C{protocol}: the back-off
+            (L{FIRST_BACKOFF} doubled per further death, at most
+            L{MAX_BACKOFF}) counted from when it started.
+        """
+        backoff = min(MAX_BACKOFF, FIRST_BACKOFF * 2.0 ** (in_a_row - 1))
+        lived: float = self.reactor.seconds() - protocol.started_at
+        return round(max(0.0, backoff - lived), 3)
+
+    def worker_crashed(self, protocol: WorkerProtocol, why: str) -> None:
+        """
+        A worker that was ready died: replace it after its slot's back-off.
+        Never gives up.
+        """
+        number = protocol.number
+        assert protocol.ready_at is not None
+        if self.reactor.seconds() - protocol.ready_at >= STABLE_UPTIME:
+            self._crashes[number] = 0
+        crashes = self._crashes[number] = self._crashes.get(number, 0) + 1
+        delay = self._backoff(crashes, protocol)
         _log.warn(
             "worker {number} {why}; starting a new one in {delay} s",
             number=number,
@@ -440,6 +557,76 @@ class Supervisor(Service):
             delay=delay,
         )
         self._respawns[number] = self.reactor.callLater(delay, self._spawn, number)
+
+    def worker_failed_start(self, protocol: WorkerProtocol, why: str) -> None:
+        """
+        A worker died before it was ready: replace it after a back-off, or
+        give up after L{MAX_QUICK_DEATHS} in a row when no worker serves.
+        """
+        number = protocol.number
+        self._quick_deaths += 1
+        if self._quick_deaths >= MAX_QUICK_DEATHS:
+            reason = (
+                f"workers keep dying at start-up ({self._quick_deaths} in a row; "
+                f"the last {why})"
+            )
+            serving = len(self.serving())
+            if not serving:
+                self.failed = reason
+                _log.critical("sockecho: {reason}; giving up", reason=reason)
+                self.on_give_up(reason)
+                return
+            _log.error(
+                "sockecho: {reason}; {serving} worker(s) still serve, so trying "
+                "again in {delay} s",
+                reason=reason,
+                serving=serving,
+                delay=MAX_BACKOFF,
+            )
+            self._respawns[number] = self.reactor.callLater(
+                MAX_BACKOFF, self._spawn, number
+            )
+            return
+        delay = self._backoff(self._quick_deaths, protocol)
+        _log.warn(
+            "worker {number} {why} before it was ready; starting a new one in "
+            "{delay} s",
+            number=number,
+            why=why,
+            delay=delay,
+        )
+        self._respawns[number] = self.reactor.callLater(delay, self._spawn, number)
+
+    # Reload
+
+    def reload(self) -> None:
+        """
+        Replace every worker with a fresh process (SIGHUP), one slot at a
+        time: each replacement listens on the same sockets, and the worker
+        it replaces is told to drain once it is ready. Ignored, with a log
+        line, while a reload runs or the drain has begun.
+        """
+        if self._stopping is not None:
+            _log.info("reload asked for while draining; ignored")
+            return
+        if self.incoming or self._reload_queue:
+            _log.info("reload asked for while one runs; ignored")
+            return
+        self._reload_queue = sorted(self.workers)
+        _log.info(
+            "reloading: replacing {count} worker(s) one by one",
+            count=len(self._reload_queue),
+        )
+        self._reload_next()
+
+    def _reload_next(self) -> None:
+        while self._reload_queue:
+            number = self._reload_queue.pop(0)
+            if number in self.workers and number not in self.incoming:
+                self._spawn(number, incoming=True)
+                return
+        if not self.incoming:
+            _log.info("reload done: {count} worker(s) serve", count=len(self.workers))
 
     # Shutdown
 
@@ -449,7 +636,7 @@ class Supervisor(Service):
             (live workers as last reported); also kept as L{counters}.
         """
         totals: dict[str, ServiceCounters] = {}
-        reports = [self.retired] + [w.figures() for w in self.workers.values()]
+        reports = [self.retired] + [w.figures() for w in self._alive()]
         for report in reports:
             for name, counters in report.items():
                 add_counters(totals.setdefault(name, ServiceCounters()), counters)
@@ -480,15 +667,16 @@ class Supervisor(Service):
         for call in self._respawns.values():
             cancel_call(call)
         self._respawns.clear()
+        self._reload_queue.clear()
         _log.info(
             "shutting down: draining {count} worker(s) for up to {timeout} s",
             count=len(self.workers),
             timeout=self.drain_timeout,
         )
-        if not self.workers:
+        if not self._alive():
             self._all_stopped()
             return done
-        for protocol in list(self.workers.values()):
+        for protocol in self._alive():
             _signal(protocol, signal.SIGTERM)
         self._kill_call = self.reactor.callLater(
             self.drain_timeout + KILL_GRACE, self._kill_remaining
@@ -497,7 +685,7 @@ class Supervisor(Service):
 
     def _kill_remaining(self) -> None:
         self._kill_call = None
-        for protocol in list(self.workers.values()):
+        for protocol in self._alive():
             _log.warn(
                 "worker {number} did not stop; killing it", number=protocol.number
             )
@@ -519,8 +707,20 @@ class Supervisor(Service):
             done.callback(None)
 
     def _close_sockets(self) -> None:
+        """
+        Close every listening socket, and remove the path of each UNIX
+        socket this supervisor bound (its workers leave it in place:
+        L{twisted_echo.inherit.AdoptedUNIXPort}).
+        """
         for listener in self.listeners:
             for sock in listener.sockets:
+                if listener.kind == "unix":
+                    path = sock.getsockname()
+                    if isinstance(path, str) and path and not path.startswith("\0"):
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
                 sock.close()
         self.listeners = []
 
@@ -540,10 +740,6 @@ def _exit_reason(reason: Failure) -> str:
     if isinstance(value, ProcessDone):
         return "exited"
     return f"exited with status {getattr(value, 'exitCode', '?')}"
-
-
-def _describe_socket(sock: socket.socket, kind: str) -> str:
-    return describe_address(_socket_address(sock, kind))
 
 
 def _socket_address(sock: socket.socket, kind: str) -> Any:

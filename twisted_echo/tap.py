@@ -413,8 +413,8 @@ class Options(usage.Options):
             "drain-timeout",
             None,
             _typed(limits.DEFAULT_DRAIN_TIMEOUT),
-            "On SIGTERM/SIGINT, give open connections this many seconds to "
-            "finish, then abort them.",
+            "On SIGTERM/SIGINT (and SIGHUP without --workers), give open "
+            "connections this many seconds to finish, then abort them.",
             _seconds("drain-timeout"),
         ],
         [
@@ -484,7 +484,7 @@ class Options(usage.Options):
             None,
             "1",
             "Worker processes serving every listener; auto: one per CPU this "
-            "process may run on.",
+            "process may run on. SIGHUP replaces them one by one.",
             _workers,
         ],
         [

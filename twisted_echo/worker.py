@@ -12,7 +12,14 @@ log as JSON events to standard output, in batches at most 0.1 s apart
 memory the supervisor reads (C{counters_fd}, L{twisted_echo.sharedcounters}:
 nothing counted is lost if it is killed), reports its counters every second
 (for what it measures: bytes held, bytes of open connections) and once more
-after its drain, and drains on SIGTERM or SIGINT like a single process.
+after its drain, and drains on SIGTERM or SIGINT like a single process. Once
+its listeners are up it logs a ready event
+(L{twisted_echo.supervisor.READY_FIELD}), from which on the supervisor counts
+its death as a crash, not a start-up failure.
+
+SIGHUP is ignored: a terminal's hang-up reaches the whole process group,
+and the supervisor, which gets it too, replaces the workers itself. SIGUSR1
+logs this worker's status (L{twisted_echo.signals.log_status}).
 """
 
 from __future__ import annotations
@@ -79,7 +86,11 @@ def main() -> None:
     """
     Run one worker until it is told to stop.
     """
-    from twisted_echo.supervisor import TEXT_FIELD, WORKER_ENV
+    from twisted_echo.supervisor import READY_FIELD, TEXT_FIELD, WORKER_ENV
+
+    # Until the handlers below are set, neither signal may end the worker.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
     orders = json.loads(os.environ[WORKER_ENV])
     end_with_supervisor(orders["supervisor"])
@@ -88,7 +99,7 @@ def main() -> None:
     install_if_unchosen()
     from twisted.internet import reactor
 
-    from twisted_echo import tap
+    from twisted_echo import listen, tap
     from twisted_echo.runner import tune_process
 
     def record(event: dict[str, Any]) -> str:
@@ -117,8 +128,12 @@ def main() -> None:
 
         new_counters = shared_counters_factory(CounterTable.open(orders["counters_fd"]))
     service = tap.makeService(config, reactor, inherited, new_counters)
+    # Listen on the inherited sockets, without the exposure warning: the
+    # supervisor gave it once for each listener.
+    listen.ListenerService.warn_if_exposed = False
     service.privilegedStartService()
     service.startService()  # type: ignore[no-untyped-call]
+    _log.debug("ready", **{READY_FIELD: True})
     reporter = LoopingCall(report, service)
     reporter.clock = reactor
     reporter.start(REPORT_INTERVAL, now=False)
@@ -142,6 +157,14 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from twisted_echo.signals import log_status
+
+    signal.signal(
+        signal.SIGUSR1,
+        lambda signum, frame: reactor.callFromThread(  # type: ignore[attr-defined]
+            log_status, service
+        ),
+    )
     reactor.run(installSignalHandlers=False)  # type: ignore[call-arg]
 
 
