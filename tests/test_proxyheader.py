@@ -101,6 +101,48 @@ class HeaderReaderTests(TestCase):
         self.assertEqual(header.source, IPv6Address("TCP", "2001:db8::5", 56324))  # type: ignore[attr-defined]
         self.assertEqual(rest, b"")
 
+    def test_v1_tcp6_zone_kept_apart_from_the_host(self) -> None:
+        """
+        A zone (RFC 6874 / RFC 4007 scope id) of unreserved characters, at
+        most 15 (Linux's C{IFNAMSIZ} less its NUL), is read as the
+        address's C{scopeID}; the host is the address without it, so a zone
+        never makes one client another host.
+        """
+        for zone in (b"0", b"eth0", b"en-1.2_x~y", b"a" * 15):
+            header, _ = self.read(
+                b"PROXY TCP6 fe80::1%" + zone + b" fe80::2%" + zone + b" 1 2\r\n"
+            )
+            source = header.source  # type: ignore[attr-defined]
+            self.assertEqual(
+                source, IPv6Address("TCP", "fe80::1", 1, 0, zone.decode())
+            )
+            self.assertEqual(header.destination.host, "fe80::2")  # type: ignore[attr-defined]
+
+    def test_v1_tcp6_malformed_zone(self) -> None:
+        """
+        Any other zone is a malformed header (section 2.1: "Any sequence
+        which does not exactly match the protocol must be discarded").
+        """
+        for zone in (
+            b'"x\\y{z}',
+            b"",
+            b"a" * 16,
+            b"eth0/1",
+            b"a%b",
+            b"%41",
+            b"\x1b[2J",
+            "\u00e9".encode(),
+        ):
+            line = b"PROXY TCP6 fe80::1%" + zone + b" fe80::2 1 2\r\n"
+            self.assertEqual(self.reason(line), "malformed", line)
+            line = b"PROXY TCP6 fe80::1 fe80::2%" + zone + b" 1 2\r\n"
+            self.assertEqual(self.reason(line), "malformed", line)
+
+    def test_v1_tcp4_strict(self) -> None:
+        for source in (b"1.2.3.4%0", b"01.2.3.4", b"1.2.3", b"1.2.3.4.", b"::1"):
+            line = b"PROXY TCP4 " + source + b" 1.2.3.5 1 2\r\n"
+            self.assertEqual(self.reason(line), "malformed", line)
+
     def test_v1_unknown(self) -> None:
         for line in (b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ::1 ::2 1 2\r\n"):
             header, _ = self.read(line)
@@ -297,6 +339,28 @@ class ProxiedConnectionTests(TestCase):
             (self.limits.open_total, dict(self.limits.open_by_peer)), (0, {})
         )
         self.assertEqual(self.factory.counters.connections_open, 0)
+
+    def test_per_peer_limit_ignores_zones(self) -> None:
+        """
+        C{fe80::1%0} ... C{%4} are one host for C{--max-per-peer}: the
+        second is refused (C{max_per_peer=1}), and logged with its zone.
+        """
+        first, _ = self.connect()
+        first.dataReceived(b"PROXY TCP6 fe80::1%0 fe80::2 1 7007\r\n")
+        self.assertEqual(dict(self.limits.open_by_peer), {"fe80::1": 1})
+        for zone in range(1, 5):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"PROXY TCP6 fe80::1%%%d fe80::2 1 7007\r\n" % zone)
+            self.assertTrue(transport.disconnecting)
+            protocol.connectionLost(None)
+        self.assertEqual(self.factory.counters.refused["max_per_peer"], 4)
+        self.assertEqual(self.factory.counters.connections_total, 1)
+        self.assertIn(
+            "echo connection from tcp6:fe80\\:\\:1%0:1 via tcp:192.0.2.7:40000",
+            self.messages(),
+        )
+        first.connectionLost(None)
+        self.assertEqual(dict(self.limits.open_by_peer), {})
 
     def test_failures_close_without_reply_and_count(self) -> None:
         cases = [
