@@ -113,9 +113,7 @@ class HeaderReaderTests(TestCase):
                 b"PROXY TCP6 fe80::1%" + zone + b" fe80::2%" + zone + b" 1 2\r\n"
             )
             source = header.source  # type: ignore[attr-defined]
-            self.assertEqual(
-                source, IPv6Address("TCP", "fe80::1", 1, 0, zone.decode())
-            )
+            self.assertEqual(source, IPv6Address("TCP", "fe80::1", 1, 0, zone.decode()))
             self.assertEqual(header.destination.host, "fe80::2")  # type: ignore[attr-defined]
 
     def test_v1_tcp6_malformed_zone(self) -> None:
