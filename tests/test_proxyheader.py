@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import struct
+import time
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -23,6 +25,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange
 from tests.memory import PEER
+from tests.process import IO_TIMEOUT, RunningServer, tcp_exchange, temp_dir
 from twisted_echo import tap
 from twisted_echo.echo import EchoFactory
 from twisted_echo.limits import ConnectionLimits, Timeouts
@@ -535,3 +538,60 @@ class ProxyOptionsTests(TestCase):
         client = await exchange(port, V1_TCP4 + b"one\r\n")
         self.assertEqual(b"".join(client.received), b"hi\r\nOK...one\r\n")
         self.assertEqual(top.counters["welcome"].connections_total, 1)  # type: ignore[attr-defined]
+
+
+class ForgedLogLineTests(TestCase):
+    """
+    A real C{twistd -n sockecho} with a C{haproxy:} listener and its log in
+    a file: a version 2 header whose UNIX source path holds a CR, a log
+    line of its own and an ESC sequence forges no line.
+    """
+
+    PATH = (
+        b"/x\r2026-01-01T00:00:00+0000 [twisted_echo.server#critical] FORGED\x1b[2J\n"
+    )
+
+    def read_log(self, path: str, pattern: str) -> re.Match[str]:
+        """
+        Wait until the log file at C{path} matches C{pattern}.
+        """
+        deadline = time.monotonic() + IO_TIMEOUT
+        while True:
+            text = ""
+            if os.path.exists(path):
+                with open(path, encoding="utf-8", errors="replace", newline="") as f:
+                    text = f.read()
+            match = re.search(pattern, text)
+            if match:
+                return match
+            self.assertLess(time.monotonic(), deadline, f"{pattern!r} not in {text!r}")
+            time.sleep(0.05)
+
+    def test_unix_path_with_cr_and_esc(self) -> None:
+        log = os.path.join(temp_dir(self), "twistd.log")
+        server = RunningServer(
+            self,
+            ["--no-upper", "--no-welcome", "--no-udp",
+             "--echo", "haproxy:tcp:0:interface=127.0.0.1"],
+            twistd_options=[f"--logfile={log}"],
+        )  # fmt: skip
+        port = int(self.read_log(log, r"echo listening on tcp:127\.0\.0\.1:(\d+)\n")[1])
+        addresses = self.PATH.ljust(108, b"\0") + b"/run/y.sock".ljust(108, b"\0")
+        header = v2(family_protocol=0x31, addresses=addresses)
+        self.assertEqual(tcp_exchange(port, header + b"ping"), b"ping")
+        self.read_log(log, r"closed: 4 bytes in")
+        server.stop()
+        with open(log, "rb") as f:
+            data = f.read()
+        self.assertNotIn(b"\r", data)
+        self.assertNotIn(b"\x1b", data)
+        for line in data.decode("utf-8").split("\n")[:-1]:
+            self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[|\t)")
+            self.assertNotRegex(line, r"^2026-01-01T00:00:00")
+        escaped = (
+            "echo connection from unix:/x\\r2026-01-01T00:00:00+0000 "
+            "[twisted_echo.server#critical] FORGED\\x1b[2J\\n"
+        )
+        self.assertIn(escaped + " via tcp:127.0.0.1:", data.decode())
+        self.assertIn(escaped + " closed: 4 bytes in, 4 bytes out", data.decode())
+        self.assertEqual(data.count(b"FORGED"), 2)
