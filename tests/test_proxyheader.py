@@ -568,11 +568,21 @@ class ForgedLogLineTests(TestCase):
             time.sleep(0.05)
 
     def test_unix_path_with_cr_and_esc(self) -> None:
+        self.check_unix_path()
+
+    def test_unix_path_with_cr_and_esc_through_workers(self) -> None:
+        """
+        With C{--workers}, a worker's line travels exact (JSON) to the
+        supervisor, whose text log escapes it.
+        """
+        self.check_unix_path("--workers", "2")
+
+    def check_unix_path(self, *args: str) -> None:
         log = os.path.join(temp_dir(self), "twistd.log")
         server = RunningServer(
             self,
             ["--no-upper", "--no-welcome", "--no-udp",
-             "--echo", "haproxy:tcp:0:interface=127.0.0.1"],
+             "--echo", "haproxy:tcp:0:interface=127.0.0.1", *args],
             twistd_options=[f"--logfile={log}"],
         )  # fmt: skip
         port = int(self.read_log(log, r"echo listening on tcp:127\.0\.0\.1:(\d+)\n")[1])
