@@ -7,6 +7,7 @@ characters, escaped so that one event is one line.
 from __future__ import annotations
 
 import io
+import json
 import re
 from typing import Any
 
@@ -22,6 +23,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from twisted_echo.logbuffer import BufferedLogObserver
+from twisted_echo.logformat import json_record
 from twisted_echo.logtext import ClassicText, escape, message_text
 
 FORMATS = [
@@ -304,3 +306,9 @@ class EscapedFieldsTests(TestCase):
             "twisted_echo.echo.Echo", LogLevel.info, CONNECTION, fields, 1796000000.25
         )
         self.assertEqual(out.getvalue(), ClassicText()(self.event(**fields)))
+
+    def test_json_keeps_the_exact_text(self) -> None:
+        record = json_record(self.event(peer=FORGED))
+        self.assertEqual(record.count("\n"), 1)
+        self.assertNotIn("\r", record)
+        self.assertEqual(json.loads(record.lstrip("\x1e"))["peer"], FORGED)

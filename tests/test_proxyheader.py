@@ -192,6 +192,18 @@ class HeaderReaderTests(TestCase):
         header, _ = self.read(v2(family_protocol=0x21, addresses=addresses))
         self.assertEqual(header.source, IPv6Address("TCP", "2001:db8::9", 1))  # type: ignore[attr-defined]
 
+    def test_v2_link_local_has_no_zone(self) -> None:
+        """
+        Version 2 carries 16 raw bytes: a link-local address has no zone.
+        """
+        addresses = (
+            socket.inet_pton(socket.AF_INET6, "fe80::1")
+            + socket.inet_pton(socket.AF_INET6, "fe80::2")
+            + struct.pack("!HH", 1, 2)
+        )
+        header, _ = self.read(v2(family_protocol=0x21, addresses=addresses))
+        self.assertEqual(header.source, IPv6Address("TCP", "fe80::1", 1))  # type: ignore[attr-defined]
+
     def test_v2_unix(self) -> None:
         addresses = b"/run/a.sock".ljust(108, b"\0") + b"/run/b.sock".ljust(108, b"\0")
         header, _ = self.read(v2(family_protocol=0x31, addresses=addresses))
