@@ -14,30 +14,34 @@ time stamp once, for about 4 µs a line.
 
 Every event it cannot make the same way (no C{log_format}, a C{bytes} format,
 a format Python's own parser rejects or that calls a field, as
-C{"{name()}"}, a C{log_failure} whose traceback goes in, an already
-flattened event) is handed to Twisted's own formatter, so the output is
+C{"{name()}"}, an already flattened event) is handed to Twisted's own
+formatter, and a C{log_failure}'s traceback is Twisted's, so the output is
 byte for byte what twistd writes: C{tests.test_logtext} checks this against
 L{twisted.logger.formatEventAsClassicLogText} on generated events.
 
 With one difference: the text every field puts in a line is escaped
-(L{escape}), so that one event is one line whatever its fields hold, and reads back
-exactly. Fields
-carry what peers send (a PROXY header's UNIX path, a TLS server name, a
-worker's line): a CR, an LF or an ESC in one must not start a forged line
-or drive the terminal that shows the log. Characters that are not
-printable (C{str.isprintable}: C0 and C1 controls, DEL, line and paragraph
-separators, format characters, lone surrogates) are written C{\\r},
-C{\\n}, C{\\t}, C{\\xNN}, C{\\uNNNN} or C{\\UNNNNNNNN}, and a
-backslash that would read as the start of one of those is doubled
-(C{tcp6:\\:\\:1:7007} stays as it is; a line with no character to escape
-is written as it is, its backslashes read as themselves). The format's
-own text is left alone (a line break in it still makes a continuation line,
-indented by a tab, as Twisted writes it), and so is a failure's traceback,
-but for its unprintable characters. The JSON log keeps every value exact
-(JSON escapes them). Escaping is done here, for every field of every event,
-so that no log line can forget it; a line whose text is all printable
-costs one more C{str.isprintable} (about 0.1 µs), an escaped one goes
-through L{string.Formatter} (about 15 µs).
+(L{escape}), so that one event is one line whatever its fields hold, and
+reads back exactly. Fields carry what peers send (a PROXY header's UNIX
+path, a worker's line that carries one, an exception's message): a CR, an
+LF or an ESC in one must not start a forged line or drive the terminal that
+shows the log. Characters that are not printable (C{str.isprintable}: C0
+and C1 controls, DEL, line and paragraph separators, format characters,
+lone surrogates) are written C{\\r}, C{\\n}, C{\\t}, C{\\xNN},
+C{\\uNNNN} or C{\\UNNNNNNNN}, and a backslash that would read as the
+start of one of those is doubled (C{tcp6:\\:\\:1:7007} stays as it is; a
+line with nothing to escape is written as it is, its backslashes reading as
+themselves). The format's own text is left alone (a line break in it still
+makes a continuation line, indented by a tab, as Twisted writes it), and so
+is a failure's traceback, but for its unprintable characters. The JSON log
+keeps every value exact (JSON escapes them).
+
+The escaping is done here, for every field of every event (and for the
+connection lines made without an event, L{format_escaped}), so that no log
+line can forget it. A line with nothing to escape costs one
+C{str.isprintable} more (and a regular expression search when it holds a
+backslash, as IPv6 addresses do); a line with something to escape is made
+again through L{string.Formatter}, about 15 to 20 µs more
+(C{benchmarks/logline.py}).
 """
 
 from __future__ import annotations
@@ -95,7 +99,7 @@ def escape(text: str) -> str:
 #: What L{escape} looks at: a backslash that may need doubling, a control
 #: character, any character past ASCII (most are printable, kept).
 _SPECIAL = re.compile(
-    "\\\\(?=[\\\\xuUrnt\x00-\x1f\x7f-\U0010ffff]|$)|[\x00-\x1f\x7f-\U0010ffff]"
+    r"\\(?=[\\xuUrnt\x00-\x1f\x7f-\U0010ffff]|$)|[\x00-\x1f\x7f-\U0010ffff]"
 )
 
 
@@ -112,7 +116,7 @@ def _replace(match: re.Match[str]) -> str:
 
 def _escape_controls(text: str, keep: str = "") -> str:
     """
-    @param keep: C{"\n"} to keep line feeds (a traceback's lines stay
+    @param keep: C{"\\n"} to keep line feeds (a traceback's lines stay
         lines, continuation lines in the log).
     @return: C{text} with its unprintable characters escaped as L{escape}
         does, backslashes left as they are (text Twisted made, with
