@@ -9,14 +9,16 @@ field a peer filled with control characters (escaped).
 
 With a second logtext.py (e.g. main's, from `git show main:twisted_echo/
 logtext.py > /tmp/logtext_main.py`), both are timed in one process, in
-alternating rounds, best of each: on a shared machine other load changes
-separate runs more than the difference measured. Pin it: `taskset -c 1`.
+alternating rounds, best of each, in CPU time (time.process_time): on a
+shared machine other load changes separate runs more than the difference
+measured. Pin it: `taskset -c 1`.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 import timeit
 from functools import partial
 from pathlib import Path
@@ -53,16 +55,20 @@ def load(name: str, path: Path) -> ModuleType:
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    module.make_text = getattr(module, "format_escaped", _format_map)
     return module
+
+
+def _format_map(format: str, fields: dict[str, str]) -> str:
+    return format.format_map(fields)
 
 
 def direct(module: ModuleType, classic: Any, fields: dict[str, str]) -> str:
     """
-    The direct path: main formats with C{str.format_map}, this branch with
-    C{format_escaped}.
+    The direct path: a logtext.py without C{format_escaped} (main's) formats
+    with C{str.format_map}.
     """
-    make = getattr(module, "format_escaped", None)
-    text = make(OPEN, fields) if make else OPEN.format_map(fields)
+    text = module.make_text(OPEN, fields)
     line: str = classic.line(1796000000.25, "twisted_echo.echo.Echo#info", text)
     return line
 
@@ -92,7 +98,9 @@ def main() -> None:
         for i in range(ROUNDS):
             for label, module in modules if i % 2 else modules[::-1]:
                 run = partial(case, module, module.ClassicText())
-                took = min(timeit.repeat(run, number=NUMBER, repeat=3))
+                took = min(
+                    timeit.repeat(run, number=NUMBER, repeat=3, timer=time.process_time)
+                )
                 best[label] = min(best.get(label, float("inf")), took / NUMBER * 1e6)
         print(f"{name}: " + ", ".join(f"{k} {v:.2f} µs" for k, v in best.items()))
 
