@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import socket
+import ssl
 from typing import Any
 
 from hypothesis import given, settings
@@ -22,6 +25,9 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
+from tests.process import HOST, IO_TIMEOUT, RunningServer, temp_dir
+from tests.test_proxyheader import wait_for_log
+from tests.tls_peers import make_certificate, ssl_description
 from twisted_echo.logbuffer import BufferedLogObserver
 from twisted_echo.logformat import json_record
 from twisted_echo.logtext import ClassicText, escape, message_text
@@ -312,3 +318,44 @@ class EscapedFieldsTests(TestCase):
         self.assertEqual(record.count("\n"), 1)
         self.assertNotIn("\r", record)
         self.assertEqual(json.loads(record.lstrip("\x1e"))["peer"], FORGED)
+
+
+class ServerNameTests(TestCase):
+    """
+    A TLS server name (SNI) is a peer's text too, and OpenSSL lets CR, LF
+    and ESC through (only NUL is refused, by Python's client here). No log
+    line names it today (whoami sends it back to its client, as JSON); a
+    real twistd's text log stays one line per event when a client sends
+    one.
+    """
+
+    def test_server_name_with_control_characters(self) -> None:
+        certificate = make_certificate(self)
+        log = os.path.join(temp_dir(self), "twistd.log")
+        server = RunningServer(
+            self,
+            ["--no-echo", "--no-upper", "--no-welcome", "--no-udp",
+             "--whoami", ssl_description(certificate)],
+            twistd_options=[f"--logfile={log}"],
+        )  # fmt: skip
+        port = int(
+            wait_for_log(log, r"whoami listening on ssl:127\.0\.0\.1:(\d+)\n")[1]
+        )
+        name = "a\rb\x1b[2Jc\nd"
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        reply = b""
+        with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as sock:
+            with context.wrap_socket(sock, server_hostname=name) as tls:
+                while chunk := tls.recv(4096):
+                    reply += chunk
+        self.assertEqual(json.loads(reply)["tls"]["sni"], name)
+        wait_for_log(log, r"whoami connection from ssl:127\.0\.0\.1:\d+ closed")
+        server.stop()
+        with open(log, "rb") as f:
+            data = f.read()
+        self.assertNotIn(b"\r", data)
+        self.assertNotIn(b"\x1b", data)
+        for line in data.decode("utf-8").split("\n")[:-1]:
+            self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT\S+ \[|\t)")

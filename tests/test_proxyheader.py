@@ -552,6 +552,28 @@ class ProxyOptionsTests(TestCase):
         self.assertEqual(top.counters["welcome"].connections_total, 1)  # type: ignore[attr-defined]
 
 
+def wait_for_log(path: str, pattern: str) -> re.Match[str]:
+    """
+    Wait (polling, at most C{IO_TIMEOUT} seconds) until the log file at
+    C{path} matches C{pattern}.
+
+    @return: the match.
+    @raise AssertionError: when it did not in time.
+    """
+    deadline = time.monotonic() + IO_TIMEOUT
+    while True:
+        text = ""
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace", newline="") as f:
+                text = f.read()
+        match = re.search(pattern, text)
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in {text!r}")
+        time.sleep(0.05)
+
+
 class ForgedLogLineTests(TestCase):
     """
     A real C{twistd -n sockecho} with a C{haproxy:} listener and its log in
@@ -564,20 +586,7 @@ class ForgedLogLineTests(TestCase):
     )
 
     def read_log(self, path: str, pattern: str) -> re.Match[str]:
-        """
-        Wait until the log file at C{path} matches C{pattern}.
-        """
-        deadline = time.monotonic() + IO_TIMEOUT
-        while True:
-            text = ""
-            if os.path.exists(path):
-                with open(path, encoding="utf-8", errors="replace", newline="") as f:
-                    text = f.read()
-            match = re.search(pattern, text)
-            if match:
-                return match
-            self.assertLess(time.monotonic(), deadline, f"{pattern!r} not in {text!r}")
-            time.sleep(0.05)
+        return wait_for_log(path, pattern)
 
     def test_unix_path_with_cr_and_esc(self) -> None:
         self.check_unix_path()
