@@ -24,6 +24,9 @@ class DescribeAddressTests(TestCase):
             (UNIXAddress(b"/run/sockecho.sock"), "unix:/run/sockecho.sock"),
             (TLSIPv4Address("TCP", "127.0.0.1", 7207), "ssl:127.0.0.1:7207"),
             (TLSIPv6Address("TCP", "::1", 7207), "ssl:\\:\\:1:7207"),
+            (IPv6Address("TCP", "fe80::1", 1, 0, "eth0"), "tcp6:fe80\\:\\:1%eth0:1"),
+            (IPv6Address("TCP", "fe80::1%eth0", 1, 0, 2), "tcp6:fe80\\:\\:1%eth0:1"),
+            (IPv6Address("TCP", "fe80::1", 1, 0, 2), "tcp6:fe80\\:\\:1:1"),
         ]:
             self.assertEqual(describe_address(address), expected)
 

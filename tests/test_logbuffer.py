@@ -212,6 +212,6 @@ class SoleTextObserverTests(TestCase):
         observer = BufferedLogObserver(
             out, ClassicText(), lambda: None, levels_from("warn"), takes_lines=True
         )
-        observer.take_message("ns", LogLevel.info, "dropped", 0.0)
-        observer.take_message("ns", LogLevel.warn, "kept", 0.0)
+        observer.take_message("ns", LogLevel.info, "dropped", {}, 0.0)
+        observer.take_message("ns", LogLevel.warn, "{a}", {"a": "kept"}, 0.0)
         self.assertEqual(out.getvalue(), f"{formatTime(0.0)} [ns#warn] kept\n")

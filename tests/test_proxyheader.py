@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import socket
 import struct
+import time
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -23,6 +25,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange
 from tests.memory import PEER
+from tests.process import IO_TIMEOUT, RunningServer, tcp_exchange, temp_dir
 from twisted_echo import tap
 from twisted_echo.echo import EchoFactory
 from twisted_echo.limits import ConnectionLimits, Timeouts
@@ -101,6 +104,46 @@ class HeaderReaderTests(TestCase):
         self.assertEqual(header.source, IPv6Address("TCP", "2001:db8::5", 56324))  # type: ignore[attr-defined]
         self.assertEqual(rest, b"")
 
+    def test_v1_tcp6_zone_kept_apart_from_the_host(self) -> None:
+        """
+        A zone (RFC 6874 / RFC 4007 scope id) of unreserved characters, at
+        most 15 (Linux's C{IFNAMSIZ} less its NUL), is read as the
+        address's C{scopeID}; the host is the address without it, so a zone
+        never makes one client another host.
+        """
+        for zone in (b"0", b"eth0", b"en-1.2_x~y", b"a" * 15):
+            header, _ = self.read(
+                b"PROXY TCP6 fe80::1%" + zone + b" fe80::2%" + zone + b" 1 2\r\n"
+            )
+            source = header.source  # type: ignore[attr-defined]
+            self.assertEqual(source, IPv6Address("TCP", "fe80::1", 1, 0, zone.decode()))
+            self.assertEqual(header.destination.host, "fe80::2")  # type: ignore[attr-defined]
+
+    def test_v1_tcp6_malformed_zone(self) -> None:
+        """
+        Any other zone is a malformed header (section 2.1: "Any sequence
+        which does not exactly match the protocol must be discarded").
+        """
+        for zone in (
+            b'"x\\y{z}',
+            b"",
+            b"a" * 16,
+            b"eth0/1",
+            b"a%b",
+            b"%41",
+            b"\x1b[2J",
+            "\u00e9".encode(),
+        ):
+            line = b"PROXY TCP6 fe80::1%" + zone + b" fe80::2 1 2\r\n"
+            self.assertEqual(self.reason(line), "malformed", line)
+            line = b"PROXY TCP6 fe80::1 fe80::2%" + zone + b" 1 2\r\n"
+            self.assertEqual(self.reason(line), "malformed", line)
+
+    def test_v1_tcp4_strict(self) -> None:
+        for source in (b"1.2.3.4%0", b"01.2.3.4", b"1.2.3", b"1.2.3.4.", b"::1"):
+            line = b"PROXY TCP4 " + source + b" 1.2.3.5 1 2\r\n"
+            self.assertEqual(self.reason(line), "malformed", line)
+
     def test_v1_unknown(self) -> None:
         for line in (b"PROXY UNKNOWN\r\n", b"PROXY UNKNOWN ::1 ::2 1 2\r\n"):
             header, _ = self.read(line)
@@ -148,6 +191,18 @@ class HeaderReaderTests(TestCase):
         )
         header, _ = self.read(v2(family_protocol=0x21, addresses=addresses))
         self.assertEqual(header.source, IPv6Address("TCP", "2001:db8::9", 1))  # type: ignore[attr-defined]
+
+    def test_v2_link_local_has_no_zone(self) -> None:
+        """
+        Version 2 carries 16 raw bytes: a link-local address has no zone.
+        """
+        addresses = (
+            socket.inet_pton(socket.AF_INET6, "fe80::1")
+            + socket.inet_pton(socket.AF_INET6, "fe80::2")
+            + struct.pack("!HH", 1, 2)
+        )
+        header, _ = self.read(v2(family_protocol=0x21, addresses=addresses))
+        self.assertEqual(header.source, IPv6Address("TCP", "fe80::1", 1))  # type: ignore[attr-defined]
 
     def test_v2_unix(self) -> None:
         addresses = b"/run/a.sock".ljust(108, b"\0") + b"/run/b.sock".ljust(108, b"\0")
@@ -297,6 +352,28 @@ class ProxiedConnectionTests(TestCase):
             (self.limits.open_total, dict(self.limits.open_by_peer)), (0, {})
         )
         self.assertEqual(self.factory.counters.connections_open, 0)
+
+    def test_per_peer_limit_ignores_zones(self) -> None:
+        """
+        C{fe80::1%0} ... C{%4} are one host for C{--max-per-peer}: the
+        second is refused (C{max_per_peer=1}), and logged with its zone.
+        """
+        first, _ = self.connect()
+        first.dataReceived(b"PROXY TCP6 fe80::1%0 fe80::2 1 7007\r\n")
+        self.assertEqual(dict(self.limits.open_by_peer), {"fe80::1": 1})
+        for zone in range(1, 5):
+            protocol, transport = self.connect()
+            protocol.dataReceived(b"PROXY TCP6 fe80::1%%%d fe80::2 1 7007\r\n" % zone)
+            self.assertTrue(transport.disconnecting)
+            protocol.connectionLost(None)
+        self.assertEqual(self.factory.counters.refused["max_per_peer"], 4)
+        self.assertEqual(self.factory.counters.connections_total, 1)
+        self.assertIn(
+            "echo connection from tcp6:fe80\\:\\:1%0:1 via tcp:192.0.2.7:40000",
+            self.messages(),
+        )
+        first.connectionLost(None)
+        self.assertEqual(dict(self.limits.open_by_peer), {})
 
     def test_failures_close_without_reply_and_count(self) -> None:
         cases = [
@@ -473,3 +550,79 @@ class ProxyOptionsTests(TestCase):
         client = await exchange(port, V1_TCP4 + b"one\r\n")
         self.assertEqual(b"".join(client.received), b"hi\r\nOK...one\r\n")
         self.assertEqual(top.counters["welcome"].connections_total, 1)  # type: ignore[attr-defined]
+
+
+def wait_for_log(path: str, pattern: str) -> re.Match[str]:
+    """
+    Wait (polling, at most C{IO_TIMEOUT} seconds) until the log file at
+    C{path} matches C{pattern}.
+
+    @return: the match.
+    @raise AssertionError: when it did not in time.
+    """
+    deadline = time.monotonic() + IO_TIMEOUT
+    while True:
+        text = ""
+        if os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace", newline="") as f:
+                text = f.read()
+        match = re.search(pattern, text)
+        if match:
+            return match
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{pattern!r} not in {text!r}")
+        time.sleep(0.05)
+
+
+class ForgedLogLineTests(TestCase):
+    """
+    A real C{twistd -n sockecho} with a C{haproxy:} listener and its log in
+    a file: a version 2 header whose UNIX source path holds a CR, a log
+    line of its own and an ESC sequence forges no line.
+    """
+
+    PATH = (
+        b"/x\r2026-01-01T00:00:00+0000 [twisted_echo.server#critical] FORGED\x1b[2J\n"
+    )
+
+    def read_log(self, path: str, pattern: str) -> re.Match[str]:
+        return wait_for_log(path, pattern)
+
+    def test_unix_path_with_cr_and_esc(self) -> None:
+        self.check_unix_path()
+
+    def test_unix_path_with_cr_and_esc_through_workers(self) -> None:
+        """
+        With C{--workers}, a worker's line travels exact (JSON) to the
+        supervisor, whose text log escapes it.
+        """
+        self.check_unix_path("--workers", "2")
+
+    def check_unix_path(self, *args: str) -> None:
+        log = os.path.join(temp_dir(self), "twistd.log")
+        server = RunningServer(
+            self,
+            ["--no-upper", "--no-welcome", "--no-udp",
+             "--echo", "haproxy:tcp:0:interface=127.0.0.1", *args],
+            twistd_options=[f"--logfile={log}"],
+        )  # fmt: skip
+        port = int(self.read_log(log, r"echo listening on tcp:127\.0\.0\.1:(\d+)\n")[1])
+        addresses = self.PATH.ljust(108, b"\0") + b"/run/y.sock".ljust(108, b"\0")
+        header = v2(family_protocol=0x31, addresses=addresses)
+        self.assertEqual(tcp_exchange(port, header + b"ping"), b"ping")
+        self.read_log(log, r"closed: 4 bytes in")
+        server.stop()
+        with open(log, "rb") as f:
+            data = f.read()
+        self.assertNotIn(b"\r", data)
+        self.assertNotIn(b"\x1b", data)
+        for line in data.decode("utf-8").split("\n")[:-1]:
+            self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d{4} \[|\t)")
+            self.assertNotRegex(line, r"^2026-01-01T00:00:00")
+        escaped = (
+            "echo connection from unix:/x\\r2026-01-01T00:00:00+0000 "
+            "[twisted_echo.server#critical] FORGED\\x1b[2J\\n"
+        )
+        self.assertIn(escaped + " via tcp:127.0.0.1:", data.decode())
+        self.assertIn(escaped + " closed: 4 bytes in, 4 bytes out", data.decode())
+        self.assertEqual(data.count(b"FORGED"), 2)

@@ -55,7 +55,10 @@ def describe_address(address: object) -> str:
     @return: e.g. C{tcp:127.0.0.1:7007}, C{tcp6:\\:\\:1:7007},
         C{ssl:127.0.0.1:7207}, C{ssl:\\:\\:1:7207}, C{udp:127.0.0.1:7007},
         C{unix:/run/sockecho.sock}: strings that C{sockecho-client} and
-        C{clientFromString} accept.
+        C{clientFromString} accept. An IPv6 address whose zone is a name
+        in its C{scopeID} (a PROXY header's, see
+        L{twisted_echo.proxyheader.ZONE}) is written with it:
+        C{tcp6:fe80\\:\\:1%eth0:7007}.
     """
     if isinstance(address, IPv4Address | IPv6Address):
         kind = address.type.lower()
@@ -64,6 +67,10 @@ def describe_address(address: object) -> str:
         elif isinstance(address, IPv6Address) and kind == "tcp":
             kind = "tcp6"
         host = address.host
+        if isinstance(address, IPv6Address):
+            zone = address.scopeID
+            if zone and isinstance(zone, str) and "%" not in host:
+                host = f"{host}%{zone}"  # a PROXY header's (proxyheader.ZONE)
         if ":" in host or "\\" in host:  # IPv6; IPv4 needs no quoting
             host = quoteStringArgument(host)
         return f"{kind}:{host}:{address.port}"

@@ -22,13 +22,13 @@ from __future__ import annotations
 
 import atexit
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
-from twisted_echo.logtext import ClassicText
+from twisted_echo.logtext import ClassicText, format_escaped
 
 #: Seconds between a line's logging and its write, at most.
 FLUSH_INTERVAL = 0.1
@@ -132,20 +132,29 @@ class BufferedLogObserver:
             self.take_line(line, level)
 
     def take_message(
-        self, namespace: str, level: LogLevel, text: str, when: float
+        self,
+        namespace: str,
+        level: LogLevel,
+        format: str,
+        fields: Mapping[str, object],
+        when: float,
     ) -> None:
         """
         Write (or keep) the classic line of an event of C{namespace} and
-        C{level} whose message is C{text}, made without the event: the
-        same line L{ClassicText} makes of it. For a text observer only
-        (C{takes_lines}).
+        C{level} whose message is C{format} with C{fields}, made without
+        the event: the same line L{ClassicText} makes of it, the fields'
+        text escaped (L{twisted_echo.logtext.escape}). For a text observer
+        only (C{takes_lines}).
 
-        @param text: the message.
+        @param format: the message's PEP 3101 format (no C{"{name()}"}).
+        @param fields: its fields.
         @param when: the event's time, seconds since the epoch.
+        @raise Exception: what C{format.format_map(fields)} raises.
         """
         if level in self.levels:
             assert self._classic is not None
             system = f"{namespace}#{level.name}"
+            text = format_escaped(format, fields)
             self.take_line(self._classic.line(when, system, text), level)
 
     def take_line(self, line: str, level: LogLevel | None) -> None:

@@ -18,6 +18,15 @@ C{_v2parser}) are private and accept what section 2.1 rejects (ports over
 C{ValueError}) and give IPv6 hosts in a non-canonical form, which would make
 one client two hosts for C{--max-per-peer}; L{HeaderReader} is a strict
 reading of sections 2.1 and 2.2 with C{ipaddress}.
+
+A version 1 C{TCP6} address may carry a zone (C{fe80::1%eth0}, RFC 4007
+section 11; HAProxy itself never sends one). C{ipaddress} takes any
+characters after the C{%}, so the zone is checked here against L{ZONE}
+(RFC 6874's unreserved characters, at most Linux's C{IFNAMSIZ} less its
+NUL) and kept apart from the host, in the address's C{scopeID}: the host
+(what C{--max-per-peer} counts) is the bare address, so C{fe80::1%0} and
+C{fe80::1%1} are one client. Version 2 carries raw 16-byte addresses, with
+no zone.
 """
 
 from __future__ import annotations
@@ -61,6 +70,10 @@ V2_MAX_LENGTH = 4096
 REASONS = ("missing", "malformed", "oversized", "incomplete", "timeout")
 
 _PORT = re.compile(rb"0|[1-9][0-9]{0,4}")
+#: A version 1 IPv6 zone accepted: RFC 3986's unreserved characters (those
+#: RFC 6874 allows unencoded in a ZoneID), 1 to 15 of them (Linux's
+#: C{IFNAMSIZ}, 16, less the NUL; a numeric zone is an interface index).
+ZONE = re.compile(rb"[A-Za-z0-9._~-]{1,15}")
 
 
 class HeaderError(Exception):
@@ -190,6 +203,20 @@ def _ip(text: bytes, kind: type[Any]) -> str:
         raise HeaderError("malformed") from None
 
 
+def _ip6(text: bytes) -> tuple[str, str | int]:
+    """
+    @param text: a version 1 C{TCP6} address, with or without a zone.
+    @return: the canonical address without its zone, and the zone (or 0,
+        as L{IPv6Address} has it for none).
+    @raise HeaderError: C{"malformed"} for an address C{ipaddress} rejects or
+        a zone L{ZONE} does not match.
+    """
+    host, percent, zone = text.partition(b"%")
+    if percent and not ZONE.fullmatch(zone):
+        raise HeaderError("malformed")
+    return _ip(host, ipaddress.IPv6Address), zone.decode("ascii") if percent else 0
+
+
 def _port(text: bytes) -> int:
     if not _PORT.fullmatch(text) or int(text) > 65535:
         raise HeaderError("malformed")
@@ -204,7 +231,8 @@ def parse_v1(line: bytes, length: int) -> ProxyHeader:
     @param length: the header's length, CRLF included.
     @raise HeaderError: C{"malformed"} unless it matches section 2.1
         exactly (single spaces, canonical addresses of the family given,
-        ports without leading zeroes).
+        ports without leading zeroes), or for an IPv6 zone L{ZONE} does not
+        match.
     """
     fields = line.split(b" ")
     if len(fields) >= 2 and fields[:2] == [b"PROXY", b"UNKNOWN"]:
@@ -214,22 +242,20 @@ def parse_v1(line: bytes, length: int) -> ProxyHeader:
     if len(fields) != 6 or fields[0] != b"PROXY":
         raise HeaderError("malformed")
     _, protocol, source, destination, source_port, destination_port = fields
-    address: type[IPv4Address] | type[IPv6Address]
+    client: IAddress
+    server: IAddress
     if protocol == b"TCP4":
-        kind: type[Any] = ipaddress.IPv4Address
-        address = IPv4Address
+        kind = ipaddress.IPv4Address
+        client = IPv4Address("TCP", _ip(source, kind), _port(source_port))
+        server = IPv4Address("TCP", _ip(destination, kind), _port(destination_port))
     elif protocol == b"TCP6":
-        kind = ipaddress.IPv6Address
-        address = IPv6Address
+        host, zone = _ip6(source)
+        client = IPv6Address("TCP", host, _port(source_port), 0, zone)
+        host, zone = _ip6(destination)
+        server = IPv6Address("TCP", host, _port(destination_port), 0, zone)
     else:
         raise HeaderError("malformed")
-    return ProxyHeader(
-        1,
-        "PROXY",
-        address("TCP", _ip(source, kind), _port(source_port)),
-        address("TCP", _ip(destination, kind), _port(destination_port)),
-        length,
-    )
+    return ProxyHeader(1, "PROXY", client, server, length)
 
 
 def parse_v2(header: bytes) -> ProxyHeader:

@@ -516,7 +516,8 @@ class StreamProtocol(Protocol):
         When sockecho's text observer is the only observer of the log
         (twistd's default here, L{twisted_echo.logbuffer.sole_text_observer}),
         it is handed the line it would make of the event, made with
-        C{format.format_map(fields)}, and no event is made at all: a test
+        C{format.format_map(fields)} (fields escaped as in every text
+        line, L{twisted_echo.logtext.escape}), and no event is made at all: a test
         checks the two lines are the same. Otherwise the event is the one
         C{Logger.emit} makes (a test compares their keys and values, so a
         change in Twisted's events fails it), without what C{self._log.info}
@@ -540,8 +541,9 @@ class StreamProtocol(Protocol):
             # Only sockecho's text observer would see the event: hand it the
             # line it would make of it (a test compares them), without the
             # event, the publisher and the generic formatting.
-            text = format.format_map(fields)
-            observer.take_message(log.namespace, LogLevel.info, text, time.time())
+            observer.take_message(
+                log.namespace, LogLevel.info, format, fields, time.time()
+            )
             return
         fields.update(
             log_logger=log,
