@@ -139,6 +139,9 @@ class CollectorTests(unittest.TestCase):
             ("sockecho_refused_connections_total", "echo", "max_connections"): 0,
             ("sockecho_connection_timeouts_total", "echo", "idle"): 3,
             ("sockecho_connection_timeouts_total", "echo", "drain"): 0,
+            # Listed from the first scrape, before any such event.
+            ("sockecho_connection_timeouts_total", "echo", "handshake"): 0,
+            ("sockecho_refused_connections_total", "echo", "telnet_rate"): 0,
             ("sockecho_dropped_datagrams_total", "udp", "rate_source"): 1,
             ("sockecho_dropped_datagrams_total", "udp", "loop_port"): 0,
             ("sockecho_flow_control_pauses_total", "echo", None): 4,

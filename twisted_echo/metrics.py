@@ -83,8 +83,9 @@ REFUSAL_REASONS = (
     "proxy_oversized",
     "proxy_timeout",
     "proxy_incomplete",
+    "telnet_rate",
 )
-TIMEOUT_REASONS = ("idle", "stall", "line", "drain")
+TIMEOUT_REASONS = ("idle", "stall", "line", "handshake", "drain")
 DROP_REASONS = ("loop_port", "own_port", "rate_source", "rate_global", "send_error")
 #: Seconds an HTTP connection to the metrics listener may stay idle.
 HTTP_TIMEOUT = IDLE_TIMEOUT
