@@ -150,10 +150,11 @@ class MemoryBudget:
     @property
     def reserve(self) -> int:
         """
-        Bytes of the budget not promised to any connection (may be below 0
-        only when even L{MIN_ALLOWANCE} reads overrun the budget).
+        Bytes of the budget not promised to any connection nor held by TLS
+        handshakes under way (may be below 0 only when even
+        L{MIN_ALLOWANCE} reads overrun the budget).
         """
-        return self.total - self.base * self.weight_total - self._boost_cost
+        return self.total - self.promised()
 
     def promised(self) -> int:
         """
