@@ -136,10 +136,12 @@ class PacedClient:
 class ProgressWatch:
     """
     Polls a server connection every 10 ms, by the reactor's clock: notes
-    the last time its progress moved (bytes it wrote, bytes its peer
-    acknowledged on C{sock}) and the time it closed.
+    the last time its peer's progress moved (the bytes the peer
+    acknowledged on C{sock}, the server's TCP socket) and the time the
+    connection closed.
 
-    @ivar last_progress: the reactor time progress was last seen to move.
+    @ivar last_progress: the reactor time the acknowledged count was last
+        seen to move.
     @ivar closed_at: when C{is_open()} was first seen false, or L{None}.
     @ivar finished: fires once closed (or after C{timeout} seconds).
     """
@@ -156,7 +158,7 @@ class ProgressWatch:
         self.is_open = is_open
         self.last_progress = reactor.seconds()  # type: ignore[attr-defined]
         self.closed_at: float | None = None
-        self._seen: tuple[int, int | None] = (-1, None)
+        self._seen: int | None = None
         self._deadline = self.last_progress + timeout
         self.finished: Deferred[None] = Deferred()
         self._poll()
@@ -167,7 +169,7 @@ class ProgressWatch:
             self.closed_at = now
             self.finished.callback(None)
             return
-        seen = (self.protocol.bytes_out, bytes_acked(self.sock))
+        seen = bytes_acked(self.sock)
         if seen != self._seen:
             self._seen = seen
             self.last_progress = now

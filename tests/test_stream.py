@@ -481,9 +481,9 @@ class KernelQueueLoopbackTests(TestCase):
     ) -> None:
         """
         Check that the one connection of C{factory} is aborted for a stall
-        between C{stall} and 1 + 1/3 C{stall} seconds after its last
-        progress (the last byte written or acknowledged, polled every
-        10 ms by the reactor's clock), and not before.
+        between C{stall} and 1 + 1/3 C{stall} seconds after its peer's last
+        progress (the last time the bytes it acknowledged moved, polled
+        every 10 ms by the reactor's clock), and not before.
         """
         self.addCleanup(client.stop)
         protocol = await server_side(factory)
@@ -504,7 +504,7 @@ class KernelQueueLoopbackTests(TestCase):
         """
         A client that reads 1 MiB of its echo, then reads nothing and keeps
         sending (Twisted's queue fills, the transport pauses), is aborted 3
-        to 4 s after its last progress.
+        to 4 s after its last progress (the last byte it acknowledged).
         """
         factory = EchoFactory(reactor, timeouts=Timeouts(stall=3.0))
         port = listen_tcp(self, factory)
@@ -536,7 +536,7 @@ class KernelQueueLoopbackTests(TestCase):
         The issue's welcome client: it sends C{IAC WILL ECHO} 100,000 times
         (300 KB) and reads nothing; the 300 KB of C{IAC DONT ECHO} replies
         wait in the kernel's queues, nothing in Twisted's. It is aborted 3
-        to 4 s after the last reply was written.
+        to 4 s after it last acknowledged a byte.
         """
         factory = WelcomeFactory(reactor, timeouts=Timeouts(stall=3.0))
         port = listen_tcp(self, factory)

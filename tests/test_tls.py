@@ -388,8 +388,8 @@ class StallTests(TestCase):
         """
         A TLS client sends 3 MiB, reads 1 MiB of the echo and then nothing:
         what it is owed waits in the kernel under the TLS layer, and it is
-        aborted 3 to 4 s after its last progress (bytes written, or
-        acknowledged on the TCP socket, polled every 10 ms).
+        aborted 3 to 4 s after its last progress (the last time the bytes
+        it acknowledged on the TCP socket moved, polled every 10 ms).
         """
         factory = EchoFactory(reactor, timeouts=Timeouts(stall=3.0))
         client = await self.connect(factory, 3 * MIB, 1 * MIB, 1 * MIB)

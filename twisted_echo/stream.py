@@ -712,8 +712,10 @@ class StreamProtocol(Protocol):
         if sent == self._swept_out or self._stall_call is not None:
             return
         self._swept_out = sent
-        progress = self._peer_progress()
-        if progress is not None and progress[1]:
+        sock = self._tcp_socket()
+        # The kernel's queue first (one ioctl): the acknowledged count is
+        # read only when something waits there.
+        if sock is not None and kernel_unsent(sock) and self._peer_progress():
             self._watch_stall()
 
     def _tcp_socket(self) -> socket.socket | None:
