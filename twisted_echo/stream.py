@@ -79,9 +79,10 @@ from twisted_echo.sendqueue import bytes_acked, kernel_unsent
 #: the write buffer size above which reading pauses (flow control), while the
 #: memory budget (L{twisted_echo.budget}) does not ask for less.
 READ_SIZE = MAX_ALLOWANCE
-#: Checks per stall timeout: a stall is noticed between 1 and 1 + 1/4 stall
-#: timeouts after the peer's last progress (the last byte it took, or the
-#: last byte written for it, whichever is later).
+#: Checks per stall timeout (and stall sweeps, L{StallSweeper}): a stall is
+#: noticed between 1 and 1 + 1/4 stall timeouts after the peer last took a
+#: byte, or after the watch started if it started later (a pause, a close,
+#: or a sweep finding unacknowledged bytes, within 1/4 timeout of a write).
 STALL_CHECKS = 4
 #: After the drain timeout aborts the connections left, the longest wait for
 #: them to report (Twisted reports an abort on the next reactor turn).
@@ -715,7 +716,11 @@ class StreamProtocol(Protocol):
         sock = self._tcp_socket()
         # The kernel's queue first (one ioctl): the acknowledged count is
         # read only when something waits there.
-        if sock is not None and kernel_unsent(sock) and self._peer_progress():
+        if (
+            sock is not None
+            and kernel_unsent(sock)
+            and self._peer_progress() is not None
+        ):
             self._watch_stall()
 
     def _tcp_socket(self) -> socket.socket | None:
