@@ -24,9 +24,12 @@ from tests.memory import connect, run_clock
 from tests.process import (
     BANNER,
     CLEAN_SIGTERM_EXIT,
+    ECHO,
     HOST,
+    IAC,
     IO_TIMEOUT,
     MB,
+    WILL,
     RunningServer,
     any_port_args,
     start_server,
@@ -227,6 +230,25 @@ class AbuseTests(pyunit.TestCase):
                 break
         self.assertIsNotNone(ended, "the stalled client was never disconnected")
         server.wait_for(r"peer read nothing for 1\.0 s; aborting")
+
+    def test_telnet_flood_reader_stalled_in_the_kernel_is_aborted(self) -> None:
+        """
+        Issue 19 item 1: a welcome client that sends C{IAC WILL ECHO}
+        100,000 times and reads nothing. The 300 KB of C{IAC DONT ECHO}
+        replies all wait in the kernel's queues (nothing in Twisted's, the
+        transport never pauses), yet with C{--stall-timeout 3} it is aborted
+        a stall timeout after the server's last reply, not by the 300 s idle
+        timeout.
+        """
+        server = start_server(self, ["--stall-timeout", "3"])
+        sock = socket.create_connection((HOST, server.ports["welcome"]), timeout=10)
+        self.addCleanup(sock.close)
+        began = time.monotonic()
+        sock.sendall(bytes((IAC, WILL, ECHO)) * 100_000)
+        server.wait_for(r"welcome connection .* peer read nothing for 3\.0 s; aborting")
+        # The server's last reply came after it read the last command, sent
+        # after `began`.
+        self.assertGreaterEqual(time.monotonic() - began, 3.0)
 
     def test_udp_flood_from_one_source_is_rate_limited(self) -> None:
         """

@@ -24,14 +24,18 @@ from twisted.logger import Logger, LogPublisher, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.loopback import exchange, listen_tcp
+from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import PEER, connect, run_clock
+from tests.paced import PacedClient, ProgressWatch
+from tests.process import ECHO, IAC, WILL
 from twisted_echo import stream
 from twisted_echo.address import describe_address
 from twisted_echo.echo import Echo, EchoFactory
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 from twisted_echo.logbuffer import BufferedLogObserver
 from twisted_echo.logtext import ClassicText
+from twisted_echo.stream import StreamFactory, StreamProtocol
+from twisted_echo.welcome import WelcomeFactory
 
 
 class StreamTimeoutTests(TestCase):
@@ -77,7 +81,8 @@ class StreamTimeoutTests(TestCase):
         left once they have all closed.
         """
         protocols = [connect(self.factory, Echo)[0] for _ in range(100)]
-        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
+        # The idle sweep and the stall sweep.
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
         for protocol in [self.protocol, *protocols]:
             protocol.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -189,6 +194,161 @@ class SlowReaderTests(TestCase):
         self.assertEqual(aborted, [True])
 
 
+class FakeTCPSocket:
+    """
+    What the kernel says of a TCP socket, for L{KernelQueueTransport}.
+
+    @ivar acked: bytes the peer acknowledged.
+    @ivar unsent: bytes in the kernel's send queue not acknowledged yet.
+    """
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.unsent = 0
+
+
+class KernelQueueTransport(KernelBufferTransport):
+    """
+    A L{KernelBufferTransport} under which a kernel send queue of
+    C{kernel_room} bytes takes writes first, as a socket's does; the peer
+    L{take}s bytes from the kernel's queue (it acknowledges them) and
+    Twisted's queue refills it.
+    """
+
+    def __init__(self, kernel_room: int) -> None:
+        KernelBufferTransport.__init__(self)
+        self.kernel_room = kernel_room
+        self.sock = FakeTCPSocket()
+
+    def tcp_socket(self) -> FakeTCPSocket:
+        return self.sock
+
+    def write(self, data: bytes) -> None:
+        StringTransport.write(self, data)
+        self._tempDataLen += len(data)
+        self._refill()
+
+    def _refill(self) -> None:
+        moved = min(self._tempDataLen, self.kernel_room - self.sock.unsent)
+        self._tempDataLen -= moved
+        self.sock.unsent += moved
+
+    def take(self, size: int) -> None:
+        taken = min(size, self.sock.unsent)
+        self.sock.unsent -= taken
+        self.sock.acked += taken
+        self._refill()
+
+
+class KernelQueueTests(TestCase):
+    """
+    The stall rule where the kernel says what the peer acknowledged
+    (L{twisted_echo.sendqueue}, here a L{FakeTCPSocket}), on a
+    L{task.Clock}: a peer that takes no byte for the stall timeout is
+    aborted, whether what it is owed waits in Twisted's queue or only in
+    the kernel's; one that takes bytes, however rarely within the timeout,
+    is not.
+    """
+
+    def setUp(self) -> None:
+        self.patch(stream, "bytes_acked", lambda sock: sock.acked)
+        self.patch(stream, "kernel_unsent", lambda sock: sock.unsent)
+        self.clock = Clock()
+        self.factory = EchoFactory(self.clock, timeouts=Timeouts(stall=3))
+        self.protocol = self.factory.buildProtocol(PEER)
+        self.transport = KernelQueueTransport(kernel_room=4_000_000)
+        self.protocol.makeConnection(self.transport)
+        self.aborted: list[float] = []
+        self.transport.abortConnection = lambda: self.aborted.append(  # type: ignore[method-assign]
+            self.clock.seconds()
+        )
+
+    def test_stall_with_everything_in_the_kernel(self) -> None:
+        """
+        1 MB echoed goes to the kernel at once (the transport never
+        pauses); the peer takes none of it: the sweep notices it within a
+        quarter of the stall timeout, and the peer is aborted one stall
+        timeout later (3.75 s after the write here), not before 3 s.
+        """
+        self.protocol.dataReceived(b"x" * 1_000_000)
+        queues = (self.transport._tempDataLen, self.transport.sock.unsent)
+        self.assertEqual(queues, (0, 1_000_000))
+        run_clock(self.clock, 3.5)
+        self.assertEqual(self.aborted, [])
+        run_clock(self.clock, 0.25)
+        self.assertEqual(self.aborted, [3.75])
+        self.assertEqual(self.factory.counters.timeouts["stall"], 1)
+        self.assertEqual(self.factory.counters.pauses, 0)
+
+    def test_steps_within_the_timeout_are_progress(self) -> None:
+        """
+        A peer whose acknowledgements come in steps 2.5 s apart (less than
+        the 3 s stall timeout), as a slow reader's do, is never aborted.
+        """
+        self.protocol.dataReceived(b"x" * 1_000_000)
+        for _ in range(12):
+            run_clock(self.clock, 2.5)
+            self.transport.take(20_000)
+        self.assertEqual(self.aborted, [])
+
+    def test_stop_after_steps_is_aborted_a_timeout_later(self) -> None:
+        """
+        A peer that took its last bytes at 10 s is aborted 3 to 3.75 s
+        later.
+        """
+        self.protocol.dataReceived(b"x" * 1_000_000)
+        for _ in range(4):
+            run_clock(self.clock, 2.5)
+            self.transport.take(20_000)
+        run_clock(self.clock, 4.0)
+        self.assertEqual(len(self.aborted), 1)
+        waited = self.aborted[0] - 10.0
+        self.assertGreaterEqual(waited, 3.0)
+        self.assertLessEqual(waited, 3.75)
+
+    def test_resume_does_not_end_the_watch(self) -> None:
+        """
+        Twisted's queue drains into the kernel (the transport resumes the
+        protocol) without the peer taking a byte: still a stall, counted
+        from the pause.
+        """
+        self.transport.kernel_room = 100_000
+        self.protocol.dataReceived(b"x" * 300_000)
+        self.protocol.pauseProducing()
+        run_clock(self.clock, 1.0)
+        self.transport.kernel_room = 4_000_000
+        self.transport._refill()
+        self.protocol.resumeProducing()
+        run_clock(self.clock, 2.0)
+        self.assertEqual(self.aborted, [3.0])
+
+    def test_watch_ends_once_everything_is_acknowledged(self) -> None:
+        """
+        Once the peer acknowledged every byte, the connection's own timer
+        is gone: only the factory's two sweeps remain.
+        """
+        self.protocol.dataReceived(b"x" * 1_000_000)
+        run_clock(self.clock, 1.0)
+        self.assertIsNotNone(self.protocol._stall_call)
+        self.transport.take(1_000_000)
+        run_clock(self.clock, 1.0)
+        self.assertIsNone(self.protocol._stall_call)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        run_clock(self.clock, 10.0)
+        self.assertEqual(self.aborted, [])
+
+    def test_quiet_connection_costs_no_kernel_read(self) -> None:
+        """
+        A sweep reads the kernel's counters only for connections that wrote
+        since the last sweep.
+        """
+        reads: list[object] = []
+        self.patch(stream, "kernel_unsent", lambda sock: reads.append(sock) or 0)
+        self.protocol.dataReceived(b"x")
+        run_clock(self.clock, 3.0)
+        self.assertEqual(len(reads), 1)
+
+
 def slow_read_echo(port: int, payload: bytes, chunk: int, pause: float) -> bytes:
     """
     Send C{payload} to 127.0.0.1:C{port} from one thread and half-close,
@@ -259,6 +419,132 @@ class SlowReaderLoopbackTests(TestCase):
         self.assertEqual(factory.counters.timeouts["stall"], 0)
         self.assertEqual(len(got), len(payload))
         self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(payload).digest())
+
+
+def loopback_client(port: int) -> socket.socket:
+    """
+    @return: a socket connected to 127.0.0.1:C{port}, default buffers.
+    """
+    return socket.create_connection(("127.0.0.1", port), 10)
+
+
+async def server_side(factory: StreamFactory) -> StreamProtocol:
+    """
+    @return: the server protocol of the one connection C{factory} has.
+    """
+    await wait_until(lambda: factory.open_protocols)
+    (protocol,) = factory.open_protocols
+    return protocol
+
+
+class KernelQueueLoopbackTests(TestCase):
+    """
+    The stall timeout over loopback with the kernel's default socket
+    buffers, autotuned to megabytes: most of what a peer is owed waits in
+    the kernel's send queue, where Twisted's queue and flow control do not
+    see it; progress is what the peer acknowledges.
+    """
+
+    async def test_slow_reader_gets_every_byte(self) -> None:
+        """
+        Issue 19 item 1, scaled to the suite: the issue's client sent 10 MiB
+        and read 10 KB every 0.1 s (100 KB/s) with C{--stall-timeout 3}, and
+        was aborted after 3 s though it read all along. Here 6 MiB read at
+        50 KB every 0.1 s (500 KB/s, 5x faster) with a 1 s stall timeout
+        (3x shorter): 6 MiB is still more than the kernel's queues hold, so
+        Twisted's queue stands still for seconds at a time while the kernel
+        frees space only once the peer read half of it (2 MB at 500 KB/s:
+        about 4 s, over the stall timeout), while the peer's
+        acknowledgements move every fraction of a second. Every byte comes
+        back, in order, and no stall is counted. (On the old rule, counted
+        on Twisted's queue, it was aborted.)
+        """
+        factory = EchoFactory(reactor, timeouts=Timeouts(stall=1.0))
+        port = listen_tcp(self, factory)
+        chunk = os.urandom(64 * 1024)
+        total = 6 << 20
+        client = PacedClient(
+            loopback_client(port), chunk, total, 50_000, 0.1, timeout=40
+        )
+        self.addCleanup(client.stop)
+        client.until = lambda: client.received >= total
+        outcome = await client.finished
+        expected = hashlib.sha256(chunk * (total // len(chunk))).hexdigest()
+        self.assertEqual(
+            (outcome, client.received, factory.counters.timeouts["stall"]),
+            ("done", total, 0),
+        )
+        self.assertEqual(client.digest.hexdigest(), expected)
+
+    async def check_stall_noticed(
+        self, factory: StreamFactory, client: PacedClient, stall: float
+    ) -> None:
+        """
+        Check that the one connection of C{factory} is aborted for a stall
+        between C{stall} and 1 + 1/3 C{stall} seconds after its peer's last
+        progress (the last time the bytes it acknowledged moved, polled
+        every 10 ms by the reactor's clock), and not before.
+        """
+        self.addCleanup(client.stop)
+        protocol = await server_side(factory)
+        sock = protocol.transport.socket  # type: ignore[union-attr]
+        watch = ProgressWatch(
+            protocol, sock, lambda: bool(factory.open_protocols), timeout=stall * 4
+        )
+        await watch.finished
+        self.assertIsNotNone(watch.closed_at, "the stalled peer was never aborted")
+        assert watch.closed_at is not None
+        waited = watch.closed_at - watch.last_progress
+        self.assertEqual(factory.counters.timeouts["stall"], 1)
+        self.assertGreaterEqual(waited, stall - 0.05)
+        self.assertLessEqual(waited, stall * 4 / 3)
+        await client.stop()
+
+    async def test_reader_that_stops_while_sending_is_aborted(self) -> None:
+        """
+        A client that reads 1 MiB of its echo, then reads nothing and keeps
+        sending (Twisted's queue fills, the transport pauses), is aborted 3
+        to 4 s after its last progress (the last byte it acknowledged).
+        """
+        factory = EchoFactory(reactor, timeouts=Timeouts(stall=3.0))
+        port = listen_tcp(self, factory)
+        client = PacedClient(
+            loopback_client(port), os.urandom(65536), 64 << 20, 1 << 20, 0.01,
+            read_total=1 << 20, timeout=20,
+        )  # fmt: skip
+        await self.check_stall_noticed(factory, client, 3.0)
+
+    async def test_reader_that_stops_with_all_owed_in_the_kernel(self) -> None:
+        """
+        A client that sends 3 MiB, reads 1 MiB of its echo and then reads
+        nothing while staying connected: the 2 MiB it is owed all fit in the
+        kernel's queues, Twisted's queue is empty and never pauses, yet it
+        is aborted 3 to 4 s after its last progress (on the old rule, only
+        the idle timeout ended it).
+        """
+        factory = EchoFactory(reactor, timeouts=Timeouts(stall=3.0))
+        port = listen_tcp(self, factory)
+        client = PacedClient(
+            loopback_client(port), os.urandom(65536), 3 << 20, 1 << 20, 0.01,
+            read_total=1 << 20, timeout=20,
+        )  # fmt: skip
+        await self.check_stall_noticed(factory, client, 3.0)
+        self.assertEqual(factory.counters.pauses, 0)
+
+    async def test_welcome_telnet_flood_without_reading(self) -> None:
+        """
+        The issue's welcome client: it sends C{IAC WILL ECHO} 100,000 times
+        (300 KB) and reads nothing; the 300 KB of C{IAC DONT ECHO} replies
+        wait in the kernel's queues, nothing in Twisted's. It is aborted 3
+        to 4 s after it last acknowledged a byte.
+        """
+        factory = WelcomeFactory(reactor, timeouts=Timeouts(stall=3.0))
+        port = listen_tcp(self, factory)
+        commands = bytes((IAC, WILL, ECHO)) * 100_000
+        client = PacedClient(
+            loopback_client(port), commands, len(commands), 0, 0.01, timeout=20
+        )
+        await self.check_stall_noticed(factory, client, 3.0)
 
 
 class TransportLayoutTests(TestCase):

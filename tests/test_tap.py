@@ -223,6 +223,16 @@ class HelpTests(TestCase):
                 name,
             )
 
+    def test_stall_timeout_says_slow_readers_need_more(self) -> None:
+        """
+        C{--stall-timeout} says what counts as progress (acknowledged bytes)
+        and that slower readers need a longer timeout.
+        """
+        text = self.entries["stall-timeout"]
+        self.assertIn("acknowledges", text)
+        self.assertIn("slower readers need a longer timeout", text)
+        self.assertIn("[default: 60]", text)
+
     def test_listeners_come_first(self) -> None:
         """
         The listener options come first, under the first heading, in the

@@ -38,6 +38,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
+from tests.paced import PacedClient, ProgressWatch
 from tests.process import IO_TIMEOUT, RunningServer, temp_dir
 from tests.tls_peers import (
     HOST,
@@ -339,6 +340,82 @@ class FlowControlTests(TestCase):
         await client.done
         self.assertEqual(client.received, len(data))
         self.assertEqual(client.digest.hexdigest(), hashlib.sha256(data).hexdigest())
+
+
+def tls_client(port: int, cafile: str) -> ssl.SSLSocket:
+    """
+    Connect to 127.0.0.1:C{port} with Python's C{ssl} (default socket
+    buffers) and finish the handshake (blocking: call from a thread).
+    """
+    context = ssl.create_default_context(cafile=cafile)
+    sock = socket.create_connection((HOST, port), IO_TIMEOUT)
+    return context.wrap_socket(sock, server_hostname="localhost")
+
+
+class StallTests(TestCase):
+    """
+    The stall timeout on TLS connections counts what the peer acknowledged
+    on the TCP socket under the TLS layer (issue 19 item 1).
+    """
+
+    def setUp(self) -> None:
+        self.certificate = make_certificate(self)
+
+    async def connect(
+        self, factory: StreamFactory, size: int, read_per_tick: int,
+        read_total: int | None,
+    ) -> PacedClient:  # fmt: skip
+        port = serve_tls(self, factory, self.certificate).getHost().port
+        sock = await deferToThread(tls_client, port, self.certificate.cert)
+        client = PacedClient(
+            sock, payload(64 * 1024, seed=5), size, read_per_tick, 0.1,
+            read_total=read_total, timeout=40,
+        )  # fmt: skip
+        self.addCleanup(client.stop)
+        return client
+
+    async def test_slow_reader_gets_every_byte(self) -> None:
+        """
+        The plain TCP test of L{tests.test_stream.KernelQueueLoopbackTests},
+        over TLS: 6 MiB echoed to a client reading 50 KB every 0.1 s, stall
+        timeout 1 s (the issue's 10 MiB at 100 KB/s and 3 s, scaled). It
+        gets every byte and no stall is counted.
+        """
+        factory = EchoFactory(reactor, timeouts=Timeouts(stall=1.0))
+        total = 6 * MIB
+        client = await self.connect(factory, total, 50_000, None)
+        client.until = lambda: client.received >= total
+        outcome = await client.finished
+        self.assertEqual(
+            (outcome, client.received, factory.counters.timeouts["stall"]),
+            ("done", total, 0),
+        )
+        expected = hashlib.sha256(payload(64 * 1024, seed=5) * 96).hexdigest()
+        self.assertEqual(client.digest.hexdigest(), expected)
+
+    async def test_reader_that_stops_with_all_owed_in_the_kernel(self) -> None:
+        """
+        A TLS client sends 3 MiB, reads 1 MiB of the echo and then nothing:
+        what it is owed waits in the kernel under the TLS layer, and it is
+        aborted 3 to 4 s after its last progress (the last time the bytes
+        it acknowledged on the TCP socket moved, polled every 10 ms).
+        """
+        factory = EchoFactory(reactor, timeouts=Timeouts(stall=3.0))
+        client = await self.connect(factory, 3 * MIB, 1 * MIB, 1 * MIB)
+        await poll(lambda: factory.open_protocols, what="the connection")
+        [server] = factory.open_protocols
+        sock = server.transport.transport.socket  # type: ignore[union-attr]
+        watch = ProgressWatch(
+            server, sock, lambda: bool(factory.open_protocols), timeout=12
+        )
+        await watch.finished
+        self.assertIsNotNone(watch.closed_at, "the stalled peer was never aborted")
+        assert watch.closed_at is not None
+        waited = watch.closed_at - watch.last_progress
+        self.assertEqual(factory.counters.timeouts["stall"], 1)
+        self.assertGreaterEqual(waited, 3.0 - 0.05)
+        self.assertLessEqual(waited, 4.0)
+        self.assertGreaterEqual(client.received, MIB)
 
 
 class TransportTests(TestCase):

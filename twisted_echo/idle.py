@@ -10,6 +10,12 @@ connection of a factory in one sweep, C{TICKS} times per timeout; a
 connection only clears its C{quiet_ticks} counter when it has traffic. A
 connection is closed after between 1 and 1 + 1/C{TICKS} timeouts without
 traffic.
+
+L{StallSweeper} is the same one timer for the stall timeout: it asks each
+connection, a few times per stall timeout, whether bytes it sent since the
+last sweep still wait in the kernel's send queue (see
+L{twisted_echo.stream.StreamProtocol.sweep_stall}), which neither Twisted's
+queue nor its flow control shows; a reply costs nothing more.
 """
 
 from __future__ import annotations
@@ -94,4 +100,59 @@ class IdleSweeper:
             connection.quiet_ticks += 1
             if connection.quiet_ticks > TICKS:
                 connection.timeoutConnection()
+        self.wake()
+
+
+class StallSweepable(TypingProtocol):
+    """
+    What L{StallSweeper} needs of a connection.
+    """
+
+    def sweep_stall(self) -> None:
+        """
+        Called at each sweep: start watching for a stall if the peer owes
+        an acknowledgement.
+        """
+
+
+class StallSweeper:
+    """
+    Calls C{sweep_stall()} on each of C{connections} every C{interval}
+    seconds while there are any.
+
+    @param clock: the reactor's clock.
+    @param connections: the live set of connections to sweep (the caller
+        adds and removes them, and calls L{wake} when it adds one).
+    @param interval: seconds between sweeps (0: never sweep).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        connections: Collection[StallSweepable],
+        interval: float,
+    ) -> None:
+        self._clock = clock
+        self._connections = connections
+        self._interval = interval
+        self._call: IDelayedCall | None = None
+
+    def wake(self) -> None:
+        """
+        Make sure a sweep is scheduled, if there is anything to sweep.
+        """
+        if self._call is None and self._interval and self._connections:
+            self._call = self._clock.callLater(self._interval, self._sweep)
+
+    def stop(self) -> None:
+        """
+        Cancel the next sweep (call when the last connection has closed).
+        """
+        call, self._call = self._call, None
+        cancel_call(call)
+
+    def _sweep(self) -> None:
+        self._call = None
+        for connection in list(self._connections):
+            connection.sweep_stall()
         self.wake()

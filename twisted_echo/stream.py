@@ -13,10 +13,21 @@ transport's write buffer is full (the peer does not read) Twisted pauses it
 and it stops reading from the peer; when the buffer drains it reads again.
 Server memory per connection stays bounded by the transport's buffer size.
 
-Stall timeout: while paused, or while closing with bytes still owed, the
+Stall timeout: while anything written is not yet taken by the peer, the
 connection is checked L{STALL_CHECKS} times per stall timeout; a peer that
-has taken no byte (the transport's queue did not shrink) for the whole stall
-timeout is aborted. A peer that reads, however slowly, is not.
+has taken no byte for the whole stall timeout is aborted. A peer that reads,
+however slowly, is not. On Linux TCP (TLS included, below the TLS layer) a
+byte is taken when the peer acknowledges it (C{tcpi_bytes_acked},
+L{twisted_echo.sendqueue}), so what waits in the kernel's send queue (several
+megabytes on loopback) counts as owed: the watch starts when the transport
+pauses, when closing with bytes owed, or when the factory's
+L{StallSweeper} finds bytes sent since its last sweep still unacknowledged
+in the kernel. The acknowledged count moves in steps (the peer's window
+opens only once it has read a good part of its buffer: on loopback up to
+about 1.3 s apart at 100 KB/s, 6.5 s at 20 KB/s), so slower readers need a
+longer stall timeout. Where the kernel does not say (other systems, UNIX
+sockets), a byte is taken when it leaves the transport's queue, and only
+while that queue is paused or closing.
 
 Twisted internals: L{send} writes straight to the socket when the
 transport's queue is empty, and the stall check reads how much is queued,
@@ -53,7 +64,7 @@ from zope.interface import implementer
 from twisted_echo.address import describe_address
 from twisted_echo.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.counters import ServiceCounters
-from twisted_echo.idle import IdleSweeper, cancel_call
+from twisted_echo.idle import IdleSweeper, StallSweeper, cancel_call
 from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 from twisted_echo.logbuffer import sole_text_observer
 from twisted_echo.proxyheader import (
@@ -62,13 +73,16 @@ from twisted_echo.proxyheader import (
     HeaderReader,
     ProxyHeader,
 )
+from twisted_echo.sendqueue import bytes_acked, kernel_unsent
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control), while the
 #: memory budget (L{twisted_echo.budget}) does not ask for less.
 READ_SIZE = MAX_ALLOWANCE
-#: Checks per stall timeout: a stall is noticed between 1 and 1 + 1/4 stall
-#: timeouts after the peer's last read.
+#: Checks per stall timeout (and stall sweeps, L{StallSweeper}): a stall is
+#: noticed between 1 and 1 + 1/4 stall timeouts after the peer last took a
+#: byte, or after the watch started if it started later (a pause, a close,
+#: or a sweep finding unacknowledged bytes, within 1/4 timeout of a write).
 STALL_CHECKS = 4
 #: After the drain timeout aborts the connections left, the longest wait for
 #: them to report (Twisted reports an abort on the next reactor turn).
@@ -206,6 +220,9 @@ class StreamFactory(Factory):
         self._draining: Deferred[None] | None = None
         self.idle_sweeper = IdleSweeper(clock, self.open_protocols)
         self.idle_sweeper.set_timeout(self.timeouts.idle)
+        self.stall_sweeper = StallSweeper(
+            clock, self.open_protocols, self.timeouts.stall / STALL_CHECKS
+        )
 
     def buildProtocol(self, addr: Any, proxy_header: bool = False) -> Protocol | None:
         """
@@ -291,6 +308,7 @@ class StreamFactory(Factory):
         self.open_protocols.discard(protocol)
         if not self.open_protocols:
             self.idle_sweeper.stop()
+            self.stall_sweeper.stop()
             if self._draining is not None:
                 self._drained()
 
@@ -340,6 +358,7 @@ class StreamProtocol(Protocol):
         self._producing = False
         self._stall_call: IDelayedCall | None = None
         self._stall_mark: tuple[int, float] | None = None
+        self._swept_out = 0
         self._closing = False
         # While dataReceived runs: a close() then only records the request
         # (_close_requested), completed once dataReceived returns.
@@ -593,6 +612,7 @@ class StreamProtocol(Protocol):
                 via="" if proxy is None else f" via {describe_address(proxy)}",
             )
         factory.idle_sweeper.wake()
+        factory.stall_sweeper.wake()
 
     def dataReceived(self, data: bytes) -> None:
         """
@@ -675,10 +695,15 @@ class StreamProtocol(Protocol):
 
     def resumeProducing(self) -> None:
         """
-        The peer read what we sent: read from it again, with a larger
-        allowance if the memory budget has room (see L{MemoryBudget.drained}).
+        The transport's queue drained: read from the peer again, with a
+        larger allowance if the memory budget has room (see
+        L{MemoryBudget.drained}). Where the kernel counts what the peer
+        acknowledged, the stall watch goes on while the kernel holds bytes
+        for it (L{_check_stall} ends it); elsewhere the resume is the
+        peer's progress and ends the watch.
         """
-        self._cancel_stall()
+        if self._stall_call is not None and self._peer_progress() is None:
+            self._cancel_stall()
         self.factory.budget.drained(self)
         self.transport.resumeProducing()  # type: ignore[union-attr]
 
@@ -697,20 +722,93 @@ class StreamProtocol(Protocol):
             self._stall_mark = (self._delivered(), self.factory.clock.seconds())
             self._stall_call = self.callLater(stall / STALL_CHECKS, self._check_stall)
 
+    def sweep_stall(self) -> None:
+        """
+        Called by the factory's L{StallSweeper} every 1/L{STALL_CHECKS}
+        stall timeout: if bytes were written since the last sweep and the
+        peer has not acknowledged them all, start the stall watch. Bytes the
+        kernel took at once never pause the transport, so nothing else
+        would notice a peer that stopped reading them.
+        """
+        sent = self.bytes_out
+        if sent == self._swept_out or self._stall_call is not None:
+            return
+        self._swept_out = sent
+        sock = self._tcp_socket()
+        # The kernel's queue first (one ioctl): the acknowledged count is
+        # read only when something waits there.
+        if (
+            sock is not None
+            and kernel_unsent(sock)
+            and self._peer_progress() is not None
+        ):
+            self._watch_stall()
+
+    def _tcp_socket(self) -> socket.socket | None:
+        """
+        @return: the TCP socket this connection's bytes leave through (for
+            TLS, the one under the TLS layer:
+            L{twisted_echo.tls._NamedTLS.tcp_socket}), or L{None}.
+        """
+        sock = self._socket
+        if sock is None:
+            tcp_socket = getattr(self.transport, "tcp_socket", None)
+            if tcp_socket is not None:
+                sock = tcp_socket()
+        return sock
+
+    def _peer_progress(self) -> tuple[int, int] | None:
+        """
+        Read what the kernel says of the peer's progress.
+
+        @return: C{(acked, owed)}: the bytes the peer has acknowledged since
+            the connection opened (C{tcpi_bytes_acked}, in bytes on the
+            wire: TLS records for TLS) and the bytes still owed to it, in the
+            transport's queue or unacknowledged in the kernel's
+            (C{SIOCOUTQ}); L{None} where the kernel or the transport does
+            not say.
+        """
+        sock = self._tcp_socket()
+        if sock is None:
+            return None
+        acked = bytes_acked(sock)
+        unsent = kernel_unsent(sock)
+        queued = queued_bytes(self.transport)
+        if acked is None or unsent is None or queued is None:
+            return None
+        return acked, unsent + queued
+
     def _delivered(self) -> int:
         """
-        @return: bytes handed to the kernel so far, or -1 when the transport
-            does not say (then only a resume counts as progress).
+        @return: the peer's progress count: bytes it acknowledged where the
+            kernel says (L{_peer_progress}); else bytes handed to the
+            kernel; -1 when neither is known (then only a resume counts as
+            progress).
         """
+        progress = self._peer_progress()
+        if progress is not None:
+            return progress[0]
         queued = queued_bytes(self.transport)
         return -1 if queued is None else self.bytes_out - queued
 
     def _check_stall(self) -> None:
+        """
+        One check of the stall watch: note the peer's progress; stop
+        watching once nothing is owed (where the kernel says); abort when
+        the peer has taken nothing for the whole stall timeout.
+        """
         self._stall_call = None
         assert self._stall_mark is not None
         stall = self.factory.timeouts.stall
         now = self.factory.clock.seconds()
-        delivered = self._delivered()
+        progress = self._peer_progress()
+        if progress is None:
+            delivered = self._delivered()
+        else:
+            delivered, owed = progress
+            if not owed:
+                self._stall_mark = None
+                return
         last_delivered, since = self._stall_mark
         if delivered != last_delivered:
             self._stall_mark = (delivered, now)

@@ -154,6 +154,16 @@ class _NamedTLS:
     def bufferSize(self, size: int) -> None:
         self.transport.bufferSize = size
 
+    def tcp_socket(self) -> socket.socket | None:
+        """
+        @return: the TCP socket under the TLS layer, whose kernel counters
+            say what the peer acknowledged (the stall timeout,
+            L{twisted_echo.stream.StreamProtocol._peer_progress}), or
+            L{None} when the layer does not run over a socket transport.
+        """
+        sock = getattr(self.transport, "socket", None)
+        return sock if isinstance(sock, socket.socket) else None
+
     def getPeer(self) -> Any:
         """
         The peer's address, marked as TLS (L{tls_address}).
