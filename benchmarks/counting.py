@@ -30,6 +30,7 @@ import shutil
 import statistics
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 #: How to install the counting tools (Debian packages of the same names).
 TOOLS_INSTALL = "apt-get install valgrind strace"
@@ -186,3 +187,38 @@ def top_calls(calls: Mapping[str, float], least: float = 0.05) -> str:
         key=lambda nc: (-nc[1], nc[0]),
     )
     return ", ".join(f"{n} {c:.2f}" for n, c in shown)
+
+
+#: The counts section of docs/benchmarks.md lies between these lines: a
+#: counting run replaces it, a timing run (which rewrites the file) keeps it.
+SECTION_BEGIN, SECTION_END = "<!-- counts: begin -->", "<!-- counts: end -->"
+
+
+def replace_section(text: str, section: list[str]) -> str:
+    """`text` with `section` (lines) between the markers, replacing what was
+    there, or appended with its markers if `text` has none."""
+    block = "\n".join([SECTION_BEGIN, *section, SECTION_END])
+    if SECTION_BEGIN in text and SECTION_END in text:
+        head, rest = text.split(SECTION_BEGIN, 1)
+        return head + block + rest.split(SECTION_END, 1)[1]
+    return text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
+
+
+def section_of(text: str) -> str:
+    """The counts section of `text`, markers included, or ""."""
+    if SECTION_BEGIN not in text or SECTION_END not in text:
+        return ""
+    inside = text.split(SECTION_BEGIN, 1)[1].split(SECTION_END, 1)[0]
+    return SECTION_BEGIN + inside + SECTION_END
+
+
+def write_section(path: Path, section: list[str]) -> None:
+    """Put `section` in the file `path` (created if missing): replace_section."""
+    text = path.read_text() if path.exists() else ""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(replace_section(text, section))
+
+
+def kept_section(path: Path) -> str:
+    """section_of the file `path`, or "" if there is no such file."""
+    return section_of(path.read_text()) if path.exists() else ""

@@ -1417,7 +1417,7 @@ def render(data: dict, out_dir: Path) -> None:
         "connections, 32 datagrams in flight).",
         "",
     ]
-    kept = kept_counts_section(out_dir / "benchmarks.md")
+    kept = counting.kept_section(out_dir / "benchmarks.md")
     (out_dir / "benchmarks.md").write_text(
         "\n".join(md) + (f"\n{kept}\n" if kept else "")
     )
@@ -1445,7 +1445,6 @@ COUNT_PEERS = {
 }
 COUNT_DEFAULT_LOADS = {"sockecho-warn": ("connect",)}
 COUNT_TOOLS = {"instructions": "valgrind", "syscalls": "strace"}
-COUNT_BEGIN, COUNT_END = "<!-- counts: begin -->", "<!-- counts: end -->"
 
 
 def counted_command(
@@ -1617,7 +1616,7 @@ def run_counts(a: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
     BUILD.mkdir(exist_ok=True)
     (BUILD / "counts.json").write_text(json.dumps(data, indent=1))
     out = (a.out_dir or ROOT / "docs") / "benchmarks.md"
-    write_counts_section(out, count_section(data))
+    counting.write_section(out, count_section(data))
     print(f"wrote {BUILD / 'counts.json'} and the counts section of {out}")
 
 
@@ -1723,31 +1722,6 @@ def count_section(data: dict) -> list[str]:
     for r in failed:
         md.append(f"- not counted: {r['peer']} {r['load']} {r['tool']}: {r['failure']}")
     return md
-
-
-def write_counts_section(path: Path, section: list[str]) -> None:
-    """Put `section` between the counts markers of `path` (replacing what
-    was there), or at its end."""
-    block = "\n".join([COUNT_BEGIN, *section, COUNT_END])
-    text = path.read_text() if path.exists() else ""
-    if COUNT_BEGIN in text and COUNT_END in text:
-        head, rest = text.split(COUNT_BEGIN, 1)
-        text = head + block + rest.split(COUNT_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-
-
-def kept_counts_section(path: Path) -> str:
-    """The counts section of `path` with its markers, or "" (a timing run
-    rewrites benchmarks.md and keeps it)."""
-    text = path.read_text() if path.exists() else ""
-    if COUNT_BEGIN not in text or COUNT_END not in text:
-        return ""
-    return (
-        COUNT_BEGIN + text.split(COUNT_BEGIN, 1)[1].split(COUNT_END, 1)[0] + COUNT_END
-    )
 
 
 # ---- main -----------------------------------------------------------------------

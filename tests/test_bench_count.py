@@ -134,3 +134,26 @@ class ToolsTests(unittest.TestCase):
             self.assertIn("--rate", load.args)
             self.assertEqual(load.args[load.args.index("--rate") + 1], str(load.rate))
             self.assertLess(load.n1, load.n2)
+
+
+class SectionTests(unittest.TestCase):
+    """The counts section of docs/benchmarks.md survives both kinds of run."""
+
+    def test_appended_then_replaced(self) -> None:
+        timings = "# sockecho benchmarks\n\n## Results\n"
+        once = counting.replace_section(timings, ["## Counted", "old"])
+        self.assertTrue(once.startswith(timings))
+        self.assertIn("old", once)
+        twice = counting.replace_section(once + "tail\n", ["## Counted", "new"])
+        self.assertNotIn("old", twice)
+        self.assertIn("new", twice)
+        self.assertTrue(twice.startswith(timings))
+        self.assertTrue(twice.endswith("tail\n"))
+
+    def test_timing_run_keeps_it(self) -> None:
+        """What a timing run re-appends is the section with its markers."""
+        text = counting.replace_section("# timings\n", ["## Counted", "rr 23.0k"])
+        kept = counting.section_of(text)
+        self.assertIn("rr 23.0k", kept)
+        self.assertEqual(counting.section_of("# fresh timings\n\n" + kept), kept)
+        self.assertEqual(counting.section_of("# no counts yet\n"), "")
