@@ -16,8 +16,10 @@
  *            exchange on each, print {"ready": ...} and hold them until
  *            standard input closes or HOLD seconds pass.
  *
- * --rate R paces rr, stream and connect at R operations per second in all
- * (requests, SIZE-byte chunks, or connections), spread evenly over the connections, instead of as
+ * --rate R paces rr, stream, connect and udp at R operations per second in all
+ * (requests, SIZE-byte chunks, connections or datagrams), spread evenly over
+ * the connections (udp: a datagram is sent only at its turn, each answered one
+ * waiting for the next turn, so --window 1 keeps one in flight), instead of as
  * fast as the server answers: an operation never starts before its turn and
  * a late one starts at once, without a burst to catch up. At a rate every
  * server sustains, neither side is saturated, and the server's CPU time per
@@ -407,6 +409,7 @@ static void stream_read(struct conn *c) {
 struct slot {
     uint32_t seq;
     int unsent;
+    int waiting; /* --rate: answered, its next datagram waits for its turn */
     uint64_t t;
 };
 
@@ -435,10 +438,21 @@ static void run_udp(void) {
     uint32_t seq = 0;
     char buf[65536], want[65536];
     uint64_t t = now_ns(), t_warm = t + (uint64_t)(o.warmup * 1e9), last_scan = t;
-    for (int i = 0; i < o.window; i++) udp_send(fd, &slots[i], i, &seq);
+    uint64_t due = t; /* --rate: when the next datagram may be sent */
+    for (int i = 0; i < o.window; i++) {
+        if (pace_ns) slots[i].waiting = 1;
+        else udp_send(fd, &slots[i], i, &seq);
+    }
     t_end = t_warm + (uint64_t)(o.duration * 1e9);
     while ((t = now_ns()) < t_end && ops < o.max_ops) {
         if (!measuring && t >= t_warm) start_measuring(t);
+        /* --rate: one datagram per turn, a late one at once, no catching up */
+        for (int i = 0; pace_ns && i < o.window && t >= due; i++) {
+            if (!slots[i].waiting) continue;
+            slots[i].waiting = 0;
+            udp_send(fd, &slots[i], i, &seq);
+            due = due + pace_ns > t ? due + pace_ns : t;
+        }
         struct pollfd p = {.fd = fd, .events = POLLIN};
         int got = 0;
         if (poll(&p, 1, o.spin ? 0 : 10) > 0) got = 1;
@@ -457,13 +471,15 @@ static void run_udp(void) {
             udp_fill(want, idx, s);
             if (n != o.size || memcmp(buf, want, n) != 0) mismatches++;
             else record(slots[idx].t, now_ns(), n);
-            udp_send(fd, &slots[idx], idx, &seq);
+            if (pace_ns) slots[idx].waiting = 1;
+            else udp_send(fd, &slots[idx], idx, &seq);
         }
         if (got && measuring) work_ns += now_ns() - t;
         t = now_ns();
         if (t - last_scan > 20000000ULL) { /* every 20 ms: losses and retries */
             last_scan = t;
             for (int i = 0; i < o.window; i++) {
+                if (slots[i].waiting) continue;
                 int overdue = t - slots[i].t > 200000000ULL;
                 if (overdue && !slots[i].unsent && measuring) lost++;
                 if (overdue || slots[i].unsent) udp_send(fd, &slots[i], i, &seq);
@@ -652,8 +668,9 @@ int main(int argc, char **argv) {
         usage();
     if (!o.window) o.window = o.mode == UDP ? 32 : 4;
     if (o.mode == STREAM && o.proto != P_ECHO) usage();
-    if (o.rate < 0 || (o.rate > 0 && o.mode != RR && o.mode != STREAM && o.mode != CONNECT)) usage();
-    if (o.rate > 0) pace_ns = (uint64_t)(o.conns * 1e9 / o.rate);
+    if (o.rate < 0 || (o.rate > 0 && o.mode == IDLE)) usage();
+    /* udp: the rate is of datagrams, whatever the window */
+    if (o.rate > 0) pace_ns = (uint64_t)((o.mode == UDP ? 1 : o.conns) * 1e9 / o.rate);
 
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import functools
+import importlib.util
 import json
 import os
 import platform
 import resource
 import select
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -32,6 +35,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import counting
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -379,8 +384,14 @@ def free_port(kind: int, host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(proc: subprocess.Popen, ports: dict[str, int], timeout: float) -> None:
-    """Wait until every TCP service accepts and UDP echo answers."""
+def wait_ready(
+    proc: subprocess.Popen,
+    ports: dict[str, int],
+    timeout: float,
+    probe_timeout: float = 0.2,
+) -> None:
+    """Wait until every TCP service accepts and UDP echo answers (each UDP
+    probe waits `probe_timeout` seconds for its answer)."""
     deadline = time.monotonic() + timeout
     todo = dict(ports)
     while todo:
@@ -391,7 +402,7 @@ def wait_ready(proc: subprocess.Popen, ports: dict[str, int], timeout: float) ->
         for service, port in list(todo.items()):
             kind = socket.SOCK_DGRAM if is_udp(service) else socket.SOCK_STREAM
             with socket.socket(socket.AF_INET, kind) as s:
-                s.settimeout(0.2)
+                s.settimeout(probe_timeout)
                 try:
                     s.connect((HOST, port))
                     if is_udp(service):
@@ -1406,8 +1417,311 @@ def render(data: dict, out_dir: Path) -> None:
         "connections, 32 datagrams in flight).",
         "",
     ]
-    (out_dir / "benchmarks.md").write_text("\n".join(md))
+    kept = counting.kept_section(out_dir / "benchmarks.md")
+    (out_dir / "benchmarks.md").write_text(
+        "\n".join(md) + (f"\n{kept}\n" if kept else "")
+    )
     print(f"wrote {out_dir / 'benchmarks.md'}" + (f" and {png}" if png else ""))
+
+
+# ---- counting mode (--count) ------------------------------------------------
+#
+# Instructions (cachegrind) and system calls (strace) per operation: see
+# benchmarks/counting.py for the method and benchmarks/README.md for its use.
+
+#: The peers counted, and the loads each is counted on by default.
+COUNT_PEERS = {
+    "sockecho": PEER_BY_KEY["sockecho"],
+    # sockecho logging warnings only: its per-connection cost without the
+    # info lines written as each connection opens and closes.
+    "sockecho-warn": Peer(
+        "sockecho-warn",
+        "sockecho, --log-level warn",
+        ("echo",),
+        options=("--log-level=warn",),
+    ),
+    "asyncio-protocol": PEER_BY_KEY["asyncio-protocol"],
+    "uvloop-protocol": PEER_BY_KEY["uvloop-protocol"],
+}
+COUNT_DEFAULT_LOADS = {"sockecho-warn": ("connect",)}
+COUNT_TOOLS = {"instructions": "valgrind", "syscalls": "strace"}
+
+
+def counted_command(
+    tool: str, peer: Peer, ports: dict[str, int], out: Path
+) -> list[str]:
+    """`peer` serving only `ports`, on CPU 0, under cachegrind or strace."""
+    cmd = peer.command(ports)
+    if peer.key.startswith("sockecho"):
+        # the script through the interpreter: valgrind follows no #! line; and
+        # no other listener, each of which would otherwise take its default
+        cmd = [sys.executable, *cmd, *(f"--no-{sv}" for sv in ALL if sv not in ports)]
+    if tool == "instructions":
+        wrap = [*counting.CACHEGRIND, f"--cachegrind-out-file={out}"]
+    else:
+        wrap = ["strace", "-f", "-c", "-o", str(out), "--"]
+    return ["taskset", "-c", SERVER_CPU, *wrap, *cmd]
+
+
+def server_pid(proc: subprocess.Popen, tool: str) -> int:
+    """The server's pid: valgrind runs its guest in its own process, strace in
+    a child."""
+    if tool == "instructions":
+        return proc.pid
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    if len(children) != 1:
+        raise RuntimeError(f"strace has {len(children)} children, not 1")
+    return int(children[0])
+
+
+def count_once(tool: str, peer: Peer, load: counting.CountLoad, n: int) -> dict:
+    """Run `peer` under `tool` serving `n` operations of `load`, then stop it;
+    return its whole count (instructions, or calls per system call) and the
+    load generator's report."""
+    kind = socket.SOCK_DGRAM if is_udp(load.service) else socket.SOCK_STREAM
+    ports = {load.service: free_port(kind)}
+    out = BUILD / "counts" / f"{tool}-{peer.key}-{load.key}-{n}.out"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.unlink(missing_ok=True)
+    log = BUILD / "logs" / f"count-{peer.key}.log"
+    log.parent.mkdir(exist_ok=True)
+    with log.open("ab") as logf:
+        proc = subprocess.Popen(
+            counted_command(tool, peer, ports, out),
+            cwd=ROOT,
+            # the same start-up in both runs: with random str hashes its cost
+            # moves by about 1 % (13 M instructions for sockecho), as much as
+            # hundreds of requests
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_ready(proc, ports, timeout=240, probe_timeout=5)
+        seconds = n / load.rate
+        args = [*load.args, "--port", str(ports[load.service]), "--warmup", "0"]
+        args += ["--duration", f"{seconds * 4 + 30:.0f}", "--max-ops", str(n)]
+        done = subprocess.run(
+            loadgen(args), capture_output=True, text=True, timeout=seconds * 4 + 90
+        )
+        if done.returncode != 0:
+            raise RuntimeError(done.stderr.strip() or f"loadgen {done.returncode}")
+        report = json.loads(done.stdout)
+        if report["ops"] < n or report["errors"] or report["mismatches"]:
+            raise RuntimeError(f"load not served in full: {done.stdout.strip()}")
+        os.kill(server_pid(proc, tool), signal.SIGTERM)
+        proc.wait(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = out.read_text()
+    count: int | dict[str, int]
+    if tool == "instructions":
+        count = counting.parse_cachegrind(text)
+    else:
+        count = counting.parse_strace_summary(text)
+    return {"count": count, "ops": report["ops"], "loadgen": report}
+
+
+def count_pair(tool: str, peer: Peer, load: counting.CountLoad) -> dict:
+    """The count per operation of `load` on `peer`: (N2 - N1) method."""
+    one = count_once(tool, peer, load, load.n1)
+    two = count_once(tool, peer, load, load.n2)
+    res: dict = {
+        "ops": [one["ops"], two["ops"]],
+        "lost": [one["loadgen"]["lost"], two["loadgen"]["lost"]],
+    }
+    if tool == "instructions":
+        res["counts"] = [one["count"], two["count"]]
+        res["value"] = counting.per_op(
+            one["count"], one["ops"], two["count"], two["ops"]
+        )
+    else:
+        calls = counting.per_op_calls(
+            one["count"], one["ops"], two["count"], two["ops"]
+        )
+        res["totals"] = [one["count"]["total"], two["count"]["total"]]
+        res["value"] = calls["total"]
+        res["calls"] = calls
+    return res
+
+
+def run_counts(a: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    """The counting mode: every (repeat, peer, load, tool), then the report."""
+    peers = a.peers.split(",") if a.peers else list(COUNT_PEERS)
+    loads = a.workloads.split(",") if a.workloads else None
+    tools = a.count_tools.split(",")
+    for name, given, known in (
+        ("peer", peers, COUNT_PEERS),
+        ("load", loads or [], counting.COUNT_BY_KEY),
+        ("count", tools, COUNT_TOOLS),
+    ):
+        bad = [x for x in given if x not in known]
+        if bad:
+            ap.error(f"unknown {name} for --count: {', '.join(bad)}")
+    missing = counting.missing_tools(COUNT_TOOLS[t] for t in tools)
+    for tool in ("gcc", "taskset"):
+        if shutil.which(tool) is None:
+            missing.append(
+                f"the `{tool}` program: apt-get install {TOOL_PACKAGES[tool]}"
+            )
+    if "uvloop-protocol" in peers and importlib.util.find_spec("uvloop") is None:
+        missing.append(f"the Python module `uvloop` (the uvloop peer): {BENCH_INSTALL}")
+    if not {int(SERVER_CPU), int(LOADGEN_CPU)} <= os.sched_getaffinity(0):
+        missing.append(f"CPUs {SERVER_CPU} and {LOADGEN_CPU}")
+    if missing:
+        sys.exit(
+            "benchmarks/run.py --count cannot run here; missing:\n"
+            + "\n".join(f"  - {m}" for m in missing)
+        )
+    build()
+    started, results = time.monotonic(), []
+    for rep in range(1, a.repeat + 1):
+        for key in round_order(peers, rep):
+            peer = COUNT_PEERS[key]
+            mine = loads or COUNT_DEFAULT_LOADS.get(key) or list(counting.COUNT_BY_KEY)
+            for load_key in mine:
+                load = counting.COUNT_BY_KEY[load_key]
+                if load.service not in peer.services:
+                    continue
+                for tool in tools:
+                    t = time.monotonic()
+                    try:
+                        res = count_pair(tool, peer, load)
+                    except (RuntimeError, ValueError, OSError,
+                            subprocess.TimeoutExpired) as e:  # fmt: skip
+                        res = {"value": None, "failure": str(e)}
+                    res.update(repeat=rep, peer=key, load=load_key, tool=tool)
+                    results.append(res)
+                    shown = (
+                        "FAILED " + res["failure"]
+                        if res["value"] is None
+                        else f"{res['value']:,.2f} per {load.unit}"
+                    )
+                    print(
+                        f"  repeat {rep} {key:17} {load_key:8} {tool:12} {shown}"
+                        f"  ({time.monotonic() - t:.0f}s)",
+                        flush=True,
+                    )
+    data = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+        "commit": sockecho_commit(),
+        "elapsed_s": time.monotonic() - started,
+        "versions": versions(),
+        "results": results,
+    }
+    BUILD.mkdir(exist_ok=True)
+    (BUILD / "counts.json").write_text(json.dumps(data, indent=1))
+    out = (a.out_dir or ROOT / "docs") / "benchmarks.md"
+    counting.write_section(out, count_section(data))
+    print(f"wrote {BUILD / 'counts.json'} and the counts section of {out}")
+
+
+def sockecho_commit() -> str:
+    """The last commit that changed twisted_echo/ (what the counts measure)."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip()
+
+    commit = git("log", "-1", "--format=%h", "--", "twisted_echo")
+    if git("status", "--porcelain", "--", "twisted_echo"):
+        commit += " (twisted_echo/ with uncommitted changes)"
+    return commit
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for module in ("twisted", "uvloop"):
+        try:
+            found[module] = __import__(module).__version__
+        except ImportError:
+            found[module] = "not installed"
+    for tool, flag in (("valgrind", "--version"), ("strace", "-V")):
+        try:
+            shown = subprocess.run([tool, flag], capture_output=True, text=True)
+            found[tool] = shown.stdout.splitlines()[0].strip()
+        except (OSError, IndexError):
+            found[tool] = "not installed"
+    return found
+
+
+def count_section(data: dict) -> list[str]:
+    """The counting report: one table per count, peers across, loads down."""
+    results = [r for r in data["results"] if r["value"] is not None]
+    peers = [p for p in COUNT_PEERS if any(r["peer"] == p for r in results)]
+    loads = [
+        c for c in counting.COUNT_LOADS if any(r["load"] == c.key for r in results)
+    ]
+    v = data["versions"]
+    md = [
+        "## Counted costs per operation",
+        "",
+        f"Generated by `{data['command']}` on {data['date']}, sockecho at commit "
+        f"{data['commit']} (the last commit that changed `twisted_echo/`); "
+        f"Python {v['python']}, Twisted {v['twisted']}, uvloop {v['uvloop']}, "
+        f"{v['valgrind']}, {v['strace']}.",
+        "",
+        "What the server does per operation, counted rather than timed, at a "
+        "paced rate with one operation in flight (so that no server batches): "
+        "user-space instructions (`Ir` of `valgrind --tool=cachegrind "
+        "--cache-sim=no`) and system calls (`strace -c -f`), each as (count at "
+        "N2 − count at N1) ÷ (N2 − N1) over two runs of the server from start "
+        "to exit, so that start-up and shut-down cancel. Each cell gives every "
+        "repeat, then their spread ((max − min) ÷ mean). See "
+        "benchmarks/README.md, *Counting mode*.",
+        "",
+    ]
+    for tool, title in (
+        ("instructions", "User-space instructions per operation"),
+        ("syscalls", "System calls per operation"),
+    ):
+        if not any(r["tool"] == tool for r in results):
+            continue
+        md += [
+            f"### {title}",
+            "",
+            "| load | N1, N2 | "
+            + " | ".join(COUNT_PEERS[p].label for p in peers)
+            + " |",
+            "|---|---|" + "---|" * len(peers),
+        ]
+        for load in loads:
+            cells = [
+                counting.cell(
+                    [
+                        r["value"]
+                        for r in results
+                        if (r["tool"], r["peer"], r["load"]) == (tool, p, load.key)
+                    ]
+                )
+                for p in peers
+            ]
+            if all(c == "–" for c in cells):
+                continue
+            md.append(
+                f"| {load.title} (per {load.unit}) | {load.n1}, {load.n2} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        md.append("")
+    calls = [r for r in results if r["tool"] == "syscalls" and r["repeat"] == 1]
+    if calls:
+        md += ["System calls per operation by name (first repeat):", ""]
+        for r in calls:
+            md.append(
+                f"- {COUNT_PEERS[r['peer']].label}, {r['load']}: "
+                + counting.top_calls(r["calls"])
+            )
+        md.append("")
+    failed = [r for r in data["results"] if r["value"] is None]
+    for r in failed:
+        md.append(f"- not counted: {r['peer']} {r['load']} {r['tool']}: {r['failure']}")
+    return md
 
 
 # ---- main -----------------------------------------------------------------------
@@ -1432,17 +1746,40 @@ def main() -> None:
     )
     ap.add_argument(
         "--peers",
-        default=",".join(p.key for p in PEERS),
-        help="comma-separated, from: " + ", ".join(PEER_BY_KEY),
+        help="comma-separated, from: "
+        + ", ".join(PEER_BY_KEY)
+        + " (default: all); with --count from: "
+        + ", ".join(COUNT_PEERS),
     )
     ap.add_argument(
         "--workloads",
-        default=",".join(WL_BY_KEY),
-        help="comma-separated, from: " + ", ".join(WL_BY_KEY),
+        help="comma-separated, from: "
+        + ", ".join(WL_BY_KEY)
+        + " (default: all); with --count from: "
+        + ", ".join(counting.COUNT_BY_KEY),
     )
     ap.add_argument("--out-dir", type=Path, help="where benchmarks.md/png go")
     ap.add_argument("--render", type=Path, help="only redraw from a results.json")
+    ap.add_argument(
+        "--count",
+        action="store_true",
+        help="count instructions (cachegrind) and system calls (strace) per "
+        "operation instead of timing; writes the counts section of benchmarks.md",
+    )
+    ap.add_argument(
+        "--count-tools",
+        default=",".join(COUNT_TOOLS),
+        help="with --count, comma-separated, from: " + ", ".join(COUNT_TOOLS),
+    )
+    ap.add_argument(
+        "--repeat", type=int, default=2, help="with --count, runs of every count"
+    )
     a = ap.parse_args()
+    if a.count:
+        run_counts(a, ap)
+        return
+    a.peers = a.peers or ",".join(p.key for p in PEERS)
+    a.workloads = a.workloads or ",".join(WL_BY_KEY)
     if a.render:
         render(json.loads(a.render.read_text()), a.out_dir or ROOT / "docs")
         return
