@@ -498,7 +498,7 @@ def tls_bursts(
 
     from cryptography.hazmat.primitives import serialization
 
-    from twisted_echo.tls import self_signed_certificate
+    from twisted_echo.listening.tls import self_signed_certificate
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))

@@ -1,5 +1,5 @@
 """
-The cost of one classic text log line (twisted_echo/logtext.py), in memory:
+The cost of one classic text log line (twisted_echo/log/classic.py), in memory:
 the connection lines through an event and through the direct path the
 connection lines take (BufferedLogObserver.take_message), plus a line whose
 field a peer filled with control characters (escaped).
@@ -36,7 +36,7 @@ CLOSE = {
     "{bytes_out} bytes out, {duration:.3f} s",
     "log_time": 1796000000.25,
     "log_level": LogLevel.info,
-    "log_namespace": "twisted_echo.echo.Echo",
+    "log_namespace": "twisted_echo.services.echo.Echo",
     "service": "echo",
     "peer": "tcp:127.0.0.1:52730",
     "bytes_in": 64,
@@ -46,7 +46,7 @@ CLOSE = {
 OPEN = "{service} connection from {peer}{via}"
 PEER6 = "tcp6:\\:\\:1:52730"
 FORGED = (
-    "unix:/x\r2026-01-01T00:00:00+0000 [twisted_echo.server#critical] FORGED\x1b[2J"
+    "unix:/x\r2026-01-01T00:00:00+0000 [twisted_echo.app.server#critical] FORGED\x1b[2J"
 )
 
 
@@ -69,7 +69,8 @@ def direct(module: ModuleType, classic: Any, fields: dict[str, str]) -> str:
     with C{str.format_map}.
     """
     text = module.make_text(OPEN, fields)
-    line: str = classic.line(1796000000.25, "twisted_echo.echo.Echo#info", text)
+    line: str = classic.line(1796000000.25, "twisted_echo.services.echo."
+        "Echo#info", text)
     return line
 
 

@@ -52,7 +52,8 @@ def start() -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
         target=lambda: lines.extend(process.stdout),  # type: ignore[arg-type]
         daemon=True,
     ).start()
-    wait_log(lines, r"worker 2 twisted_echo\.listen#info\] welcome listening")
+    wait_log(lines, r"worker 2 twisted_echo\.listening\.listen#info\] welcome "
+        r"listening")
     ports = {}
     for line in lines:
         match = re.search(r"\] (\w+) listening on tcp:[\d.]+:(\d+)$", line)
@@ -93,7 +94,8 @@ def kill_workers(lines: list[str]) -> None:
     for number in (1, 2):
         wait_log(
             lines,
-            rf"worker {number} twisted_echo\.listen#info\] welcome listening",
+            rf"worker {number} twisted_echo\.listening\.listen#info\] welcome "
+                rf"listening",
             mark,
         )
 
@@ -155,8 +157,11 @@ def finished_connections(count: int = 112) -> dict[str, Any]:
 def cost() -> dict[str, Any]:
     import timeit
 
-    from twisted_echo.counters import ServiceCounters
-    from twisted_echo.sharedcounters import CounterTable, SharedServiceCounters
+    from twisted_echo.operations.sharedcounters import (
+        CounterTable,
+        SharedServiceCounters,
+    )
+    from twisted_echo.policies.counters import ServiceCounters
 
     table, fd = CounterTable.create()
     os.close(fd)

@@ -23,8 +23,8 @@ import timeit
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from twisted_echo.echo import Echo, EchoFactory
-from twisted_echo.limits import ConnectionLimits, Timeouts
+from twisted_echo.policies.limits import ConnectionLimits, Timeouts
+from twisted_echo.services.echo import Echo, EchoFactory
 
 
 def best(statement: object, number: int) -> float:

@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 
-from twisted_echo.echo import EchoFactory
+from twisted_echo.services.echo import EchoFactory
 
 MESSAGE = b"Hello, world"
 

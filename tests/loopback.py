@@ -18,7 +18,7 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from twisted_echo.transport import use_lean_transport
+from twisted_echo._twisted.transport import use_lean_transport
 
 
 def listen_tcp(test: TestCase, factory: Factory) -> int:

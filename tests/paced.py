@@ -16,7 +16,7 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 
-from twisted_echo.sendqueue import bytes_acked
+from twisted_echo.listening.sendqueue import bytes_acked
 
 
 class PacedClient:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.address}.
+Tests for L{twisted_echo.listening.address}.
 """
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.address import (
+from twisted_echo.listening.address import (
     TLSIPv4Address,
     TLSIPv6Address,
     describe_address,

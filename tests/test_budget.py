@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.budget}: allowances that keep all connections
+Tests for L{twisted_echo.policies.budget}: allowances that keep all connections
 together within C{--max-buffer}.
 """
 
@@ -21,15 +21,15 @@ from tests.loopback import (
     wait_until,
 )
 from tests.memory import connect
-from twisted_echo.budget import (
+from twisted_echo.policies.budget import (
     MAX_ALLOWANCE,
     MIN_ALLOWANCE,
     MemoryBudget,
     power_of_two_at_most,
 )
-from twisted_echo.echo import EchoFactory
-from twisted_echo.limits import ConnectionLimits
-from twisted_echo.welcome import Welcome, WelcomeFactory
+from twisted_echo.policies.limits import ConnectionLimits
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.welcome import Welcome, WelcomeFactory
 
 
 class FakeConnection:

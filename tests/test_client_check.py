@@ -24,7 +24,7 @@ from twisted_echo.client.check import (
 )
 from twisted_echo.client.endpoints import DatagramTarget
 from twisted_echo.client.errors import ClientError
-from twisted_echo.echo import EchoFactory
+from twisted_echo.services.echo import EchoFactory
 
 HALF_CLOSE_CHECKS = {
     "request and FIN in one segment",

@@ -16,7 +16,7 @@ from twisted_echo.client.contracts import (
     checker_for,
     request_payload,
 )
-from twisted_echo.upper import upper_bytes
+from twisted_echo.services.upper import upper_bytes
 
 
 class EchoContractTests(TestCase):

@@ -31,10 +31,10 @@ from twisted_echo.client.load import (
     run_load,
     run_stream_load,
 )
-from twisted_echo.echo import EchoFactory
-from twisted_echo.udp import UDPEcho
-from twisted_echo.upper import UpperFactory
-from twisted_echo.welcome import WelcomeFactory
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.udp import UDPEcho
+from twisted_echo.services.upper import UpperFactory
+from twisted_echo.services.welcome import WelcomeFactory
 
 
 def serve_tcp(test: TestCase, factory: Factory) -> int:

@@ -20,7 +20,7 @@ from tests.test_client_check import HALF_CLOSE_CHECKS
 from tests.test_client_load import CorruptEcho, serve_tcp
 from twisted_echo.client.__main__ import build_parser, load_config
 from twisted_echo.client.errors import ClientUsageError
-from twisted_echo.upper import UpperFactory
+from twisted_echo.services.upper import UpperFactory
 
 #: Seconds a client process may run.
 PROCESS_TIMEOUT = 30

@@ -31,8 +31,8 @@ from twisted_echo.client.tls import (
     explain_handshake_failure,
     parse_tls_endpoint,
 )
-from twisted_echo.echo import EchoFactory
-from twisted_echo.tls import StockTLSFactory
+from twisted_echo.listening.tls import StockTLSFactory
+from twisted_echo.services.echo import EchoFactory
 
 
 class ParseTests(TestCase):

@@ -16,8 +16,8 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import listen_tcp
 from twisted_echo.client.errors import ClientError
 from twisted_echo.client.whoami import describe, run_whoami
-from twisted_echo.echo import EchoFactory
-from twisted_echo.whoami import WhoamiFactory, WhoamiUDP
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.whoami import WhoamiFactory, WhoamiUDP
 
 
 class WhoamiClientTests(TestCase):

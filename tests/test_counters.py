@@ -1,12 +1,12 @@
 """
-Tests for L{twisted_echo.counters}.
+Tests for L{twisted_echo.policies.counters}.
 """
 
 from __future__ import annotations
 
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.counters import ServiceCounters
+from twisted_echo.policies.counters import ServiceCounters
 
 
 class ServiceCountersTests(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.echo}: RFC 862 TCP echo.
+Tests for L{twisted_echo.services.echo}: RFC 862 TCP echo.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from tests.loopback import (
     wait_until,
 )
 from tests.memory import connect, cut
-from twisted_echo.echo import Echo, EchoFactory
+from twisted_echo.services.echo import Echo, EchoFactory
 
 
 class EchoProtocolTests(TestCase):

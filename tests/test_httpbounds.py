@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.httpbounds}: the metrics listener's connection
+Tests for L{twisted_echo.operations.httpbounds}: the metrics listener's connection
 limit, request-read timeout and one response in flight, on a
 L{task.Clock} and over real sockets (in process and with C{twistd}).
 """
@@ -19,8 +19,8 @@ from twisted.trial import unittest
 
 from tests.process import HOST, IO_TIMEOUT, start_server, tcp_exchange
 from tests.test_metrics import http_get, samples, value
-from twisted_echo.metrics import Readiness, metrics_registry, metrics_site
-from twisted_echo.stream import queued_bytes
+from twisted_echo.operations.metrics import Readiness, metrics_registry, metrics_site
+from twisted_echo.services.stream import queued_bytes
 
 
 def site(clock: Any = None, **kwargs: Any) -> Any:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.limits} and how the factories apply them.
+Tests for L{twisted_echo.policies.limits} and how the factories apply them.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import TestCase
 
 from tests.memory import connect
-from twisted_echo.echo import Echo, EchoFactory
-from twisted_echo.limits import ConnectionLimits
-from twisted_echo.stream import Refused
-from twisted_echo.welcome import WelcomeFactory
+from twisted_echo.policies.limits import ConnectionLimits
+from twisted_echo.services.echo import Echo, EchoFactory
+from twisted_echo.services.stream import Refused
+from twisted_echo.services.welcome import WelcomeFactory
 
 
 class ConnectionLimitsTests(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.listen}: listeners, UDP addresses, listen errors.
+Tests for L{twisted_echo.listening.listen}: listeners, UDP addresses, listen errors.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.trial.unittest import TestCase
 
 from tests.test_udp import UDPTestCase, address_of
-from twisted_echo import listen
-from twisted_echo.echo import EchoFactory
-from twisted_echo.listen import (
+from twisted_echo.listening import listen
+from twisted_echo.listening.listen import (
     ListenError,
     StreamListenerService,
     UDPAddress,
     explain_listen_failure,
     parse_udp_description,
 )
-from twisted_echo.udp import DatagramPort, UDPEcho
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.udp import DatagramPort, UDPEcho
 
 
 class ParseUDPDescriptionTests(TestCase):
@@ -118,7 +118,7 @@ class StreamListenerServiceTests(TestCase):
 class DatagramListenerServiceTests(UDPTestCase):
     """
     One UDP listener as a service: L{DatagramPort}, or Twisted's stock
-    L{udp.Port} when L{twisted_echo.udp.datagram_port_problem} finds one.
+    L{udp.Port} when L{twisted_echo.services.udp.datagram_port_problem} finds one.
     """
 
     async def test_fast_port_when_twisted_is_as_expected(self) -> None:

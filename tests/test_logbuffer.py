@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.logbuffer}: lines written in batches at most 0.1 s
+Tests for L{twisted_echo.log.buffer}: lines written in batches at most 0.1 s
 after they are logged, at once when urgent or when the reactor is not
 running, and none lost at shutdown; levels below C{--log-level} dropped.
 """
@@ -14,14 +14,14 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, LogPublisher, formatTime
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.logbuffer import (
+from twisted_echo.log.buffer import (
     FLUSH_INTERVAL,
     MAX_BUFFER,
     BufferedLogObserver,
     levels_from,
     sole_text_observer,
 )
-from twisted_echo.logtext import ClassicText
+from twisted_echo.log.classic import ClassicText
 
 
 class FakeReactor(Clock):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.logformat}: twistd's log through sockecho's
+Tests for L{twisted_echo.log.setup}: twistd's log through sockecho's
 buffered observer, text or JSON, with nothing lost when the server stops.
 """
 
@@ -17,7 +17,7 @@ from twisted.logger import LogLevel, jsonFileLogObserver
 from twisted.trial.unittest import TestCase
 
 from tests.process import IO_TIMEOUT, STARTUP_TIMEOUT, RunningServer
-from twisted_echo import logformat
+from twisted_echo.log import setup as logformat
 
 CONNECTIONS = 50
 
@@ -30,7 +30,7 @@ class JSONRecordTests(TestCase):
         event = {
             "log_format": "{service} connection from {peer}{via}",
             "log_level": LogLevel.info,
-            "log_namespace": "twisted_echo.echo.Echo",
+            "log_namespace": "twisted_echo.services.echo.Echo",
             "log_time": 1796000000.5,
             "service": "echo",
             "peer": "tcp:127.0.0.1:1",
@@ -99,7 +99,7 @@ class CrashTests(pyunit.TestCase):
             import sys
             from twisted.internet.task import Clock
             from twisted.logger import LogLevel
-            from twisted_echo.logbuffer import BufferedLogObserver
+            from twisted_echo.log.buffer import BufferedLogObserver
             clock = Clock()
             clock.running = True
             clock.addSystemEventTrigger = lambda *a: None

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.logjson}: C{eventAsJSON}'s JSON, byte for byte,
+Tests for L{twisted_echo.log.jsontext}: C{eventAsJSON}'s JSON, byte for byte,
 with the flattening worked out once per format.
 """
 
@@ -14,9 +14,9 @@ from twisted.logger import Logger, LogLevel, eventAsJSON
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from twisted_echo import logjson
-from twisted_echo.echo import Echo
-from twisted_echo.logjson import event_as_json
+from twisted_echo.log import jsontext as logjson
+from twisted_echo.log.jsontext import event_as_json
+from twisted_echo.services.echo import Echo
 
 FORMATS = [
     "{service} connection from {peer}{via}",
@@ -98,7 +98,7 @@ class SameJSONAsTwistedTests(TestCase):
             "duration": 0.0012,
             "log_logger": Logger(),
             "log_level": LogLevel.info,
-            "log_namespace": "twisted_echo.echo.Echo",
+            "log_namespace": "twisted_echo.services.echo.Echo",
             "log_source": Echo(),
             "log_format": FORMATS[1],
             "log_time": 1796000000.5,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.logtext}: twistd's classic text lines, made
+Tests for L{twisted_echo.log.classic}: twistd's classic text lines, made
 cheaply, byte for byte as Twisted makes them, but for the fields' control
 characters, escaped so that one event is one line.
 """
@@ -28,9 +28,9 @@ from twisted.trial.unittest import TestCase
 from tests.process import HOST, IO_TIMEOUT, RunningServer, temp_dir
 from tests.test_proxyheader import wait_for_log
 from tests.tls_peers import make_certificate, ssl_description
-from twisted_echo.logbuffer import BufferedLogObserver
-from twisted_echo.logformat import json_record
-from twisted_echo.logtext import ClassicText, escape, message_text
+from twisted_echo.log.buffer import BufferedLogObserver
+from twisted_echo.log.classic import ClassicText, escape, message_text
+from twisted_echo.log.setup import json_record
 
 FORMATS = [
     "{service} connection from {peer}{via}",
@@ -118,7 +118,7 @@ class SameTextAsTwistedTests(TestCase):
             "log_format": FORMATS[1],
             "log_time": 1796000000.25,
             "log_level": LogLevel.info,
-            "log_namespace": "twisted_echo.echo.Echo",
+            "log_namespace": "twisted_echo.services.echo.Echo",
             "service": "echo",
             "peer": "tcp:127.0.0.1:52730",
             "bytes_in": 64,
@@ -128,7 +128,7 @@ class SameTextAsTwistedTests(TestCase):
         line = ClassicText()(event)
         self.assertEqual(line, twisteds(event))
         self.assertTrue(line and line.endswith(
-            " [twisted_echo.echo.Echo#info] echo connection from "
+            " [twisted_echo.services.echo.Echo#info] echo connection from "
             "tcp:127.0.0.1:52730 closed: 64 bytes in, 64 bytes out, 0.001 s\n"
         ))  # fmt: skip
 
@@ -171,8 +171,8 @@ def unescape(text: str) -> str:
 
 
 FORGED = (
-    "unix:/x\r2026-01-01T00:00:00+0000 [twisted_echo.server#critical] FORGED"
-    "\x1b[2J\n2026-01-01T00:00:01+0000 [twisted_echo.server#critical] again"
+    "unix:/x\r2026-01-01T00:00:00+0000 [twisted_echo.app.server#critical] FORGED"
+    "\x1b[2J\n2026-01-01T00:00:01+0000 [twisted_echo.app.server#critical] again"
 )
 CONNECTION = "{service} connection from {peer}{via}"
 
@@ -190,7 +190,7 @@ class EscapedFieldsTests(TestCase):
             "log_format": CONNECTION,
             "log_time": 1796000000.25,
             "log_level": LogLevel.info,
-            "log_namespace": "twisted_echo.echo.Echo",
+            "log_namespace": "twisted_echo.services.echo.Echo",
             "service": "echo",
             "via": "",
         }
@@ -204,9 +204,9 @@ class EscapedFieldsTests(TestCase):
         self.assertNotIn("\r", line)
         self.assertNotIn("\x1b", line)
         self.assertTrue(line.endswith(
-            " [twisted_echo.echo.Echo#info] echo connection from unix:/x\\r"
-            "2026-01-01T00:00:00+0000 [twisted_echo.server#critical] FORGED"
-            "\\x1b[2J\\n2026-01-01T00:00:01+0000 [twisted_echo.server#critical]"
+            " [twisted_echo.services.echo.Echo#info] echo connection from unix:/x\\r"
+            "2026-01-01T00:00:00+0000 [twisted_echo.app.server#critical] FORGED"
+            "\\x1b[2J\\n2026-01-01T00:00:01+0000 [twisted_echo.app.server#critical]"
             " again\n"
         ))  # fmt: skip
 
@@ -232,7 +232,7 @@ class EscapedFieldsTests(TestCase):
         assert line is not None
         self.assertTrue(line[:-1].isprintable(), line)
         self.assertEqual(line[-1], "\n")
-        prefix = " [twisted_echo.echo.Echo#info] echo connection from "
+        prefix = " [twisted_echo.services.echo.Echo#info] echo connection from "
         message = line[line.index(prefix) + len(prefix) : -1]
         self.assertEqual(unescape(message), peer + via)
         if not (peer + via).isprintable():
@@ -309,7 +309,8 @@ class EscapedFieldsTests(TestCase):
         )
         fields = {"service": "echo", "peer": FORGED, "via": " via \\"}
         observer.take_message(
-            "twisted_echo.echo.Echo", LogLevel.info, CONNECTION, fields, 1796000000.25
+            "twisted_echo.services.echo."
+                "Echo", LogLevel.info, CONNECTION, fields, 1796000000.25
         )
         self.assertEqual(out.getvalue(), ClassicText()(self.event(**fields)))
 

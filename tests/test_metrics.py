@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.metrics}: the collector in process, the HTTP pages,
+Tests for L{twisted_echo.operations.metrics}: the collector in process, the HTTP pages,
 and the real server's C{--metrics} checked with Prometheus' own
 C{promtool check metrics}, after known traffic and across a drain.
 """
@@ -30,8 +30,7 @@ from tests.process import (
     tcp_exchange,
     udp_socket,
 )
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.metrics import (
+from twisted_echo.operations.metrics import (
     LocalCounters,
     MetricsService,
     Readiness,
@@ -40,6 +39,7 @@ from twisted_echo.metrics import (
     metrics_registry,
     metrics_site,
 )
+from twisted_echo.policies.counters import ServiceCounters
 
 
 def http_get(port: int, path: str, accept: str | None = None) -> tuple[int, str, str]:

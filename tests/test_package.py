@@ -109,8 +109,9 @@ class PublicNamesTests(unittest.TestCase):
         """
         with self.assertRaises(AttributeError):
             twisted_echo.no_such_name  # noqa: B018
-        out = run_python("from twisted_echo import limits; print(limits.__name__)")
-        self.assertEqual(out.strip(), "twisted_echo.limits")
+        out = run_python("from twisted_echo.policies import limits; print(limits."
+            "__name__)")
+        self.assertEqual(out.strip(), "twisted_echo.policies.limits")
 
     def test_import_is_cheap(self) -> None:
         """
@@ -154,7 +155,7 @@ class VersionTests(unittest.TestCase):
         """
         The whoami service reports that version.
         """
-        from twisted_echo.whoami import WhoamiInfo
+        from twisted_echo.services.whoami import WhoamiInfo
 
         self.assertEqual(WhoamiInfo().version, twisted_echo.__version__)
 

@@ -1,6 +1,6 @@
 """
 The C{twistd sockecho} plugin is found by Twisted's plugin system, points at
-L{twisted_echo.runner} (the twistd-facing layer over L{twisted_echo.tap}),
+L{twisted_echo.app.runner} (the twistd-facing layer over L{twisted_echo.app.options}),
 and is cheap to import.
 """
 
@@ -15,7 +15,7 @@ import unittest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
-from twisted_echo import runner
+from twisted_echo.app import runner
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.portsfile} and L{twisted_echo.announce}:
+Tests for L{twisted_echo.operations.portsfile} and L{twisted_echo.operations.announce}:
 C{--ports-file PATH} written atomically once every listener is up (port 0
 as the port really bound), with one process and with C{--workers 2}, and
 removed when the drain starts.
@@ -24,7 +24,7 @@ from tests.process import (
     temp_dir,
     udp_socket,
 )
-from twisted_echo.portsfile import (
+from twisted_echo.operations.portsfile import (
     listener_entry,
     ports_document,
     read_ports_file,

@@ -1,6 +1,6 @@
 """
-Tests for L{twisted_echo.proxyheader} and the PROXY header on
-L{twisted_echo.stream.StreamProtocol}: header reading (proxy-protocol.txt
+Tests for L{twisted_echo.listening.proxyheader} and the PROXY header on
+L{twisted_echo.services.stream.StreamProtocol}: header reading (proxy-protocol.txt
 sections 2.1 and 2.2), starting the service only after it, limits, counters
 and log lines by the client it names, and half-close over real sockets.
 """
@@ -26,10 +26,9 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import exchange
 from tests.memory import PEER
 from tests.process import IO_TIMEOUT, RunningServer, tcp_exchange, temp_dir
-from twisted_echo import tap
-from twisted_echo.echo import EchoFactory
-from twisted_echo.limits import ConnectionLimits, Timeouts
-from twisted_echo.proxyheader import (
+from twisted_echo._twisted.transport import use_lean_transport
+from twisted_echo.app import options as tap
+from twisted_echo.listening.proxyheader import (
     HEADER_TIMEOUT,
     V2_SIGNATURE,
     HeaderError,
@@ -38,9 +37,10 @@ from twisted_echo.proxyheader import (
     ProxyHeaderFactory,
     split_proxy_description,
 )
-from twisted_echo.stream import StreamProtocol
-from twisted_echo.transport import use_lean_transport
-from twisted_echo.welcome import Welcome, WelcomeFactory
+from twisted_echo.policies.limits import ConnectionLimits, Timeouts
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.stream import StreamProtocol
+from twisted_echo.services.welcome import Welcome, WelcomeFactory
 
 V1_TCP4 = b"PROXY TCP4 203.0.113.5 192.0.2.1 56324 7007\r\n"
 V1_TCP6 = b"PROXY TCP6 2001:db8:0:0::5 2001:db8::1 56324 7007\r\n"
@@ -582,7 +582,8 @@ class ForgedLogLineTests(TestCase):
     """
 
     PATH = (
-        b"/x\r2026-01-01T00:00:00+0000 [twisted_echo.server#critical] FORGED\x1b[2J\n"
+        b"/x\r2026-01-01T00:00:00+0000 [twisted_echo.app.server#critical] "
+            b"FORGED\x1b[2J\n"
     )
 
     def read_log(self, path: str, pattern: str) -> re.Match[str]:
@@ -621,7 +622,7 @@ class ForgedLogLineTests(TestCase):
             self.assertNotRegex(line, r"^2026-01-01T00:00:00")
         escaped = (
             "echo connection from unix:/x\\r2026-01-01T00:00:00+0000 "
-            "[twisted_echo.server#critical] FORGED\\x1b[2J\\n"
+            "[twisted_echo.app.server#critical] FORGED\\x1b[2J\\n"
         )
         self.assertIn(escaped + " via tcp:127.0.0.1:", data.decode())
         self.assertIn(escaped + " closed: 4 bytes in, 4 bytes out", data.decode())

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.pytest_plugin}, as its users meet it: pytest runs
+Tests for L{twisted_echo.testing.pytest_plugin}, as its users meet it: pytest runs
 (in a subprocess, by pytester) of test files that use the C{sockecho}
 fixtures with nothing but the installed package, from blocking, asyncio and
 pytest-twisted tests; start-up failures are one clear error within the

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_ratelimit -*-
 """
-Tests for L{twisted_echo.ratelimit}: token buckets, one per source host, in a
+Tests for L{twisted_echo.policies.ratelimit}: token buckets, one per source host, in a
 bounded table.
 """
 
@@ -11,7 +11,7 @@ from collections.abc import Callable
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.ratelimit import (
+from twisted_echo.policies.ratelimit import (
     DEFAULT_MAX_SOURCES,
     SourceRateLimiter,
     TokenBucket,

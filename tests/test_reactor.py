@@ -1,5 +1,5 @@
 """
-Tests of L{twisted_echo.reactor}: the epoll reactor without per-event log
+Tests of L{twisted_echo._twisted.reactor}: the epoll reactor without per-event log
 context, driven by hand in-process (and the same tests on Twisted's own, the
 behaviour to keep), its start-up check and fallback, and its choice by
 C{twistd sockecho} unless C{-r} names another.
@@ -19,18 +19,18 @@ from twisted.python.failure import Failure
 from twisted.trial import unittest
 
 from tests.process import HOST, start_server, tcp_exchange
-from twisted_echo.echo import EchoFactory
-from twisted_echo.reactor import (
+from twisted_echo._twisted.reactor import (
     REACTOR_NAME,
     build_reactor,
     event_reactor_misfit,
     install_if_unchosen,
 )
+from twisted_echo.services.echo import EchoFactory
 
 if sys.platform == "linux":
     from twisted.internet.epollreactor import EPollReactor
 
-    from twisted_echo.reactor import EventReactor
+    from twisted_echo._twisted.reactor import EventReactor
 
 
 class Broken(Protocol):

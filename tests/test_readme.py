@@ -53,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.process import _is_openbsd_netcat, require_tool, temp_dir
-from twisted_echo.tap import DEFAULTS, Options, listener_keys
+from twisted_echo.app.options import DEFAULTS, Options, listener_keys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(REPO, "README.md")

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.runner}, the twistd-facing layer: start-up errors
+Tests for L{twisted_echo.app.runner}, the twistd-facing layer: start-up errors
 as exit statuses (with C{-n} and as a daemon), the open files limit, and a
 real C{twistd} daemon (no C{-n}) started, used and stopped.
 """
@@ -33,13 +33,14 @@ from tests.process import (
     tcp_exchange,
     temp_dir,
 )
-from twisted_echo import logformat, tap
-from twisted_echo.runner import (
+from twisted_echo.app import options as tap
+from twisted_echo.app.runner import (
     StartupError,
     TwistdService,
     open_files_wanted,
     raise_open_files_limit,
 )
+from twisted_echo.log import setup as logformat
 
 
 def busy_tcp_port(case: pyunit.TestCase) -> str:

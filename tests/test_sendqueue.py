@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.sendqueue}: the kernel's counters of a TCP
+Tests for L{twisted_echo.listening.sendqueue}: the kernel's counters of a TCP
 connection, on real loopback sockets.
 """
 
@@ -10,8 +10,8 @@ import socket
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import wait_until
-from twisted_echo import sendqueue
-from twisted_echo.sendqueue import (
+from twisted_echo.listening import sendqueue
+from twisted_echo.listening.sendqueue import (
     BYTES_RECEIVED_OFFSET,
     bytes_acked,
     kernel_unsent,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.server}: the whole server, in memory and as a real
+Tests for L{twisted_echo.app.server}: the whole server, in memory and as a real
 C{twistd} process under abuse (many idle clients, connect storms, oversized
 lines, floods, stalled readers) and at shutdown (drain on SIGTERM).
 """
@@ -33,11 +33,11 @@ from tests.process import (
     tcp_exchange,
     udp_socket,
 )
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.echo import Echo, EchoFactory
-from twisted_echo.limits import DRAIN_QUIET
-from twisted_echo.runner import raise_open_files_limit
-from twisted_echo.server import SockechoService
+from twisted_echo.app.runner import raise_open_files_limit
+from twisted_echo.app.server import SockechoService
+from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.limits import DRAIN_QUIET
+from twisted_echo.services.echo import Echo, EchoFactory
 
 
 class SockechoServiceTests(TestCase):

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.sharedcounters}: workers' counters in shared
+Tests for L{twisted_echo.operations.sharedcounters}: workers' counters in shared
 memory, so that C{--metrics} with C{--workers} stays true when workers die:
 the table in process, and real C{twistd --workers 2} processes killed with
 SIGKILL.
@@ -22,15 +22,15 @@ from twisted.trial.unittest import TestCase
 from tests.process import HOST, IO_TIMEOUT, tcp_exchange
 from tests.test_metrics import http_get, samples
 from tests.test_supervisor import ProcessReactor, start_workers
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.sharedcounters import (
+from twisted_echo.app.supervisor import Supervisor
+from twisted_echo.operations.sharedcounters import (
     MAX_SLOTS,
     CounterTable,
     SharedServiceCounters,
     combine,
     shared_counters_factory,
 )
-from twisted_echo.supervisor import Supervisor
+from twisted_echo.policies.counters import ServiceCounters
 
 
 def metric(found: Any, name: str, **labels: str) -> float:
@@ -125,7 +125,7 @@ class TableTests(TestCase):
         leaves the table as it was.
         """
         from tests.test_metrics import FakeServer
-        from twisted_echo.metrics import LocalCounters
+        from twisted_echo.operations.metrics import LocalCounters
 
         server = FakeServer()
         shared = SharedServiceCounters(self.writer, "echo")
@@ -308,7 +308,8 @@ class KilledWorkersTests(pyunit.TestCase):
         self.kill_workers(server)
         for number in (1, 2):
             server.wait_for(
-                rf"\[worker {number} twisted_echo\.listen#info\] udp listening"
+                rf"\[worker {number} twisted_echo\.listening\.listen#info\] udp "
+                    rf"listening"
             )
         found = scrape(port)
         self.assertEqual(

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.signals}: no signal a user or a terminal sends
+Tests for L{twisted_echo.app.signals}: no signal a user or a terminal sends
 ends sockecho abruptly. SIGHUP drains a single process as SIGTERM does and
 replaces the workers of C{--workers N} one by one; SIGUSR1 logs a status
 summary. Real C{twistd -n sockecho} processes, and the handlers in memory.
@@ -28,8 +28,8 @@ from tests.process import (
     temp_dir,
 )
 from tests.test_supervisor import Prober, alive, poll, start_workers
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.signals import SignalService, log_status
+from twisted_echo.app.signals import SignalService, log_status
+from twisted_echo.policies.counters import ServiceCounters
 
 
 class SingleProcessTests(pyunit.TestCase):
@@ -201,7 +201,7 @@ class WorkersTests(pyunit.TestCase):
         os.kill(pid, signal.SIGHUP)
         os.kill(pid, signal.SIGUSR1)
         server.wait_for(
-            r"\[worker 1 twisted_echo\.signals#info\] status: echo: ", start=mark
+            r"\[worker 1 twisted_echo\.app\.signals#info\] status: echo: ", start=mark
         )
         self.assertTrue(alive(pid))
         self.assertEqual(self.worker_pids(server)[1], pid)

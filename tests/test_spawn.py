@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.spawn}: a real sockecho in a child process on free
+Tests for L{twisted_echo.testing.spawn}: a real sockecho in a child process on free
 ports, its addresses, its start-up errors (bounded, with its last log
 lines) and its stop (with the drain).
 """
@@ -16,8 +16,8 @@ import time
 import unittest as pyunit
 
 from tests.process import BANNER, HOST, IO_TIMEOUT, tcp_exchange
-from twisted_echo.portsfile import Addresses
-from twisted_echo.spawn import (
+from twisted_echo.operations.portsfile import Addresses
+from twisted_echo.testing.spawn import (
     SockechoProcess,
     StartError,
     options_from_keywords,
@@ -201,7 +201,7 @@ class ProcessTests(pyunit.TestCase):
 class ImportCostTests(pyunit.TestCase):
     def test_no_twisted(self) -> None:
         """
-        Importing the pytest plugin (and L{twisted_echo.spawn}) imports
+        Importing the pytest plugin (and L{twisted_echo.testing.spawn}) imports
         nothing of Twisted: no reactor, no C{twisted.internet}.
         """
         result = subprocess.run(
@@ -209,7 +209,8 @@ class ImportCostTests(pyunit.TestCase):
                 sys.executable,
                 "-c",
                 "import sys\n"
-                "import twisted_echo.pytest_plugin, twisted_echo.spawn\n"
+                "import twisted_echo.testing.pytest_plugin, twisted_echo.testing."
+                    "spawn\n"
                 "print(sorted(m for m in sys.modules if m.split('.')[0] == 'twisted'))",
             ],
             capture_output=True,

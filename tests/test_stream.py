@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.stream}: flow control, timeouts, graceful drain.
+Tests for L{twisted_echo.services.stream}: flow control, timeouts, graceful drain.
 """
 
 from __future__ import annotations
@@ -28,14 +28,14 @@ from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import PEER, connect, run_clock
 from tests.paced import PacedClient, ProgressWatch
 from tests.process import ECHO, IAC, WILL
-from twisted_echo import stream
-from twisted_echo.address import describe_address
-from twisted_echo.echo import Echo, EchoFactory
-from twisted_echo.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
-from twisted_echo.logbuffer import BufferedLogObserver
-from twisted_echo.logtext import ClassicText
-from twisted_echo.stream import StreamFactory, StreamProtocol
-from twisted_echo.welcome import WelcomeFactory
+from twisted_echo.listening.address import describe_address
+from twisted_echo.log.buffer import BufferedLogObserver
+from twisted_echo.log.classic import ClassicText
+from twisted_echo.policies.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+from twisted_echo.services import stream
+from twisted_echo.services.echo import Echo, EchoFactory
+from twisted_echo.services.stream import StreamFactory, StreamProtocol
+from twisted_echo.services.welcome import WelcomeFactory
 
 
 class StreamTimeoutTests(TestCase):
@@ -243,7 +243,7 @@ class KernelQueueTransport(KernelBufferTransport):
 class KernelQueueTests(TestCase):
     """
     The stall rule where the kernel says what the peer acknowledged
-    (L{twisted_echo.sendqueue}, here a L{FakeTCPSocket}), on a
+    (L{twisted_echo.listening.sendqueue}, here a L{FakeTCPSocket}), on a
     L{task.Clock}: a peer that takes no byte for the stall timeout is
     aborted, whether what it is owed waits in Twisted's queue or only in
     the kernel's; one that takes bytes, however rarely within the timeout,
@@ -761,7 +761,7 @@ def patched_logger(publisher: LogPublisher) -> Iterator[None]:
     """
     saved = dict(stream._CLASS_LOGGERS)
     stream._CLASS_LOGGERS[Echo] = Logger(
-        namespace="twisted_echo.echo.Echo", observer=publisher
+        namespace="twisted_echo.services.echo.Echo", observer=publisher
     )
     try:
         yield
@@ -795,7 +795,8 @@ class ConnectionLogTests(TestCase):
         protocol, transport = connect(factory, Echo)
         protocol.dataReceived(b"hi")
         protocol.connectionLost(Failure(ConnectionAborted()))
-        return [e for e in events if e.get("log_namespace") == "twisted_echo.echo.Echo"]
+        return [e for e in events if e.get("log_namespace") == "twisted_echo.services."
+            "echo.Echo"]
 
     def test_lines_on(self) -> None:
         events = self.connection_events(True)
@@ -882,4 +883,5 @@ class ConnectionLogTests(TestCase):
                 out.truncate()
         direct, events = lines
         self.assertEqual(direct, events)
-        self.assertIn("[twisted_echo.echo.Echo#info] echo connection from ", direct)
+        self.assertIn("[twisted_echo.services.echo.Echo#info] echo connection "
+            "from ", direct)

@@ -1,6 +1,6 @@
 """
-Tests for L{twisted_echo.supervisor}, L{twisted_echo.worker} and
-L{twisted_echo.inherit}: C{--workers N} as a real twistd process (start-up,
+Tests for L{twisted_echo.app.supervisor}, L{twisted_echo.app.worker} and
+L{twisted_echo.app.inherit}: C{--workers N} as a real twistd process (start-up,
 serving every service, spreading connections, replacing a dead worker,
 draining, giving up on workers that keep dying), and the supervisor's
 bookkeeping in memory.
@@ -39,8 +39,7 @@ from tests.process import (
     temp_dir,
     udp_socket,
 )
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.supervisor import (
+from twisted_echo.app.supervisor import (
     MAX_BACKOFF,
     MAX_QUICK_DEATHS,
     READY_FIELD,
@@ -49,13 +48,15 @@ from twisted_echo.supervisor import (
     WorkerProtocol,
     add_counters,
 )
+from twisted_echo.policies.counters import ServiceCounters
 
 
 def start_workers(case: pyunit.TestCase, count: int, *args: str) -> RunningServer:
     server = RunningServer(case, [*any_port_args(), "--workers", str(count), *args])
     server.wait_listening()
     for number in range(1, count + 1):
-        server.wait_for(rf"\[worker {number} twisted_echo\.listen#info\] udp listening")
+        server.wait_for(rf"\[worker {number} twisted_echo\.listening\.listen#info\] "
+            rf"udp listening")
     return server
 
 
@@ -66,7 +67,7 @@ def worker_summaries(server: RunningServer, service: str) -> dict[int, str]:
     found = {}
     for line in server.output:
         match = re.search(
-            rf"\[worker (\d+) twisted_echo\.server#info\] {service}: (.*)$", line
+            rf"\[worker (\d+) twisted_echo\.app\.server#info\] {service}: (.*)$", line
         )
         if match:
             found[int(match.group(1))] = match.group(2)
@@ -75,7 +76,8 @@ def worker_summaries(server: RunningServer, service: str) -> dict[int, str]:
 
 def supervisor_summary(server: RunningServer, service: str) -> str:
     for line in reversed(server.output):
-        match = re.search(rf"\[twisted_echo\.supervisor#info\] {service}: (.*)$", line)
+        match = re.search(rf"\[twisted_echo\.app\.supervisor#info\] {service}: (."
+            rf"*)$", line)
         if match:
             return match.group(1)
     raise AssertionError(f"no supervisor summary for {service}")
@@ -189,7 +191,8 @@ class WorkersProcessTests(pyunit.TestCase):
         server.wait_for(r"worker 1 started \(pid \d+\)", start=mark, timeout=1.0)
         self.assertLess(time.monotonic() - killed_at, 1.5)
         server.wait_for(
-            r"\[worker 1 twisted_echo\.listen#info\] udp listening", start=mark
+            r"\[worker 1 twisted_echo\.listening\.listen#info\] udp "
+                r"listening", start=mark
         )
         time.sleep(0.5)  # clients keep connecting with both workers up again
         stop.set()
@@ -389,7 +392,8 @@ class WorkerCrashTests(pyunit.TestCase):
             # Once it serves (its last listener is up) and a second after
             # the last kill: a deadline poll, not a sleep.
             server.wait_for(
-                rf"\[worker {number} twisted_echo\.listen#info\] udp listening",
+                rf"\[worker {number} twisted_echo\.listening\.listen#info\] udp "
+                    rf"listening",
                 start=index,
             )
             next_kill = last_kill + 1.0
@@ -403,7 +407,7 @@ class WorkerCrashTests(pyunit.TestCase):
         elapsed = time.monotonic() - started
         number, pid, index = self.newest_worker(server)
         server.wait_for(
-            rf"\[worker {number} twisted_echo\.listen#info\] udp listening",
+            rf"\[worker {number} twisted_echo\.listening\.listen#info\] udp listening",
             start=index,
         )
         prober.stop()

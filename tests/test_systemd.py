@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.systemd}: socket activation (parsing, the
+Tests for L{twisted_echo.operations.systemd}: socket activation (parsing, the
 environment, adopting sockets) and sd_notify, in process and with the real
 C{systemd-socket-activate} and a real C{AF_UNIX} notify socket.
 
@@ -50,9 +50,8 @@ from tests.process import (
     twistd_command,
     udp_socket,
 )
-from twisted_echo import tap
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.systemd import (
+from twisted_echo.app import options as tap
+from twisted_echo.operations.systemd import (
     InheritedSocket,
     Notifier,
     NotifyingService,
@@ -68,6 +67,7 @@ from twisted_echo.systemd import (
     parse_systemd_description,
     status_line,
 )
+from twisted_echo.policies.counters import ServiceCounters
 
 ROOT = Path(__file__).resolve().parent.parent
 UNITS = ROOT / "contrib" / "systemd"
@@ -532,7 +532,7 @@ class InheritedSocketsTests(unittest.TestCase):
         """
         code = (
             "import os, twisted.internet.endpoints\n"
-            "from twisted_echo.systemd import inherited_sockets\n"
+            "from twisted_echo.operations.systemd import inherited_sockets\n"
             "print('LISTEN_FDS' in os.environ, inherited_sockets())\n"
         )
         shim = (
@@ -574,7 +574,7 @@ class AdoptTests(unittest.TestCase):
         """
         fd = sock.fileno()
         env = environment(1)
-        import twisted_echo.systemd as systemd
+        import twisted_echo.operations.systemd as systemd
 
         self.patch(systemd, "SD_LISTEN_FDS_START", fd)
         return adoptable_socket(address, kind, env)
@@ -614,7 +614,7 @@ class AdoptTests(unittest.TestCase):
         pipe_r, pipe_w = os.pipe()
         self.addCleanup(os.close, pipe_r)
         self.addCleanup(os.close, pipe_w)
-        import twisted_echo.systemd as systemd
+        import twisted_echo.operations.systemd as systemd
 
         self.patch(systemd, "SD_LISTEN_FDS_START", pipe_r)
         with self.assertRaises(SystemdSocketError) as caught:
@@ -627,7 +627,7 @@ class AdoptTests(unittest.TestCase):
         real family; a missing socket fails the L{Deferred}.
         """
         sock = listening_tcp(self)
-        import twisted_echo.systemd as systemd
+        import twisted_echo.operations.systemd as systemd
 
         self.patch(systemd, "SD_LISTEN_FDS_START", sock.fileno())
         reactor = MemoryReactor()

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.tap}: the options and the service they build.
+Tests for L{twisted_echo.app.options}: the options and the service they build.
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ import sys
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.listen import (
-    DatagramListenerService,
-    ListenError,
-    StreamListenerService,
-)
-from twisted_echo.tap import (
+from twisted_echo.app.options import (
     DEFAULTS,
     HELP_GROUPS,
     Options,
@@ -26,7 +21,12 @@ from twisted_echo.tap import (
     parse_size,
     with_backlog,
 )
-from twisted_echo.udp import DEFAULT_NEVER_ANSWER
+from twisted_echo.listening.listen import (
+    DatagramListenerService,
+    ListenError,
+    StreamListenerService,
+)
+from twisted_echo.services.udp import DEFAULT_NEVER_ANSWER
 
 
 def parse(*args: str) -> Options:
@@ -108,7 +108,7 @@ class OptionsTests(TestCase):
                 sys.executable,
                 "-c",
                 "import sys\n"
-                "from twisted_echo.tap import Options\n"
+                "from twisted_echo.app.options import Options\n"
                 "Options().parseOptions(['--echo', 'tcp:0:interface=127.0.0.1',"
                 " '--log-format', 'json', '--udp', 'udp:0'])\n"
                 "print('twisted.internet.reactor' in sys.modules)\n",

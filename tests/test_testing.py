@@ -24,7 +24,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.listen import ListenError
+from twisted_echo.listening.listen import ListenError
 from twisted_echo.testing import RunningServices, start_services
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.tls}: sockecho's TLS layer against real peers
+Tests for L{twisted_echo.listening.tls}: sockecho's TLS layer against real peers
 (Python's C{ssl} module, C{openssl s_client}, a C{twistd sockecho}
 process), half-close over TLS 1.3 and 1.2, flow control, the timeouts and
 limits of connections that never finish their handshake, and the check that
@@ -50,16 +50,11 @@ from tests.tls_peers import (
     serve_tls,
     ssl_description,
 )
-from twisted_echo import tls
-from twisted_echo.budget import MemoryBudget
+from twisted_echo.app.options import Options, makeService
 from twisted_echo.client.endpoints import stream_endpoint
 from twisted_echo.client.tls import TLSSettings
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.echo import EchoFactory
-from twisted_echo.limits import ConnectionLimits, Timeouts
-from twisted_echo.stream import READ_SIZE, StreamFactory, queued_bytes
-from twisted_echo.tap import Options, makeService
-from twisted_echo.tls import (
+from twisted_echo.listening import tls
+from twisted_echo.listening.tls import (
     HalfCloseTLSFactory,
     HalfCloseTLSProtocol,
     StockTLSFactory,
@@ -67,8 +62,13 @@ from twisted_echo.tls import (
     server_tls_factory,
     tls_layer_misfit,
 )
-from twisted_echo.upper import UpperFactory
-from twisted_echo.welcome import WelcomeFactory
+from twisted_echo.policies.budget import MemoryBudget
+from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.limits import ConnectionLimits, Timeouts
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.stream import READ_SIZE, StreamFactory, queued_bytes
+from twisted_echo.services.upper import UpperFactory
+from twisted_echo.services.welcome import WelcomeFactory
 
 MIB = 1 << 20
 BANNER = b"Welcome to the server. Type something and hit enter\r\n"
@@ -589,7 +589,7 @@ class ListenerTests(TestCase):
                 sys.executable,
                 "-c",
                 "import sys\n"
-                "from twisted_echo.tap import Options\n"
+                "from twisted_echo.app.options import Options\n"
                 f"Options().parseOptions(['--echo', {description!r}])\n"
                 "print('twisted.internet.reactor' in sys.modules)\n",
             ],

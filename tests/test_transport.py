@@ -1,5 +1,5 @@
 """
-Tests of L{twisted_echo.transport}: the leaner TCP server transport, on real
+Tests of L{twisted_echo._twisted.transport}: the leaner TCP server transport, on real
 sockets of 127.0.0.1; the layout that keeps a connection small; the
 start-up check that it fits the installed Twisted.
 """
@@ -15,12 +15,16 @@ from twisted.trial import unittest
 
 from tests.loopback import exchange, listen_tcp, record_protocols, wait_until
 from tests.process import temp_dir
-from twisted_echo.echo import EchoFactory
-from twisted_echo.limits import ConnectionLimits
-from twisted_echo.stream import StreamFactory, StreamProtocol
-from twisted_echo.transport import Server, lean_transport_misfit, use_lean_transport
-from twisted_echo.upper import UpperFactory
-from twisted_echo.welcome import WelcomeFactory
+from twisted_echo._twisted.transport import (
+    Server,
+    lean_transport_misfit,
+    use_lean_transport,
+)
+from twisted_echo.policies.limits import ConnectionLimits
+from twisted_echo.services.echo import EchoFactory
+from twisted_echo.services.stream import StreamFactory, StreamProtocol
+from twisted_echo.services.upper import UpperFactory
+from twisted_echo.services.welcome import WelcomeFactory
 
 
 def fail_once(test: unittest.TestCase, cls: type, name: str, after: bool) -> None:

@@ -481,7 +481,8 @@ class ExposureTests(pyunit.TestCase):
             self, [*any_port_args(echo="tcp:0"), "--metrics", "tcp:0"]
         )
         match = server.wait_for(
-            r"\[twisted_echo\.listen#warn\] echo listening on tcp:0\.0\.0\.0:(\d+)"
+            r"\[twisted_echo\.listening\.listen#warn\] echo listening on tcp:0\.0\.0\."
+                r"0:(\d+)"
             r" is open beyond loopback \(every IPv4 interface\); give the endpoint"
             r" interface=127\.0\.0\.1 to keep it to this host$"
         )
@@ -508,7 +509,8 @@ class ExposureTests(pyunit.TestCase):
             server.wait_for(r"#warn\] echo listening on tcp:0\.0\.0\.0:(\d+)").group(1)
         )
         for number in (1, 2):
-            server.wait_for(rf"\[worker {number} twisted_echo\.listen#info\] udp")
+            server.wait_for(rf"\[worker {number} twisted_echo\.listening\."
+                rf"listen#info\] udp")
         self.assertEqual(tcp_exchange(port, b"w"), b"w")
         self.assertEqual(
             self.exposed(server),

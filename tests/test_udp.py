@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_udp -*-
 """
-Tests for L{twisted_echo.udp}: UDP echo with its loop guard (BSD inetd's
+Tests for L{twisted_echo.services.udp}: UDP echo with its loop guard (BSD inetd's
 rule, widened against CVE-2024-2169 loops), rate limits, one protocol per
 listening port, and the check of the Twisted internals its fast path uses.
 """
@@ -23,12 +23,12 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from tests.loopback import wait_until
-from twisted_echo import udp as udp_module
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.listen import DatagramListenerService, UDPAddress
-from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.tap import Options, makeService
-from twisted_echo.udp import (
+from twisted_echo.app.options import Options, makeService
+from twisted_echo.listening.listen import DatagramListenerService, UDPAddress
+from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.services import udp as udp_module
+from twisted_echo.services.udp import (
     DEFAULT_NEVER_ANSWER,
     INETD_LOOP_PORTS,
     IP_PKTINFO,

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.upper}: Unicode upper-casing of UTF-8 streams.
+Tests for L{twisted_echo.services.upper}: Unicode upper-casing of UTF-8 streams.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange, listen_tcp
 from tests.memory import connect, cut
-from twisted_echo.upper import Upper, UpperFactory, upper_bytes
+from twisted_echo.services.upper import Upper, UpperFactory, upper_bytes
 
 
 def upper_of_chunks(chunks: list[bytes], half_close: bool = True) -> bytes:

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.welcome}: banner, C{OK...} lines, telnet, limits.
+Tests for L{twisted_echo.services.welcome}: banner, C{OK...} lines, telnet, limits.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import connect, cut
 from tests.process import IO_TIMEOUT, start_server
-from twisted_echo import welcome
-from twisted_echo.budget import MemoryBudget
-from twisted_echo.limits import Timeouts
-from twisted_echo.welcome import (
+from twisted_echo.policies.budget import MemoryBudget
+from twisted_echo.policies.limits import Timeouts
+from twisted_echo.services import welcome
+from twisted_echo.services.welcome import (
     DEFAULT_BANNER,
     TELNET_COMMAND_BURST,
     TELNET_COMMAND_RATE,
@@ -523,7 +523,7 @@ class WelcomeCloseWhileReadingTests(TestCase):
     """
     A welcome connection closed from inside its own reading (a telnet
     protocol error, a line over the limit) over real sockets, where
-    L{twisted_echo.stream.StreamProtocol.close} takes the plain-socket
+    L{twisted_echo.services.stream.StreamProtocol.close} takes the plain-socket
     close path: whatever it held goes back to the memory budget, once.
     """
 

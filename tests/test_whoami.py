@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.whoami}: one JSON line (TCP, TLS) or datagram (UDP)
+Tests for L{twisted_echo.services.whoami}: one JSON line (TCP, TLS) or datagram (UDP)
 telling the client how the server sees it.
 """
 
@@ -35,14 +35,14 @@ from tests.process import (
 )
 from tests.tls_peers import make_certificate, serve_tls
 from twisted_echo import __version__
-from twisted_echo.counters import ServiceCounters
-from twisted_echo.limits import ConnectionLimits
-from twisted_echo.listen import DatagramListenerService, UDPAddress
-from twisted_echo.proxyheader import ProxyHeaderEndpoint
-from twisted_echo.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.tap import Options, listener_keys, makeService
-from twisted_echo.udp import LoopGuard
-from twisted_echo.whoami import (
+from twisted_echo.app.options import Options, listener_keys, makeService
+from twisted_echo.listening.listen import DatagramListenerService, UDPAddress
+from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
+from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.limits import ConnectionLimits
+from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.services.udp import LoopGuard
+from twisted_echo.services.whoami import (
     Whoami,
     WhoamiFactory,
     WhoamiInfo,
@@ -535,7 +535,7 @@ class TwistdTests(pyunit.TestCase):
         tcp_port, udp_port = whoami_ports(server)
         for number in (1, 2):
             server.wait_for(
-                rf"\[worker {number} twisted_echo\.listen#info\] "
+                rf"\[worker {number} twisted_echo\.listening\.listen#info\] "
                 "whoami listening on udp"
             )
         workers = set()
@@ -553,7 +553,7 @@ class TwistdTests(pyunit.TestCase):
         summary = [
             line
             for line in server.output
-            if re.search(r"\[twisted_echo\.supervisor#info\] whoami: ", line)
+            if re.search(r"\[twisted_echo\.app\.supervisor#info\] whoami: ", line)
         ]
         self.assertEqual(len(summary), 1, server.output[-20:])
         self.assertIn("connections=40 ", summary[0])

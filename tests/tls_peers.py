@@ -25,8 +25,8 @@ from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 
 from tests.process import IO_TIMEOUT, missing, temp_dir
-from twisted_echo.tls import TLSListeningReactor, self_signed_certificate
-from twisted_echo.transport import use_lean_transport
+from twisted_echo._twisted.transport import use_lean_transport
+from twisted_echo.listening.tls import TLSListeningReactor, self_signed_certificate
 
 HOST = "127.0.0.1"
 

@@ -3,24 +3,24 @@
 sockecho: the classic socket test services as a Twisted application.
 
 Services (one module each):
- - L{twisted_echo.echo}: TCP echo, RFC 862.
- - L{twisted_echo.upper}: TCP echo of UTF-8 text, upper-cased.
- - L{twisted_echo.welcome}: a banner, then C{OK...} and each line received.
- - L{twisted_echo.udp}: UDP echo, RFC 862, with a loop guard (CVE-2024-2169).
- - L{twisted_echo.whoami}: how the server sees the client, as JSON (TCP, UDP).
+ - L{twisted_echo.services.echo}: TCP echo, RFC 862.
+ - L{twisted_echo.services.upper}: TCP echo of UTF-8 text, upper-cased.
+ - L{twisted_echo.services.welcome}: a banner, then C{OK...} and each line received.
+ - L{twisted_echo.services.udp}: UDP echo, RFC 862, with a loop guard (CVE-2024-2169).
+ - L{twisted_echo.services.whoami}: how the server sees the client, as JSON (TCP, UDP).
 
-Start them with C{twistd -n sockecho}; see L{twisted_echo.tap}.
+Start them with C{twistd -n sockecho}; see L{twisted_echo.app.options}.
 
 The public API is the names in C{__all__}, importable from here
 (C{from twisted_echo import EchoFactory}): the services' factories and
-protocols, the server (L{twisted_echo.server.SockechoService}) and what
-builds it from options (L{twisted_echo.tap.Options},
-L{twisted_echo.tap.makeService}), the client's entry points
+protocols, the server (L{twisted_echo.app.server.SockechoService}) and what
+builds it from options (L{twisted_echo.app.options.Options},
+L{twisted_echo.app.options.makeService}), the client's entry points
 (L{twisted_echo.client}), and sockecho for other projects' tests: a server
-process (L{twisted_echo.spawn.start_sockecho}, behind the pytest plugin's
+process (L{twisted_echo.testing.spawn.start_sockecho}, behind the pytest plugin's
 C{sockecho} fixture), services in a running reactor
-(L{twisted_echo.testing.start_services}) and the ports file
-(L{twisted_echo.portsfile}). Everything else may change between releases.
+(L{twisted_echo.testing.trial.start_services}) and the ports file
+(L{twisted_echo.operations.portsfile}). Everything else may change between releases.
 Importing this package imports none of them: each is imported when first
 used (PEP 562), so C{import twisted_echo} loads neither a reactor nor any
 networking module.
@@ -41,22 +41,22 @@ TYPE_CHECKING = False
 #: C{NAME: (MODULE, NAME_THERE)}, modules relative to this package.
 _PUBLIC: dict[str, str | tuple[str, str]] = {
     # The services: protocols and their factories.
-    "StreamProtocol": "stream",
-    "StreamFactory": "stream",
-    "Echo": "echo",
-    "EchoFactory": "echo",
-    "Upper": "upper",
-    "UpperFactory": "upper",
-    "Welcome": "welcome",
-    "WelcomeFactory": "welcome",
-    "UDPEcho": "udp",
-    "Whoami": "whoami",
-    "WhoamiFactory": "whoami",
-    "WhoamiUDP": "whoami",
+    "StreamProtocol": "services.stream",
+    "StreamFactory": "services.stream",
+    "Echo": "services.echo",
+    "EchoFactory": "services.echo",
+    "Upper": "services.upper",
+    "UpperFactory": "services.upper",
+    "Welcome": "services.welcome",
+    "WelcomeFactory": "services.welcome",
+    "UDPEcho": "services.udp",
+    "Whoami": "services.whoami",
+    "WhoamiFactory": "services.whoami",
+    "WhoamiUDP": "services.whoami",
     # The server, and what builds it from twistd's options.
-    "SockechoService": "server",
-    "Options": "tap",
-    "makeService": "tap",
+    "SockechoService": "app.server",
+    "Options": "app.options",
+    "makeService": "app.options",
     # The client (sockecho-client) and its commands' entry points.
     "client_main": ("client.__main__", "main"),
     "ClientError": "client.errors",
@@ -68,13 +68,13 @@ _PUBLIC: dict[str, str | tuple[str, str]] = {
     "run_checks": "client.check",
     "run_whoami": "client.whoami",
     # Testing: a sockecho for other projects' tests (docs/testing.md).
-    "start_sockecho": "spawn",
-    "SockechoProcess": "spawn",
-    "StartError": "spawn",
-    "start_services": "testing",
-    "RunningServices": "testing",
-    "Addresses": "portsfile",
-    "read_ports_file": "portsfile",
+    "start_sockecho": "testing.spawn",
+    "SockechoProcess": "testing.spawn",
+    "StartError": "testing.spawn",
+    "start_services": "testing.trial",
+    "RunningServices": "testing.trial",
+    "Addresses": "operations.portsfile",
+    "read_ports_file": "operations.portsfile",
 }
 
 __all__ = [
@@ -115,23 +115,23 @@ __all__ = [
 if TYPE_CHECKING:
     from typing import Any
 
+    from twisted_echo.app.options import Options, makeService
+    from twisted_echo.app.server import SockechoService
     from twisted_echo.client.__main__ import main as client_main
     from twisted_echo.client.chat import run_chat
     from twisted_echo.client.check import CheckResult, run_check, run_checks
     from twisted_echo.client.errors import ClientError
     from twisted_echo.client.load import LoadConfig, run_load
     from twisted_echo.client.whoami import run_whoami
-    from twisted_echo.echo import Echo, EchoFactory
-    from twisted_echo.portsfile import Addresses, read_ports_file
-    from twisted_echo.server import SockechoService
-    from twisted_echo.spawn import SockechoProcess, StartError, start_sockecho
-    from twisted_echo.stream import StreamFactory, StreamProtocol
-    from twisted_echo.tap import Options, makeService
-    from twisted_echo.testing import RunningServices, start_services
-    from twisted_echo.udp import UDPEcho
-    from twisted_echo.upper import Upper, UpperFactory
-    from twisted_echo.welcome import Welcome, WelcomeFactory
-    from twisted_echo.whoami import Whoami, WhoamiFactory, WhoamiUDP
+    from twisted_echo.operations.portsfile import Addresses, read_ports_file
+    from twisted_echo.services.echo import Echo, EchoFactory
+    from twisted_echo.services.stream import StreamFactory, StreamProtocol
+    from twisted_echo.services.udp import UDPEcho
+    from twisted_echo.services.upper import Upper, UpperFactory
+    from twisted_echo.services.welcome import Welcome, WelcomeFactory
+    from twisted_echo.services.whoami import Whoami, WhoamiFactory, WhoamiUDP
+    from twisted_echo.testing.spawn import SockechoProcess, StartError, start_sockecho
+    from twisted_echo.testing.trial import RunningServices, start_services
 
     __version__: str
 

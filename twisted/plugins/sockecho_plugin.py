@@ -10,7 +10,7 @@ from twisted.application.service import ServiceMaker
 
 sockecho = ServiceMaker(
     "sockecho",
-    "twisted_echo.runner",
+    "twisted_echo.tap",
     "Socket test services: TCP echo (RFC 862), upper, welcome, UDP echo.",
     "sockecho",
 )

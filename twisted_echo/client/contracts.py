@@ -4,7 +4,7 @@ What each service owes its client: the expected reply to what was sent,
 checked byte by byte as replies arrive.
 
  - echo (RFC 862): every byte sent comes back identical, in order.
- - upper: L{twisted_echo.upper.upper_bytes} of what was sent; a multi-byte
+ - upper: L{twisted_echo.services.upper.upper_bytes} of what was sent; a multi-byte
    UTF-8 character is owed once its last byte has been sent.
  - welcome: a banner line (ending C{\\r\\n}) first, then C{OK...<line>\\r\\n}
    for every line sent (ending C{\\n} or C{\\r\\n}; RFC 854 end of line).
@@ -20,7 +20,7 @@ from __future__ import annotations
 import codecs
 import random
 
-from twisted_echo.upper import upper_bytes
+from twisted_echo.services.upper import upper_bytes
 
 SERVICES = ("echo", "upper", "welcome")
 

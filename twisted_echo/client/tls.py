@@ -12,7 +12,7 @@ Connecting over TLS waits for the handshake: a refused certificate or a
 failed handshake is one line (L{TLSHandshakeError}), e.g. C{TLS handshake
 failed: certificate not trusted: self-signed certificate (CN=localhost)}.
 
-Connections use sockecho's TLS layer (L{twisted_echo.tls}): a client's
+Connections use sockecho's TLS layer (L{twisted_echo.listening.tls}): a client's
 C{loseWriteConnection()} sends close_notify and it goes on reading until the
 server's, so C{check}, C{chat} and C{load} half-close over TLS 1.3 as they do
 over TCP.
@@ -40,7 +40,11 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_echo.client.errors import ClientUsageError
-from twisted_echo.tls import HalfCloseTLSProtocol, tls_factory, tls_layer_problem
+from twisted_echo.listening.tls import (
+    HalfCloseTLSProtocol,
+    tls_factory,
+    tls_layer_problem,
+)
 
 #: Words for the certificate verification errors people meet (OpenSSL's
 #: X509_V_ERR_* codes).
@@ -405,7 +409,7 @@ _warned: list[bool] = []
 @implementer(IStreamClientEndpoint)
 class TLSClientEndpoint:
     """
-    Connects over TCP, then TLS (L{twisted_echo.tls}); the connection is
+    Connects over TCP, then TLS (L{twisted_echo.listening.tls}); the connection is
     handed over once the handshake is done and the certificate accepted.
     """
 

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_client_whoami -*-
 """
 C{sockecho-client whoami ENDPOINT [--count N]}: ask a sockecho whoami
-service (L{twisted_echo.whoami}) how it sees this client, and, called N
+service (L{twisted_echo.services.whoami}) how it sees this client, and, called N
 times, how a load balancer in front of it spreads the connections.
 
 With one call it prints the reply's fields one per line; with C{--count N}

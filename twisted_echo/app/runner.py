@@ -1,0 +1,412 @@
+# -*- test-case-name: tests.test_runner -*-
+"""
+The twistd-facing layer of C{twistd sockecho}: what only a process started
+by twistd needs, kept out of the options (L{twisted_echo.app.options}) and the
+services (L{twisted_echo.app.server}).
+
+Here, and only here:
+ - systemd is told of readiness and of the drain when it asks
+   (C{NOTIFY_SOCKET}: L{notify_systemd});
+ - the reactor is chosen (L{twisted_echo._twisted.reactor}, unless C{twistd -r} chose
+   one);
+ - the process is tuned: the open files limit raised for C{--max-connections}
+   (to the hard limit when it is 0, "no limit"), malloc kept from mapping
+   every large read (L{twisted_echo.operations.malloc});
+ - SIGHUP and SIGUSR1 are handled (L{twisted_echo.app.signals});
+ - the log (C{--log-format}, C{--log-level}) is written by sockecho's
+   buffered observer where twistd would write text
+   (L{twisted_echo.log.setup});
+ - a start-up error becomes twistd's exit: with C{-n}, one line on standard
+   error and exit status 1; as a daemon, twistd's own report through its
+   status pipe ("An error has occurred: ...") and exit status 1, with the
+   line in the log too.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from collections.abc import Mapping
+from importlib.metadata import version
+from typing import IO, Any
+
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
+from twisted.python import usage
+
+from twisted_echo._twisted.reactor import install_if_unchosen
+from twisted_echo.app import options as tap
+from twisted_echo.app.server import SockechoService
+from twisted_echo.app.supervisor import Supervisor
+from twisted_echo.listening.listen import ListenError
+from twisted_echo.log.setup import use_log
+from twisted_echo.operations.malloc import keep_large_reads_on_heap
+from twisted_echo.operations.systemd import Notifier, NotifyingService
+from twisted_echo.services.stream import READ_SIZE
+
+_log = Logger()
+
+#: Whether twistd exits 1 after printing a usage error. Before Twisted 26.10
+#: its C{app.run} printed the error and returned, so twistd exited 0.
+_major, _minor = (int(n) for n in version("Twisted").split(".")[:2])
+TWISTD_EXITS_1_ON_USAGE_ERROR = (_major, _minor) >= (26, 10)
+
+#: Descriptors kept beyond C{--max-connections}: listeners, log files, and
+#: connections being refused.
+SPARE_FILES = 256
+
+
+class StartupError(Exception):
+    """
+    sockecho could not start, as a daemon; its text says why.
+
+    twistd's parent process prints the first 100 bytes of the exception's
+    C{module.Class: text} line; the module is named C{sockecho} so that the
+    reason fits: C{sockecho.StartupError: cannot listen on ...}.
+    """
+
+
+StartupError.__module__ = "sockecho"
+
+
+def open_files_wanted(
+    max_connections: int, metrics_connections: int | None = None
+) -> int | None:
+    """
+    @param max_connections: C{--max-connections}, 0 for no limit.
+    @param metrics_connections: C{--metrics-max-connections} (0 for no
+        limit) when this process serves C{--metrics}, else L{None}: the
+        metrics listener's connections are counted apart from the services'
+        (L{twisted_echo.operations.httpbounds}).
+    @return: the open files limit that many connections need, or L{None}
+        for as many as the hard limit allows.
+    """
+    if not max_connections or metrics_connections == 0:
+        return None
+    return max_connections + (metrics_connections or 0) + SPARE_FILES
+
+
+def raise_open_files_limit(wanted: int | None) -> int:
+    """
+    Raise this process's soft limit of open files (C{RLIMIT_NOFILE}) towards
+    C{wanted}, up to the hard limit; never lower it.
+
+    @param wanted: file descriptors wanted; L{None} for the hard limit (or,
+        when that is unlimited, the kernel's C{fs.nr_open}).
+    @return: the soft limit now in force.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = hard
+    if hard == resource.RLIM_INFINITY:
+        ceiling = _kernel_open_files_ceiling()
+    target = ceiling if wanted is None else min(wanted, ceiling)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def _kernel_open_files_ceiling() -> int:
+    try:
+        with open("/proc/sys/fs/nr_open") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 1 << 20
+
+
+def tune_process(config: Mapping[str, Any]) -> None:
+    """
+    Raise the open files limit for C{config["max-connections"]} and keep
+    large reads on the heap, logging what could not be done.
+
+    @param config: the parsed L{tap.Options}.
+    """
+    metrics = None
+    if config["metrics"] is not None:
+        metrics = config["metrics-max-connections"]
+    wanted = open_files_wanted(config["max-connections"], metrics)
+    limit = raise_open_files_limit(wanted)
+    if wanted is not None and limit < wanted:
+        _log.warn(
+            "open files limit is {limit}, below the {wanted} the connection "
+            "limit needs",
+            limit=limit,
+            wanted=wanted,
+        )
+    if not keep_large_reads_on_heap(READ_SIZE):
+        _log.info("malloc not tuned for {size}-byte reads", size=READ_SIZE)
+
+
+class TwistdService(MultiService):
+    """
+    Runs the server (its only child) under twistd, and turns a start-up
+    error into twistd's way of failing.
+
+    @param daemon: whether twistd runs as a daemon (no C{-n}).
+    @param pidfile: the pid file twistd wrote, removed when start-up fails
+        with C{-n} (as a daemon, twistd removes it itself).
+    @param stderr: where the C{-n} error line goes (the process's standard
+        error by default).
+    """
+
+    def __init__(
+        self,
+        server: SockechoService | Supervisor,
+        daemon: bool = False,
+        pidfile: str | None = None,
+        stderr: IO[str] | None = None,
+    ) -> None:
+        MultiService.__init__(self)
+        self.server: IService = server
+        self.daemon = daemon
+        self.pidfile = pidfile
+        self.stderr = stderr
+        MultiService.addService(self, server)
+
+    def privilegedStartService(self) -> None:
+        """
+        Start the server's listeners.
+
+        @raise StartupError: as a daemon, when a listener fails (twistd
+            reports it through its status pipe and exits 1).
+        @raise SystemExit: with C{-n}, status 1, after one line on standard
+            error, when a listener fails.
+        """
+        try:
+            MultiService.privilegedStartService(self)
+        except ListenError as e:
+            message = f"sockecho: {e}"
+            _log.critical("{message}", message=message)
+            if self.daemon:
+                raise StartupError(str(e)) from None
+            stderr = self.stderr or sys.__stderr__ or sys.stderr
+            print(message, file=stderr, flush=True)
+            if self.pidfile:
+                # twistd wrote it before starting services; a SystemExit
+                # skips twistd's own clean-up.
+                try:
+                    os.remove(self.pidfile)
+                except OSError:
+                    pass
+            raise SystemExit(1) from None
+
+    def stopService(self) -> Deferred[Any]:
+        """
+        Stop the server first (its drain tells the metrics listener and
+        systemd that it has begun), then the other children.
+        """
+        Service.stopService(self)
+        others = [child for child in reversed(list(self)) if child is not self.server]
+        stopped: Deferred[Any] = maybeDeferred(self.server.stopService)
+
+        def stop_others(_: object) -> Deferred[Any]:
+            return DeferredList(
+                [maybeDeferred(child.stopService) for child in others],
+                consumeErrors=True,
+            )
+
+        stopped.addBoth(stop_others)
+        return stopped
+
+    def give_up(self, reason: str) -> None:
+        """
+        The supervisor cannot keep workers running: stop, remove the pid
+        file and exit with status 1 (twistd itself would exit 0).
+        """
+        from twisted.internet import reactor
+
+        def exit_failed() -> None:
+            if self.pidfile:
+                try:
+                    os.remove(self.pidfile)
+                except OSError:
+                    pass
+            os._exit(1)
+
+        reactor.addSystemEventTrigger("after", "shutdown", exit_failed)
+        reactor.stop()
+
+
+class Options(tap.Options):
+    """
+    L{tap.Options}, plus what they ask of twistd: C{--log-format} and
+    C{--log-level} make twistd log through sockecho's observer
+    (L{twisted_echo.log.setup}). The options as given
+    are kept (C{args}) for workers to parse again.
+    """
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse C{options} (the command line's by default), keeping them. Run
+        by a twistd that would exit 0 after a usage error (Twisted before
+        26.10), print what twistd prints for it and exit 1, as a newer
+        twistd does.
+
+        @raise usage.UsageError: naming the option and the value at fault.
+        """
+        self.args = list(sys.argv[1:] if options is None else options)
+        try:
+            usage.Options.parseOptions(self, options)
+        except usage.UsageError as error:
+            twistd = getattr(self, "parent", None)
+            if twistd is None or TWISTD_EXITS_1_ON_USAGE_ERROR:
+                raise
+            print(twistd)
+            print(f"{' '.join(sys.argv[0:2])}: {error}")
+            raise SystemExit(1) from None
+
+    def postOptions(self) -> None:
+        """
+        Validate (L{tap.Options.postOptions}), then set up the log.
+
+        @raise usage.UsageError: naming the option and the value at fault.
+        """
+        tap.Options.postOptions(self)
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            use_log(twistd, self["log-format"], self["log-level"])
+
+
+def makeService(config: Options) -> TwistdService:
+    """
+    Choose the reactor, tune the process, and build the server C{config}
+    describes (L{tap.makeService}) for twistd to run.
+
+    @param config: parsed and validated L{Options}, whose C{parent} is
+        twistd's own options when run by twistd.
+    @return: the service twistd runs.
+    """
+    install_if_unchosen()
+    from twisted.internet import reactor
+
+    twistd: Mapping[str, Any] = getattr(config, "parent", None) or {}
+    server: SockechoService | Supervisor
+    if config["workers"] > 1:
+        server = Supervisor(
+            getattr(config, "args", []),
+            tap.listener_keys(config),
+            config.stream_endpoint,
+            config["workers"],
+            reactor,
+            config["drain-timeout"],
+        )
+    else:
+        tune_process(config)
+        server = tap.makeService(config, reactor)
+    top = TwistdService(
+        server,
+        daemon="nodaemon" in twistd and not twistd["nodaemon"],
+        pidfile=twistd.get("pidfile") or None,
+    )
+    add_signal_handlers(top, server, reactor)
+    if isinstance(server, Supervisor):
+        server.on_give_up = top.give_up
+        if config["metrics"] is not None:
+            # The supervisor serves no service connection: its open files
+            # are the listeners, the workers' pipes and the metrics
+            # listener's connections.
+            raise_open_files_limit(
+                open_files_wanted(1, config["metrics-max-connections"])
+            )
+            add_supervisor_metrics(top, server, config, reactor)
+    notify_systemd(top, server, reactor, config["drain-timeout"])
+    if config["ports-file"] is not None:
+        add_ports_file(top, server, config["ports-file"])
+    return top
+
+
+def add_signal_handlers(
+    top: MultiService, server: SockechoService | Supervisor, reactor: Any
+) -> None:
+    """
+    Handle SIGHUP and SIGUSR1 (L{twisted_echo.app.signals}): a service that
+    installs the handlers before any listener starts (it is put first
+    among C{top}'s children) and is told when the drain starts.
+    """
+    from twisted_echo.app.signals import SignalService
+
+    signals = SignalService(server, reactor)
+    server.drain_started.append(signals.drain_started)
+    top.addService(signals)
+    top.services.remove(signals)
+    top.services.insert(0, signals)
+
+
+def add_ports_file(
+    top: MultiService, server: SockechoService | Supervisor, path: str
+) -> None:
+    """
+    Add C{--ports-file}'s writer as C{top}'s last child: it writes the file
+    once every listener before it is up, and removes it when C{server}'s
+    drain starts (L{twisted_echo.operations.announce}).
+    """
+    from twisted_echo.operations.announce import PortsFileService
+
+    ports_file = PortsFileService(path, top)
+    server.drain_started.append(ports_file.drain_started)
+    top.addService(ports_file)
+
+
+def add_supervisor_metrics(
+    top: MultiService, supervisor: Supervisor, config: Options, reactor: Any
+) -> None:
+    """
+    With workers, the supervisor serves C{--metrics}: the figures summed
+    over every worker, read from the tables they count into
+    (L{twisted_echo.operations.sharedcounters}; what they measure, such as held bytes,
+    as each last reported it, at most a second old), C{/readyz} 503 from the
+    moment the drain starts. Its connections count towards the
+    supervisor's open files.
+    """
+    from twisted_echo.operations.metrics import MetricsService
+
+    description = config["metrics"]
+    metrics = MetricsService(
+        description,
+        config.stream_endpoint(description, reactor),
+        [supervisor],
+        max_buffer=config["max-buffer"] * config["workers"],
+        max_connections=config["metrics-max-connections"],
+        request_timeout=config["metrics-request-timeout"],
+    )
+    supervisor.drain_started.append(metrics.drain_started)
+    supervisor.drain_ended.append(metrics.drain_ended)
+    top.addService(metrics)
+
+
+def notify_systemd(
+    top: MultiService,
+    server: SockechoService | Supervisor,
+    clock: Any,
+    drain_timeout: float,
+) -> None:
+    """
+    When systemd asked for readiness notifications (C{NOTIFY_SOCKET}, a
+    C{Type=notify} unit), add a L{NotifyingService} after C{server} in
+    C{top}: C{READY=1} once every listener is up, C{STATUS=} with the
+    connection counts, C{STOPPING=1} when the drain starts (sd_notify(3)).
+    Without C{NOTIFY_SOCKET}, nothing.
+
+    @param top: the service twistd runs, C{server}'s parent.
+    @param server: the server whose listeners and counters to report.
+    @param clock: the reactor, for the periodic status.
+    @param drain_timeout: C{--drain-timeout}, seconds, for the status.
+    """
+    notifier = Notifier.from_environment()
+    if not notifier.enabled:
+        return
+    notifying = NotifyingService(
+        notifier,
+        lambda: (
+            server.snapshot() if isinstance(server, Supervisor) else server.counters
+        ),
+        clock,
+        drain_timeout,
+    )
+    server.drain_started.append(notifying.drain_started)
+    top.addService(notifying)

@@ -1,0 +1,113 @@
+# -*- test-case-name: tests.test_server -*-
+"""
+The whole server as one service: its listeners, start-up errors, graceful
+shutdown and the summary it logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.logger import Logger
+
+from twisted_echo.listening.listen import ListenError
+from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.limits import DEFAULT_DRAIN_TIMEOUT
+from twisted_echo.services.stream import StreamFactory
+
+_log = Logger()
+
+
+class SockechoService(MultiService):
+    """
+    All of sockecho's listeners, one child service each.
+
+    Start-up: if a listener cannot listen, the listeners already started
+    are stopped and the L{ListenError} is raised (turning it into an exit
+    status is L{twisted_echo.app.runner}'s work).
+
+    Shutdown (twistd runs L{stopService} before the reactor stops, on
+    SIGTERM or SIGINT): stop accepting at once, let open connections finish
+    what they are owed for up to C{drain_timeout} seconds, abort the rest,
+    then log each service's counters once every connection has reported.
+
+    @ivar counters: each service's L{ServiceCounters}, by service name.
+    @ivar factories: the TCP services' factories, drained at shutdown.
+    @ivar drain_started: callables run without arguments the moment
+        shutdown starts, before any listener stops (C{/readyz} turns 503,
+        sd_notify's C{STOPPING=1}).
+    @ivar drain_ended: callables run without arguments once the drain is
+        over and the summary logged (the metrics listener stops).
+    """
+
+    def __init__(
+        self,
+        counters: dict[str, ServiceCounters],
+        factories: list[StreamFactory] | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+    ) -> None:
+        MultiService.__init__(self)
+        self.counters = counters
+        self.factories = factories or []
+        self.drain_timeout = drain_timeout
+        self.drain_started: list[Callable[[], object]] = []
+        self.drain_ended: list[Callable[[], object]] = []
+
+    def addService(self, service: IService) -> None:
+        """
+        Add one listener (an L{twisted.application.service.IService}) as a
+        child.
+        """
+        MultiService.addService(self, service)
+
+    def privilegedStartService(self) -> None:
+        """
+        Start every listener.
+
+        @raise ListenError: when a listener fails; those already listening
+            are stopped first.
+        """
+        try:
+            MultiService.privilegedStartService(self)
+        except ListenError:
+            for child in self:
+                child.stopService()
+            raise
+
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop accepting, drain open connections, log the summary.
+
+        @return: a L{twisted.internet.defer.Deferred} that fires once every
+            connection is closed or the drain timeout has passed.
+        """
+        for hook in self.drain_started:
+            hook()
+        open_now = sum(len(f.open_protocols) for f in self.factories)
+        for factory in self.factories:
+            factory.counters.held_bytes = factory.held_bytes()
+        _log.info(
+            "shutting down: no new connections; draining {open} open "
+            "connection(s) holding {held} bytes for up to {timeout} s",
+            open=open_now,
+            held=sum(f.counters.held_bytes for f in self.factories),
+            timeout=self.drain_timeout,
+        )
+        stopped: list[Deferred[Any]] = [maybeDeferred(MultiService.stopService, self)]
+        stopped.extend(f.drain(self.drain_timeout) for f in self.factories)
+        done: Deferred[None] = Deferred()
+
+        def summarize(_: object) -> None:
+            for name, counters in self.counters.items():
+                _log.info(
+                    "{service}: {summary}", service=name, summary=counters.summary()
+                )
+            for hook in self.drain_ended:
+                hook()
+            done.callback(None)
+
+        DeferredList(stopped, consumeErrors=True).addCallback(summarize)
+        return done

@@ -1,0 +1,3 @@
+"""
+Where services listen: endpoints, addresses, the PROXY header, TLS.
+"""

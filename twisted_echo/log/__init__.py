@@ -1,0 +1,3 @@
+"""
+sockecho's log observers and formats (text, JSON), and their set-up.
+"""

@@ -1,0 +1,70 @@
+# -*- test-case-name: tests.test_counters -*-
+"""
+Per-service counters, readable from code and logged at shutdown.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class ServiceCounters:
+    """
+    What one service has done since start.
+
+    @ivar connections_open: TCP connections open now.
+    @ivar connections_total: TCP connections accepted since start.
+    @ivar bytes_in: bytes received from peers (TCP payload or datagram payload).
+    @ivar bytes_out: bytes sent back to peers.
+    @ivar datagrams_in: UDP datagrams received.
+    @ivar datagrams_out: UDP datagrams sent back.
+    @ivar dropped: datagrams dropped, by reason (C{str}).
+    @ivar refused: TCP connections refused by a limit, by reason.
+    @ivar timeouts: TCP connections closed by a timeout, by kind (C{"idle"},
+        C{"stall"}, C{"line"}, C{"drain"}, C{"handshake"}: TLS, see
+        L{twisted_echo.listening.tls}).
+    @ivar pauses: times flow control stopped reading from a TCP peer that was
+        not reading its replies (see L{twisted_echo.policies.budget}).
+    @ivar held_bytes: bytes held in user space for this service's
+        connections (queued replies, unfinished lines), as last measured.
+    """
+
+    connections_open: int = 0
+    connections_total: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    datagrams_in: int = 0
+    datagrams_out: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    refused: Counter[str] = field(default_factory=Counter)
+    timeouts: Counter[str] = field(default_factory=Counter)
+    pauses: int = 0
+    held_bytes: int = 0
+
+    def summary(self) -> str:
+        """
+        @return: one human-readable line of the non-zero counters.
+        """
+        parts = [
+            f"{name}={value}"
+            for name, value in (
+                ("connections", self.connections_total),
+                ("open", self.connections_open),
+                ("bytes_in", self.bytes_in),
+                ("bytes_out", self.bytes_out),
+                ("datagrams_in", self.datagrams_in),
+                ("datagrams_out", self.datagrams_out),
+                ("pauses", self.pauses),
+                ("held_bytes", self.held_bytes),
+            )
+            if value
+        ]
+        for name, counter in (
+            ("dropped", self.dropped),
+            ("refused", self.refused),
+            ("timeouts", self.timeouts),
+        ):
+            parts.extend(f"{name}[{key}]={n}" for key, n in sorted(counter.items()))
+        return " ".join(parts) or "idle"

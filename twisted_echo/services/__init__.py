@@ -1,0 +1,4 @@
+"""
+The services: the stream base (L{twisted_echo.services.stream}), TCP
+echo, upper, welcome, whoami and UDP echo.
+"""
