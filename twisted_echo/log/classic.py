@@ -143,7 +143,7 @@ _ESCAPING = _EscapingFormatter()
 class _CallMapping(Mapping[str, Any]):
     """
     An event's fields as Twisted's formatter sees them: C{"{name()}"} calls
-    the field C{name} (L{twisted.logger.formatWithCall}).
+    the field C{name} (C{twisted.logger._format.formatWithCall}).
     """
 
     def __init__(self, fields: Mapping[str, Any]) -> None:
