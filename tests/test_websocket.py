@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import tempfile
@@ -35,15 +36,18 @@ from wsproto.events import (
     TextMessage,
 )
 
-from tests.memory import connect, run_clock
+from tests.memory import PEER, connect, run_clock
 from tests.process import (
     CLEAN_SIGTERM_EXIT,
     HOST,
     IO_TIMEOUT,
+    STARTUP_TIMEOUT,
     RunningServer,
     in_ci,
     missing,
 )
+from tests.test_metrics import http_get, samples
+from tests.tls_peers import make_certificate, ssl_description
 from twisted_echo.app.options import Options
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.limits import ConnectionLimits, Timeouts
@@ -238,6 +242,30 @@ class InMemoryTests(SynchronousTestCase):
         self.assertTrue(peer.transport.disconnecting)
 
 
+class ProxyHeaderTests(SynchronousTestCase):
+    def test_haproxy_listener(self) -> None:
+        """
+        On a C{haproxy:} listener the PROXY header comes first; the
+        handshake and the echo follow, the log names the client it gave.
+        """
+        factory, _ = make_factory()
+        protocol = factory.buildProtocol(PEER, proxy_header=True)
+        assert isinstance(protocol, WebSocketEcho)
+        transport = StringTransport(peerAddress=PEER)
+        protocol.makeConnection(transport)
+        client = WSConnection(ConnectionType.CLIENT)
+        protocol.dataReceived(
+            b"PROXY TCP4 198.51.100.1 127.0.0.1 50000 80\r\n"
+            + client.send(Request(host="localhost", target="/"))
+            + masked_frame(0x1, b"via proxy")
+        )
+        client.receive_data(transport.value())
+        events = list(client.events())
+        self.assertIsInstance(events[0], AcceptConnection)
+        self.assertEqual(messages(events), [(TextMessage, "via proxy")])
+        self.assertEqual(protocol.client_text(), "tcp:198.51.100.1:50000")
+
+
 def masked_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     """
     @return: one client frame (masked, RFC 6455 section 5.2) of C{payload}
@@ -330,7 +358,7 @@ def require_websockets(case: pyunit.TestCase) -> Any:
 
 
 def start_websocket_server(
-    case: pyunit.TestCase, *args: str
+    case: pyunit.TestCase, *args: str, listener: str = f"tcp:0:interface={HOST}"
 ) -> tuple[RunningServer, int]:
     server = RunningServer(
         case,
@@ -340,11 +368,14 @@ def start_websocket_server(
             "--no-welcome",
             "--no-udp",
             "--websocket",
-            f"tcp:0:interface={HOST}",
+            listener,
             *args,
         ],
     )
-    port = server.wait_listening(["websocket"])["websocket"]
+    match = server.wait_for(
+        r"\] websocket listening on (tcp|ssl):127\.0\.0\.1:(\d+)$", STARTUP_TIMEOUT
+    )
+    port = int(match.group(2))
     return server, port
 
 
@@ -508,6 +539,55 @@ class RealLimitsTests(pyunit.TestCase):
                 ws.recv(timeout=IO_TIMEOUT)
             self.assertEqual(ws.close_code, 1001)
         self.assertIn(server.process.wait(IO_TIMEOUT), CLEAN_SIGTERM_EXIT)
+
+
+class RealServingTests(pyunit.TestCase):
+    """
+    wss (an C{ssl:} listener), workers, metrics.
+    """
+
+    def test_wss(self) -> None:
+        client = require_websockets(self)
+        certificate = make_certificate(self)
+        server, port = start_websocket_server(
+            self, listener=ssl_description(certificate)
+        )
+        context = ssl.create_default_context(cafile=certificate.cert)
+        with client.connect(
+            f"wss://localhost:{port}/", ssl=context, max_size=None
+        ) as ws:
+            for message in ["over TLS", b"\x00" * MB]:
+                ws.send(message)
+                self.assertEqual(ws.recv(timeout=IO_TIMEOUT), message)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
+
+    def test_metrics_and_workers(self) -> None:
+        """
+        With two workers, C{/metrics} counts the WebSocket connections under
+        C{service="websocket"}.
+        """
+        client = require_websockets(self)
+        server, port = start_websocket_server(
+            self, "--workers", "2", "--metrics", f"tcp:0:interface={HOST}"
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        for _ in range(3):
+            with client.connect(f"ws://{HOST}:{port}/") as ws:
+                ws.send("counted")
+                self.assertEqual(ws.recv(timeout=IO_TIMEOUT), "counted")
+
+        def counted() -> bool:
+            found = samples(http_get(metrics_port, "/metrics")[2])
+            key = ("sockecho_connections_total", frozenset({("service", "websocket")}))
+            return found.get(key) == 3
+
+        deadline = time.monotonic() + IO_TIMEOUT
+        while not counted():
+            self.assertLess(time.monotonic(), deadline, "3 connections never counted")
+            time.sleep(0.05)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
 
 
 # The page in a real browser.
