@@ -590,6 +590,43 @@ class RealServingTests(pyunit.TestCase):
         self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
 
 
+class RealFlowControlTests(pyunit.TestCase):
+    def test_client_that_never_reads_is_not_read_from(self) -> None:
+        """
+        A client that sends messages and never reads their echo: once the
+        echo is queued the server stops reading from it (a flow-control
+        pause, counted), so it cannot grow the server's memory.
+        """
+        server, port = start_websocket_server(
+            self, "--metrics", f"tcp:0:interface={HOST}"
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        key = (
+            "sockecho_flow_control_pauses_total",
+            frozenset({("service", "websocket")}),
+        )
+        payload = os.urandom(65000)
+        frame = b"\x82\xfe" + struct.pack("!H", len(payload)) + b"\0\0\0\0" + payload
+        sent = 0
+        with raw_upgrade(port) as sock:
+            sock.settimeout(2.0)
+            # Bounded: at most 256 MiB, until the server stops reading.
+            while sent < 256 * MB:
+                try:
+                    sock.sendall(frame)
+                except TimeoutError:
+                    break
+                sent += len(frame)
+            self.assertLess(sent, 256 * MB, "the server read everything")
+            deadline = time.monotonic() + IO_TIMEOUT
+            while samples(http_get(metrics_port, "/metrics")[2]).get(key, 0) < 1:
+                self.assertLess(time.monotonic(), deadline, "no pause counted")
+                time.sleep(0.05)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
+
+
 # The page in a real browser.
 
 #: Where the browser test saves its screenshot (printed too).
