@@ -294,6 +294,7 @@ class HTTPTests(SynchronousTestCase):
         head, _, body = reply.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"))
         self.assertIn(b"Content-Type: text/html; charset=utf-8", head)
+        self.assertIn(b"Content-Security-Policy: default-src 'none';", head)
         self.assertIn(b"<title>sockecho WebSocket echo</title>", body)
         self.assertNotIn(b"http://", body)
         self.assertNotIn(b"https://", body)

@@ -68,6 +68,12 @@ SERVICE_NAME = "websocket"
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 #: The page's file, in this package.
 PAGE_FILE = "websocket_page.html"
+#: The page's Content-Security-Policy header: inline script and style, and
+#: WebSocket connections; nothing else is fetched.
+PAGE_POLICY = (
+    b"Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
+    b"style-src 'unsafe-inline'; connect-src ws: wss:; img-src data:"
+)
 #: The paths served, and each one's flavour.
 ECHO_PATH = b"/"
 UPPER_PATH = b"/upper"
@@ -225,6 +231,9 @@ class WebSocketEcho(StreamProtocol):
             b"Cache-Control: no-store",
             b"Connection: close",
         ]
+        if status == 200:
+            # The page is self-contained: the browser is told to fetch nothing.
+            head_lines.append(PAGE_POLICY)
         self._http = None
         self.send(b"\r\n".join(head_lines) + b"\r\n\r\n" + (b"" if head else payload))
         self.close()
