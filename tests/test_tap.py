@@ -43,13 +43,13 @@ class OptionsTests(TestCase):
     def test_defaults_are_on_loopback(self) -> None:
         """
         With no options every service listens on its default port on
-        127.0.0.1 only; whoami, off by default, nowhere.
+        127.0.0.1 only; whoami and websocket, off by default, nowhere.
         """
         options = parse()
         self.assertEqual(
             options.listeners,
             {name: [description] for name, description in DEFAULTS.items()}
-            | {"whoami": []},
+            | {"whoami": [], "websocket": []},
         )
         for description in DEFAULTS.values():
             self.assertIn("interface=127.0.0.1", description)

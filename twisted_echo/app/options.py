@@ -54,6 +54,7 @@ from twisted_echo.services.echo import EchoFactory
 from twisted_echo.services.stream import StreamFactory
 from twisted_echo.services.udp import UDPEcho
 from twisted_echo.services.upper import UpperFactory
+from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE, WebSocketFactory
 from twisted_echo.services.welcome import (
     DEFAULT_BANNER,
     DEFAULT_MAX_LINE,
@@ -78,6 +79,10 @@ TCP_SERVICES = ("echo", "upper", "welcome")
 #: listeners, named L{WHOAMI_UDP} in L{listener_keys}; the others stream.
 WHOAMI = "whoami"
 WHOAMI_UDP = "whoami-udp"
+# --- websocket (issue 23): to port to the service registry at merge.
+#: The WebSocket service (off by default), L{twisted_echo.services.websocket}.
+WEBSOCKET = "websocket"
+# --- end websocket
 #: Listen queue length given to stream endpoints that do not set one.
 #: Twisted's default of 50 stalls connects during accept storms (1 s SYN
 #: retransmits); the kernel caps it at net.core.somaxconn.
@@ -306,6 +311,7 @@ HELP_GROUPS = (
             "welcome",
             "udp",
             "whoami",
+            "websocket",
             "no-echo",
             "no-upper",
             "no-welcome",
@@ -315,6 +321,7 @@ HELP_GROUPS = (
         ),
     ),
     ("The welcome service", ("banner", "max-line")),
+    ("The WebSocket service", ("websocket-max-message",)),
     (
         "Limits",
         (
@@ -536,10 +543,32 @@ class Options(usage.Options):
         "[default: off] (repeatable)"
     )
 
+    # --- websocket (issue 23): to port to the service registry at merge.
+    def opt_websocket(self, description: str) -> None:
+        self.listeners[WEBSOCKET].append(description)
+
+    opt_websocket.__doc__ = (
+        "Endpoint for the WebSocket echo service (ws://HOST:PORT/, /upper; "
+        "ssl: for wss://; GET / in a browser: a page to try it) "
+        "[default: off] (repeatable)"
+    )
+    optParameters.append(
+        [
+            "websocket-max-message",
+            None,
+            format_size(DEFAULT_MAX_MESSAGE),
+            "Longest WebSocket message echoed, in bytes (text: UTF-8); a "
+            "longer one is closed with code 1009.",
+            _size("websocket-max-message"),
+        ]
+    )
+    # --- end websocket
+
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self.listeners: dict[str, list[str]] = {name: [] for name in DEFAULTS}
         self.listeners[WHOAMI] = []
+        self.listeners[WEBSOCKET] = []
         # Defaults are written as users type them, which is what --help
         # shows; the values are those the option gives for that text.
         for parameter in self.optParameters:
@@ -600,7 +629,9 @@ class Options(usage.Options):
             self._check_address(
                 WHOAMI, description, datagram=is_datagram_description(description)
             )
-        if not self.listeners[WHOAMI] and not any(
+        for description in self.listeners[WEBSOCKET]:
+            self._check_address(WEBSOCKET, description)
+        if not self.listeners[WHOAMI] and not self.listeners[WEBSOCKET] and not any(
             self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]
         ):
             raise usage.UsageError("every service is switched off; nothing to run")
@@ -704,6 +735,9 @@ def listener_keys(config: Options) -> list[tuple[str, int, str]]:
         (service, index, description)
         for service in (WHOAMI, WHOAMI_UDP)
         for index, description in enumerate(whoami[service])
+    ] + [
+        (WEBSOCKET, index, description)
+        for index, description in enumerate(config.listeners[WEBSOCKET])
     ]
 
 
@@ -735,7 +769,7 @@ def makeService(
         from twisted.internet import reactor
 
     make_counters = new_counters or (lambda name: ServiceCounters())
-    counters = {name: make_counters(name) for name in (*DEFAULTS, WHOAMI)}
+    counters = {name: make_counters(name) for name in (*DEFAULTS, WHOAMI, WEBSOCKET)}
     shared = limits.ConnectionLimits(
         max_connections=config["max-connections"],
         max_per_peer=config["max-per-peer"],
@@ -766,22 +800,36 @@ def makeService(
         factories[WHOAMI] = WhoamiFactory(
             reactor, counters[WHOAMI], shared, timeouts, budget, info=whoami_info
         )
+    # --- websocket (issue 23): to port to the service registry at merge.
+    if config.listeners[WEBSOCKET]:
+        factories[WEBSOCKET] = WebSocketFactory(
+            reactor,
+            counters[WEBSOCKET],
+            shared,
+            timeouts,
+            budget,
+            max_message=config["websocket-max-message"],
+        )
+    # --- end websocket
     for factory in factories.values():
         factory.log_connections = log_connections
     running = [name for name in DEFAULTS if config.listeners[name]]
     if config.listeners[WHOAMI]:
         running.append(WHOAMI)
+    if config.listeners[WEBSOCKET]:
+        running.append(WEBSOCKET)
     top = SockechoService(
         {name: counters[name] for name in running},
         factories=[
             factories[name]
-            for name in (*TCP_SERVICES, WHOAMI)
+            for name in (*TCP_SERVICES, WHOAMI, WEBSOCKET)
             if name in factories and name in running
         ],
         drain_timeout=config["drain-timeout"],
     )
     stream_listeners = {name: config.listeners[name] for name in TCP_SERVICES}
     stream_listeners[WHOAMI] = whoami[WHOAMI]
+    stream_listeners[WEBSOCKET] = config.listeners[WEBSOCKET]
     for service, descriptions in stream_listeners.items():
         for index, description in enumerate(descriptions):
             socket_given = inherited.get((service, index))
