@@ -37,7 +37,7 @@ from tests.tls_peers import make_certificate, serve_tls
 from twisted_echo import __version__
 from twisted_echo.app.options import Options, listener_keys, makeService
 from twisted_echo.listening.listen import DatagramListenerService, UDPAddress
-from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
+from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint, ProxyHeaderProtocol
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.limits import ConnectionLimits
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
@@ -173,7 +173,8 @@ class WhoamiProtocolTests(TestCase):
         """
         factory = WhoamiFactory(Clock())
         protocol = factory.buildProtocol(PEER, proxy_header=True)
-        assert isinstance(protocol, Whoami)
+        assert isinstance(protocol, ProxyHeaderProtocol)
+        assert isinstance(protocol.service, Whoami)
         transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 7010), peerAddress=PEER
         )
