@@ -536,6 +536,15 @@ class ProxiedLoopbackTests(TestCase):
         self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
         self.assertEqual(factory.counters.bytes_in, len(payload))
 
+    def test_connection_log_prefix_names_the_service(self) -> None:
+        """
+        The transport's log prefix (Twisted's C{tcp.Server} makes it once,
+        before the header is read) names the service's protocol.
+        """
+        protocol = EchoFactory(reactor).buildProtocol(PEER, proxy_header=True)
+        assert protocol is not None
+        self.assertEqual(protocol.logPrefix(), "Echo")
+
     def test_port_log_names_the_service_factory(self) -> None:
         factory = ProxyHeaderFactory(EchoFactory(reactor))
         self.assertEqual(factory.logPrefix(), "EchoFactory")

@@ -353,6 +353,8 @@ class ServiceProtocol(Interface):
 
     def dataReceived(self, data: bytes) -> None: ...
 
+    def logPrefix(self) -> str: ...
+
 
 @implementer(IHalfCloseableProtocol)
 class ProxyHeaderProtocol(Protocol):
@@ -388,6 +390,14 @@ class ProxyHeaderProtocol(Protocol):
         self.reader = HeaderReader()
         self.finished = False
         self.timer: IDelayedCall | None = None
+
+    def logPrefix(self) -> str:
+        """
+        @return: the service's protocol's (the transport's log prefix, made
+            once by Twisted's C{tcp.Server}, names the service as before).
+        """
+        prefix: str = self.service.logPrefix()
+        return prefix
 
     def connectionMade(self) -> None:
         """
