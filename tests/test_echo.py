@@ -23,6 +23,7 @@ from tests.loopback import (
     wait_until,
 )
 from tests.memory import connect, cut
+from tests.socketpair import TRANSPORTS, clock_for, converse
 from twisted_echo.services.echo import Echo, EchoFactory
 
 
@@ -161,3 +162,23 @@ class EchoLoopbackTests(TestCase):
         await client.drain()
         self.assertEqual(client.received, client.sent)
         self.assertEqual(client.digest_in.digest(), client.digest_out.digest())
+
+
+class EchoRealPathsTests(TestCase):
+    """
+    Echo's key protocol tests over L{StringTransport} and over a real
+    socketpair adopted by the reactor (L{tests.socketpair}).
+    """
+
+    async def test_byte_exact_with_half_close(self) -> None:
+        """
+        Every byte value, in several reads, comes back unchanged; after the
+        half-close everything is delivered, then the connection closes and
+        gives back all it held.
+        """
+        chunks = [bytes(range(256)) * 4, os.urandom(100_000), b"tail"]
+        for over in TRANSPORTS:
+            conversation = await converse(over, EchoFactory(clock_for(over)), chunks)
+            self.assertEqual(conversation.received, b"".join(chunks), over)
+            self.assertTrue(conversation.closed, over)
+            conversation.assert_released(self)

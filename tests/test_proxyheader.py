@@ -1,7 +1,7 @@
 """
-Tests for L{twisted_echo.listening.proxyheader} and the PROXY header on
-L{twisted_echo.services.stream.StreamProtocol}: header reading (proxy-protocol.txt
-sections 2.1 and 2.2), starting the service only after it, limits, counters
+Tests for L{twisted_echo.listening.proxyheader}: header reading
+(proxy-protocol.txt sections 2.1 and 2.2), L{ProxyHeaderProtocol} starting
+the service only after it and handing it the transport, limits, counters
 and log lines by the client it names, and half-close over real sockets.
 """
 
@@ -13,6 +13,7 @@ import re
 import socket
 import struct
 import time
+from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -35,11 +36,12 @@ from twisted_echo.listening.proxyheader import (
     HeaderReader,
     ProxyHeaderEndpoint,
     ProxyHeaderFactory,
+    ProxyHeaderProtocol,
     split_proxy_description,
 )
 from twisted_echo.policies.limits import ConnectionLimits, Timeouts
 from twisted_echo.services.echo import EchoFactory
-from twisted_echo.services.stream import StreamProtocol
+from twisted_echo.services.stream import Refused, StreamProtocol
 from twisted_echo.services.welcome import Welcome, WelcomeFactory
 
 V1_TCP4 = b"PROXY TCP4 203.0.113.5 192.0.2.1 56324 7007\r\n"
@@ -248,6 +250,33 @@ class HeaderReaderTests(TestCase):
         self.assertEqual(self.reason(v2(tlvs=b"\0" * 5000)[:16]), "oversized")
 
 
+class Proxied:
+    """
+    A C{haproxy:} connection in memory, as its transport sees it: what it
+    is given goes to the transport's C{protocol}, the L{ProxyHeaderProtocol}
+    and, after the hand-off, the service's own protocol (as Twisted's TCP
+    transport delivers to its C{protocol} attribute).
+    """
+
+    def __init__(self, first: ProxyHeaderProtocol, transport: StringTransport) -> None:
+        self.first = first
+        self.transport = transport
+        transport.protocol = first  # type: ignore[attr-defined]
+
+    @property
+    def current(self) -> object:
+        return self.transport.protocol  # type: ignore[attr-defined]
+
+    @property
+    def service(self) -> StreamProtocol:
+        service = self.first.service
+        assert isinstance(service, StreamProtocol)
+        return service
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.current, name)
+
+
 class ProxiedConnectionTests(TestCase):
     """
     A C{haproxy:} listener's connections, in memory.
@@ -263,15 +292,16 @@ class ProxiedConnectionTests(TestCase):
 
     def connect(
         self, factory: EchoFactory | None = None
-    ) -> tuple[StreamProtocol, StringTransport]:
+    ) -> tuple[Any, StringTransport]:
         factory = factory or self.factory
         protocol = factory.buildProtocol(PEER, proxy_header=True)
-        assert isinstance(protocol, StreamProtocol)
+        assert isinstance(protocol, ProxyHeaderProtocol)
         transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 7007), peerAddress=PEER
         )
+        connection = Proxied(protocol, transport)
         protocol.makeConnection(transport)
-        return protocol, transport
+        return connection, transport
 
     def messages(self) -> list[str]:
         from twisted.logger import formatEvent
@@ -287,11 +317,14 @@ class ProxiedConnectionTests(TestCase):
         self.assertEqual(transport.value(), b"hello world")
         self.assertEqual(protocol.bytes_in, 11)
         self.assertEqual(self.factory.counters.connections_total, 1)
-        self.assertIs(transport.producer, protocol)
+        # Handed off, not wrapped: the transport's protocol and producer
+        # are the service's.
+        self.assertIs(protocol.current, protocol.service)
+        self.assertIs(transport.producer, protocol.service)
 
     def test_client_and_proxy_address(self) -> None:
         protocol, _ = self.connect()
-        self.assertEqual(protocol.proxy_address(), None)
+        self.assertEqual(protocol.service.proxy_address(), None)
         protocol.dataReceived(v2())
         self.assertEqual(
             protocol.client_address(), IPv4Address("TCP", "198.51.100.9", 40001)
@@ -441,10 +474,12 @@ class ProxiedConnectionTests(TestCase):
 
     def test_welcome_banner_after_header(self) -> None:
         factory = WelcomeFactory(self.clock, banner="hi", limits=self.limits)
-        protocol = factory.buildProtocol(PEER, proxy_header=True)
-        assert isinstance(protocol, Welcome)
+        first = factory.buildProtocol(PEER, proxy_header=True)
+        assert isinstance(first, ProxyHeaderProtocol)
+        assert isinstance(first.service, Welcome)
         transport = StringTransport(peerAddress=PEER)
-        protocol.makeConnection(transport)
+        protocol = Proxied(first, transport)
+        first.makeConnection(transport)
         self.assertEqual(transport.value(), b"")
         protocol.dataReceived(V1_TCP4[:-1])
         self.assertEqual(transport.value(), b"")
@@ -453,9 +488,12 @@ class ProxiedConnectionTests(TestCase):
 
     def test_welcome_lost_before_header(self) -> None:
         factory = WelcomeFactory(self.clock, limits=self.limits)
-        protocol = factory.buildProtocol(PEER, proxy_header=True)
-        assert isinstance(protocol, Welcome)
-        protocol.makeConnection(StringTransport(peerAddress=PEER))
+        first = factory.buildProtocol(PEER, proxy_header=True)
+        assert isinstance(first, ProxyHeaderProtocol)
+        assert isinstance(first.service, Welcome)
+        transport = StringTransport(peerAddress=PEER)
+        protocol = Proxied(first, transport)
+        first.makeConnection(transport)
         protocol.dataReceived(b"PROXY TC")
         protocol.connectionLost(None)
         self.assertEqual(dict(factory.counters.refused), {"proxy_incomplete": 1})
@@ -466,7 +504,7 @@ class ProxiedConnectionTests(TestCase):
         factory = EchoFactory(self.clock, limits=ConnectionLimits(1, 0))
         self.connect(factory)
         refused = factory.buildProtocol(PEER, proxy_header=True)
-        self.assertNotIsInstance(refused, StreamProtocol)
+        self.assertIsInstance(refused, Refused)
         self.assertEqual(factory.counters.refused["max_connections"], 1)
 
     def test_split_description(self) -> None:
@@ -497,6 +535,15 @@ class ProxiedLoopbackTests(TestCase):
         self.assertEqual(client.count, len(payload))
         self.assertEqual(client.digest.digest(), hashlib.sha256(payload).digest())
         self.assertEqual(factory.counters.bytes_in, len(payload))
+
+    def test_connection_log_prefix_names_the_service(self) -> None:
+        """
+        The transport's log prefix (Twisted's C{tcp.Server} makes it once,
+        before the header is read) names the service's protocol.
+        """
+        protocol = EchoFactory(reactor).buildProtocol(PEER, proxy_header=True)
+        assert protocol is not None
+        self.assertEqual(protocol.logPrefix(), "Echo")
 
     def test_port_log_names_the_service_factory(self) -> None:
         factory = ProxyHeaderFactory(EchoFactory(reactor))

@@ -392,8 +392,7 @@ class SmallSendBufferEcho(Echo):
     stays in the server's own queue, where flow control sees it.
     """
 
-    def connectionMade(self) -> None:
-        super().connectionMade()
+    def on_open(self) -> None:
         sock = self.transport.socket  # type: ignore[union-attr]
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
 

@@ -14,6 +14,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange, listen_tcp
 from tests.memory import connect, cut
+from tests.socketpair import TRANSPORTS, clock_for, converse
 from twisted_echo.services.upper import Upper, UpperFactory, upper_bytes
 
 
@@ -137,3 +138,32 @@ class UpperLoopbackTests(TestCase):
         self.assertEqual(
             client.digest.digest(), hashlib.sha256(upper_bytes(payload)).digest()
         )
+
+
+class UpperRealPathsTests(TestCase):
+    """
+    Upper's key protocol tests over L{StringTransport} and over a real
+    socketpair adopted by the reactor (L{tests.socketpair}).
+    """
+
+    async def test_utf8_split_across_reads(self) -> None:
+        """
+        Characters split between reads (C{ß}: 2 bytes, C{你}: 3) are
+        upper-cased once whole; an unfinished one at the half-close comes
+        back unchanged; then the connection closes and gives back all it
+        held.
+        """
+        text = "straße héllo 你好".encode()
+        sharp, ni = text.index("ß".encode()), text.index("你".encode())
+        chunks = [
+            text[: sharp + 1],
+            text[sharp + 1 : ni + 2],
+            text[ni + 2 :],
+            b"\xe4\xbd",
+        ]
+        expected = "STRASSE HÉLLO 你好".encode() + b"\xe4\xbd"
+        for over in TRANSPORTS:
+            conversation = await converse(over, UpperFactory(clock_for(over)), chunks)
+            self.assertEqual(conversation.received, expected, over)
+            self.assertTrue(conversation.closed, over)
+            conversation.assert_released(self)

@@ -19,6 +19,7 @@ from twisted.trial.unittest import TestCase
 from tests.loopback import exchange, listen_tcp, wait_until
 from tests.memory import connect, cut
 from tests.process import IO_TIMEOUT, start_server
+from tests.socketpair import TRANSPORTS, clock_for, converse
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.limits import Timeouts
 from twisted_echo.services import welcome
@@ -878,3 +879,77 @@ class WelcomeLineTimeoutTests(TestCase):
                 + b"ERROR: line too long (over 100 bytes); closing connection\r\n",
             )
             self.assertTrue(transport.disconnecting)
+
+
+class WelcomeRealPathsTests(TestCase):
+    """
+    Welcome's key protocol tests over L{StringTransport} and over a real
+    socketpair adopted by the reactor (L{tests.socketpair}), where a close
+    from inside a read takes the production close path.
+    """
+
+    def factory(self, over: str) -> WelcomeFactory:
+        return WelcomeFactory(
+            clock_for(over),  # type: ignore[arg-type]
+            banner="hi",
+            max_line=100,
+            budget=MemoryBudget(256 * 1024),
+        )
+
+    async def test_banner_and_lines_with_half_close(self) -> None:
+        """
+        The banner, then C{OK...} and each line (CR LF or LF, split across
+        reads); a last line without its end is answered after the
+        half-close, then the connection closes and gives back all it held.
+        """
+        chunks = [b"hello\r\n", b"wor", b"ld\n", b"last"]
+        for over in TRANSPORTS:
+            conversation = await converse(over, self.factory(over), chunks)
+            self.assertEqual(
+                conversation.received,
+                b"hi\r\nOK...hello\r\nOK...world\r\nOK...last\r\n",
+                over,
+            )
+            self.assertTrue(conversation.closed, over)
+            conversation.assert_released(self)
+
+    async def test_oversized_line_closes_and_releases(self) -> None:
+        """
+        A line that grows over the limit in its second read gets the error
+        line and the connection closes (from inside the read); nothing it
+        held stays counted.
+        """
+        chunks = [b"x" * 60, b"y" * 60]
+        for over in TRANSPORTS:
+            conversation = await converse(
+                over, self.factory(over), chunks, half_close=False
+            )
+            self.assertEqual(
+                conversation.received,
+                b"hi\r\nERROR: line too long (over 100 bytes); closing connection\r\n",
+                over,
+            )
+            self.assertTrue(conversation.closed, over)
+            conversation.assert_released(self)
+
+    async def test_malformed_command_after_an_unfinished_line_releases(self) -> None:
+        """
+        A malformed telnet command after an unfinished line gets the error
+        line and the connection closes from inside the read; the unfinished
+        line is given back to the memory budget once and not counted again
+        when the read returns (the issue-19 item-0 budget leak: over the
+        socketpair this fails on 53b2340, where the close ended the
+        connection in the middle of the read; in memory it passes there).
+        """
+        chunks = [b"x" * 60, telnet.IAC + b"\x01"]
+        for over in TRANSPORTS:
+            conversation = await converse(
+                over, self.factory(over), chunks, half_close=False
+            )
+            self.assertEqual(
+                conversation.received,
+                b"hi\r\nERROR: malformed telnet command (IAC sequence)\r\n",
+                over,
+            )
+            self.assertTrue(conversation.closed, over)
+            conversation.assert_released(self)

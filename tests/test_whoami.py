@@ -33,11 +33,12 @@ from tests.process import (
     tcp_exchange,
     udp_socket,
 )
+from tests.socketpair import TRANSPORTS, clock_for, converse
 from tests.tls_peers import make_certificate, serve_tls
 from twisted_echo import __version__
 from twisted_echo.app.options import Options, listener_keys, makeService
 from twisted_echo.listening.listen import DatagramListenerService, UDPAddress
-from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
+from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint, ProxyHeaderProtocol
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.limits import ConnectionLimits
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
@@ -173,7 +174,8 @@ class WhoamiProtocolTests(TestCase):
         """
         factory = WhoamiFactory(Clock())
         protocol = factory.buildProtocol(PEER, proxy_header=True)
-        assert isinstance(protocol, Whoami)
+        assert isinstance(protocol, ProxyHeaderProtocol)
+        assert isinstance(protocol.service, Whoami)
         transport = StringTransport(
             hostAddress=IPv4Address("TCP", "127.0.0.1", 7010), peerAddress=PEER
         )
@@ -558,3 +560,27 @@ class TwistdTests(pyunit.TestCase):
         self.assertEqual(len(summary), 1, server.output[-20:])
         self.assertIn("connections=40 ", summary[0])
         self.assertIn("datagrams_out=1", summary[0])
+
+
+class WhoamiRealPathsTests(TestCase):
+    """
+    Whoami's key protocol test over L{StringTransport} and over a real
+    socketpair adopted by the reactor (L{tests.socketpair}).
+    """
+
+    async def test_one_json_line_then_close(self) -> None:
+        """
+        Without a word from the client: one JSON line naming the service,
+        the server's pid and version, then the close, and nothing held.
+        """
+        for over in TRANSPORTS:
+            factory = WhoamiFactory(clock_for(over))
+            conversation = await converse(over, factory, [], half_close=False)
+            fields = one_line(conversation.received)
+            self.assertEqual(
+                (fields["service"], fields["pid"], fields["version"]),
+                ("whoami", os.getpid(), __version__),
+                over,
+            )
+            self.assertTrue(conversation.closed, over)
+            conversation.assert_released(self)

@@ -9,6 +9,8 @@ C{sockecho-client} connects to them with.
 
 from __future__ import annotations
 
+import sys
+
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.endpoints import quoteStringArgument
 
@@ -83,3 +85,13 @@ def describe_address(address: object) -> str:
         )
         return f"unix:{text}"
     return str(address)
+
+
+def peer_host(address: object) -> str | None:
+    """
+    @return: the host of an IPv4 or IPv6 address, L{None} for others; one
+        shared string per host (C{sys.intern}), however many connections
+        come from it.
+    """
+    host = getattr(address, "host", None)
+    return sys.intern(host) if isinstance(host, str) else None

@@ -9,8 +9,12 @@ protocol in a C{ProtocolWrapper}, which hides C{IHalfCloseableProtocol} (the
 tail of a half-closed echo is lost) and runs C{connectionMade} (the welcome
 banner) before the header is read. Here the listener only marks the
 connections it accepts (L{ProxyHeaderEndpoint}, L{ProxyHeaderFactory});
-L{twisted_echo.services.stream.StreamProtocol} reads the header with L{HeaderReader}
-before it starts the service.
+the service factory builds its protocol and gives it to a
+L{ProxyHeaderProtocol}, which reads the header with L{HeaderReader}, admits
+the client it names, then hands the transport over to the service's protocol
+(C{transport.protocol}, where Twisted's TCP and UNIX transports look for the
+protocol they deliver to): from then on the transport talks to the service
+directly, half-close (C{IHalfCloseableProtocol}) and flow control included.
 
 Twisted's parsers (C{twisted.protocols.haproxy._v1parser} and
 C{_v2parser}) are private and accept what section 2.1 rejects (ports over
@@ -36,17 +40,28 @@ import re
 import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
+from typing import Protocol as Interface
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
-from twisted.internet.interfaces import IAddress, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from twisted_echo.listening.address import describe_address, peer_host
+from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.limits import ConnectionLimits
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IListeningPort
-
-    from twisted_echo.services.stream import StreamFactory
 
 #: The endpoint description prefix of a listener whose clients send a PROXY
 #: header (the prefix Twisted's own C{haproxy:} endpoint uses).
@@ -303,33 +318,246 @@ def parse_v2(header: bytes) -> ProxyHeader:
     return ProxyHeader(2, "PROXY", source, destination, length)
 
 
+class ServiceFactory(Interface):
+    """
+    What L{ProxyHeaderProtocol} needs of the service's factory
+    (L{twisted_echo.services.stream.StreamFactory} has it).
+    """
+
+    @property
+    def service_name(self) -> str: ...
+
+    clock: IReactorTime
+    counters: ServiceCounters
+    limits: ConnectionLimits
+
+    def refusal_message(self, refusal: str) -> bytes: ...
+
+
+class ServiceProtocol(Interface):
+    """
+    What L{ProxyHeaderProtocol} needs of the service's protocol
+    (L{twisted_echo.services.stream.StreamProtocol} has it): where to put
+    the header read and the admitted client's host, whether it closed as
+    it started (whoami answers and closes: what followed the header is then
+    not passed on), and the protocol's own connection methods.
+    """
+
+    proxy_header: ProxyHeader | None
+    peer_host: str | None
+
+    @property
+    def closing(self) -> bool: ...
+
+    def makeConnection(self, transport: Any) -> None: ...
+
+    def dataReceived(self, data: bytes) -> None: ...
+
+    def logPrefix(self) -> str: ...
+
+
+@implementer(IHalfCloseableProtocol)
+class ProxyHeaderProtocol(Protocol):
+    """
+    The protocol of a C{haproxy:} listener's connection until its PROXY
+    header is read: reads the header (at most L{HEADER_TIMEOUT} seconds),
+    admits the client it names against the per-peer limit
+    (L{ConnectionLimits.admit_peer}; the connection was admitted by
+    C{max_connections} only, its peer being the proxy), then hands the
+    transport to the service's protocol: sets the transport's C{protocol}
+    to it, calls its C{makeConnection} (its C{connectionMade}: the
+    accounting, the log line, a banner) and passes it the bytes that
+    followed the header. Nothing wraps the service's protocol (a
+    C{ProtocolWrapper} hides half-close). Section 2: the receiver "MUST
+    NOT start processing the connection before it receives a complete and
+    valid PROXY protocol header".
+
+    A missing, malformed, oversized, incomplete (the peer half-closed or
+    left) or late header is counted as C{refused[proxy_REASON]}
+    (L{REASONS}), logged in one line and the connection closed without a
+    reply (section 2.1: "Any sequence which does not exactly match the
+    protocol must be discarded and cause the receiver to abort the
+    connection"); a client over the per-peer limit is counted as
+    C{refused[max_per_peer]} and sent the service's refusal line, if any.
+
+    @ivar service: the service's protocol, built by its factory.
+    @ivar finished: whether the header was read, or found invalid.
+    """
+
+    def __init__(self, service: ServiceProtocol, factory: ServiceFactory) -> None:
+        self.service = service
+        self.factory = factory
+        self.reader = HeaderReader()
+        self.finished = False
+        self.timer: IDelayedCall | None = None
+
+    def logPrefix(self) -> str:
+        """
+        @return: the service's protocol's (the transport's log prefix, made
+            once by Twisted's C{tcp.Server}, names the service as before).
+        """
+        prefix: str = self.service.logPrefix()
+        return prefix
+
+    def connectionMade(self) -> None:
+        """
+        Start the header timeout.
+        """
+        self.timer = self.factory.clock.callLater(HEADER_TIMEOUT, self._timed_out)
+
+    def _log(self) -> Logger:
+        # The service's namespace, as when the service read the header.
+        cls = type(self.service)
+        return Logger(namespace=f"{cls.__module__}.{cls.__name__}", source=self.service)
+
+    def dataReceived(self, data: bytes) -> None:
+        """
+        Read C{data} (bytes) into the header; once it is whole, admit the
+        client and hand the connection over to the service.
+        """
+        if self.finished:
+            return
+        try:
+            result = self.reader.feed(data)
+        except HeaderError as e:
+            self._failed(e.reason)
+            return
+        if result is None:
+            return
+        header, rest = result
+        self._finish()
+        service = self.service
+        transport = self.transport
+        assert transport is not None
+        service.proxy_header = header
+        source = header.source if header.source is not None else transport.getPeer()
+        host = peer_host(source)
+        factory = self.factory
+        if host is not None:
+            refusal = factory.limits.admit_peer(host)
+            if refusal is not None:
+                factory.counters.refused[refusal] += 1
+                self._log().info(
+                    "{service} connection from {peer}: too many connections "
+                    "from its host; closing",
+                    service=factory.service_name,
+                    peer=describe_address(source),
+                )
+                message = factory.refusal_message(refusal)
+                if message:
+                    transport.write(message)
+                transport.loseConnection()
+                return
+            service.peer_host = host
+        # The hand-off: Twisted's tcp.Connection and unix.Server deliver to
+        # (and report the loss to) whatever their protocol attribute holds.
+        transport.protocol = service  # type: ignore[attr-defined]
+        service.makeConnection(transport)
+        if rest and not service.closing:
+            service.dataReceived(rest)
+
+    def _finish(self) -> None:
+        self.finished = True
+        timer, self.timer = self.timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _failed(self, reason: str) -> None:
+        """
+        No valid PROXY header (C{reason}: see L{REASONS}): count it as
+        C{refused[proxy_REASON]}, log it and close without a reply.
+        """
+        self._finish()
+        factory = self.factory
+        factory.counters.refused["proxy_" + reason] += 1
+        transport = self.transport
+        assert transport is not None
+        self._log().info(
+            "{service} connection from {peer}: no valid PROXY header "
+            "({reason}); closing",
+            service=factory.service_name,
+            peer=describe_address(transport.getPeer()),
+            reason=reason,
+        )
+        transport.loseConnection()
+
+    def _timed_out(self) -> None:
+        self.timer = None
+        if not self.finished:
+            self._failed("timeout")
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer stopped sending before the header was whole: it is
+        incomplete; close.
+        """
+        self._closed()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our sending side was closed: close.
+        """
+        self._closed()
+
+    def _closed(self) -> None:
+        if self.finished:
+            self.transport.loseConnection()  # type: ignore[union-attr]
+        else:
+            self._failed("incomplete")
+
+    def connection_failed_to_start(self) -> None:
+        """
+        The transport could not be built
+        (L{twisted_echo._twisted.transport.Server}): give back the
+        connection's C{max_connections} place.
+        """
+        self.factory.limits.release(None)
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        """
+        Lost before the service took the connection: count a header not
+        finished as C{refused[proxy_incomplete]} and give back the
+        connection's C{max_connections} place.
+        """
+        if not self.finished:
+            self.factory.counters.refused["proxy_incomplete"] += 1
+        self._finish()
+        self.factory.limits.release(None)
+
+
 class ProxyHeaderFactory(Factory):
     """
-    The factory a C{haproxy:} listener listens with: it builds the service
-    factory's own protocols, marked to read a PROXY header first (not a
-    C{ProtocolWrapper}: the transport talks to the service's protocol).
+    The factory a C{haproxy:} listener listens with: it asks the service
+    factory for a L{ProxyHeaderProtocol} in front of its own protocol (not
+    a C{ProtocolWrapper}: once the header is read the transport talks to
+    the service's protocol).
     """
 
     noisy = False
 
-    def __init__(self, factory: StreamFactory) -> None:
+    def __init__(self, factory: Any) -> None:
+        """
+        @param factory: the service's factory, whose C{buildProtocol} takes
+            C{proxy_header=True} (L{twisted_echo.services.stream.StreamFactory}).
+        """
         self.factory = factory
 
     def doStart(self) -> None:
-        self.factory.doStart()  # type: ignore[no-untyped-call]
+        self.factory.doStart()
 
     def doStop(self) -> None:
-        self.factory.doStop()  # type: ignore[no-untyped-call]
+        self.factory.doStop()
 
     def logPrefix(self) -> str:
         """
         @return: the service factory's, for Twisted's port log lines.
         """
-        prefix: str = self.factory.logPrefix()  # type: ignore[no-untyped-call]
+        prefix: str = self.factory.logPrefix()
         return prefix
 
     def buildProtocol(self, addr: Any) -> Protocol | None:
-        return self.factory.buildProtocol(addr, proxy_header=True)
+        protocol: Protocol | None = self.factory.buildProtocol(addr, proxy_header=True)
+        return protocol
 
 
 @implementer(IStreamServerEndpoint)

@@ -73,10 +73,26 @@ class ConnectionLimits:
         if self.max_connections and self.open_total >= self.max_connections:
             return "max_connections"
         if host is not None:
-            if self.max_per_peer and self.open_by_peer[host] >= self.max_per_peer:
-                return "max_per_peer"
-            self.open_by_peer[host] += 1
+            refusal = self.admit_peer(host)
+            if refusal is not None:
+                return refusal
         self.open_total += 1
+        return None
+
+    def admit_peer(self, host: str) -> str | None:
+        """
+        Take a per-peer place for a connection already admitted by
+        C{max_connections} and now known to come from C{host} (a PROXY
+        header's client, L{twisted_echo.listening.proxyheader}); the one
+        per-peer rule, also applied by L{admit}.
+
+        @param host: the client's IPv4 or IPv6 address.
+        @return: L{None} when admitted (L{release} with C{host} gives it
+            back), else C{"max_per_peer"}.
+        """
+        if self.max_per_peer and self.open_by_peer[host] >= self.max_per_peer:
+            return "max_per_peer"
+        self.open_by_peer[host] += 1
         return None
 
     def release(self, host: str | None) -> None:

@@ -3,8 +3,14 @@
 What every TCP service of sockecho shares: half-close, flow control, limits,
 timeouts, graceful shutdown and per-connection accounting.
 
-Long until split (issue 20): the service base, the PROXY phase, Twisted fast paths
-and a logging bypass are one module here.
+Long until split (issue 20): the service base, Twisted fast paths and a
+logging bypass are one module here. The contract a service is written
+against (the hooks L{StreamProtocol.on_open}, L{StreamProtocol.handle_data},
+L{StreamProtocol.end_of_input}, L{StreamProtocol.on_close},
+L{StreamProtocol.held_bytes}, and L{StreamProtocol.send},
+L{StreamProtocol.close}, L{StreamProtocol.closing}) is in docs/services.md.
+The PROXY header is read before the service's protocol is connected
+(L{twisted_echo.listening.proxyheader.ProxyHeaderProtocol}).
 
 Half-close (RFC 9293 section 3.6, C{shutdown(SHUT_WR)}, C{nc -N}): when the
 peer stops sending, every reply byte still owed is sent before the connection
@@ -46,7 +52,6 @@ Twisted's own servers.
 from __future__ import annotations
 
 import socket
-import sys
 import time
 from typing import Any, ClassVar
 
@@ -64,13 +69,8 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from twisted_echo.listening.address import describe_address
-from twisted_echo.listening.proxyheader import (
-    HEADER_TIMEOUT,
-    HeaderError,
-    HeaderReader,
-    ProxyHeader,
-)
+from twisted_echo.listening.address import describe_address, peer_host
+from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
 from twisted_echo.log.buffer import sole_text_observer
 from twisted_echo.policies.budget import MAX_ALLOWANCE, MemoryBudget
@@ -134,16 +134,6 @@ def queued_bytes(transport: object) -> int | None:
         return None
     queued: int = len(transport.dataBuffer) - transport.offset + pending  # type: ignore[attr-defined]
     return queued
-
-
-def peer_host(address: object) -> str | None:
-    """
-    @return: the host of an IPv4 or IPv6 address, L{None} for others; one
-        shared string per host (C{sys.intern}), however many connections
-        come from it.
-    """
-    host = getattr(address, "host", None)
-    return sys.intern(host) if isinstance(host, str) else None
 
 
 #: The reason a connection closed by L{StreamProtocol.close} ends with: one
@@ -236,7 +226,9 @@ class StreamFactory(Factory):
             header (a C{haproxy:} listener, L{twisted_echo.listening.proxyheader}):
             then C{addr} is the proxy's, so only C{max_connections} is
             checked now, and the per-peer limit once the header names the
-            client (L{StreamProtocol._read_header}).
+            client (L{ProxyHeaderProtocol}, which this then returns: it
+            hands the connection to the service's protocol once the header
+            is read and its client admitted).
         """
         host = None if proxy_header else peer_host(addr)
         refusal = self.limits.admit(host)
@@ -247,7 +239,7 @@ class StreamFactory(Factory):
         protocol.factory = self
         protocol.peer_host = host
         if proxy_header:
-            protocol.header = HeaderReader()
+            return ProxyHeaderProtocol(protocol, self)
         return protocol
 
     def refusal_message(self, refusal: str) -> bytes:
@@ -325,17 +317,19 @@ class StreamProtocol(Protocol):
     The base does the accounting: L{dataReceived} counts the bytes in and
     marks the connection busy for the idle sweep, then hands the bytes to
     L{handle_data}, which subclasses implement and which replies with
-    L{send}. Subclasses may override L{end_of_input} to send what they still
-    hold when the peer stops sending.
+    L{send}. Subclasses implement only the hooks (docs/services.md):
+    L{on_open} (a banner), L{handle_data}, L{end_of_input} (what is still
+    owed when the peer stops sending), L{on_close} (release what they
+    hold) and L{held_bytes}; they call L{send} and L{close} and read
+    L{closing}, and never override Twisted's C{connectionMade},
+    C{dataReceived} or C{connectionLost}, nor L{close}.
 
     @ivar bytes_in: bytes read from the peer on this connection.
     @ivar bytes_out: bytes written to the peer on this connection.
     @ivar peer_host: the peer's address for per-peer limits, or L{None}.
-    @ivar header: while a PROXY header is awaited (C{haproxy:} listeners),
-        its L{HeaderReader}; L{None} otherwise. Until it is read the
-        connection is not started: L{connectionMade} (the service's banner,
-        the accounting, the log line) runs once it is.
-    @ivar proxy_header: the PROXY header read, if any.
+    @ivar proxy_header: the PROXY header read, if any (C{haproxy:}
+        listeners: L{ProxyHeaderProtocol} sets it, and the client's
+        C{peer_host}, before it hands the connection to this protocol).
     @ivar quiet_ticks: idle sweeps since the last traffic (see
         L{twisted_echo.policies.idle}).
     """
@@ -352,7 +346,6 @@ class StreamProtocol(Protocol):
         self.transport = None
         self.connected = 0
         self.peer_host: str | None = None
-        self.header: HeaderReader | None = None
         self.proxy_header: ProxyHeader | None = None
         self.bytes_in = 0
         self.bytes_out = 0
@@ -405,22 +398,6 @@ class StreamProtocol(Protocol):
         """
         return self.factory.clock.callLater(period, func)
 
-    def makeConnection(self, transport: Any) -> None:
-        """
-        Connected: start the connection (L{connectionMade}), or, on a
-        C{haproxy:} listener, wait for the PROXY header first, for at most
-        L{HEADER_TIMEOUT} seconds (C{proxy-protocol.txt} section 2: the
-        receiver "MUST NOT start processing the connection before it
-        receives a complete and valid PROXY protocol header").
-        """
-        header = self.header
-        if header is None:
-            Protocol.makeConnection(self, transport)
-            return
-        self.connected = 1
-        self.transport = transport
-        header.timer = self.callLater(HEADER_TIMEOUT, self._header_timed_out)
-
     def client_address(self) -> Any:
         """
         @return: the client's address: the source named by the PROXY header
@@ -454,81 +431,6 @@ class StreamProtocol(Protocol):
         if header is None or header.source is None:
             return None
         return self.transport.getPeer()  # type: ignore[union-attr]
-
-    def _read_header(self, header: HeaderReader, data: bytes) -> None:
-        """
-        Feed C{data} to the PROXY header reader; once the header is whole,
-        admit its client against the per-peer limit, start the connection
-        and pass it what followed the header.
-        """
-        if header.finished:
-            return
-        try:
-            result = header.feed(data)
-        except HeaderError as e:
-            self._header_failed(e.reason)
-            return
-        if result is None:
-            return
-        self.proxy_header, rest = result
-        header.finished = True
-        cancel_call(header.timer)
-        header.timer = None
-        factory = self.factory
-        host = peer_host(self.client_address())
-        if host is not None:
-            # Admission by the client the header names (StreamFactory
-            # admitted the connection by max_connections only).
-            limits = factory.limits
-            if limits.max_per_peer and limits.open_by_peer[host] >= limits.max_per_peer:
-                factory.counters.refused["max_per_peer"] += 1
-                self._log.info(
-                    "{service} connection from {peer}: too many connections "
-                    "from its host; closing",
-                    service=factory.service_name,
-                    peer=describe_address(self.client_address()),
-                )
-                message = factory.refusal_message("max_per_peer")
-                if message:
-                    self.transport.write(message)  # type: ignore[union-attr]
-                self.transport.loseConnection()  # type: ignore[union-attr]
-                return
-            limits.open_by_peer[host] += 1
-            self.peer_host = host
-        self.header = None
-        self.connectionMade()
-        if rest and self.connected and not self._closing:
-            self.dataReceived(rest)
-
-    def _header_failed(self, reason: str) -> None:
-        """
-        No valid PROXY header (C{reason}: see
-        L{twisted_echo.listening.proxyheader.REASONS}): count it as
-        C{refused[proxy_REASON]} and close without a reply (section 2.1:
-        "Any sequence which does not exactly match the protocol must be
-        discarded and cause the receiver to abort the connection").
-        """
-        header = self.header
-        assert header is not None
-        header.finished = True
-        cancel_call(header.timer)
-        header.timer = None
-        factory = self.factory
-        factory.counters.refused["proxy_" + reason] += 1
-        self._log.info(
-            "{service} connection from {peer}: no valid PROXY header "
-            "({reason}); closing",
-            service=factory.service_name,
-            peer=describe_address(self.transport.getPeer()),  # type: ignore[union-attr]
-            reason=reason,
-        )
-        self.transport.loseConnection()  # type: ignore[union-attr]
-
-    def _header_timed_out(self) -> None:
-        header = self.header
-        if header is not None and not header.finished:
-            header.timer = None
-            self._header_failed("timeout")
 
     def _log_connection(self, format: str, **fields: object) -> None:
         """
@@ -581,7 +483,8 @@ class StreamProtocol(Protocol):
         """
         Become the transport's streaming producer (flow control), switch
         Nagle's algorithm off on TCP (C{TCP_NODELAY}, RFC 896), start the idle
-        timeout, and account for the new connection.
+        timeout, account for the new connection, then call L{on_open}.
+        Services do not override it (see docs/services.md).
         """
         transport = self.transport
         assert transport is not None
@@ -616,29 +519,29 @@ class StreamProtocol(Protocol):
             )
         factory.idle_sweeper.wake()
         factory.stall_sweeper.wake()
+        self.on_open()
 
     def dataReceived(self, data: bytes) -> None:
         """
         Count C{data} (bytes read from the peer), note the traffic for the
         idle sweep, and pass it to L{handle_data}.
 
-        A L{close} requested meanwhile (by L{handle_data}, or by the
-        service's C{connectionMade} once a PROXY header is read) is
-        completed when this returns, not in the middle: the connection's
+        A L{close} requested meanwhile (by L{handle_data}) is completed
+        when this returns, not in the middle: the connection's
         C{connectionLost} (which gives back what it holds to the memory
         budget and the counters) never runs while the service is still
-        reading and counting.
+        reading and counting. Once the connection is L{closing}, bytes
+        still read (a TLS layer delivers what came before the close) are
+        counted and dropped: L{handle_data} is not called again.
         """
+        self.bytes_in += len(data)
+        self.quiet_ticks = 0
+        if self._closing:
+            return
         nested = self._reading
         self._reading = True
         try:
-            header = self.header
-            if header is not None:
-                self._read_header(header, data)
-            else:
-                self.bytes_in += len(data)
-                self.quiet_ticks = 0
-                self.handle_data(data)
+            self.handle_data(data)
         finally:
             self._reading = nested
         if self._close_requested and not nested:
@@ -647,10 +550,54 @@ class StreamProtocol(Protocol):
 
     def handle_data(self, data: bytes) -> None:
         """
-        Answer C{data}, bytes read from the peer (already counted); each
-        service implements it.
+        Hook: answer C{data}, bytes read from the peer (already counted);
+        each service implements it, replying with L{send}. It may call
+        L{close}: the close completes once this returns.
         """
         raise NotImplementedError
+
+    def on_open(self) -> None:
+        """
+        Hook: the connection is open and accounted for (producer, limits,
+        budget, counters, log line; after the PROXY header on C{haproxy:}
+        listeners): send a banner here. It may call L{close}. Does nothing
+        by default.
+        """
+
+    def on_close(self, reason: Failure | None) -> None:
+        """
+        Hook: the connection is gone (C{reason}, as Twisted's
+        C{connectionLost} gives it); called before the base gives back
+        what it held (budget, limits) and counts and logs it. Stop timers
+        and release what the service holds here. Does nothing by default.
+        """
+
+    @property
+    def closing(self) -> bool:
+        """
+        Whether the connection is closing (L{close} was called): nothing
+        more is read or answered, what is owed is being sent.
+        """
+        return self._closing
+
+    def stop_reading(self) -> None:
+        """
+        The memory budget is spent while this connection holds unfinished
+        input (L{MemoryBudget.hold_line}): stop reading from the peer (see
+        L{twisted_echo.policies.budget}).
+        """
+        if not self._closing:
+            self.transport.pauseProducing()  # type: ignore[union-attr]
+            self.factory.counters.pauses += 1
+
+    def resume_reading(self) -> None:
+        """
+        The memory budget has room again: read from the peer, unless flow
+        control holds the connection.
+        """
+        transport = self.transport
+        if not self._closing and not getattr(transport, "producerPaused", False):
+            transport.resumeProducing()  # type: ignore[union-attr]
 
     def send(self, data: bytes) -> None:
         """
@@ -851,7 +798,8 @@ class StreamProtocol(Protocol):
     def close(self) -> None:
         """
         Close the connection after every byte already written is sent; abort
-        it if the peer does not read them within the stall timeout.
+        it if the peer does not read them within the stall timeout. Services
+        call it, never override it; L{closing} tells it was called.
 
         Called while L{dataReceived} runs, it only marks the connection
         closing (nothing more is sent or answered) and the close is
@@ -904,19 +852,17 @@ class StreamProtocol(Protocol):
 
     def end_of_input(self) -> None:
         """
-        Called when the peer has stopped sending (half-close), before the
-        connection is closed; send here whatever is still owed.
+        Hook: the peer has stopped sending (half-close, RFC 9293 section
+        3.6); send here whatever is still owed (L{send}). The base closes
+        the connection when this returns, once all is sent. Does nothing
+        by default.
         """
 
     def readConnectionLost(self) -> None:
         """
-        The peer shut down its sending side: send what is still owed, then
-        close once it is all written. Before a whole PROXY header: count
-        it as C{refused[proxy_incomplete]} and close.
+        The peer shut down its sending side: send what is still owed
+        (L{end_of_input}), then close once it is all written.
         """
-        if self.header is not None:
-            self._header_closed()
-            return
         self.end_of_input()
         self.close()
 
@@ -924,18 +870,7 @@ class StreamProtocol(Protocol):
         """
         Our sending side was closed: nothing more can be delivered, so close.
         """
-        if self.header is not None:
-            self._header_closed()
-            return
         self.close()
-
-    def _header_closed(self) -> None:
-        header = self.header
-        assert header is not None
-        if header.finished:
-            self.transport.loseConnection()  # type: ignore[union-attr]
-        else:
-            self._header_failed("incomplete")
 
     def connection_failed_to_start(self) -> None:
         """
@@ -947,20 +882,12 @@ class StreamProtocol(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
-        Account for the closed connection and log its totals; a connection
-        closed before its PROXY header was read (or admitted) only gives
-        back its connection limits place.
+        Tell the service (L{on_close}), then account for the closed
+        connection and log its totals. Services do not override it.
         """
         self._cancel_stall()
+        self.on_close(reason)
         factory = self.factory
-        header = self.header
-        if header is not None:
-            if not header.finished:
-                factory.counters.refused["proxy_incomplete"] += 1
-            cancel_call(header.timer)
-            header.timer = None
-            factory.limits.release(self.peer_host)
-            return
         factory.limits.release(self.peer_host)
         factory.budget.detach(self)
         counters = factory.counters

@@ -3,9 +3,6 @@
 Welcome: a banner line on connect, then C{OK...} and the line for every line
 received.
 
-Long until the service contract (issue 20) moves its close and budget handling into
-the stream base.
-
 Lines end in C{\\n} or C{\\r\\n} (netcat, telnet); replies end in C{\\r\\n}
 (RFC 854's NVT end of line). A line longer than the limit, or one not
 finished within the line timeout (a client trickling bytes), gets one error
@@ -248,6 +245,9 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
 
     def _line_timed_out(self) -> None:
         self._line_call = None
+        if self._closing():
+            # Closing already (sending what is owed): no error line.
+            return
         self.factory.counters.timeouts["line"] += 1
         self.error(
             b"line not finished within %g s; closing connection"
@@ -369,11 +369,11 @@ class _ConnectionWriter:
 
     @property
     def disconnecting(self) -> bool:
-        return self._connection._closing
+        return self._connection.closing
 
     def write(self, data: bytes) -> None:
         connection = self._connection
-        if not connection._closing:
+        if not connection.closing:
             connection.send(data)
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
@@ -418,12 +418,10 @@ class Welcome(StreamProtocol):
         self._commands_allowed = 0.0
         self._commands_checked = 0.0
 
-    def connectionMade(self) -> None:
+    def on_open(self) -> None:
         """
-        Start the connection (see L{StreamProtocol.connectionMade}), connect
-        the telnet and line layers and send the banner.
+        Connect the telnet and line layers and send the banner.
         """
-        super().connectionMade()
         factory = self.factory
         self._max_line = factory.max_line
         self._commands_allowed = float(factory.telnet_command_burst)
@@ -431,7 +429,7 @@ class Welcome(StreamProtocol):
         lines, telnet_layer = self._lines, self._telnet
         lines.factory = factory
         telnet_layer.connect(_ConnectionWriter(self), lines)
-        self._between_lines = not self._closing
+        self._between_lines = not self.closing
 
     def handle_data(self, data: bytes) -> None:
         """
@@ -464,7 +462,7 @@ class Welcome(StreamProtocol):
                 if 0 <= cr <= self._max_line:
                     self.send(b"".join((b"OK...", data[:cr], b"\r\n")))
                     return
-        if self._telnet.state == "data" and not self._closing:
+        if self._telnet.state == "data" and not self.closing:
             if _IAC_CODE in data:
                 commands = telnet_commands(data)
                 if not self._within_command_rate(commands):
@@ -534,10 +532,10 @@ class Welcome(StreamProtocol):
                     followed = False
                     break
                 lines.dataReceived(text)
-                if self._closing:
+                if self.closing:
                     return
             self.conch_parse(data[iac:command_end])
-            if self._closing:
+            if self.closing:
                 return
             start = scan = command_end
         rest = data[start:]
@@ -566,24 +564,6 @@ class Welcome(StreamProtocol):
         """
         return super().held_bytes() + self._held_line
 
-    def stop_reading(self) -> None:
-        """
-        The memory budget is spent while this connection's line grows: stop
-        reading from the peer (see L{twisted_echo.policies.budget}).
-        """
-        if not self._closing:
-            self.transport.pauseProducing()  # type: ignore[union-attr]
-            self.factory.counters.pauses += 1
-
-    def resume_reading(self) -> None:
-        """
-        The memory budget has room again: read from the peer, unless flow
-        control holds the connection.
-        """
-        transport = self.transport
-        if not self._closing and not getattr(transport, "producerPaused", False):
-            transport.resumeProducing()  # type: ignore[union-attr]
-
     def parse_telnet(self, data: bytes) -> None:
         """
         Pass C{data}, bytes read from the peer, through conch's telnet
@@ -592,7 +572,7 @@ class Welcome(StreamProtocol):
         bytes, or telnet commands over the connection's rate (see
         L{commands_allowed}) get an error line, then the connection closes.
         """
-        if self._closing or not self._within_command_rate(telnet_commands(data)):
+        if self.closing or not self._within_command_rate(telnet_commands(data)):
             return
         self.conch_parse(data)
 
@@ -664,7 +644,7 @@ class Welcome(StreamProtocol):
 
     def _note_state(self) -> None:
         self._between_lines = (
-            not self._closing
+            not self.closing
             and self._telnet.state == "data"
             and not self._lines.in_line
         )
@@ -675,25 +655,17 @@ class Welcome(StreamProtocol):
         """
         self._lines.input_ended()
 
-    def close(self) -> None:
+    def on_close(self, reason: Failure | None) -> None:
         """
-        Stop answering and timing lines, then close (see
-        L{StreamProtocol.close}).
-        """
-        self._between_lines = False
-        self._lines.stop_line_timer()
-        StreamProtocol.close(self)
-
-    def connectionLost(self, reason: Failure | None = None) -> None:
-        """
-        Tell the telnet and line layers, then account for the connection.
+        Tell the telnet and line layers (which stop timing the line in
+        progress), and give back the unfinished line's bytes to the memory
+        budget.
         """
         self._between_lines = False
         telnet.TelnetTransport.connectionLost(self._telnet, reason)
         if self._held_line:
             held, self._held_line = self._held_line, 0
             self.factory.budget.hold_line(self, -held)
-        StreamProtocol.connectionLost(self, reason)
 
 
 class WelcomeFactory(StreamFactory):

@@ -180,12 +180,10 @@ class Whoami(StreamProtocol):
 
     factory: WhoamiFactory
 
-    def connectionMade(self) -> None:
+    def on_open(self) -> None:
         """
-        Account for the connection (L{StreamProtocol.connectionMade}), then
-        answer, or on TLS wait for the handshake (L{handshakeCompleted}).
+        Answer, or on TLS wait for the handshake (L{handshakeCompleted}).
         """
-        StreamProtocol.connectionMade(self)
         if not ISSLTransport.providedBy(self.transport):
             self.answer()
 
@@ -205,7 +203,7 @@ class Whoami(StreamProtocol):
         """
         Send the JSON line, then close once it is sent.
         """
-        if self._closing or self.transport is None:
+        if self.closing or self.transport is None:
             return
         info = self.factory.info
         fields = info.describe(
