@@ -49,6 +49,7 @@ from tests.process import (
 from tests.test_metrics import http_get, samples
 from tests.tls_peers import make_certificate, ssl_description
 from twisted_echo.app.options import Options
+from twisted_echo.listening.proxyheader import ProxyHeaderProtocol
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.limits import ConnectionLimits, Timeouts
 from twisted_echo.services.websocket import (
@@ -249,16 +250,21 @@ class ProxyHeaderTests(SynchronousTestCase):
         handshake and the echo follow, the log names the client it gave.
         """
         factory, _ = make_factory()
-        protocol = factory.buildProtocol(PEER, proxy_header=True)
-        assert isinstance(protocol, WebSocketEcho)
+        header_reader = factory.buildProtocol(PEER, proxy_header=True)
+        assert isinstance(header_reader, ProxyHeaderProtocol)
         transport = StringTransport(peerAddress=PEER)
-        protocol.makeConnection(transport)
+        # As Twisted's TCP transport does, bytes go to the transport's
+        # protocol: the header reader, which hands the transport over.
+        transport.protocol = header_reader  # type: ignore[attr-defined]
+        header_reader.makeConnection(transport)
         client = WSConnection(ConnectionType.CLIENT)
-        protocol.dataReceived(
+        header_reader.dataReceived(
             b"PROXY TCP4 198.51.100.1 127.0.0.1 50000 80\r\n"
             + client.send(Request(host="localhost", target="/"))
             + masked_frame(0x1, b"via proxy")
         )
+        protocol = transport.protocol  # type: ignore[attr-defined]
+        self.assertIsInstance(protocol, WebSocketEcho)
         client.receive_data(transport.value())
         events = list(client.events())
         self.assertIsInstance(events[0], AcceptConnection)

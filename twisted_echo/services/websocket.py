@@ -124,7 +124,7 @@ class WebSocketEcho(StreamProtocol):
         Feed C{data} (bytes read) to the HTTP parser until the request is
         whole, then to the WebSocket connection.
         """
-        if self._closing:
+        if self.closing:
             return
         if self._ws is not None:
             self._ws_data(data)
@@ -135,7 +135,7 @@ class WebSocketEcho(StreamProtocol):
         """
         Idle (or, while draining, quiet): say so in a close frame, then close.
         """
-        if self._closing:
+        if self.closing:
             return
         if self.factory._draining is None:
             self._send_close(NORMAL_CLOSURE, "idle timeout")
@@ -245,7 +245,7 @@ class WebSocketEcho(StreamProtocol):
         assert ws is not None
         ws.receive_data(data)
         for event in ws.events():
-            if self._closing:
+            if self.closing:
                 return
             if isinstance(event, TextMessage | BytesMessage):
                 self._message(ws, event)
@@ -328,7 +328,7 @@ class WebSocketEcho(StreamProtocol):
         closes once the client answers (or the drain's quiet time passes);
         a connection still in HTTP closes now.
         """
-        if self._closing:
+        if self.closing:
             return
         if self._ws is None:
             self.close()
