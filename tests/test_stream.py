@@ -75,14 +75,30 @@ class StreamTimeoutTests(TestCase):
         run_clock(self.clock, 60)
         self.assertEqual(self.factory.counters.timeouts["idle"], 1)
 
+    def test_idle_timeout_with_a_shorter_stall_sweep(self) -> None:
+        """
+        When the stall sweep is more frequent than a quarter of the idle
+        timeout (idle 300 s, stall 60 s: a sweep every 15 s), the idle
+        timeout still closes a quiet connection no sooner than 300 s, and
+        within one sweep after.
+        """
+        factory = EchoFactory(self.clock, timeouts=Timeouts(idle=300, stall=60))
+        protocol, transport = connect(factory, Echo)
+        protocol.dataReceived(b"x")
+        run_clock(self.clock, 299.75)
+        self.assertFalse(transport.disconnecting)
+        run_clock(self.clock, 15.25)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(factory.counters.timeouts["idle"], 1)
+
     def test_one_timer_for_all_connections(self) -> None:
         """
         However many connections are open, one timer watches them; none is
         left once they have all closed.
         """
         protocols = [connect(self.factory, Echo)[0] for _ in range(100)]
-        # The idle sweep and the stall sweep.
-        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        # One sweep, for the idle and the stall timeouts alike.
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         for protocol in [self.protocol, *protocols]:
             protocol.connectionLost(None)
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -325,7 +341,7 @@ class KernelQueueTests(TestCase):
     def test_watch_ends_once_everything_is_acknowledged(self) -> None:
         """
         Once the peer acknowledged every byte, the connection's own timer
-        is gone: only the factory's two sweeps remain.
+        is gone: only the factory's sweep remains.
         """
         self.protocol.dataReceived(b"x" * 1_000_000)
         run_clock(self.clock, 1.0)
@@ -333,7 +349,7 @@ class KernelQueueTests(TestCase):
         self.transport.take(1_000_000)
         run_clock(self.clock, 1.0)
         self.assertIsNone(self.protocol._stall_call)
-        self.assertEqual(len(self.clock.getDelayedCalls()), 2)
+        self.assertEqual(len(self.clock.getDelayedCalls()), 1)
         run_clock(self.clock, 10.0)
         self.assertEqual(self.aborted, [])
 

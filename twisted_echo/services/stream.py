@@ -30,7 +30,7 @@ byte is taken when the peer acknowledges it (C{tcpi_bytes_acked},
 L{twisted_echo.listening.sendqueue}), so what waits in the kernel's send queue (several
 megabytes on loopback) counts as owed: the watch starts when the transport
 pauses, when closing with bytes owed, or when the factory's
-L{StallSweeper} finds bytes sent since its last sweep still unacknowledged
+sweep (L{IdleSweeper}) finds bytes sent since its last sweep still unacknowledged
 in the kernel. The acknowledged count moves in steps (the peer's window
 opens only once it has read a good part of its buffer: on loopback up to
 about 1.3 s apart at 100 KB/s, 6.5 s at 20 KB/s), so slower readers need a
@@ -75,14 +75,14 @@ from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
 from twisted_echo.log.buffer import sole_text_observer
 from twisted_echo.policies.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
-from twisted_echo.policies.idle import IdleSweeper, StallSweeper, cancel_call
+from twisted_echo.policies.idle import IdleSweeper, cancel_call
 from twisted_echo.policies.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control), while the
 #: memory budget (L{twisted_echo.policies.budget}) does not ask for less.
 READ_SIZE = MAX_ALLOWANCE
-#: Checks per stall timeout (and stall sweeps, L{StallSweeper}): a stall is
+#: Checks per stall timeout (and stall sweeps, L{IdleSweeper}): a stall is
 #: noticed between 1 and 1 + 1/4 stall timeouts after the peer last took a
 #: byte, or after the watch started if it started later (a pause, a close,
 #: or a sweep finding unacknowledged bytes, within 1/4 timeout of a write).
@@ -211,11 +211,10 @@ class StreamFactory(Factory):
         self.budget = budget if budget is not None else MemoryBudget(0)
         self.budget.add_source(self.open_protocols)
         self._draining: Deferred[None] | None = None
-        self.idle_sweeper = IdleSweeper(clock, self.open_protocols)
-        self.idle_sweeper.set_timeout(self.timeouts.idle)
-        self.stall_sweeper = StallSweeper(
+        self.idle_sweeper = IdleSweeper(
             clock, self.open_protocols, self.timeouts.stall / STALL_CHECKS
         )
+        self.idle_sweeper.set_timeout(self.timeouts.idle)
 
     def buildProtocol(self, addr: Any, proxy_header: bool = False) -> Protocol | None:
         """
@@ -303,7 +302,6 @@ class StreamFactory(Factory):
         self.open_protocols.discard(protocol)
         if not self.open_protocols:
             self.idle_sweeper.stop()
-            self.stall_sweeper.stop()
             if self._draining is not None:
                 self._drained()
 
@@ -518,7 +516,6 @@ class StreamProtocol(Protocol):
                 via="" if proxy is None else f" via {describe_address(proxy)}",
             )
         factory.idle_sweeper.wake()
-        factory.stall_sweeper.wake()
         self.on_open()
 
     def dataReceived(self, data: bytes) -> None:
@@ -674,7 +671,7 @@ class StreamProtocol(Protocol):
 
     def sweep_stall(self) -> None:
         """
-        Called by the factory's L{StallSweeper} every 1/L{STALL_CHECKS}
+        Called by the factory's L{IdleSweeper} every 1/L{STALL_CHECKS}
         stall timeout: if bytes were written since the last sweep and the
         peer has not acknowledged them all, start the stall watch. Bytes the
         kernel took at once never pause the transport, so nothing else
