@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
+from twisted_echo._twisted.telnet import max_subnegotiation_length
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
@@ -309,9 +310,7 @@ class _TelnetLayer(telnet.TelnetTransport):
     #: The most bytes a telnet subnegotiation (between C{IAC SB} and
     #: C{IAC SE}) may hold: conch's own bound, or the same figure on the
     #: Twisted releases (24.7...) whose conch has none.
-    max_subnegotiation: ClassVar[int] = getattr(
-        telnet.Telnet, "_MAX_SUBNEGOTIATION_LENGTH", 4096
-    )
+    max_subnegotiation: ClassVar[int] = max_subnegotiation_length()
 
     protocol: WelcomeLines | None
 
