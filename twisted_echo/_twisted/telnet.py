@@ -24,6 +24,8 @@ __all__ = ["DEFAULT_BOUND", "conch_bound_misfit", "max_subnegotiation_length"]
 
 #: conch's bound where it has none of its own (bytes).
 DEFAULT_BOUND = 4096
+#: The largest bound L{conch_bound_misfit} feeds conch to check (bytes).
+MOST_CHECKED = 1 << 20
 
 
 def max_subnegotiation_length() -> int:
@@ -38,14 +40,16 @@ def max_subnegotiation_length() -> int:
 def conch_bound_misfit() -> str | None:
     """
     Check that conch's L{telnet.Telnet} calls C{_subnegotiationLengthExceeded}
-    once a subnegotiation exceeds C{_MAX_SUBNEGOTIATION_LENGTH}, and not
-    before.
+    once a subnegotiation exceeds C{_MAX_SUBNEGOTIATION_LENGTH} (an C{int}
+    up to L{MOST_CHECKED}), and not before.
 
     @return: L{None} when it does, else what does not fit.
     """
     bound = getattr(telnet.Telnet, "_MAX_SUBNEGOTIATION_LENGTH", None)
     if type(bound) is not int:
         return "conch's Telnet has no subnegotiation bound"
+    if not 0 < bound <= MOST_CHECKED:
+        return f"conch's subnegotiation bound is {bound} bytes"
     exceeded: list[bool] = []
 
     class Recording(telnet.Telnet):
