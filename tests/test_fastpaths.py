@@ -7,13 +7,25 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.conch import telnet
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
-from twisted.trial.unittest import SynchronousTestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from tests.process import start_server
 from twisted_echo._twisted import fastpaths, writequeue
 from twisted_echo._twisted.fastpaths import fast_paths, fast_paths_line, log_fast_paths
 from twisted_echo._twisted.reactor import build_reactor
+
+#: The fall-back reason expected on the installed Twisted: conch bounds a
+#: telnet subnegotiation since 24.10, not on 24.7 (the floor).
+EXPECTED: dict[str, str | None] = {
+    "telnet bound": (
+        None
+        if hasattr(telnet.Telnet, "_MAX_SUBNEGOTIATION_LENGTH")
+        else "conch's Telnet has no subnegotiation bound"
+    )
+}
+FELL_BACK = "; ".join(f"{n} ({r})" for n, r in EXPECTED.items() if r) or "none"
 
 NAMES = [
     "reactor",
@@ -43,11 +55,17 @@ class FastPathsTests(SynchronousTestCase):
     def test_all_on(self) -> None:
         """
         On the installed Twisted and sockecho's reactor every fast path is
-        on, and the line, logged once at info level, says so.
+        on (but the telnet bound on Twisted 24.7), and the line, logged once
+        at info level, says so.
         """
         results = fast_paths(self.reactor)
         self.assertEqual(list(results)[: len(NAMES)], NAMES)
-        self.assertEqual({results[name] for name in NAMES}, {None})
+        self.assertEqual(
+            {name: results[name] for name in NAMES},
+            {name: EXPECTED.get(name) for name in NAMES},
+        )
+        if FELL_BACK != "none":
+            raise SkipTest(f"this Twisted falls back: {FELL_BACK}")
         line = log_fast_paths(self.reactor)
         self.assertTrue(
             line.startswith("Twisted fast paths: reactor on, write queue on, ")
@@ -65,11 +83,8 @@ class FastPathsTests(SynchronousTestCase):
         self.patch(writequeue, "WRITE_QUEUE_MISFIT", "5 bytes written are not 5 queued")
         line = log_fast_paths(self.reactor)
         self.assertIn("write queue off", line)
-        self.assertTrue(
-            line.endswith(
-                "; fell back: write queue (5 bytes written are not 5 queued)"
-            ),
-            line,
+        self.assertIn(
+            "; fell back: write queue (5 bytes written are not 5 queued)", line
         )
         (event,) = [e for e in self.events if "Twisted fast paths" in formatEvent(e)]
         self.assertEqual(event["log_level"], LogLevel.warn)
@@ -96,7 +111,8 @@ class FastPathsTests(SynchronousTestCase):
         """
         server = start_server(self)
         match = server.wait_for(r"Twisted fast paths: (.*); fell back: (.*)$")
-        self.assertEqual(match.group(2), "none")
+        self.assertEqual(match.group(2), FELL_BACK)
         self.assertIn("lean transport on", match.group(1))
         for name in NAMES:
-            self.assertIn(f"{name} on", match.group(1))
+            state = "off" if EXPECTED.get(name) else "on"
+            self.assertIn(f"{name} {state}", match.group(1))
