@@ -32,6 +32,7 @@ NAMES = [
     "write queue",
     "log publisher",
     "log flatten",
+    "line buffer",
     "telnet bound",
     "exit signal",
     "TLS internals",

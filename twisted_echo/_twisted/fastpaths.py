@@ -7,8 +7,8 @@ to Twisted's own way, e.g.::
     Twisted fast paths: reactor on, write queue on, log publisher on,
     log flatten on, ...; fell back: none
 
-Checks made once at import (write queue, log publisher, log flatten) and
-cheap ones (telnet bound, exit signal, TLS internals) are run by
+Checks made once at import (write queue, log publisher, log flatten, line
+buffer) and cheap ones (telnet bound, exit signal, TLS internals) are run by
 L{fast_paths}; checks made where the fast path is taken (the lean TCP
 transport, per listener; the TLS half-close probe, when a TLS listener
 opens; socket adoption, when a listening socket is inherited) are reported
@@ -63,6 +63,7 @@ def fast_paths(reactor: Any) -> dict[str, str | None]:
     """
     from twisted_echo._twisted import (
         exitsignal,
+        linereceiver,
         logflatten,
         logpublisher,
         telnet,
@@ -75,6 +76,7 @@ def fast_paths(reactor: Any) -> dict[str, str | None]:
         "write queue": writequeue.WRITE_QUEUE_MISFIT,
         "log publisher": logpublisher.LOG_PUBLISHER_MISFIT,
         "log flatten": logflatten.LOG_FLATTEN_MISFIT,
+        "line buffer": linereceiver.LINE_BUFFER_MISFIT,
         "telnet bound": telnet.conch_bound_misfit(),
         "exit signal": exitsignal.exit_signal_misfit(reactor),
         "TLS internals": tlsmemorybio.twisted_tls_missing(),

@@ -11,7 +11,7 @@ send a reply straight to the socket when nothing is queued
 C{epoll_ctl} calls saved per reply) and to see a queue shrink for the stall
 timeout (L{queued_bytes}).
 
-L{write_queue_misfit} checks, once at import, that a L{FileDescriptor}
+L{write_queue_misfit} checks, once at import, that a L{abstract.FileDescriptor}
 still queues that way: it writes to one (a stand-in reactor, no socket)
 and lets C{doWrite} hand part of the queue to a stand-in socket, and sees
 L{queued_bytes} follow. L{WRITE_QUEUE_FITS} is the result; when it is
@@ -79,7 +79,7 @@ def nothing_queued(transport: object) -> bool:
     The send fast path's test, on a plain socket transport that
     L{WRITE_QUEUE_FITS} (the caller checks that once per connection).
 
-    @param transport: a L{FileDescriptor} transport.
+    @param transport: a L{abstract.FileDescriptor} transport.
     @return: whether nothing written to C{transport} waits to be sent, so
         that bytes written straight to its socket keep their order.
     """

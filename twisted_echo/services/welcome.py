@@ -47,6 +47,7 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
+from twisted_echo._twisted.linereceiver import unfinished_line_bytes
 from twisted_echo._twisted.telnet import max_subnegotiation_length
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
@@ -236,9 +237,10 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
     def unfinished_bytes(self) -> int:
         """
         @return: bytes of the unfinished line held (C{LineReceiver}'s
-            buffer).
+            buffer, L{twisted_echo._twisted.linereceiver}; 0 where that
+            cannot be read).
         """
-        return len(self._buffer)
+        return unfinished_line_bytes(self) or 0
 
     def stop_line_timer(self) -> None:
         """
