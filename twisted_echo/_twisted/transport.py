@@ -40,6 +40,8 @@ from twisted.internet.interfaces import IProtocol, IReactorFDSet
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 
+from twisted_echo._twisted.fastpaths import note
+
 _log = Logger()
 
 #: What C{tcp.Server.__init__} stores that L{Server} relies on or drops.
@@ -238,6 +240,7 @@ def use_lean_transport(port: object) -> bool:
     if not (isinstance(port, tcp.Port) and port.transport is tcp.Server):
         return False
     reason = lean_transport_misfit(port)
+    note("lean transport", reason)
     if reason is not None:
         _log.warn(
             "sockecho's lean TCP transport does not fit this Twisted "

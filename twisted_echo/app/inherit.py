@@ -26,6 +26,8 @@ from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
+from twisted_echo._twisted.adopt import adopt_unix_port
+
 #: Endpoint types whose listener each worker gets its own copy of
 #: (C{SO_REUSEPORT}, so the kernel spreads connections evenly); others (UNIX
 #: sockets) are one socket shared by every worker.
@@ -214,11 +216,7 @@ class InheritingReactor:
 
     def _adopt(self, factory: Any) -> Any:
         if self._family == socket.AF_UNIX:
-            port = AdoptedUNIXPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
-                self._reactor, self._fd, factory
-            )
-            port.startListening()
-            return port
+            return adopt_unix_port(AdoptedUNIXPort, self._reactor, self._fd, factory)
         return self._reactor.adoptStreamPort(self._fd, self._family, factory)
 
     def listenTCP(

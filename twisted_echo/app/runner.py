@@ -36,6 +36,7 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from twisted.python import usage
 
+from twisted_echo._twisted.fastpaths import log_fast_paths
 from twisted_echo._twisted.reactor import install_if_unchosen
 from twisted_echo.app import options as tap
 from twisted_echo.app.server import SockechoService
@@ -179,6 +180,7 @@ class TwistdService(MultiService):
         """
         try:
             MultiService.privilegedStartService(self)
+            log_fast_paths()
         except ListenError as e:
             message = f"sockecho: {e}"
             _log.critical("{message}", message=message)

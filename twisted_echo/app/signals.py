@@ -28,6 +28,7 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.logger import Logger
 
+from twisted_echo._twisted.exitsignal import set_exit_signal
 from twisted_echo.policies.counters import ServiceCounters
 
 _log = Logger()
@@ -160,5 +161,5 @@ class SignalService(Service):
         self.draining = True
         # twistd ends by the signal the reactor stopped on
         # (twisted.application.app._exitWithSignal), as for SIGTERM.
-        self.reactor._exitSignal = signal.SIGHUP
+        set_exit_signal(self.reactor, signal.SIGHUP)
         self.reactor.stop()

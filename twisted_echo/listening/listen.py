@@ -28,6 +28,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from twisted_echo._twisted.adopt import adopt_datagram_port
 from twisted_echo._twisted.transport import use_lean_transport
 from twisted_echo.listening.address import describe_address, tls_address
 from twisted_echo.listening.tls import is_tls_port
@@ -425,11 +426,9 @@ class DatagramListenerService(ListenerService):
             )
         if self.inherited is not None:
             fd, family = self.inherited
-            adopted: DatagramPort = DatagramPort._fromListeningDescriptor(  # type: ignore[no-untyped-call]
-                self.reactor, fd, family, self.protocol, maxPacketSize=MAX_DATAGRAM
+            return adopt_datagram_port(
+                DatagramPort, self.reactor, fd, family, self.protocol, MAX_DATAGRAM
             )
-            adopted.startListening()
-            return adopted
         assert isinstance(self.address, UDPAddress)
         port = DatagramPort(
             self.address.port,

@@ -84,6 +84,13 @@ from twisted.protocols.tls import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_echo._twisted.fastpaths import note
+from twisted_echo._twisted.tlsmemorybio import (
+    check_handshake_status,
+    flush_send_bio,
+    tls_shutdown_finished,
+    twisted_tls_missing,
+)
 from twisted_echo.listening.address import describe_address, tls_address
 from twisted_echo.operations.malloc import HeapTrimmer
 from twisted_echo.policies.budget import MemoryBudget
@@ -105,21 +112,6 @@ HANDSHAKE_BYTES = 48 * 1024
 #: Bytes read from a TLS connection's TCP socket at once (as the plain TCP
 #: services read: L{twisted_echo.services.stream.READ_SIZE}).
 TLS_READ_SIZE = 262144
-
-#: The methods of L{TLSMemoryBIOProtocol} that L{HalfCloseTLSProtocol}
-#: overrides or calls, and the state it reads.
-TWISTED_METHODS = (
-    "_flushReceiveBIO",
-    "_flushSendBIO",
-    "_shutdownTLS",
-    "_tlsShutdownFinished",
-    "_checkHandshakeStatus",
-    "_unbufferPendingWrites",
-    "_bufferedWrite",
-    "failVerification",
-)
-TWISTED_STATE = ("_lostTLSConnection", "_handshakeDone", "_aborted", "_producer")
-
 
 class _NamedTLS:
     """
@@ -298,7 +290,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         TLSMemoryBIOProtocol.abortConnection(self)
 
     def _checkHandshakeStatus(self) -> None:
-        TLSMemoryBIOProtocol._checkHandshakeStatus(self)
+        check_handshake_status(self)
         if self._handshakeDone:
             self._handshake_over()
         if self._handshakeDone and not self._aborted:
@@ -310,7 +302,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
     def _tlsShutdownFinished(self, reason: Failure | None) -> None:
         if reason is not None and self._failure is None:
             self._failure = reason
-        TLSMemoryBIOProtocol._tlsShutdownFinished(self, reason)
+        tls_shutdown_finished(self, reason)
 
     def _bufferedWrite(self, octets: bytes) -> None:
         # TLSMemoryBIOProtocol._bufferedWrite pauses the producer while
@@ -355,7 +347,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         if self._tlsConnection is not None:
             # (The connection may have been lost meanwhile: a half-closed
             # TCP transport closes at once.)
-            TLSMemoryBIOProtocol._flushSendBIO(self)
+            flush_send_bio(self)
 
     def _end_of_input(self) -> bool:
         """
@@ -435,7 +427,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
             self._tlsConnection.shutdown()
         except Error:
             pass
-        TLSMemoryBIOProtocol._flushSendBIO(self)
+        flush_send_bio(self)
         if self._peer_closed:
             # Both sides are done.
             self.loseConnection()
@@ -476,7 +468,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         except Error:
             # Mid-handshake, OpenSSL cannot send a close_notify.
             pass
-        TLSMemoryBIOProtocol._flushSendBIO(self)
+        flush_send_bio(self)
         if not self._aborted:
             self.transport.loseConnection()
 
@@ -990,17 +982,15 @@ def tls_layer_misfit() -> str | None:
     """
     Check that L{HalfCloseTLSProtocol} fits the installed Twisted: that
     L{TLSMemoryBIOProtocol} still has the methods and state it uses
-    (L{TWISTED_METHODS}, L{TWISTED_STATE}), and that a TLS 1.3 conversation
+    (C{TWISTED_METHODS} and C{TWISTED_STATE} of
+    L{twisted_echo._twisted.tlsmemorybio}), and that a TLS 1.3 conversation
     held in memory half-closes as it should (L{_probe}).
 
     @return: L{None} when it fits, else what does not.
     """
-    for name in TWISTED_METHODS:
-        if not callable(getattr(TLSMemoryBIOProtocol, name, None)):
-            return f"TLSMemoryBIOProtocol.{name} is missing"
-    for name in TWISTED_STATE:
-        if not hasattr(TLSMemoryBIOProtocol, name):
-            return f"TLSMemoryBIOProtocol.{name} is missing"
+    missing = twisted_tls_missing()
+    if missing is not None:
+        return missing
     if not getattr(SSL, "TLS1_3_VERSION", None):
         return "this pyOpenSSL has no TLS 1.3"
     try:
@@ -1018,6 +1008,7 @@ def tls_layer_problem() -> str | None:
     """
     if not _checked:
         _checked.append(tls_layer_misfit())
+        note("TLS half-close", _checked[0])
     return _checked[0]
 
 

@@ -28,6 +28,7 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
+from twisted_echo._twisted.logpublisher import observers_of
 from twisted_echo.log.classic import ClassicText, format_escaped
 
 #: Seconds between a line's logging and its write, at most.
@@ -61,11 +62,12 @@ def sole_text_observer(publisher: object) -> BufferedLogObserver | None:
     @return: the L{BufferedLogObserver} writing twistd's text lines if it
         is the only observer of C{publisher} now (so a line it is handed
         directly is all any observer would have made of the event); else
-        L{None}. Reads the publisher's private C{_observers} list; without
-        it (another Twisted), always L{None}.
+        L{None}. Reads the publisher's observers
+        (L{twisted_echo._twisted.logpublisher.observers_of}); where they
+        are not known (another Twisted), always L{None}.
     """
-    observers = getattr(publisher, "_observers", None)
-    if type(observers) is list and len(observers) == 1:
+    observers = observers_of(publisher)
+    if observers is not None and len(observers) == 1:
         observer = observers[0]
         if observer in _LINE_TAKERS:
             return observer  # type: ignore[no-any-return]

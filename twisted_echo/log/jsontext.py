@@ -19,8 +19,9 @@ already, a format that is not C{str}, a field that raises) goes to
 C{eventAsJSON} itself, which gives Twisted's result or raises as it does.
 
 It uses C{KeyFlattener} and C{objectSaveHook}, private to
-C{twisted.logger}; if a Twisted release moves them, L{FLATTENER} is L{None}
-and every event goes to C{eventAsJSON}.
+C{twisted.logger}, through L{twisted_echo._twisted.logflatten}; if a Twisted
+release moves or changes them, L{FLATTENER} is L{None} and every event goes
+to C{eventAsJSON}.
 """
 
 from __future__ import annotations
@@ -33,14 +34,11 @@ from typing import Any
 
 from twisted.logger import LogLevel, eventAsJSON
 
-try:
-    from twisted.logger._flatten import KeyFlattener as _KeyFlattener
-    from twisted.logger._json import objectSaveHook
-except ImportError:  # pragma: no cover - another Twisted
-    _KeyFlattener = None  # type: ignore[assignment,misc]
+from twisted_echo._twisted.logflatten import key_flattener, object_save_hook
 
-#: C{twisted.logger}'s C{KeyFlattener}, or L{None} where it is not found.
-FLATTENER = _KeyFlattener
+#: C{twisted.logger}'s C{KeyFlattener}, or L{None} where it is not found
+#: or does not fit (L{twisted_echo._twisted.logflatten}).
+FLATTENER = key_flattener
 
 _FORMATTER = Formatter()
 
@@ -81,7 +79,7 @@ def flatten_plan(fmt: str) -> tuple[Step, ...]:
 def _saved_levels() -> dict[LogLevel, Any]:
     if FLATTENER is None:
         return {}
-    return {level: objectSaveHook(level) for level in LogLevel.iterconstants()}
+    return {level: object_save_hook(level) for level in LogLevel.iterconstants()}
 
 
 #: Each level's JSON form, as C{objectSaveHook} makes it.
@@ -98,7 +96,7 @@ def _default(unencodable: object) -> object:
         saved = _LEVELS.get(unencodable)  # type: ignore[call-overload]
     except TypeError:  # unhashable
         saved = None
-    return saved if saved is not None else objectSaveHook(unencodable)
+    return saved if saved is not None else object_save_hook(unencodable)
 
 
 def event_as_json(event: dict[str, Any]) -> str:

@@ -55,7 +55,7 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from twisted.internet import abstract, tcp, unix
+from twisted.internet import tcp, unix
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -69,6 +69,14 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_echo._twisted.writequeue import WRITE_QUEUE_FITS as TRANSPORT_LAYOUT_FITS
+from twisted_echo._twisted.writequeue import (
+    nothing_queued,
+    write_queue_misfit,
+)
+from twisted_echo._twisted.writequeue import (
+    queued_bytes as queued_bytes,
+)
 from twisted_echo.listening.address import describe_address, peer_host
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
@@ -95,45 +103,11 @@ ABORT_REPORT_WAIT = 1.0
 def transport_layout_fits() -> bool:
     """
     @return: whether Twisted's socket transports still queue writes the way
-        L{StreamProtocol.send} and L{queued_bytes} expect (checked once, at
-        import, as L{TRANSPORT_LAYOUT_FITS}).
+        L{StreamProtocol.send} and L{queued_bytes} expect
+        (L{twisted_echo._twisted.writequeue.write_queue_misfit}; checked
+        once, at import, as L{TRANSPORT_LAYOUT_FITS}).
     """
-    try:
-        # A truthy stand-in reactor: the constructor only stores it.
-        descriptor = abstract.FileDescriptor(reactor=_NoReactor())  # type: ignore[arg-type]
-    except Exception:
-        return False
-    return (
-        isinstance(getattr(descriptor, "dataBuffer", None), bytes)
-        and isinstance(getattr(descriptor, "offset", None), int)
-        and isinstance(getattr(descriptor, "_tempDataLen", None), int)
-        and isinstance(getattr(descriptor, "_tempDataBuffer", None), list)
-        and hasattr(tcp.Connection, "TLS")
-        and callable(getattr(tcp.Connection, "setTcpNoDelay", None))
-    )
-
-
-class _NoReactor:
-    """
-    Given to a transport built only to look at its attributes.
-    """
-
-
-TRANSPORT_LAYOUT_FITS = transport_layout_fits()
-
-
-def queued_bytes(transport: object) -> int | None:
-    """
-    @param transport: a connection's transport.
-    @return: the bytes written to it and not yet handed to the kernel, or
-        L{None} when the transport does not say (not a socket transport, or
-        Twisted's layout changed).
-    """
-    pending = getattr(transport, "_tempDataLen", None)
-    if not TRANSPORT_LAYOUT_FITS or pending is None:
-        return None
-    queued: int = len(transport.dataBuffer) - transport.offset + pending  # type: ignore[attr-defined]
-    return queued
+    return write_queue_misfit() is None
 
 
 #: The reason a connection closed by L{StreamProtocol.close} ends with: one
@@ -615,8 +589,7 @@ class StreamProtocol(Protocol):
         sock = self._socket
         if (
             sock is not None
-            and not transport._tempDataLen  # type: ignore[union-attr]
-            and not transport.dataBuffer  # type: ignore[union-attr]
+            and nothing_queued(transport)
         ):
             try:
                 sent = sock.send(data)

@@ -529,6 +529,16 @@ class DatagramPort(udp.Port):
     #: the control messages that send a reply from its destination.
     _reply_ancillary: list[Ancillary] = []
 
+    @property
+    def destination_ancillary(self) -> list[Ancillary]:
+        """
+        While a datagram read with packet information is being delivered
+        (a wildcard port with C{reply_from_destination}): the control
+        messages that send a reply from its destination, as
+        L{reply_ancillary} made them; else C{[]}.
+        """
+        return self._reply_ancillary
+
     def __init__(
         self,
         port: int,

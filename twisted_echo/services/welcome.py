@@ -44,6 +44,8 @@ from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 from twisted.protocols import basic
 from twisted.python.failure import Failure
 
+from twisted_echo._twisted.linereceiver import unfinished_line_bytes
+from twisted_echo._twisted.telnet import max_subnegotiation_length
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
@@ -232,9 +234,10 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
     def unfinished_bytes(self) -> int:
         """
         @return: bytes of the unfinished line held (C{LineReceiver}'s
-            buffer).
+            buffer, L{twisted_echo._twisted.linereceiver}; 0 where that
+            cannot be read).
         """
-        return len(self._buffer)
+        return unfinished_line_bytes(self) or 0
 
     def stop_line_timer(self) -> None:
         """
@@ -309,9 +312,7 @@ class _TelnetLayer(telnet.TelnetTransport):
     #: The most bytes a telnet subnegotiation (between C{IAC SB} and
     #: C{IAC SE}) may hold: conch's own bound, or the same figure on the
     #: Twisted releases (24.7...) whose conch has none.
-    max_subnegotiation: ClassVar[int] = getattr(
-        telnet.Telnet, "_MAX_SUBNEGOTIATION_LENGTH", 4096
-    )
+    max_subnegotiation: ClassVar[int] = max_subnegotiation_length()
 
     protocol: WelcomeLines | None
 

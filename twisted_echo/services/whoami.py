@@ -277,7 +277,7 @@ class WhoamiUDP(UDPEcho):
             isinstance(transport, DatagramPort) and transport.reply_from_destination
         ):
             return bound
-        for level, _, data in transport._reply_ancillary:
+        for level, _, data in transport.destination_ancillary:
             # As reply_ancillary made them: IPv4 (interface index, local
             # address, header destination); IPv6 (destination, index).
             if level == socket.IPPROTO_IP and len(data) >= 12:

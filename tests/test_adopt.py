@@ -1,0 +1,155 @@
+"""
+Tests for L{twisted_echo._twisted.adopt}: sockecho's port classes around
+listening sockets opened elsewhere, on real loopback sockets.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+
+from twisted.internet import reactor, udp
+from twisted.internet.protocol import Factory, Protocol
+from twisted.trial.unittest import TestCase
+
+from tests.loopback import wait_until
+from twisted_echo._twisted import adopt, fastpaths
+from twisted_echo._twisted.adopt import (
+    adopt_datagram_port,
+    adopt_unix_port,
+    adoption_misfit,
+)
+from twisted_echo.app.inherit import AdoptedUNIXPort
+from twisted_echo.services.udp import DatagramPort, UDPEcho
+
+
+class Greeting(Protocol):
+    def connectionMade(self) -> None:  # noqa: N802 (Twisted's name)
+        self.transport.write(b"hello")  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
+
+
+class AdoptionTests(TestCase):
+    """
+    An adopted socket serves through sockecho's class when Twisted's
+    private constructor fits, through Twisted's own class when not.
+    """
+
+    def setUp(self) -> None:
+        adoption_misfit.cache_clear()
+        self.addCleanup(adoption_misfit.cache_clear)
+        self.addCleanup(fastpaths._noted.pop, "socket adoption", None)
+
+    def bound_udp(self) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(sock.close)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
+
+    async def echo_through(self, port: object, address: tuple[str, int]) -> bytes:
+        self.addCleanup(port.stopListening)  # type: ignore[attr-defined]
+        client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(client.close)
+        client.setblocking(False)
+        client.sendto(b"ping", address)
+        replies: list[bytes] = []
+
+        def answered() -> bool:
+            try:
+                replies.append(client.recv(100))
+            except BlockingIOError:
+                pass
+            return bool(replies)
+
+        await wait_until(answered)
+        return replies[0]
+
+    def test_installed_twisted_fits(self) -> None:
+        """
+        The installed Twisted's C{_fromListeningDescriptor} builds the
+        class asked for around the socket given; this fails first when a
+        Twisted release changes it.
+        """
+        self.assertIsNone(adoption_misfit())
+
+    async def test_datagram_port_adopted(self) -> None:
+        """
+        A bound UDP socket adopted as a L{DatagramPort} echoes a datagram.
+        """
+        sock = self.bound_udp()
+        port = adopt_datagram_port(
+            DatagramPort, reactor, sock.fileno(), socket.AF_INET, UDPEcho(), 2048
+        )
+        self.assertIsInstance(port, DatagramPort)
+        self.assertEqual(await self.echo_through(port, sock.getsockname()), b"ping")
+
+    async def test_unix_port_adopted(self) -> None:
+        """
+        A listening UNIX socket adopted as an L{AdoptedUNIXPort} serves a
+        connection.
+        """
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "s")
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.listen(5)
+        sock.setblocking(False)
+        port = adopt_unix_port(
+            AdoptedUNIXPort, reactor, sock.fileno(), Factory.forProtocol(Greeting)
+        )
+        self.addCleanup(port.stopListening)
+        self.assertIsInstance(port, AdoptedUNIXPort)
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.connect(path)
+        client.setblocking(False)
+        received = bytearray()
+
+        def greeted() -> bool:
+            try:
+                received.extend(client.recv(100))
+            except BlockingIOError:
+                pass
+            return bytes(received) == b"hello"
+
+        await wait_until(greeted)
+
+    async def test_changed_twisted_falls_back(self) -> None:
+        """
+        On a Twisted whose C{udp.Port._fromListeningDescriptor} no longer
+        builds the subclass it is called on, the check says so and the
+        socket is adopted by Twisted's own L{udp.Port} (the reactor's
+        C{adoptDatagramPort}), which still echoes; the start-up line says
+        it fell back.
+        """
+        stored = vars(udp.Port)["_fromListeningDescriptor"]
+        original = stored.__func__
+
+        def builds_udp_port(cls: object, *args: object, **kwargs: object) -> object:
+            return original(udp.Port, *args, **kwargs)
+
+        # Not self.patch: it would put back a method bound to udp.Port.
+        udp.Port._fromListeningDescriptor = classmethod(builds_udp_port)  # type: ignore[assignment]
+        self.addCleanup(setattr, udp.Port, "_fromListeningDescriptor", stored)
+        reason = adoption_misfit()
+        self.assertEqual(
+            reason,
+            "Datagram._fromListeningDescriptor does not build the class asked for",
+        )
+        sock = self.bound_udp()
+        port = adopt_datagram_port(
+            DatagramPort, reactor, sock.fileno(), socket.AF_INET, UDPEcho(), 2048
+        )
+        self.assertIs(type(port), udp.Port)
+        self.assertEqual(await self.echo_through(port, sock.getsockname()), b"ping")
+        self.assertEqual(fastpaths._noted["socket adoption"], reason)
+        self.assertIn(
+            f"socket adoption ({reason})",
+            fastpaths.fast_paths_line(fastpaths.fast_paths(reactor)),
+        )
+        self.assertIs(adopt.adoption_misfit(), adoption_misfit())

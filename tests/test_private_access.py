@@ -1,0 +1,204 @@
+# -*- test-case-name: tests.test_private_access -*-
+"""
+A lint: Twisted's private names are reached only from
+C{twisted_echo/_twisted/}, where each has a behaviour check and a fallback
+(issue 20).
+
+It walks the syntax tree of every module of C{twisted_echo/} outside
+C{_twisted/} and reports:
+
+ - C{from twisted.x._y import ...}, C{from twisted.x import _y} and
+   C{import twisted.x._y} (a private Twisted module or name);
+ - an attribute C{._name} (one leading underscore or more, not a dunder)
+   read, written or called on
+   - a name bound by a C{twisted} import, or an attribute chain starting
+     at one (C{tcp.Port._realPortNumber}, C{TLSMemoryBIOProtocol._flush}),
+   - an expression named C{transport} or C{reactor} (or ending in
+     C{_transport} / C{_reactor}: C{self.transport._tempDataLen},
+     C{self.reactor._exitSignal}, C{self._reactor._x});
+ - the same names given as a string to C{getattr}, C{setattr},
+   C{hasattr} or C{delattr} on those expressions.
+
+What it does not see, on purpose (a type checker's job, not a lint's):
+private names inherited by a subclass of a Twisted class and used on
+C{self} (C{listening/tls.py}'s C{HalfCloseTLSProtocol}, a
+L{twisted.protocols.tls.TLSMemoryBIOProtocol}; C{app/inherit.py}'s
+C{AdoptedUNIXPort._shouldShutdown}), and private names reached through a
+variable of another name. docs/operations.md lists those.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from twisted.trial.unittest import SynchronousTestCase
+
+PACKAGE = Path(__file__).resolve().parent.parent / "twisted_echo"
+#: Names whose private attributes count as Twisted's.
+TRANSPORT_OR_REACTOR = ("transport", "reactor")
+ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")
+
+
+def is_private(name: str) -> bool:
+    """
+    @return: whether C{name} is private (a leading underscore, not a
+        dunder).
+    """
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _is_twisted(module: str) -> bool:
+    return module == "twisted" or module.startswith("twisted.")
+
+
+def _names_transport_or_reactor(name: str) -> bool:
+    return name in TRANSPORT_OR_REACTOR or name.endswith(
+        tuple(f"_{n}" for n in TRANSPORT_OR_REACTOR)
+    )
+
+
+def private_accesses_in(source: str, filename: str = "<source>") -> list[str]:
+    """
+    @param source: a module's source.
+    @return: each reach into a Twisted private name, as C{"FILE:LINE: CODE"}.
+    """
+    tree = ast.parse(source, filename)
+    found: list[tuple[int, int, str]] = []
+    twisted_names: set[str] = set()
+
+    def report(node: ast.stmt | ast.expr) -> None:
+        found.append((node.lineno, node.col_offset, ast.unparse(node)))
+
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.ImportFrom)
+            and node.module
+            and _is_twisted(node.module)
+        ):
+            twisted_names.update(alias.asname or alias.name for alias in node.names)
+            if any(is_private(part) for part in node.module.split(".")) or any(
+                is_private(alias.name) for alias in node.names
+            ):
+                report(node)
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if _is_twisted(alias.name):
+                    twisted_names.add((alias.asname or alias.name).split(".")[0])
+                    if any(is_private(part) for part in alias.name.split(".")):
+                        report(node)
+
+    def watched(expression: ast.expr) -> bool:
+        # The chain's last name (transport, reactor) or its root (a name a
+        # twisted import bound).
+        if isinstance(expression, ast.Attribute) and _names_transport_or_reactor(
+            expression.attr
+        ):
+            return True
+        while isinstance(expression, (ast.Attribute, ast.Call, ast.Subscript)):
+            expression = (
+                expression.func
+                if isinstance(expression, ast.Call)
+                else expression.value
+            )
+        return isinstance(expression, ast.Name) and (
+            expression.id in twisted_names or _names_transport_or_reactor(expression.id)
+        )
+
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and is_private(node.attr)
+            and watched(node.value)
+        ):
+            report(node)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ACCESSORS
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and is_private(node.args[1].value)
+            and watched(node.args[0])
+        ):
+            report(node)
+    return [f"{filename}:{line}: {code}" for line, _, code in sorted(found)]
+
+
+def private_accesses(package: Path = PACKAGE) -> list[str]:
+    """
+    @param package: the C{twisted_echo} directory to walk.
+    @return: every reach into a Twisted private name outside its
+        C{_twisted/} subpackage.
+    """
+    found: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        relative = path.relative_to(package)
+        if relative.parts[0] == "_twisted":
+            continue
+        found += private_accesses_in(path.read_text(encoding="utf-8"), str(relative))
+    return found
+
+
+class PrivateAccessTests(SynchronousTestCase):
+    """
+    Twisted's private names are reached only from C{twisted_echo/_twisted/}.
+    """
+
+    def test_none_outside_twisted_subpackage(self) -> None:
+        """
+        No module outside C{_twisted/} imports a private Twisted module or
+        name, or reads a private attribute of a Twisted name, a transport
+        or a reactor.
+        """
+        self.assertEqual(private_accesses(), [])
+
+    def test_private_imports_found(self) -> None:
+        """
+        Private modules and names imported from Twisted are reported;
+        public ones and C{__future__} are not.
+        """
+        source = (
+            "from twisted.logger._flatten import KeyFlattener\n"
+            "from twisted.protocols import haproxy\n"
+            "from twisted.protocols.haproxy import _v1parser\n"
+            "import twisted.logger._json\n"
+            "from twisted.internet import tcp\n"
+        )
+        self.assertEqual(
+            [line.split(": ", 1)[0] for line in private_accesses_in(source)],
+            ["<source>:1", "<source>:3", "<source>:4"],
+        )
+
+    def test_private_attributes_found(self) -> None:
+        """
+        A private attribute on a Twisted name, a transport or a reactor is
+        reported, through C{getattr} too; dunders, public names and other
+        objects' privates are not.
+        """
+        source = (
+            "from twisted.internet import tcp\n"
+            "from twisted.protocols.tls import TLSMemoryBIOProtocol\n"
+            "tcp.Port._realPortNumber\n"
+            "TLSMemoryBIOProtocol._flushSendBIO(self)\n"
+            "self.transport._tempDataLen\n"
+            "self.reactor._exitSignal = 1\n"
+            "self._reactor._poller\n"
+            "getattr(transport, '_tempDataBuffer', None)\n"
+            "tcp.Server.__init__\n"
+            "self.transport.write\n"
+            "self._own_port\n"
+            "getattr(publisher, '_observers', None)\n"
+        )
+        self.assertEqual(
+            [line.split(": ", 1)[1] for line in private_accesses_in(source)],
+            [
+                "tcp.Port._realPortNumber",
+                "TLSMemoryBIOProtocol._flushSendBIO",
+                "self.transport._tempDataLen",
+                "self.reactor._exitSignal",
+                "self._reactor._poller",
+                "getattr(transport, '_tempDataBuffer', None)",
+            ],
+        )
