@@ -20,6 +20,7 @@ import time
 import urllib.request
 import weakref
 from collections.abc import Callable
+from types import TracebackType
 from typing import Any
 
 from twisted.internet import reactor
@@ -59,6 +60,7 @@ from twisted_echo.listening.tls import (
     HalfCloseTLSProtocol,
     StockTLSFactory,
     TLSListeningReactor,
+    forget_traceback,
     server_tls_factory,
     tls_layer_misfit,
 )
@@ -986,6 +988,70 @@ class HandshakeMemoryTests(TestCase):
             assert result.received == b"x", result
 
         await self.closed_without_gc(session)
+
+
+class HandshakeMemoryKeptExcInfoTests(HandshakeMemoryTests):
+    """
+    L{HandshakeMemoryTests} with every L{Failure} also keeping the
+    C{sys.exc_info()} current when it was made, as pytest's patch of
+    C{Failure.__init__} does on Twisted 24 and older (CI's floor run): the
+    failures a closed connection made still let its C{SSL.Connection} go
+    without the cyclic garbage collector.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        original = Failure.__init__
+
+        def keeping(
+            failure: Failure,
+            exc_value: BaseException | None = None,
+            exc_type: type[BaseException] | None = None,
+            exc_tb: TracebackType | None = None,
+            *args: Any,
+            **kwargs: Any,
+        ) -> None:
+            if exc_value is None:
+                raw: tuple[Any, ...] = sys.exc_info()
+            else:
+                raw = (
+                    exc_type or type(exc_value),
+                    exc_value,
+                    exc_tb or sys.exc_info()[2],
+                )
+            failure._twisted_raw_excinfo = raw  # type: ignore[attr-defined]
+            original(failure, exc_value, exc_type, exc_tb, *args, **kwargs)
+
+        self.patch(Failure, "__init__", keeping)
+
+
+class ForgetTracebackTests(TestCase):
+    """
+    L{forget_traceback} lets go of every traceback a failure holds.
+    """
+
+    def test_tracebacks_stored_beside_dropped(self) -> None:
+        """
+        A copy of C{sys.exc_info()} stored on the failure (pytest's, on
+        Twisted 24) keeps its type and value, not its traceback; the
+        failure still says what happened.
+        """
+        try:
+            raise ValueError("bad record")
+        except ValueError:
+            failure = Failure()
+            failure.raw = sys.exc_info()  # type: ignore[attr-defined]
+            failure.tb_alone = sys.exc_info()[2]  # type: ignore[attr-defined]
+        forget_traceback(failure)
+        held = list(vars(failure).values())
+        self.assertFalse(
+            [v for v in held if isinstance(v, TracebackType)]
+            + [v for v in held if isinstance(v, tuple)
+               and any(isinstance(i, TracebackType) for i in v)]
+        )  # fmt: skip
+        self.assertEqual(failure.raw[:2], (ValueError, failure.value))  # type: ignore[attr-defined]
+        self.assertIsNone(failure.value.__traceback__)
+        self.assertIn("bad record", failure.getTraceback())
 
 
 class HandshakeTimeoutTwistdTests(TestCase):

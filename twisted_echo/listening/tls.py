@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import datetime
 import socket
+from types import TracebackType
 from typing import Any
 
 from OpenSSL import SSL
@@ -212,6 +213,8 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
     _grace_call: Any = None
     _handshake_waiters: list[Deferred[None]] | None = None
     _failure: Failure | None = None
+    #: The failure Twisted passed on at close when not L{_failure}.
+    _passed_on: Failure | None = None
     _lost = False
     #: The budget this connection's unfinished handshake is counted in.
     _handshake_budget: MemoryBudget | None = None
@@ -303,6 +306,12 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         if reason is not None and self._failure is None:
             self._failure = reason
         tls_shutdown_finished(self, reason)
+        # Twisted may pass on another failure than C{reason} (a peer's EOF
+        # becomes a ConnectionLost, made while OpenSSL's error is handled)
+        # and forgets it once passed on: note it, to lighten it at close.
+        passed_on = getattr(self, "_reason", None)
+        if isinstance(passed_on, Failure) and passed_on is not reason:
+            self._passed_on = passed_on
 
     def _bufferedWrite(self, octets: bytes) -> None:
         # TLSMemoryBIOProtocol._bufferedWrite pauses the producer while
@@ -494,7 +503,8 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         # that left mid-handshake, or after its TCP FIN) holds its
         # traceback, whose frames hold this protocol and its SSL.Connection:
         # a cycle. Keep the failure, without its frames.
-        for held in (self._failure, reason):
+        passed_on, self._passed_on = self._passed_on, None
+        for held in (self._failure, passed_on, reason):
             if held is not None:
                 forget_traceback(held)
         # The wrapped protocol registered as our producer (Twisted's
@@ -513,11 +523,29 @@ def forget_traceback(failure: Failure) -> None:
     as text) stays.
 
     L{Failure.cleanFailure} does so, but not for exceptions chained
-    (C{__context__}, C{__cause__}), and test runners may replace it
-    (C{pytest-twisted} makes it keep everything, for its reports).
+    (C{__context__}, C{__cause__}), nor for copies of the traceback that
+    others stored on the failure: test runners may replace it
+    (C{pytest-twisted} makes it keep everything, for its reports), and
+    pytest, on Twisted 24 and older, keeps each failure's C{sys.exc_info()}
+    in an attribute of its own (C{_twisted_raw_excinfo}, set by its patch of
+    C{Failure.__init__}). Any attribute holding a traceback, alone or in a
+    tuple, keeps the rest with the traceback replaced by L{None}.
+
+    @param failure: the failure to lighten; changed in place.
     """
     failure.cleanFailure()
     failure.tb = None
+    for name, held in list(vars(failure).items()):
+        if isinstance(held, TracebackType):
+            setattr(failure, name, None)
+        elif isinstance(held, tuple) and any(
+            isinstance(item, TracebackType) for item in held
+        ):
+            setattr(
+                failure,
+                name,
+                tuple(None if isinstance(i, TracebackType) else i for i in held),
+            )
     value: BaseException | None = failure.value
     seen = 0
     while value is not None and seen < 100:
