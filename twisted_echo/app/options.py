@@ -25,25 +25,21 @@ from twisted.python import usage
 
 from twisted_echo.app.inherit import InheritingReactor
 from twisted_echo.app.server import SockechoService
+from twisted_echo.listening.endpoints import BACKLOG_KINDS, parse_description
 from twisted_echo.listening.listen import (
     DatagramListenerService,
     StreamListenerService,
     parse_datagram_description,
 )
-from twisted_echo.listening.proxyheader import (
-    ProxyHeaderEndpoint,
-    split_proxy_description,
-)
+from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
 from twisted_echo.listening.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
     TLSListeningReactor,
-    is_tls_description,
 )
 from twisted_echo.log.buffer import LEVELS as LOG_LEVELS
 from twisted_echo.log.buffer import levels_from
 from twisted_echo.operations.systemd import (
     SystemdStreamEndpoint,
-    is_systemd_description,
     parse_systemd_description,
 )
 from twisted_echo.policies import limits
@@ -82,7 +78,6 @@ WHOAMI_UDP = "whoami-udp"
 #: Twisted's default of 50 stalls connects during accept storms (1 s SYN
 #: retransmits); the kernel caps it at net.core.somaxconn.
 DEFAULT_BACKLOG = 1024
-_BACKLOG_TYPES = ("tcp", "tcp6", "unix", "ssl")
 #: UDP echo rate limits, C{(datagrams per second, burst)}.
 DEFAULT_UDP_RATE = (1000.0, 2000)
 DEFAULT_UDP_GLOBAL_RATE = (20000.0, 40000)
@@ -277,12 +272,13 @@ def with_backlog(description: str, backlog: int) -> str:
 
     @param description: an endpoint string, e.g. C{tcp:7007}.
     @param backlog: the listen queue length.
-    @return: e.g. C{tcp:7007:backlog=1024}; other endpoint types unchanged.
+    @return: e.g. C{tcp:7007:backlog=1024}, without surrounding whitespace
+        (L{parse_description}); other endpoint types unchanged.
     """
-    kind = description.partition(":")[0]
-    if kind not in _BACKLOG_TYPES or re.search(r"(^|:)backlog=", description):
+    parsed = parse_description(description)
+    if parsed.proxied or parsed.kind not in BACKLOG_KINDS:
         return description
-    return f"{description}:backlog={backlog}"
+    return parsed.with_default("backlog", str(backlog))
 
 
 class _ParseOnly:
@@ -626,7 +622,7 @@ class Options(usage.Options):
             if datagram:
                 parse_datagram_description(description)
                 return
-            if metrics and split_proxy_description(description)[0]:
+            if metrics and parse_description(description).proxied:
                 raise ValueError("the metrics listener does not take haproxy:")
             self.stream_endpoint(description, _ParseOnly())
         except Exception as e:
@@ -647,22 +643,21 @@ class Options(usage.Options):
             starts (L{twisted_echo.listening.proxyheader}).
         @raise Exception: whatever the endpoint parser raises for a bad one.
         """
-        proxied, description = split_proxy_description(description)
-        if proxied:
-            kind = description.partition(":")[0].strip()
-            if kind in ("haproxy", "ssl", "udp"):
+        parsed = parse_description(description)
+        if parsed.proxied:
+            if parsed.kind in ("haproxy", "ssl", "udp"):
                 raise ValueError(
-                    f"haproxy: does not take {kind}: listeners (TCP, UNIX "
+                    f"haproxy: does not take {parsed.kind}: listeners (TCP, UNIX "
                     "and systemd: ones only)"
                 )
-            return ProxyHeaderEndpoint(self.stream_endpoint(description, reactor))
-        if is_systemd_description(description):
-            address = parse_systemd_description(description)
+            return ProxyHeaderEndpoint(self.stream_endpoint(parsed.inner, reactor))
+        if parsed.systemd:
+            address = parse_systemd_description(parsed.inner)
             return SystemdStreamEndpoint(reactor, address)
-        if is_tls_description(description):
+        if parsed.tls:
             reactor = TLSListeningReactor(reactor, self["handshake-timeout"])
         endpoint: IStreamServerEndpoint = serverFromString(
-            reactor, with_backlog(description, self["backlog"])
+            reactor, with_backlog(parsed.inner, self["backlog"])
         )
         return endpoint
 
@@ -673,7 +668,7 @@ def is_datagram_description(description: str) -> bool:
     @return: whether it is a UDP one (C{udp:...}); the others are stream
         endpoints (C{systemd:} ones included).
     """
-    return description.partition(":")[0].strip() == "udp"
+    return parse_description(description).datagram
 
 
 def whoami_listeners(config: Options) -> dict[str, list[str]]:
@@ -785,7 +780,7 @@ def makeService(
     for service, descriptions in stream_listeners.items():
         for index, description in enumerate(descriptions):
             socket_given = inherited.get((service, index))
-            if socket_given is not None and is_systemd_description(description):
+            if socket_given is not None and parse_description(description).systemd:
                 endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
                     reactor, *socket_given
                 )

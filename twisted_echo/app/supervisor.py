@@ -76,6 +76,7 @@ from twisted_echo.app.inherit import (
     stream_address,
 )
 from twisted_echo.listening.address import describe_address
+from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     ListenError,
     explain_listen_failure,
@@ -85,7 +86,6 @@ from twisted_echo.listening.listen import (
 from twisted_echo.operations.sharedcounters import CounterTable, combine, without_gauges
 from twisted_echo.operations.systemd import (
     adoptable_socket,
-    is_systemd_description,
     parse_systemd_description,
 )
 from twisted_echo.policies.counters import ServiceCounters
@@ -323,11 +323,13 @@ class Supervisor(Service):
     def _open(self, service: str, index: int, description: str) -> Listener:
         listener = Listener(service, index, description)
         datagram = is_datagram_service(service)
+        parsed = parse_description(description)
         try:
-            if is_systemd_description(description):
+            if parsed.systemd:
                 # systemd opened it: one socket every worker shares.
                 wanted = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
-                found = adoptable_socket(parse_systemd_description(description), wanted)
+                activated = parse_systemd_description(parsed.inner)
+                found = adoptable_socket(activated, wanted)
                 shared = socket.socket(fileno=os.dup(found.inherited.fd))
                 listener.sockets = [shared]
                 kind = "udp" if datagram else "tcp"
@@ -345,7 +347,7 @@ class Supervisor(Service):
                     )
                 count = self.count if address.kind in REUSEPORT_KINDS else 1
                 listener.sockets = open_stream_sockets(address, count)
-                kind = "ssl" if description.startswith("ssl:") else address.kind
+                kind = "ssl" if parsed.tls else address.kind
         except ListenError:
             raise
         except Exception as e:

@@ -85,6 +85,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_echo.listening.address import describe_address, tls_address
+from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.operations.malloc import HeapTrimmer
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
@@ -704,7 +705,7 @@ def is_tls_description(description: str) -> bool:
     @param description: a server endpoint description.
     @return: whether it is an C{ssl:} one.
     """
-    return description.partition(":")[0].strip() == "ssl"
+    return parse_description(description).tls
 
 
 def is_tls_port(port: object) -> bool:

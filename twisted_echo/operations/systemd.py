@@ -40,7 +40,6 @@ is unset.
 from __future__ import annotations
 
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -60,6 +59,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_echo.listening.endpoints import parse_description
+
 if TYPE_CHECKING:
     from twisted_echo.policies.counters import ServiceCounters
 
@@ -76,7 +77,6 @@ DOMAINS = ("INET", "INET6", "UNIX")
 #: Seconds between two C{STATUS=} updates while serving.
 STATUS_INTERVAL = 5.0
 
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 class SystemdSocketError(Exception):
@@ -136,7 +136,7 @@ def is_systemd_description(description: str) -> bool:
     @param description: a listening address as given on the command line.
     @return: whether it names an inherited socket (C{systemd:...}).
     """
-    return description.partition(":")[0] == "systemd"
+    return parse_description(description).systemd
 
 
 def parse_systemd_description(description: str) -> SystemdAddress:
@@ -148,16 +148,17 @@ def parse_systemd_description(description: str) -> SystemdAddress:
     @return: the parsed L{SystemdAddress}.
     @raise ValueError: naming what is wrong.
     """
-    kind, _, rest = description.partition(":")
-    if kind != "systemd":
+    parsed = parse_description(description)
+    if not parsed.systemd or parsed.proxied:
         raise ValueError(
             f"expected systemd:index=N or systemd:name=NAME, not {description!r}"
         )
+    if parsed.args:
+        raise ValueError(
+            f"systemd: takes index=N or name=NAME, not {parsed.args[0]!r}"
+        )
     fields: dict[str, str] = {}
-    for part in _UNESCAPED_COLON.split(rest) if rest else []:
-        key, sep, value = part.replace("\\:", ":").partition("=")
-        if not sep:
-            raise ValueError(f"systemd: takes index=N or name=NAME, not {part!r}")
+    for key, value in parsed.options:
         if key not in ("index", "name", "domain"):
             raise ValueError(f"unknown parameter {key!r}")
         if key in fields:
