@@ -38,6 +38,7 @@ from twisted.python import usage
 
 from twisted_echo._twisted.reactor import install_if_unchosen
 from twisted_echo.app import options as tap
+from twisted_echo.app.registry import datagram_only
 from twisted_echo.app.server import SockechoService
 from twisted_echo.app.supervisor import Supervisor
 from twisted_echo.listening.listen import ListenError
@@ -373,6 +374,7 @@ def add_supervisor_metrics(
         max_buffer=config["max-buffer"] * config["workers"],
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],
+        datagram_services=datagram_only(),
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)
@@ -407,6 +409,7 @@ def notify_systemd(
         ),
         clock,
         drain_timeout,
+        datagram_services=datagram_only(),
     )
     server.drain_started.append(notifying.drain_started)
     top.addService(notifying)

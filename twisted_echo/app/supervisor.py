@@ -75,6 +75,7 @@ from twisted_echo.app.inherit import (
     open_stream_sockets,
     stream_address,
 )
+from twisted_echo.app.registry import is_datagram_key, service_name
 from twisted_echo.listening.address import describe_address
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
@@ -118,12 +119,13 @@ WORKER_ENV = "SOCKECHO_WORKER"
 
 def is_datagram_service(service: str) -> bool:
     """
-    @param service: a listener's service name in
+    @param service: a listener's key in
         L{twisted_echo.app.options.listener_keys}.
-    @return: whether its listeners are UDP ones: C{udp} (UDP echo) and
-        C{*-udp} (C{whoami-udp}).
+    @return: whether its listeners are datagram ones, as the service
+        registry says (L{twisted_echo.app.registry.is_datagram_key}): C{udp}
+        (UDP echo) and C{whoami-udp}.
     """
-    return service == "udp" or service.endswith("-udp")
+    return is_datagram_key(service)
 
 
 def counters_from_json(data: Mapping[str, Any]) -> ServiceCounters:
@@ -353,7 +355,7 @@ class Supervisor(Service):
         except Exception as e:
             raise ListenError(description, explain_listen_failure(e)) from e
         listener.kind = kind
-        name = service.removesuffix("-udp") or service
+        name = service_name(service)
         bound = _socket_address(listener.sockets[0], kind)
         _log.info(
             "{service} listening on {address}",

@@ -125,12 +125,15 @@ def main() -> None:
     }
     new_counters = None
     if orders.get("counters_fd") is not None:
+        from twisted_echo.app.registry import datagram_only
         from twisted_echo.operations.sharedcounters import (
             CounterTable,
             shared_counters_factory,
         )
 
-        new_counters = shared_counters_factory(CounterTable.open(orders["counters_fd"]))
+        new_counters = shared_counters_factory(
+            CounterTable.open(orders["counters_fd"]), unshared=datagram_only()
+        )
     service = tap.makeService(config, reactor, inherited, new_counters)
     # Listen on the inherited sockets, without the exposure warning: the
     # supervisor gave it once for each listener.

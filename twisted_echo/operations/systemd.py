@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -507,22 +507,34 @@ class Notifier:
             self._socket = None
 
 
-def status_line(counters: Mapping[str, ServiceCounters]) -> str:
+#: The services that take no connection, by default (the app passes the
+#: service registry's, L{twisted_echo.app.registry.datagram_only}).
+DATAGRAM_SERVICES = frozenset({"udp"})
+
+
+def status_line(
+    counters: Mapping[str, ServiceCounters],
+    datagram_services: Collection[str] = DATAGRAM_SERVICES,
+) -> str:
     """
     @param counters: each service's counters.
+    @param datagram_services: the names of the services that take no
+        connection, only datagrams.
     @return: the C{STATUS=} text while serving, e.g. C{serving: 3
         connection(s) open (echo 1, welcome 2), 10 accepted; 5
         datagram(s) answered}.
     """
-    stream = {name: c for name, c in counters.items() if name != "udp"}
+    stream = {n: c for n, c in counters.items() if n not in datagram_services}
+    datagram = [c for n, c in counters.items() if n in datagram_services]
     open_now = sum(c.connections_open for c in stream.values())
     accepted = sum(c.connections_total for c in stream.values())
     parts = []
     if stream:
         each = ", ".join(f"{name} {c.connections_open}" for name, c in stream.items())
         parts.append(f"{open_now} connection(s) open ({each}), {accepted} accepted")
-    if "udp" in counters:
-        parts.append(f"{counters['udp'].datagrams_out} datagram(s) answered")
+    if datagram:
+        answered = sum(c.datagrams_out for c in datagram)
+        parts.append(f"{answered} datagram(s) answered")
     return "serving: " + "; ".join(parts) if parts else "serving"
 
 
@@ -544,6 +556,7 @@ class NotifyingService(Service):
         clock: IReactorTime,
         drain_timeout: float,
         interval: float = STATUS_INTERVAL,
+        datagram_services: Collection[str] = DATAGRAM_SERVICES,
     ) -> None:
         """
         @param notifier: where to send.
@@ -551,9 +564,12 @@ class NotifyingService(Service):
         @param clock: for the periodic status.
         @param drain_timeout: C{--drain-timeout}, seconds, for the status.
         @param interval: seconds between status updates.
+        @param datagram_services: the services that take no connection
+        (L{status_line}).
         """
         self.notifier = notifier
         self.counters = counters
+        self.datagram_services = datagram_services
         self.drain_timeout = drain_timeout
         self.interval = interval
         self._loop = LoopingCall(self._update_status)
@@ -575,14 +591,14 @@ class NotifyingService(Service):
         self._ready_call = None
         if not self.running:
             return
-        status = status_line(self.counters())
+        status = status_line(self.counters(), self.datagram_services)
         self._last_status = status
         self.notifier.notify(READY=1, STATUS=status)
         if self.notifier.enabled and self.interval > 0 and not self._loop.running:
             self._loop.start(self.interval, now=False)
 
     def _update_status(self) -> None:
-        status = status_line(self.counters())
+        status = status_line(self.counters(), self.datagram_services)
         if status != self._last_status:
             self._last_status = status
             self.notifier.notify(STATUS=status)

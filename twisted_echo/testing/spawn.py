@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO
 
+from twisted_echo.app import registry
+from twisted_echo.app.registry import entry
 from twisted_echo.operations.portsfile import Addresses, read_ports_file
 
 #: The only address servers started here listen on.
@@ -32,8 +34,9 @@ DEFAULT_STARTUP_TIMEOUT = 10.0
 #: Seconds given to a server to drain and exit once told to stop, by default
 #: (sockecho's own drain timeout is 10 s); then it is killed.
 DEFAULT_STOP_TIMEOUT = 15.0
-#: The services given a port-0 listener unless the options name them.
-SERVICES = ("echo", "upper", "welcome", "udp")
+#: The services given a port-0 listener unless the options name them: those
+#: listening by default (L{twisted_echo.app.registry}).
+SERVICES = tuple(registry.defaults())
 #: Log lines quoted in a start-up error.
 LOG_LINES_QUOTED = 20
 #: How often the ports file is looked for while starting, in seconds.
@@ -106,11 +109,11 @@ def default_listeners(
         C{certificate}).
     """
     defaults: list[str] = []
-    for service in SERVICES:
+    for service in registry.defaults():
         if _names(options, service):
             continue
-        if service == "udp":
-            defaults += ["--udp", f"udp:0:interface={HOST}"]
+        if entry(service).stream is None:
+            defaults += [f"--{service}", f"udp:0:interface={HOST}"]
         elif certificate is not None:
             cert, key = certificate
             defaults += [
