@@ -5,11 +5,14 @@ addresses, and the places that ask it.
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
@@ -144,3 +147,63 @@ class WhitespaceListenerTests(TestCase):
             ["--echo", "haproxy: ssl:0"],
         )
         self.assertIn("haproxy: does not take ssl:", str(error))
+
+
+class TLSProbeTests(TestCase):
+    """
+    The check that sockecho's TLS layer fits the installed Twisted runs
+    where a TLS listener really opens, not in a supervisor that only asks
+    the endpoint where it would listen.
+    """
+
+    def setUp(self) -> None:
+        from twisted_echo.listening import tls
+        from twisted_echo.testing.spawn import make_certificate
+
+        directory = tempfile.mkdtemp()
+        self.addCleanup(shutil.rmtree, directory)
+        cert, key = make_certificate(directory)
+        self.description = f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+        self.checks: list[None] = []
+        real = tls.tls_layer_problem
+
+        def counting() -> str | None:
+            self.checks.append(None)
+            return real()
+
+        self.patch(tls, "tls_layer_problem", counting)
+
+    def test_supervisor_does_not_check(self) -> None:
+        options = Options()
+        options.parseOptions(
+            ["--echo", self.description, "--no-upper", "--no-welcome", "--no-udp"]
+        )
+        from twisted_echo.app.options import listener_keys
+        from twisted_echo.app.supervisor import Supervisor
+
+        supervisor = Supervisor(
+            [], listener_keys(options), options.stream_endpoint, 2, Clock(), 10
+        )
+        supervisor.privilegedStartService()
+        for listener in supervisor.listeners:
+            for sock in listener.sockets:
+                self.addCleanup(sock.close)
+        self.assertEqual([listener.kind for listener in supervisor.listeners], ["ssl"])
+        self.assertEqual(self.checks, [])
+
+    def test_listener_checks_once_when_it_opens(self) -> None:
+        from twisted.internet import reactor
+
+        options = Options()
+        options.parseOptions(
+            ["--echo", self.description, "--no-upper", "--no-welcome", "--no-udp"]
+        )
+        self.assertEqual(self.checks, [])
+        endpoint = options.stream_endpoint(options.listeners["echo"][0], reactor)
+        listening = endpoint.listen(Factory.forProtocol(Protocol))
+
+        def opened(port: object) -> None:
+            self.addCleanup(port.stopListening)  # type: ignore[attr-defined]
+            self.assertEqual(self.checks, [None])
+
+        return listening.addCallback(opened)

@@ -20,31 +20,27 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
 from twisted_echo.app import registry
+from twisted_echo.app.endpoints import stream_endpoint
+from twisted_echo.app.endpoints import with_backlog as with_backlog
 from twisted_echo.app.inherit import InheritingReactor
 from twisted_echo.app.registry import BuildContext, ServiceEntry
 from twisted_echo.app.server import SockechoService
-from twisted_echo.listening.endpoints import BACKLOG_KINDS, parse_description
+from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     DatagramListenerService,
     StreamListenerService,
     parse_datagram_description,
 )
-from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
 from twisted_echo.listening.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
-    TLSListeningReactor,
 )
 from twisted_echo.log.buffer import LEVELS as LOG_LEVELS
 from twisted_echo.log.buffer import levels_from
-from twisted_echo.operations.systemd import (
-    SystemdStreamEndpoint,
-    parse_systemd_description,
-)
 from twisted_echo.policies import limits
 from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
@@ -252,21 +248,6 @@ def _explain_parse_error(error: Exception) -> str:
     if isinstance(error, TypeError) and unknown:
         return f"unknown parameter {unknown.group(1)!r}"
     return str(error)
-
-
-def with_backlog(description: str, backlog: int) -> str:
-    """
-    Add C{backlog=} to a stream endpoint description that has none.
-
-    @param description: an endpoint string, e.g. C{tcp:7007}.
-    @param backlog: the listen queue length.
-    @return: e.g. C{tcp:7007:backlog=1024}, without surrounding whitespace
-        (L{parse_description}); other endpoint types unchanged.
-    """
-    parsed = parse_description(description)
-    if parsed.proxied or parsed.kind not in BACKLOG_KINDS:
-        return description
-    return parsed.with_default("backlog", str(backlog))
 
 
 class _ParseOnly:
@@ -599,36 +580,24 @@ class Options(usage.Options):
                 f"bad address for --{option} {description!r}: {_explain_parse_error(e)}"
             ) from None
 
-    def stream_endpoint(self, description: str, reactor: Any) -> IStreamServerEndpoint:
+    def stream_endpoint(
+        self, description: str, reactor: Any, tls_layer: bool = True
+    ) -> IStreamServerEndpoint:
         """
         @param description: a stream listener's endpoint string, as given.
         @param reactor: the reactor the endpoint will listen with.
-        @return: its endpoint, with C{--backlog} added where it sets none;
-            C{ssl:} endpoints listen with sockecho's TLS layer, which keeps
-            half-close (L{twisted_echo.listening.tls}); C{systemd:} ones adopt a
-            socket inherited from systemd, with or without
-            C{LISTEN_FDNAMES} (L{twisted_echo.operations.systemd}); C{haproxy:ENDPOINT}
-            ones read a PROXY header on each connection before the service
-            starts (L{twisted_echo.listening.proxyheader}).
+        @param tls_layer: see L{twisted_echo.app.endpoints.stream_endpoint}.
+        @return: its endpoint (L{twisted_echo.app.endpoints.stream_endpoint}),
+            with C{--backlog} and C{--handshake-timeout}.
         @raise Exception: whatever the endpoint parser raises for a bad one.
         """
-        parsed = parse_description(description)
-        if parsed.proxied:
-            if parsed.kind in ("haproxy", "ssl", "udp"):
-                raise ValueError(
-                    f"haproxy: does not take {parsed.kind}: listeners (TCP, UNIX "
-                    "and systemd: ones only)"
-                )
-            return ProxyHeaderEndpoint(self.stream_endpoint(parsed.inner, reactor))
-        if parsed.systemd:
-            address = parse_systemd_description(parsed.inner)
-            return SystemdStreamEndpoint(reactor, address)
-        if parsed.tls:
-            reactor = TLSListeningReactor(reactor, self["handshake-timeout"])
-        endpoint: IStreamServerEndpoint = serverFromString(
-            reactor, with_backlog(parsed.inner, self["backlog"])
+        return stream_endpoint(
+            description,
+            reactor,
+            self["backlog"],
+            self["handshake-timeout"],
+            tls_layer,
         )
-        return endpoint
 
 
 def add_service_options(cls: type[Options], services: Iterable[ServiceEntry]) -> None:
@@ -813,13 +782,13 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
     @param config: parsed and validated L{Options} with C{--metrics}.
     @param reactor: the reactor to listen with.
     """
-    from twisted_echo.operations.metrics import LocalCounters, MetricsService
+    from twisted_echo.operations.metrics import MetricsService
 
     description = config["metrics"]
     metrics = MetricsService(
         description,
         config.stream_endpoint(description, reactor),
-        [LocalCounters(top)],
+        [top],
         max_buffer=config["max-buffer"],
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],

@@ -68,6 +68,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_echo.app.inherit import (
     REUSEPORT_KINDS,
@@ -75,6 +76,7 @@ from twisted_echo.app.inherit import (
     open_stream_sockets,
     stream_address,
 )
+from twisted_echo.app.interfaces import IServer
 from twisted_echo.app.registry import is_datagram_key, service_name
 from twisted_echo.listening.address import describe_address
 from twisted_echo.listening.endpoints import parse_description
@@ -250,6 +252,7 @@ class WorkerProtocol(ProcessProtocol):
         self.supervisor.worker_ended(self, reason)
 
 
+@implementer(IServer)
 class Supervisor(Service):
     """
     Opens the listeners, runs C{count} workers on them, and drains them at
@@ -263,7 +266,7 @@ class Supervisor(Service):
         self,
         args: Sequence[str],
         listeners: Sequence[tuple[str, int, str]],
-        stream_endpoint: Callable[[str, Any], Any],
+        stream_endpoint: Callable[..., Any],
         count: int,
         reactor: Any,
         drain_timeout: float,
@@ -273,7 +276,8 @@ class Supervisor(Service):
             (each worker parses them again).
         @param listeners: C{(service, index, description)} of each listener.
         @param stream_endpoint: builds a stream listener's endpoint from its
-            description and a reactor (L{tap.Options.stream_endpoint}).
+            description, a reactor and C{tls_layer}
+            (L{twisted_echo.app.options.Options.stream_endpoint}).
         @param count: how many workers.
         @param reactor: spawns processes and keeps time.
         @param drain_timeout: the workers' C{--drain-timeout}, seconds.
@@ -342,7 +346,12 @@ class Supervisor(Service):
                 )
                 kind = "udp"
             else:
-                address = stream_address(lambda r: self.stream_endpoint(description, r))
+                # Where it would listen, asked without building the TLS
+                # layer: the workers build it (and check it fits) as they
+                # listen.
+                address = stream_address(
+                    lambda r: self.stream_endpoint(description, r, tls_layer=False)
+                )
                 if address is None:
                     raise ListenError(
                         description, "this endpoint type does not work with --workers"
@@ -374,7 +383,7 @@ class Supervisor(Service):
         found = []
         for listener in self.listeners:
             address = _socket_address(listener.sockets[0], listener.kind)
-            name = listener.service.removesuffix("-udp") or listener.service
+            name = service_name(listener.service)
             found.append((name, address, describe_address(address)))
         return found
 
@@ -659,6 +668,16 @@ class Supervisor(Service):
             (a L{twisted_echo.operations.metrics.CounterSource}).
         """
         return self.totals()
+
+    def status_counters(self) -> Mapping[str, ServiceCounters]:
+        """
+        @return: see L{IServer.status_counters}: L{snapshot} (summed over
+            the workers as they last reported), every service listed.
+        """
+        found = dict(self.snapshot())
+        for key, _, _ in self.listener_keys:
+            found.setdefault(service_name(key), ServiceCounters())
+        return found
 
     def stopService(self) -> Deferred[None]:
         """

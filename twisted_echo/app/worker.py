@@ -50,13 +50,11 @@ def report(service: Any) -> None:
     """
     Log the service's counters in the field the supervisor reads.
     """
-    from twisted_echo.operations.metrics import LocalCounters
-
     _log.debug(
         "counters",
         sockecho_worker_counters={
             name: dataclasses.asdict(counters)
-            for name, counters in LocalCounters(service).snapshot().items()
+            for name, counters in service.snapshot().items()
         },
     )
 

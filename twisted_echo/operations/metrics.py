@@ -40,9 +40,8 @@ own C{labels} (e.g. C{worker="2"}) keep its series apart.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -71,7 +70,10 @@ from twisted_echo.operations.httpbounds import (
 from twisted_echo.operations.httpbounds import (
     TIMEOUT_REASONS as LISTENER_TIMEOUT_REASONS,
 )
-from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.counters import (
+    ServiceCounters,
+    with_open_connections,
+)
 
 if TYPE_CHECKING:
     from twisted_echo.app.server import SockechoService
@@ -138,30 +140,7 @@ class LocalCounters:
         """
         @return: see L{CounterSource.snapshot}.
         """
-        figures = {name: _copy(c) for name, c in self.server.counters.items()}
-        for factory in self.server.factories:
-            counters = figures.get(factory.service_name)
-            if counters is None:
-                continue
-            for protocol in factory.open_protocols:
-                counters.bytes_in += protocol.bytes_in
-                counters.bytes_out += protocol.bytes_out
-            counters.held_bytes = factory.held_bytes()
-        return figures
-
-
-def _copy(counters: ServiceCounters) -> ServiceCounters:
-    """
-    @return: plain L{ServiceCounters} equal to C{counters} (which may be a
-        worker's L{twisted_echo.operations.sharedcounters.SharedServiceCounters}).
-    """
-    copied = ServiceCounters(
-        **{f.name: getattr(counters, f.name) for f in fields(ServiceCounters)}
-    )
-    copied.dropped = Counter(counters.dropped)
-    copied.refused = Counter(counters.refused)
-    copied.timeouts = Counter(counters.timeouts)
-    return copied
+        return with_open_connections(self.server.counters, self.server.factories)
 
 
 _Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
