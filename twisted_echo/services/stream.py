@@ -50,7 +50,7 @@ import sys
 import time
 from typing import Any, ClassVar
 
-from twisted.internet import abstract, tcp, unix
+from twisted.internet import abstract, tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -65,6 +65,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from twisted_echo.listening.address import describe_address
+from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import (
     HEADER_TIMEOUT,
     HeaderError,
@@ -479,8 +480,7 @@ class StreamProtocol(Protocol):
         if host is not None:
             # Admission by the client the header names (StreamFactory
             # admitted the connection by max_connections only).
-            limits = factory.limits
-            if limits.max_per_peer and limits.open_by_peer[host] >= limits.max_per_peer:
+            if factory.limits.admit_peer(host) is not None:
                 factory.counters.refused["max_per_peer"] += 1
                 self._log.info(
                     "{service} connection from {peer}: too many connections "
@@ -493,7 +493,6 @@ class StreamProtocol(Protocol):
                     self.transport.write(message)  # type: ignore[union-attr]
                 self.transport.loseConnection()  # type: ignore[union-attr]
                 return
-            limits.open_by_peer[host] += 1
             self.peer_host = host
         self.header = None
         self.connectionMade()
@@ -596,11 +595,7 @@ class StreamProtocol(Protocol):
             self._socket = transport.socket
             # Not transport.socket.family: a new enum member at each read
             # (2 µs per connection here).
-            if not isinstance(transport, unix.Server):
-                # Replies go out at once, as asyncio and uvloop do: Nagle's
-                # algorithm would hold a small reply while an earlier one is
-                # unacknowledged (up to the peer's delayed-ACK time, 40 ms).
-                transport.setTcpNoDelay(True)
+            no_delay(transport)
         factory.budget.attach(self)
         self._opened_at = factory.clock.seconds()
         factory.open_protocols.add(self)
