@@ -12,15 +12,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from twisted.application.service import IService
-from zope.interface import Attribute
+from zope.interface import Attribute, Interface
 
 from twisted_echo.policies.counters import ServiceCounters
 
 
-class IServer(IService):
+class IServer(Interface):
     """
-    A running sockecho: its listeners, counters and drain.
+    A running sockecho: its listeners, counters and drain. It is also a
+    L{twisted.application.service.IService} (both servers are services).
 
     It is also a L{twisted_echo.operations.metrics.CounterSource}
     (C{labels} and C{snapshot}) for C{--metrics}.

@@ -160,7 +160,7 @@ class TwistdService(MultiService):
         stderr: IO[str] | None = None,
     ) -> None:
         MultiService.__init__(self)
-        self.server: IService = server
+        self.server: IService = IService(server)
         self.daemon = daemon
         self.pidfile = pidfile
         self.stderr = stderr

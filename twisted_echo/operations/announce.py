@@ -8,7 +8,7 @@ L{twisted_echo.operations.portsfile}'s).
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -61,7 +61,7 @@ def bound_listeners(
     @return: C{(service name, entry)} for every listener listening now, in
         the order they were started.
     """
-    if server is not None and service is server:
+    if server is not None and cast(object, service) is server:
         return [
             (name, entry_for(address, described))
             for name, address, described in server.bound_addresses()
