@@ -2,8 +2,10 @@
 """
 C{twistd sockecho}: command-line options and the service they describe.
 
-Long until split (issue 20): value coercion and help regrouping, endpoint
-construction and the service tree's composition are one module here.
+Long until split (issue 20): value coercion and help regrouping and the
+service tree's composition are one module here; the services themselves are
+declared in L{twisted_echo.app.registry}, endpoints are built by
+L{twisted_echo.app.endpoints}.
 
 Every listening address is a Twisted endpoint description string
 (C{tcp:7007:interface=127.0.0.1}, C{tcp6:7007:interface=\\:\\:1},
