@@ -14,8 +14,9 @@ import unittest
 
 #: Old path -> (new path, names it re-exports).
 SHIMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # Options and makeService moved on from app.runner to tap (issue 20).
     "twisted_echo.runner": (
-        "twisted_echo.app.runner",
+        "twisted_echo.tap",
         ("Options", "makeService",),
     ),
     "twisted_echo.worker": (

@@ -41,6 +41,21 @@ class ConnectionLimitsTests(TestCase):
         self.assertIsNone(limits.admit(None))
         self.assertEqual(limits.open_total, 2)
 
+    def test_one_per_peer_rule(self) -> None:
+        """
+        C{admit_peer} is the per-peer rule C{admit} applies, alone: a peer
+        known only later (a PROXY header's client) takes a place among its
+        host's connections without taking another in the total.
+        """
+        limits = ConnectionLimits(max_connections=0, max_per_peer=2)
+        self.assertIsNone(limits.admit("192.0.2.1"))
+        self.assertIsNone(limits.admit(None))
+        self.assertIsNone(limits.admit_peer("192.0.2.1"))
+        self.assertEqual(limits.admit_peer("192.0.2.1"), "max_per_peer")
+        self.assertEqual(limits.admit("192.0.2.1"), "max_per_peer")
+        self.assertIsNone(limits.admit_peer(None))
+        self.assertEqual((limits.open_total, limits.open_by_peer["192.0.2.1"]), (2, 2))
+
 
 class FactoryLimitTests(TestCase):
     """

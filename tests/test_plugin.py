@@ -1,7 +1,8 @@
 """
 The C{twistd sockecho} plugin is found by Twisted's plugin system, points at
-L{twisted_echo.app.runner} (the twistd-facing layer over L{twisted_echo.app.options}),
-and is cheap to import.
+L{twisted_echo.tap} (twistd's options and service maker, over
+L{twisted_echo.app.options} and L{twisted_echo.app.runner}), and is cheap to
+import.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import unittest
 from twisted.application.service import IServiceMaker
 from twisted.plugin import getPlugins
 
-from twisted_echo.app import runner
+from twisted_echo import tap
 
 TWISTD = os.path.join(os.path.dirname(sys.executable), "twistd")
 
@@ -39,14 +40,14 @@ class PluginTests(unittest.TestCase):
     def test_discoverable(self) -> None:
         """
         Exactly one L{IServiceMaker} plugin has the tapname C{sockecho}; its
-        options are L{runner.Options} and it builds services with
-        L{runner.makeService}.
+        options are L{tap.Options} and it builds services with
+        L{tap.makeService}.
         """
         makers = [m for m in getPlugins(IServiceMaker) if m.tapname == "sockecho"]
         self.assertEqual(len(makers), 1, makers)
         maker = makers[0]
-        self.assertIs(maker.options, runner.Options)
-        self.assertIs(maker.makeService, runner.makeService)
+        self.assertIs(maker.options, tap.Options)
+        self.assertIs(maker.makeService, tap.makeService)
         self.assertTrue(maker.description)
 
     def test_import_does_not_install_reactor(self) -> None:

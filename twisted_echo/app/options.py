@@ -2,8 +2,10 @@
 """
 C{twistd sockecho}: command-line options and the service they describe.
 
-Long until split (issue 20): value coercion and help regrouping, endpoint
-construction and the service tree's composition are one module here.
+Long until split (issue 20): value coercion and help regrouping and the
+service tree's composition are one module here; the services themselves are
+declared in L{twisted_echo.app.registry}, endpoints are built by
+L{twisted_echo.app.endpoints}.
 
 Every listening address is a Twisted endpoint description string
 (C{tcp:7007:interface=127.0.0.1}, C{tcp6:7007:interface=\\:\\:1},
@@ -16,78 +18,48 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
-from twisted.internet.endpoints import AdoptedStreamServerEndpoint, serverFromString
+from twisted.internet.endpoints import AdoptedStreamServerEndpoint
 from twisted.internet.interfaces import IReactorUDP, IStreamServerEndpoint
 from twisted.python import usage
 
+from twisted_echo.app import registry
+from twisted_echo.app.endpoints import stream_endpoint
+from twisted_echo.app.endpoints import with_backlog as with_backlog
 from twisted_echo.app.inherit import InheritingReactor
+from twisted_echo.app.registry import BuildContext, ServiceEntry
 from twisted_echo.app.server import SockechoService
+from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     DatagramListenerService,
     StreamListenerService,
     parse_datagram_description,
 )
-from twisted_echo.listening.proxyheader import (
-    ProxyHeaderEndpoint,
-    split_proxy_description,
-)
 from twisted_echo.listening.tls import (
     DEFAULT_HANDSHAKE_TIMEOUT,
-    TLSListeningReactor,
-    is_tls_description,
 )
 from twisted_echo.log.buffer import LEVELS as LOG_LEVELS
 from twisted_echo.log.buffer import levels_from
-from twisted_echo.operations.systemd import (
-    SystemdStreamEndpoint,
-    is_systemd_description,
-    parse_systemd_description,
-)
 from twisted_echo.policies import limits
 from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.services.echo import EchoFactory
 from twisted_echo.services.stream import StreamFactory
-from twisted_echo.services.udp import UDPEcho
-from twisted_echo.services.upper import UpperFactory
-from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE, WebSocketFactory
-from twisted_echo.services.welcome import (
-    DEFAULT_BANNER,
-    DEFAULT_MAX_LINE,
-    WelcomeFactory,
-)
-from twisted_echo.services.whoami import (
-    WhoamiFactory,
-    WhoamiInfo,
-    WhoamiUDP,
-    worker_number,
-)
+from twisted_echo.services.udp import LoopGuard
+from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE
+from twisted_echo.services.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE
+from twisted_echo.services.whoami import worker_number
 
-#: The default listener of each service: all on loopback.
-DEFAULTS = {
-    "echo": "tcp:7007:interface=127.0.0.1",
-    "upper": "tcp:7008:interface=127.0.0.1",
-    "welcome": "tcp:7009:interface=127.0.0.1",
-    "udp": "udp:7007:interface=127.0.0.1",
-}
-TCP_SERVICES = ("echo", "upper", "welcome")
-#: The whoami service (off by default): its C{udp:} listeners are datagram
-#: listeners, named L{WHOAMI_UDP} in L{listener_keys}; the others stream.
-WHOAMI = "whoami"
-WHOAMI_UDP = "whoami-udp"
-# --- websocket (issue 23): to port to the service registry at merge.
-#: The WebSocket service (off by default), L{twisted_echo.services.websocket}.
-WEBSOCKET = "websocket"
-# --- end websocket
+#: The default listener of each service that has one (all on loopback),
+#: from the service registry (L{twisted_echo.app.registry}).
+DEFAULTS = registry.defaults()
 #: Listen queue length given to stream endpoints that do not set one.
 #: Twisted's default of 50 stalls connects during accept storms (1 s SYN
 #: retransmits); the kernel caps it at net.core.somaxconn.
 DEFAULT_BACKLOG = 1024
-_BACKLOG_TYPES = ("tcp", "tcp6", "unix", "ssl")
 #: UDP echo rate limits, C{(datagrams per second, burst)}.
 DEFAULT_UDP_RATE = (1000.0, 2000)
 DEFAULT_UDP_GLOBAL_RATE = (20000.0, 40000)
@@ -258,11 +230,16 @@ def _udp_ports(option: str) -> Callable[[str], Any]:
     return coerce
 
 
-def _listener_option(service: str, help_text: str) -> Any:
-    def opt(self: Options, description: str) -> None:
-        self.listeners[service].append(description)
+def _listener_option(service: ServiceEntry) -> Any:
+    """
+    @return: the C{opt_NAME} method of C{service}'s C{--NAME} option.
+    """
 
-    opt.__doc__ = f"{help_text} [default: {DEFAULTS[service]}] (repeatable)"
+    def opt(self: Options, description: str) -> None:
+        self.listeners[service.name].append(description)
+
+    default = service.default or "off"
+    opt.__doc__ = f"{service.help} [default: {default}] (repeatable)"
     return opt
 
 
@@ -276,20 +253,6 @@ def _explain_parse_error(error: Exception) -> str:
     return str(error)
 
 
-def with_backlog(description: str, backlog: int) -> str:
-    """
-    Add C{backlog=} to a stream endpoint description that has none.
-
-    @param description: an endpoint string, e.g. C{tcp:7007}.
-    @param backlog: the listen queue length.
-    @return: e.g. C{tcp:7007:backlog=1024}; other endpoint types unchanged.
-    """
-    kind = description.partition(":")[0]
-    if kind not in _BACKLOG_TYPES or re.search(r"(^|:)backlog=", description):
-        return description
-    return f"{description}:backlog={backlog}"
-
-
 class _ParseOnly:
     """
     The reactor given to endpoint parsers while options are checked: parsing
@@ -301,25 +264,26 @@ class _ParseOnly:
 #: How C{--help} lists the options: C{(heading, options)} in order, listeners
 #: first; an option named in none (C{--help}, C{--version}) comes last
 #: under "Other", and a name that is no option is passed over.
-HELP_GROUPS = (
-    (
-        "Listeners (endpoint strings; giving one replaces that service's "
-        "default)",
+def help_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """
+    @return: L{HELP_GROUPS} for the services registered now.
+    """
+    return (
         (
-            "echo",
-            "upper",
-            "welcome",
-            "udp",
-            "whoami",
-            "websocket",
-            "no-echo",
-            "no-upper",
-            "no-welcome",
-            "no-udp",
-            "metrics",
-            "ports-file",
+            "Listeners (endpoint strings; giving one replaces that service's "
+            "default)",
+            (
+                *(s.name for s in registry.SERVICES),
+                *(f"no-{s.name}" for s in registry.SERVICES if s.default is not None),
+                "metrics",
+                "ports-file",
+            ),
         ),
-    ),
+        *_OTHER_HELP_GROUPS,
+    )
+
+
+_OTHER_HELP_GROUPS = (
     ("The welcome service", ("banner", "max-line")),
     ("The WebSocket service", ("websocket-max-message",)),
     (
@@ -348,6 +312,7 @@ HELP_GROUPS = (
     ),
     ("Running", ("workers", "log-format", "log-level")),
 )
+HELP_GROUPS = help_groups()
 #: The first line of an option's entry in C{usage.Options}' help.
 _HELP_ENTRY = re.compile(r"^(?:  -\w, |      )--([\w-]+)")
 
@@ -367,12 +332,8 @@ class Options(usage.Options):
         "a welcome-line service and UDP echo. Listening addresses are Twisted "
         "endpoint strings; giving one replaces that service's default."
     )
-    optFlags = [
-        ["no-echo", None, "Do not run the echo service."],
-        ["no-upper", None, "Do not run the upper service."],
-        ["no-welcome", None, "Do not run the welcome service."],
-        ["no-udp", None, "Do not run the UDP echo service."],
-    ]
+    #: --no-NAME for each registered service: L{add_service_options}.
+    optFlags: list[list[Any]] = []
     optParameters: list[list[Any]] = [
         ["banner", None, DEFAULT_BANNER, "First line the welcome service sends."],
         [
@@ -527,31 +488,8 @@ class Options(usage.Options):
         ],
     ]
 
-    opt_echo = _listener_option("echo", "Endpoint for the echo service.")
-    opt_upper = _listener_option("upper", "Endpoint for the upper service.")
-    opt_welcome = _listener_option("welcome", "Endpoint for the welcome service.")
-    opt_udp = _listener_option(
-        "udp", "udp:PORT[:interface=ADDR] (or systemd:index=N) for UDP echo."
-    )
+    # opt_NAME for each registered service: see the end of the class.
 
-    def opt_whoami(self, description: str) -> None:
-        self.listeners[WHOAMI].append(description)
-
-    opt_whoami.__doc__ = (
-        "Endpoint for the whoami service: TCP, UNIX, TLS (one JSON line, then "
-        "close) or udp:PORT[:interface=ADDR] (one JSON datagram per datagram) "
-        "[default: off] (repeatable)"
-    )
-
-    # --- websocket (issue 23): to port to the service registry at merge.
-    def opt_websocket(self, description: str) -> None:
-        self.listeners[WEBSOCKET].append(description)
-
-    opt_websocket.__doc__ = (
-        "Endpoint for the WebSocket echo service (ws://HOST:PORT/, /upper; "
-        "ssl: for wss://; GET / in a browser: a page to try it) "
-        "[default: off] (repeatable)"
-    )
     optParameters.append(
         [
             "websocket-max-message",
@@ -562,13 +500,10 @@ class Options(usage.Options):
             _size("websocket-max-message"),
         ]
     )
-    # --- end websocket
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
-        self.listeners: dict[str, list[str]] = {name: [] for name in DEFAULTS}
-        self.listeners[WHOAMI] = []
-        self.listeners[WEBSOCKET] = []
+        self.listeners: dict[str, list[str]] = {s.name: [] for s in registry.SERVICES}
         # Defaults are written as users type them, which is what --help
         # shows; the values are those the option gives for that text.
         for parameter in self.optParameters:
@@ -594,7 +529,7 @@ class Options(usage.Options):
                 current = entries.setdefault(entry.group(1), [])
             current.append(line)
         groups = []
-        for heading, names in (*HELP_GROUPS, ("Other", tuple(entries))):
+        for heading, names in (*help_groups(), ("Other", tuple(entries))):
             listed = [line for name in names for line in entries.pop(name, [])]
             if listed:
                 groups.append(f"{heading}:\n" + "".join(listed))
@@ -615,25 +550,20 @@ class Options(usage.Options):
                 f"--log-level takes {', '.join(LOG_LEVELS)}, "
                 f"not {self['log-level']!r}"
             )
-        for service in DEFAULTS:
-            given = self.listeners[service]
-            if self[f"no-{service}"]:
-                if given:
-                    raise usage.UsageError(f"--{service} and --no-{service} conflict")
-                continue
-            descriptions = given or [DEFAULTS[service]]
-            self.listeners[service] = descriptions
-            for description in descriptions:
-                self._check_address(service, description, datagram=service == "udp")
-        for description in self.listeners[WHOAMI]:
-            self._check_address(
-                WHOAMI, description, datagram=is_datagram_description(description)
-            )
-        for description in self.listeners[WEBSOCKET]:
-            self._check_address(WEBSOCKET, description)
-        if not self.listeners[WHOAMI] and not self.listeners[WEBSOCKET] and not any(
-            self.listeners[name] for name in DEFAULTS if not self[f"no-{name}"]
-        ):
+        for service in registry.SERVICES:
+            name = service.name
+            given = self.listeners[name]
+            if service.default is not None:
+                if self[f"no-{name}"]:
+                    if given:
+                        raise usage.UsageError(f"--{name} and --no-{name} conflict")
+                    continue
+                given = given or [service.default]
+            self.listeners[name] = given
+            for description in given:
+                datagram = service.is_datagram(is_datagram_description(description))
+                self._check_address(name, description, datagram=datagram)
+        if not any(self.listeners.values()):
             raise usage.UsageError("every service is switched off; nothing to run")
         if self["metrics"] is not None:
             self._check_address("metrics", self["metrics"], metrics=True)
@@ -657,7 +587,7 @@ class Options(usage.Options):
             if datagram:
                 parse_datagram_description(description)
                 return
-            if metrics and split_proxy_description(description)[0]:
+            if metrics and parse_description(description).proxied:
                 raise ValueError("the metrics listener does not take haproxy:")
             self.stream_endpoint(description, _ParseOnly())
         except Exception as e:
@@ -665,37 +595,46 @@ class Options(usage.Options):
                 f"bad address for --{option} {description!r}: {_explain_parse_error(e)}"
             ) from None
 
-    def stream_endpoint(self, description: str, reactor: Any) -> IStreamServerEndpoint:
+    def stream_endpoint(
+        self, description: str, reactor: Any, tls_layer: bool = True
+    ) -> IStreamServerEndpoint:
         """
         @param description: a stream listener's endpoint string, as given.
         @param reactor: the reactor the endpoint will listen with.
-        @return: its endpoint, with C{--backlog} added where it sets none;
-            C{ssl:} endpoints listen with sockecho's TLS layer, which keeps
-            half-close (L{twisted_echo.listening.tls}); C{systemd:} ones adopt a
-            socket inherited from systemd, with or without
-            C{LISTEN_FDNAMES} (L{twisted_echo.operations.systemd}); C{haproxy:ENDPOINT}
-            ones read a PROXY header on each connection before the service
-            starts (L{twisted_echo.listening.proxyheader}).
+        @param tls_layer: see L{twisted_echo.app.endpoints.stream_endpoint}.
+        @return: its endpoint (L{twisted_echo.app.endpoints.stream_endpoint}),
+            with C{--backlog} and C{--handshake-timeout}.
         @raise Exception: whatever the endpoint parser raises for a bad one.
         """
-        proxied, description = split_proxy_description(description)
-        if proxied:
-            kind = description.partition(":")[0].strip()
-            if kind in ("haproxy", "ssl", "udp"):
-                raise ValueError(
-                    f"haproxy: does not take {kind}: listeners (TCP, UNIX "
-                    "and systemd: ones only)"
-                )
-            return ProxyHeaderEndpoint(self.stream_endpoint(description, reactor))
-        if is_systemd_description(description):
-            address = parse_systemd_description(description)
-            return SystemdStreamEndpoint(reactor, address)
-        if is_tls_description(description):
-            reactor = TLSListeningReactor(reactor, self["handshake-timeout"])
-        endpoint: IStreamServerEndpoint = serverFromString(
-            reactor, with_backlog(description, self["backlog"])
+        return stream_endpoint(
+            description,
+            reactor,
+            self["backlog"],
+            self["handshake-timeout"],
+            tls_layer,
         )
-        return endpoint
+
+
+def add_service_options(cls: type[Options], services: Iterable[ServiceEntry]) -> None:
+    """
+    Give C{cls} each service's options: C{--NAME ENDPOINT} (repeatable) and,
+    for a service with a default endpoint, C{--no-NAME}.
+
+    @param cls: L{Options}, or a subclass (whose own C{optFlags} are
+        extended; C{usage.Options} adds those of its bases).
+    @param services: registry entries (L{twisted_echo.app.registry}).
+    """
+    flags = list(cls.__dict__.get("optFlags", []))
+    for service in services:
+        setattr(cls, "opt_" + service.name.replace("-", "_"), _listener_option(service))
+        if service.default is not None:
+            flags.append(
+                [f"no-{service.name}", None, f"Do not run the {service.label} service."]
+            )
+    cls.optFlags = flags
+
+
+add_service_options(Options, registry.SERVICES)
 
 
 def is_datagram_description(description: str) -> bool:
@@ -704,41 +643,41 @@ def is_datagram_description(description: str) -> bool:
     @return: whether it is a UDP one (C{udp:...}); the others are stream
         endpoints (C{systemd:} ones included).
     """
-    return description.partition(":")[0].strip() == "udp"
+    return parse_description(description).datagram
 
 
-def whoami_listeners(config: Options) -> dict[str, list[str]]:
+def service_listeners(
+    config: Options, service: ServiceEntry
+) -> tuple[list[str], list[str]]:
     """
-    @return: the C{--whoami} descriptions, stream ones under L{WHOAMI} and
-        UDP ones under L{WHOAMI_UDP}, each in the order given.
+    @return: C{service}'s stream and datagram listener descriptions, each in
+        the order given (L{ServiceEntry.is_datagram}).
     """
-    given = config.listeners[WHOAMI]
-    return {
-        WHOAMI: [d for d in given if not is_datagram_description(d)],
-        WHOAMI_UDP: [d for d in given if is_datagram_description(d)],
-    }
+    stream: list[str] = []
+    datagram: list[str] = []
+    for description in config.listeners[service.name]:
+        if service.is_datagram(is_datagram_description(description)):
+            datagram.append(description)
+        else:
+            stream.append(description)
+    return stream, datagram
 
 
 def listener_keys(config: Options) -> list[tuple[str, int, str]]:
     """
-    @return: C{(service, index, description)} of every listener C{config}
-        names, in the order L{makeService} adds them; whoami's are named
-        L{WHOAMI} (stream) and L{WHOAMI_UDP} (datagram), each numbered on
-        its own.
+    @return: C{(key, index, description)} of every listener C{config}
+        names, service by service in the registry's order, each service's
+        stream listeners before its datagram ones; a key is the service's
+        name, or C{NAME-udp} for the datagram listeners of a service that
+        takes both (L{ServiceEntry.listener_key}), each numbered on its own.
     """
-    whoami = whoami_listeners(config)
-    return [
-        (service, index, description)
-        for service in (*TCP_SERVICES, "udp")
-        for index, description in enumerate(config.listeners[service])
-    ] + [
-        (service, index, description)
-        for service in (WHOAMI, WHOAMI_UDP)
-        for index, description in enumerate(whoami[service])
-    ] + [
-        (WEBSOCKET, index, description)
-        for index, description in enumerate(config.listeners[WEBSOCKET])
-    ]
+    keys = []
+    for service in registry.SERVICES:
+        stream, datagram = service_listeners(config, service)
+        for is_datagram, descriptions in ((False, stream), (True, datagram)):
+            key = service.listener_key(is_datagram)
+            keys += [(key, i, d) for i, d in enumerate(descriptions)]
+    return keys
 
 
 def makeService(
@@ -769,71 +708,55 @@ def makeService(
         from twisted.internet import reactor
 
     make_counters = new_counters or (lambda name: ServiceCounters())
-    counters = {name: make_counters(name) for name in (*DEFAULTS, WHOAMI, WEBSOCKET)}
-    shared = limits.ConnectionLimits(
-        max_connections=config["max-connections"],
-        max_per_peer=config["max-per-peer"],
-    )
-    timeouts = limits.Timeouts(
-        idle=config["idle-timeout"],
-        stall=config["stall-timeout"],
-        line=config["line-timeout"],
-    )
-    budget = MemoryBudget(config["max-buffer"])
-    factories: dict[str, StreamFactory] = {
-        "echo": EchoFactory(reactor, counters["echo"], shared, timeouts, budget),
-        "upper": UpperFactory(reactor, counters["upper"], shared, timeouts, budget),
-        "welcome": WelcomeFactory(
-            reactor,
-            counters["welcome"],
-            shared,
-            timeouts,
-            banner=config["banner"],
-            max_line=config["max-line"],
-            budget=budget,
+    # Every service's counters are made, running or not, as workers'
+    # tables have always held them.
+    made = {s.name: make_counters(s.name) for s in registry.SERVICES}
+    running = [s for s in registry.SERVICES if config.listeners[s.name]]
+    counters = {s.name: made[s.name] for s in running}
+    source_rate, source_burst = config["udp-rate"]
+    global_rate, global_burst = config["udp-global-rate"]
+    # One datagram protocol per listener, as it replies through the port it
+    # is connected to; all share the counters, the rate limits and the loop
+    # guard (which learns every listener's bound port).
+    common = BuildContext(
+        reactor=reactor,
+        config=config,
+        counters=ServiceCounters(),
+        limits=limits.ConnectionLimits(
+            max_connections=config["max-connections"],
+            max_per_peer=config["max-per-peer"],
         ),
-    }
-    whoami = whoami_listeners(config)
-    whoami_info = WhoamiInfo(worker=worker_number())
+        timeouts=limits.Timeouts(
+            idle=config["idle-timeout"],
+            stall=config["stall-timeout"],
+            line=config["line-timeout"],
+        ),
+        budget=MemoryBudget(config["max-buffer"]),
+        source_limit=SourceRateLimiter(source_rate, source_burst, reactor),
+        global_limit=TokenBucket(global_rate, global_burst, reactor),
+        loop_guard=LoopGuard(config["udp-never-answer"]),
+        worker=worker_number(),
+    )
     log_connections = LOG_LEVELS["info"] in levels_from(config["log-level"])
-    if whoami[WHOAMI]:
-        factories[WHOAMI] = WhoamiFactory(
-            reactor, counters[WHOAMI], shared, timeouts, budget, info=whoami_info
-        )
-    # --- websocket (issue 23): to port to the service registry at merge.
-    if config.listeners[WEBSOCKET]:
-        factories[WEBSOCKET] = WebSocketFactory(
-            reactor,
-            counters[WEBSOCKET],
-            shared,
-            timeouts,
-            budget,
-            max_message=config["websocket-max-message"],
-        )
-    # --- end websocket
-    for factory in factories.values():
-        factory.log_connections = log_connections
-    running = [name for name in DEFAULTS if config.listeners[name]]
-    if config.listeners[WHOAMI]:
-        running.append(WHOAMI)
-    if config.listeners[WEBSOCKET]:
-        running.append(WEBSOCKET)
+    contexts: dict[str, BuildContext] = {}
+    factories: dict[str, StreamFactory] = {}
+    listeners = {}
+    for service in running:
+        context = replace(common, counters=counters[service.name])
+        contexts[service.name] = context
+        listeners[service.name] = stream, _ = service_listeners(config, service)
+        if stream and service.stream is not None:
+            factory = factories[service.name] = service.stream(context)
+            factory.log_connections = log_connections
     top = SockechoService(
-        {name: counters[name] for name in running},
-        factories=[
-            factories[name]
-            for name in (*TCP_SERVICES, WHOAMI, WEBSOCKET)
-            if name in factories and name in running
-        ],
+        counters,
+        factories=list(factories.values()),
         drain_timeout=config["drain-timeout"],
     )
-    stream_listeners = {name: config.listeners[name] for name in TCP_SERVICES}
-    stream_listeners[WHOAMI] = whoami[WHOAMI]
-    stream_listeners[WEBSOCKET] = config.listeners[WEBSOCKET]
-    for service, descriptions in stream_listeners.items():
-        for index, description in enumerate(descriptions):
-            socket_given = inherited.get((service, index))
-            if socket_given is not None and is_systemd_description(description):
+    for name, factory in factories.items():
+        for index, description in enumerate(listeners[name][0]):
+            socket_given = inherited.get((name, index))
+            if socket_given is not None and parse_description(description).systemd:
                 endpoint: IStreamServerEndpoint = AdoptedStreamServerEndpoint(
                     reactor, *socket_given
                 )
@@ -843,49 +766,22 @@ def makeService(
                 )
             else:
                 endpoint = config.stream_endpoint(description, reactor)
+            top.addService(StreamListenerService(description, endpoint, factory, name))
+    for service in running:
+        build = service.datagram
+        key = service.listener_key(datagram=True)
+        for index, description in enumerate(listeners[service.name][1]):
+            assert build is not None
             top.addService(
-                StreamListenerService(
-                    description, endpoint, factories[service], service
+                DatagramListenerService(
+                    description,
+                    parse_datagram_description(description),
+                    build(contexts[service.name]),
+                    IReactorUDP(reactor),
+                    service.name,
+                    inherited=inherited.get((key, index)),
                 )
             )
-    source_rate, source_burst = config["udp-rate"]
-    global_rate, global_burst = config["udp-global-rate"]
-    from twisted_echo.services.udp import LoopGuard
-
-    # One UDPEcho per listener, as it replies through the port it is
-    # connected to; all share the counters, the rate limits and the loop
-    # guard (which learns every listener's bound port).
-    source_limit = SourceRateLimiter(source_rate, source_burst, reactor)
-    global_limit = TokenBucket(global_rate, global_burst, reactor)
-    loop_guard = LoopGuard(config["udp-never-answer"])
-    for index, description in enumerate(config.listeners["udp"]):
-        top.addService(
-            DatagramListenerService(
-                description,
-                parse_datagram_description(description),
-                UDPEcho(counters["udp"], source_limit, global_limit, loop_guard),
-                IReactorUDP(reactor),
-                "udp",
-                inherited=inherited.get(("udp", index)),
-            )
-        )
-    for index, description in enumerate(whoami[WHOAMI_UDP]):
-        top.addService(
-            DatagramListenerService(
-                description,
-                parse_datagram_description(description),
-                WhoamiUDP(
-                    counters[WHOAMI],
-                    source_limit,
-                    global_limit,
-                    loop_guard,
-                    info=whoami_info,
-                ),
-                IReactorUDP(reactor),
-                WHOAMI,
-                inherited=inherited.get((WHOAMI_UDP, index)),
-            )
-        )
     if config["metrics"] is not None:
         add_metrics(top, config, reactor)
     return top
@@ -901,16 +797,17 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
     @param config: parsed and validated L{Options} with C{--metrics}.
     @param reactor: the reactor to listen with.
     """
-    from twisted_echo.operations.metrics import LocalCounters, MetricsService
+    from twisted_echo.operations.metrics import MetricsService
 
     description = config["metrics"]
     metrics = MetricsService(
         description,
         config.stream_endpoint(description, reactor),
-        [LocalCounters(top)],
+        [top],
         max_buffer=config["max-buffer"],
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],
+        datagram_services=registry.datagram_only(),
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)

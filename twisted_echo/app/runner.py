@@ -34,15 +34,13 @@ from typing import IO, Any
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
-from twisted.python import usage
 
 from twisted_echo._twisted.fastpaths import log_fast_paths
-from twisted_echo._twisted.reactor import install_if_unchosen
 from twisted_echo.app import options as tap
-from twisted_echo.app.server import SockechoService
+from twisted_echo.app.interfaces import IServer
+from twisted_echo.app.registry import datagram_only
 from twisted_echo.app.supervisor import Supervisor
 from twisted_echo.listening.listen import ListenError
-from twisted_echo.log.setup import use_log
 from twisted_echo.operations.malloc import keep_large_reads_on_heap
 from twisted_echo.operations.systemd import Notifier, NotifyingService
 from twisted_echo.services.stream import READ_SIZE
@@ -157,13 +155,13 @@ class TwistdService(MultiService):
 
     def __init__(
         self,
-        server: SockechoService | Supervisor,
+        server: IServer,
         daemon: bool = False,
         pidfile: str | None = None,
         stderr: IO[str] | None = None,
     ) -> None:
         MultiService.__init__(self)
-        self.server: IService = server
+        self.server: IService = IService(server)
         self.daemon = daemon
         self.pidfile = pidfile
         self.stderr = stderr
@@ -234,97 +232,7 @@ class TwistdService(MultiService):
         reactor.stop()
 
 
-class Options(tap.Options):
-    """
-    L{tap.Options}, plus what they ask of twistd: C{--log-format} and
-    C{--log-level} make twistd log through sockecho's observer
-    (L{twisted_echo.log.setup}). The options as given
-    are kept (C{args}) for workers to parse again.
-    """
-
-    def parseOptions(self, options: list[str] | None = None) -> None:
-        """
-        Parse C{options} (the command line's by default), keeping them. Run
-        by a twistd that would exit 0 after a usage error (Twisted before
-        26.10), print what twistd prints for it and exit 1, as a newer
-        twistd does.
-
-        @raise usage.UsageError: naming the option and the value at fault.
-        """
-        self.args = list(sys.argv[1:] if options is None else options)
-        try:
-            usage.Options.parseOptions(self, options)
-        except usage.UsageError as error:
-            twistd = getattr(self, "parent", None)
-            if twistd is None or TWISTD_EXITS_1_ON_USAGE_ERROR:
-                raise
-            print(twistd)
-            print(f"{' '.join(sys.argv[0:2])}: {error}")
-            raise SystemExit(1) from None
-
-    def postOptions(self) -> None:
-        """
-        Validate (L{tap.Options.postOptions}), then set up the log.
-
-        @raise usage.UsageError: naming the option and the value at fault.
-        """
-        tap.Options.postOptions(self)
-        twistd = getattr(self, "parent", None)
-        if twistd is not None:
-            use_log(twistd, self["log-format"], self["log-level"])
-
-
-def makeService(config: Options) -> TwistdService:
-    """
-    Choose the reactor, tune the process, and build the server C{config}
-    describes (L{tap.makeService}) for twistd to run.
-
-    @param config: parsed and validated L{Options}, whose C{parent} is
-        twistd's own options when run by twistd.
-    @return: the service twistd runs.
-    """
-    install_if_unchosen()
-    from twisted.internet import reactor
-
-    twistd: Mapping[str, Any] = getattr(config, "parent", None) or {}
-    server: SockechoService | Supervisor
-    if config["workers"] > 1:
-        server = Supervisor(
-            getattr(config, "args", []),
-            tap.listener_keys(config),
-            config.stream_endpoint,
-            config["workers"],
-            reactor,
-            config["drain-timeout"],
-        )
-    else:
-        tune_process(config)
-        server = tap.makeService(config, reactor)
-    top = TwistdService(
-        server,
-        daemon="nodaemon" in twistd and not twistd["nodaemon"],
-        pidfile=twistd.get("pidfile") or None,
-    )
-    add_signal_handlers(top, server, reactor)
-    if isinstance(server, Supervisor):
-        server.on_give_up = top.give_up
-        if config["metrics"] is not None:
-            # The supervisor serves no service connection: its open files
-            # are the listeners, the workers' pipes and the metrics
-            # listener's connections.
-            raise_open_files_limit(
-                open_files_wanted(1, config["metrics-max-connections"])
-            )
-            add_supervisor_metrics(top, server, config, reactor)
-    notify_systemd(top, server, reactor, config["drain-timeout"])
-    if config["ports-file"] is not None:
-        add_ports_file(top, server, config["ports-file"])
-    return top
-
-
-def add_signal_handlers(
-    top: MultiService, server: SockechoService | Supervisor, reactor: Any
-) -> None:
+def add_signal_handlers(top: MultiService, server: IServer, reactor: Any) -> None:
     """
     Handle SIGHUP and SIGUSR1 (L{twisted_echo.app.signals}): a service that
     installs the handlers before any listener starts (it is put first
@@ -339,9 +247,7 @@ def add_signal_handlers(
     top.services.insert(0, signals)
 
 
-def add_ports_file(
-    top: MultiService, server: SockechoService | Supervisor, path: str
-) -> None:
+def add_ports_file(top: MultiService, server: IServer, path: str) -> None:
     """
     Add C{--ports-file}'s writer as C{top}'s last child: it writes the file
     once every listener before it is up, and removes it when C{server}'s
@@ -349,13 +255,13 @@ def add_ports_file(
     """
     from twisted_echo.operations.announce import PortsFileService
 
-    ports_file = PortsFileService(path, top)
+    ports_file = PortsFileService(path, top, server)
     server.drain_started.append(ports_file.drain_started)
     top.addService(ports_file)
 
 
 def add_supervisor_metrics(
-    top: MultiService, supervisor: Supervisor, config: Options, reactor: Any
+    top: MultiService, supervisor: Supervisor, config: tap.Options, reactor: Any
 ) -> None:
     """
     With workers, the supervisor serves C{--metrics}: the figures summed
@@ -375,6 +281,7 @@ def add_supervisor_metrics(
         max_buffer=config["max-buffer"] * config["workers"],
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],
+        datagram_services=datagram_only(),
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)
@@ -383,7 +290,7 @@ def add_supervisor_metrics(
 
 def notify_systemd(
     top: MultiService,
-    server: SockechoService | Supervisor,
+    server: IServer,
     clock: Any,
     drain_timeout: float,
 ) -> None:
@@ -404,11 +311,10 @@ def notify_systemd(
         return
     notifying = NotifyingService(
         notifier,
-        lambda: (
-            server.snapshot() if isinstance(server, Supervisor) else server.counters
-        ),
+        server.snapshot,
         clock,
         drain_timeout,
+        datagram_services=datagram_only(),
     )
     server.drain_started.append(notifying.drain_started)
     top.addService(notifying)

@@ -6,21 +6,24 @@ shutdown and the summary it logs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.application.service import IService, MultiService
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from twisted_echo.listening.listen import ListenError
-from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.app.interfaces import IServer
+from twisted_echo.listening.listen import ListenError, ListenerService
+from twisted_echo.policies.counters import ServiceCounters, with_open_connections
 from twisted_echo.policies.limits import DEFAULT_DRAIN_TIMEOUT
 from twisted_echo.services.stream import StreamFactory
 
 _log = Logger()
 
 
+@implementer(IServer)
 class SockechoService(MultiService):
     """
     All of sockecho's listeners, one child service each.
@@ -55,6 +58,36 @@ class SockechoService(MultiService):
         self.drain_timeout = drain_timeout
         self.drain_started: list[Callable[[], object]] = []
         self.drain_ended: list[Callable[[], object]] = []
+
+    #: Labels of the figures L{snapshot} gives: none.
+    labels: Mapping[str, str] = {}
+
+    def snapshot(self) -> Mapping[str, ServiceCounters]:
+        """
+        @return: see L{IServer.snapshot}: the counters, plus the bytes open
+            connections carried and hold.
+        """
+        return with_open_connections(self.counters, self.factories)
+
+    def status_counters(self) -> Mapping[str, ServiceCounters]:
+        """
+        @return: see L{IServer.status_counters}: the counters themselves,
+            with each stream service's held bytes measured now.
+        """
+        for factory in self.factories:
+            factory.counters.held_bytes = factory.held_bytes()
+        return dict(self.counters)
+
+    def bound_addresses(self) -> list[tuple[str, Any, str]]:
+        """
+        @return: see L{IServer.bound_addresses}: every listening child's
+            (the C{--metrics} one included, named C{metrics}).
+        """
+        return [
+            (child.service_name, child.port.getHost(), child.bound_address())
+            for child in self
+            if isinstance(child, ListenerService) and child.port is not None
+        ]
 
     def addService(self, service: IService) -> None:
         """

@@ -29,6 +29,7 @@ from twisted.application.service import Service
 from twisted.logger import Logger
 
 from twisted_echo._twisted.exitsignal import set_exit_signal
+from twisted_echo.app.interfaces import IServer
 from twisted_echo.policies.counters import ServiceCounters
 
 _log = Logger()
@@ -39,21 +40,14 @@ Handler = Callable[[int, FrameType | None], Any]
 
 def status_counters(server: Any) -> Mapping[str, ServiceCounters]:
     """
-    @param server: a L{twisted_echo.app.server.SockechoService} (its C{counters},
-        held bytes measured now) or a L{twisted_echo.app.supervisor.Supervisor}
-        (its C{snapshot}, summed over the workers as they last reported,
-        every service listed).
+    @param server: an L{IServer} (L{IServer.status_counters}: the single
+        process's counters, held bytes measured now, or the supervisor's
+        summed over the workers as they last reported, every service
+        listed); or any object with C{counters}.
     @return: each service's counters, by name.
     """
-    snapshot = getattr(server, "snapshot", None)
-    if snapshot is not None:
-        found = dict(snapshot())
-        for service, _, _ in server.listener_keys:
-            name = service.removesuffix("-udp") or service
-            found.setdefault(name, ServiceCounters())
-        return found
-    for factory in getattr(server, "factories", []):
-        factory.counters.held_bytes = factory.held_bytes()
+    if IServer.providedBy(server):
+        return dict(server.status_counters())
     return dict(server.counters)
 
 

@@ -68,6 +68,7 @@ from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from twisted_echo.app.inherit import (
     REUSEPORT_KINDS,
@@ -75,7 +76,10 @@ from twisted_echo.app.inherit import (
     open_stream_sockets,
     stream_address,
 )
+from twisted_echo.app.interfaces import IServer
+from twisted_echo.app.registry import is_datagram_key, service_name
 from twisted_echo.listening.address import describe_address
+from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     ListenError,
     explain_listen_failure,
@@ -85,7 +89,6 @@ from twisted_echo.listening.listen import (
 from twisted_echo.operations.sharedcounters import CounterTable, combine, without_gauges
 from twisted_echo.operations.systemd import (
     adoptable_socket,
-    is_systemd_description,
     parse_systemd_description,
 )
 from twisted_echo.policies.counters import ServiceCounters
@@ -118,12 +121,13 @@ WORKER_ENV = "SOCKECHO_WORKER"
 
 def is_datagram_service(service: str) -> bool:
     """
-    @param service: a listener's service name in
+    @param service: a listener's key in
         L{twisted_echo.app.options.listener_keys}.
-    @return: whether its listeners are UDP ones: C{udp} (UDP echo) and
-        C{*-udp} (C{whoami-udp}).
+    @return: whether its listeners are datagram ones, as the service
+        registry says (L{twisted_echo.app.registry.is_datagram_key}): C{udp}
+        (UDP echo) and C{whoami-udp}.
     """
-    return service == "udp" or service.endswith("-udp")
+    return is_datagram_key(service)
 
 
 def counters_from_json(data: Mapping[str, Any]) -> ServiceCounters:
@@ -248,6 +252,7 @@ class WorkerProtocol(ProcessProtocol):
         self.supervisor.worker_ended(self, reason)
 
 
+@implementer(IServer)
 class Supervisor(Service):
     """
     Opens the listeners, runs C{count} workers on them, and drains them at
@@ -261,7 +266,7 @@ class Supervisor(Service):
         self,
         args: Sequence[str],
         listeners: Sequence[tuple[str, int, str]],
-        stream_endpoint: Callable[[str, Any], Any],
+        stream_endpoint: Callable[..., Any],
         count: int,
         reactor: Any,
         drain_timeout: float,
@@ -271,7 +276,8 @@ class Supervisor(Service):
             (each worker parses them again).
         @param listeners: C{(service, index, description)} of each listener.
         @param stream_endpoint: builds a stream listener's endpoint from its
-            description and a reactor (L{tap.Options.stream_endpoint}).
+            description, a reactor and C{tls_layer}
+            (L{twisted_echo.app.options.Options.stream_endpoint}).
         @param count: how many workers.
         @param reactor: spawns processes and keeps time.
         @param drain_timeout: the workers' C{--drain-timeout}, seconds.
@@ -323,11 +329,13 @@ class Supervisor(Service):
     def _open(self, service: str, index: int, description: str) -> Listener:
         listener = Listener(service, index, description)
         datagram = is_datagram_service(service)
+        parsed = parse_description(description)
         try:
-            if is_systemd_description(description):
+            if parsed.systemd:
                 # systemd opened it: one socket every worker shares.
                 wanted = socket.SOCK_DGRAM if datagram else socket.SOCK_STREAM
-                found = adoptable_socket(parse_systemd_description(description), wanted)
+                activated = parse_systemd_description(parsed.inner)
+                found = adoptable_socket(activated, wanted)
                 shared = socket.socket(fileno=os.dup(found.inherited.fd))
                 listener.sockets = [shared]
                 kind = "udp" if datagram else "tcp"
@@ -338,20 +346,25 @@ class Supervisor(Service):
                 )
                 kind = "udp"
             else:
-                address = stream_address(lambda r: self.stream_endpoint(description, r))
+                # Where it would listen, asked without building the TLS
+                # layer: the workers build it (and check it fits) as they
+                # listen.
+                address = stream_address(
+                    lambda r: self.stream_endpoint(description, r, tls_layer=False)
+                )
                 if address is None:
                     raise ListenError(
                         description, "this endpoint type does not work with --workers"
                     )
                 count = self.count if address.kind in REUSEPORT_KINDS else 1
                 listener.sockets = open_stream_sockets(address, count)
-                kind = "ssl" if description.startswith("ssl:") else address.kind
+                kind = "ssl" if parsed.tls else address.kind
         except ListenError:
             raise
         except Exception as e:
             raise ListenError(description, explain_listen_failure(e)) from e
         listener.kind = kind
-        name = service.removesuffix("-udp") or service
+        name = service_name(service)
         bound = _socket_address(listener.sockets[0], kind)
         _log.info(
             "{service} listening on {address}",
@@ -370,7 +383,7 @@ class Supervisor(Service):
         found = []
         for listener in self.listeners:
             address = _socket_address(listener.sockets[0], listener.kind)
-            name = listener.service.removesuffix("-udp") or listener.service
+            name = service_name(listener.service)
             found.append((name, address, describe_address(address)))
         return found
 
@@ -655,6 +668,16 @@ class Supervisor(Service):
             (a L{twisted_echo.operations.metrics.CounterSource}).
         """
         return self.totals()
+
+    def status_counters(self) -> Mapping[str, ServiceCounters]:
+        """
+        @return: see L{IServer.status_counters}: L{snapshot} (summed over
+            the workers as they last reported), every service listed.
+        """
+        found = dict(self.snapshot())
+        for key, _, _ in self.listener_keys:
+            found.setdefault(service_name(key), ServiceCounters())
+        return found
 
     def stopService(self) -> Deferred[None]:
         """

@@ -50,13 +50,11 @@ def report(service: Any) -> None:
     """
     Log the service's counters in the field the supervisor reads.
     """
-    from twisted_echo.operations.metrics import LocalCounters
-
     _log.debug(
         "counters",
         sockecho_worker_counters={
             name: dataclasses.asdict(counters)
-            for name, counters in LocalCounters(service).snapshot().items()
+            for name, counters in service.snapshot().items()
         },
     )
 
@@ -125,12 +123,15 @@ def main() -> None:
     }
     new_counters = None
     if orders.get("counters_fd") is not None:
+        from twisted_echo.app.registry import datagram_only
         from twisted_echo.operations.sharedcounters import (
             CounterTable,
             shared_counters_factory,
         )
 
-        new_counters = shared_counters_factory(CounterTable.open(orders["counters_fd"]))
+        new_counters = shared_counters_factory(
+            CounterTable.open(orders["counters_fd"]), unshared=datagram_only()
+        )
     service = tap.makeService(config, reactor, inherited, new_counters)
     # Listen on the inherited sockets, without the exposure warning: the
     # supervisor gave it once for each listener.

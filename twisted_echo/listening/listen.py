@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
-import re
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +30,11 @@ from twisted.python.failure import Failure
 from twisted_echo._twisted.adopt import adopt_datagram_port
 from twisted_echo._twisted.transport import use_lean_transport
 from twisted_echo.listening.address import describe_address, tls_address
+from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.tls import is_tls_port
 from twisted_echo.operations.systemd import (
     SystemdAddress,
     adoptable_socket,
-    is_systemd_description,
     parse_systemd_description,
 )
 from twisted_echo.services.udp import (
@@ -147,7 +146,6 @@ class UDPAddress:
     interface: str = ""
 
 
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 def parse_udp_description(description: str) -> UDPAddress:
@@ -160,20 +158,15 @@ def parse_udp_description(description: str) -> UDPAddress:
     @return: the parsed L{UDPAddress}.
     @raise ValueError: with a message naming what is wrong.
     """
-    kind, _, rest = description.partition(":")
-    if kind != "udp":
+    parsed = parse_description(description)
+    if not parsed.datagram or parsed.proxied:
         raise ValueError(f"expected udp:PORT[:interface=ADDR], not {description!r}")
-    args: list[str] = []
+    args = list(parsed.args)
     kwargs: dict[str, str] = {}
-    for part in _UNESCAPED_COLON.split(rest) if rest else []:
-        part = part.replace("\\:", ":")
-        key, sep, value = part.partition("=")
-        if sep:
-            if key not in ("port", "interface"):
-                raise ValueError(f"unknown udp parameter {key!r} in {description!r}")
-            kwargs[key] = value
-        else:
-            args.append(part)
+    for key, value in parsed.options:
+        if key not in ("port", "interface"):
+            raise ValueError(f"unknown udp parameter {key!r} in {description!r}")
+        kwargs[key] = value
     if len(args) > 1 or (args and "port" in kwargs):
         raise ValueError(f"too many ports in {description!r}")
     port_text = args[0] if args else kwargs.get("port")
@@ -199,7 +192,7 @@ def parse_datagram_description(description: str) -> UDPAddress | SystemdAddress:
     @return: a L{UDPAddress} or a L{SystemdAddress}.
     @raise ValueError: with a message naming what is wrong.
     """
-    if is_systemd_description(description):
+    if parse_description(description).systemd:
         return parse_systemd_description(description)
     return parse_udp_description(description)
 

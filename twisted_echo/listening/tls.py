@@ -58,7 +58,6 @@ log (L{server_tls_factory}).
 
 from __future__ import annotations
 
-import datetime
 import socket
 from types import TracebackType
 from typing import Any
@@ -93,6 +92,11 @@ from twisted_echo._twisted.tlsmemorybio import (
     twisted_tls_missing,
 )
 from twisted_echo.listening.address import describe_address, tls_address
+from twisted_echo.listening.certificate import (
+    self_signed_certificate as self_signed_certificate,
+)
+from twisted_echo.listening.endpoints import parse_description
+from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.operations.malloc import HeapTrimmer
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
@@ -128,11 +132,7 @@ class _NamedTLS:
     def _tune(self, transport: object) -> None:
         if isinstance(transport, tcp.Connection):
             transport.bufferSize = TLS_READ_SIZE
-            try:
-                if transport.socket.family != socket.AF_UNIX:
-                    transport.setTcpNoDelay(True)
-            except OSError:
-                pass
+            no_delay(transport)
 
     #: Says that setting L{bufferSize} reaches the TCP transport (see
     #: L{twisted_echo.services.stream.StreamProtocol.set_allowance}).
@@ -724,7 +724,7 @@ def is_tls_description(description: str) -> bool:
     @param description: a server endpoint description.
     @return: whether it is an C{ssl:} one.
     """
-    return description.partition(":")[0].strip() == "ssl"
+    return parse_description(description).tls
 
 
 def is_tls_port(port: object) -> bool:
@@ -736,45 +736,6 @@ def is_tls_port(port: object) -> bool:
 
 
 # The start-up check.
-
-
-def self_signed_certificate(name: str = "localhost", days: int = 1) -> tuple[Any, Any]:
-    """
-    Make a throwaway self-signed certificate (EC P-256) for C{name} and
-    C{127.0.0.1}.
-
-    @return: C{(private key, certificate)} as C{cryptography} objects.
-    """
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName(name),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    return key, certificate
 
 
 @implementer(IHalfCloseableProtocol, IPushProducer)

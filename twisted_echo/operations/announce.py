@@ -8,12 +8,11 @@ L{twisted_echo.operations.portsfile}'s).
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.application.service import IService, MultiService, Service
 from twisted.internet.address import IPv4Address, IPv6Address
 
-from twisted_echo.app.supervisor import Supervisor
 from twisted_echo.listening.listen import ListenError, ListenerService
 from twisted_echo.operations.portsfile import (
     Listener,
@@ -22,6 +21,9 @@ from twisted_echo.operations.portsfile import (
     remove_ports_file,
     write_ports_file,
 )
+
+if TYPE_CHECKING:
+    from twisted_echo.app.interfaces import IServer
 
 
 class PortsFileError(ListenError):
@@ -46,18 +48,23 @@ def entry_for(address: Any, described: str) -> Listener:
     return listener_entry(described, None, None)
 
 
-def bound_listeners(service: IService) -> list[tuple[str, Listener]]:
+def bound_listeners(
+    service: IService, server: IServer | None = None
+) -> list[tuple[str, Listener]]:
     """
     @param service: a running server, or a service holding one: its
         listeners are found among its descendants (L{ListenerService}s, and
-        the listeners a L{Supervisor} opened for its workers).
+        those C{server} says it opened).
+    @param server: the server (L{twisted_echo.app.interfaces.IServer}),
+        asked for its listeners where it is found among them (with
+        C{--workers}, the supervisor opens them for its workers).
     @return: C{(service name, entry)} for every listener listening now, in
         the order they were started.
     """
-    if isinstance(service, Supervisor):
+    if server is not None and cast(object, service) is server:
         return [
             (name, entry_for(address, described))
-            for name, address, described in service.bound_addresses()
+            for name, address, described in server.bound_addresses()
         ]
     if isinstance(service, ListenerService):
         if service.port is None:
@@ -71,7 +78,7 @@ def bound_listeners(service: IService) -> list[tuple[str, Listener]]:
     found: list[tuple[str, Listener]] = []
     if isinstance(service, MultiService):
         for child in service:
-            found.extend(bound_listeners(child))
+            found.extend(bound_listeners(child, server))
     return found
 
 
@@ -82,11 +89,15 @@ class PortsFileService(Service):
     or when L{drain_started} is called.
 
     @ivar path: the file's absolute path.
-    @ivar server: the service whose listeners are written.
+    @ivar top: the service whose listeners are written (its descendants').
+    @ivar server: the server among them, asked for its own listeners.
     """
 
-    def __init__(self, path: str, server: IService) -> None:
+    def __init__(
+        self, path: str, top: IService, server: IServer | None = None
+    ) -> None:
         self.path = path
+        self.top = top
         self.server = server
         self._written: os.stat_result | None = None
 
@@ -99,7 +110,7 @@ class PortsFileService(Service):
         Service.privilegedStartService(self)
         if self._written is not None:
             return
-        document = ports_document(os.getpid(), bound_listeners(self.server))
+        document = ports_document(os.getpid(), bound_listeners(self.top, self.server))
         try:
             write_ports_file(self.path, document)
             self._written = os.stat(self.path)

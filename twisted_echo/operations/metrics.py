@@ -40,9 +40,8 @@ own C{labels} (e.g. C{worker="2"}) keep its series apart.
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import fields
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry
@@ -71,14 +70,19 @@ from twisted_echo.operations.httpbounds import (
 from twisted_echo.operations.httpbounds import (
     TIMEOUT_REASONS as LISTENER_TIMEOUT_REASONS,
 )
-from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.counters import (
+    ServiceCounters,
+    with_open_connections,
+)
 
 if TYPE_CHECKING:
     from twisted_echo.app.server import SockechoService
 
 #: Prefix of every sockecho metric.
 NAMESPACE = "sockecho"
-#: Services whose traffic is datagrams (the others are TCP connections).
+#: Services whose traffic is datagrams (the others are TCP connections), by
+#: default (the app passes the service registry's,
+#: L{twisted_echo.app.registry.datagram_only}).
 DATAGRAM_SERVICES = frozenset({"udp"})
 #: Reasons always exported (as 0 until they happen), so that rates and
 #: alerts have a series to work on from the start.
@@ -136,30 +140,7 @@ class LocalCounters:
         """
         @return: see L{CounterSource.snapshot}.
         """
-        figures = {name: _copy(c) for name, c in self.server.counters.items()}
-        for factory in self.server.factories:
-            counters = figures.get(factory.service_name)
-            if counters is None:
-                continue
-            for protocol in factory.open_protocols:
-                counters.bytes_in += protocol.bytes_in
-                counters.bytes_out += protocol.bytes_out
-            counters.held_bytes = factory.held_bytes()
-        return figures
-
-
-def _copy(counters: ServiceCounters) -> ServiceCounters:
-    """
-    @return: plain L{ServiceCounters} equal to C{counters} (which may be a
-        worker's L{twisted_echo.operations.sharedcounters.SharedServiceCounters}).
-    """
-    copied = ServiceCounters(
-        **{f.name: getattr(counters, f.name) for f in fields(ServiceCounters)}
-    )
-    copied.dropped = Counter(counters.dropped)
-    copied.refused = Counter(counters.refused)
-    copied.timeouts = Counter(counters.timeouts)
-    return copied
+        return with_open_connections(self.server.counters, self.server.factories)
 
 
 _Kind = type[CounterMetricFamily] | type[GaugeMetricFamily]
@@ -218,16 +199,22 @@ class SockechoCollector(Collector):
     """
 
     def __init__(
-        self, sources: list[CounterSource], max_buffer: int | None = None
+        self,
+        sources: list[CounterSource],
+        max_buffer: int | None = None,
+        datagram_services: Collection[str] = DATAGRAM_SERVICES,
     ) -> None:
         """
         @param sources: where to read; a list the caller may add to later
             (one source per worker process).
         @param max_buffer: C{--max-buffer} in bytes (0: no limit), or
             L{None} not to export it.
+        @param datagram_services: the services that take no connection
+            (no connection metrics for them).
         """
         self.sources = sources
         self.max_buffer = max_buffer
+        self.datagram_services = datagram_services
 
     def collect(self) -> Iterable[Metric]:
         """
@@ -272,12 +259,13 @@ class SockechoCollector(Collector):
                 labels = {"service": service, **{k: own.get(k, "") for k in extra}}
                 received.add(c.bytes_in, **labels)
                 sent.add(c.bytes_out, **labels)
-                if service in DATAGRAM_SERVICES or c.datagrams_in:
+                datagram_only = service in self.datagram_services
+                if datagram_only or c.datagrams_in:
                     # UDP echo, and whoami when it also listens on UDP.
                     datagrams_in.add(c.datagrams_in, **labels)
                     datagrams_out.add(c.datagrams_out, **labels)
                     _add_reasons(dropped, c.dropped, DROP_REASONS, labels)
-                if service in DATAGRAM_SERVICES:
+                if datagram_only:
                     continue
                 total.add(c.connections_total, **labels)
                 open_now.add(c.connections_open, **labels)
@@ -535,6 +523,7 @@ class MetricsService(ListenerService):
         process_metrics: bool = True,
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        datagram_services: Collection[str] = DATAGRAM_SERVICES,
     ) -> None:
         """
         @param description: the listening address as given.
@@ -545,12 +534,13 @@ class MetricsService(ListenerService):
             C{python_*} metrics.
         @param max_connections: C{--metrics-max-connections} (0: no limit).
         @param request_timeout: C{--metrics-request-timeout}, seconds.
+        @param datagram_services: the services that take no connection.
         """
         super().__init__(description, "metrics")
         self.endpoint = endpoint
         self.sources = sources
         self.readiness = Readiness()
-        self.collector = SockechoCollector(sources, max_buffer)
+        self.collector = SockechoCollector(sources, max_buffer, datagram_services)
         self.registry = metrics_registry(self.collector, process_metrics)
         self.site = metrics_site(
             self.registry, self.readiness, max_connections, request_timeout

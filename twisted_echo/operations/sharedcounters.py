@@ -33,7 +33,7 @@ import mmap
 import os
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import fields
 from typing import Any
 
@@ -231,15 +231,19 @@ class SharedServiceCounters(ServiceCounters):
         self.__dict__[name] = value
 
 
-def shared_counters_factory(table: CounterTable) -> Any:
+def shared_counters_factory(
+    table: CounterTable, unshared: Collection[str] = UNSHARED_SERVICES
+) -> Any:
     """
+    @param unshared: the services whose counters stay out of the table (the
+        app passes the service registry's datagram-only ones).
     @return: a function of a service's name giving its
         L{SharedServiceCounters} in C{table}, for L{twisted_echo.app.options}'s
         C{makeService}.
     """
 
     def make(service: str) -> ServiceCounters:
-        if service in UNSHARED_SERVICES:
+        if service in unshared:
             return ServiceCounters()
         return SharedServiceCounters(table, service)
 

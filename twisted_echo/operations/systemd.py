@@ -40,9 +40,8 @@ is unset.
 from __future__ import annotations
 
 import os
-import re
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +59,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_echo.listening.endpoints import parse_description
+
 if TYPE_CHECKING:
     from twisted_echo.policies.counters import ServiceCounters
 
@@ -76,7 +77,6 @@ DOMAINS = ("INET", "INET6", "UNIX")
 #: Seconds between two C{STATUS=} updates while serving.
 STATUS_INTERVAL = 5.0
 
-_UNESCAPED_COLON = re.compile(r"(?<!\\):")
 
 
 class SystemdSocketError(Exception):
@@ -136,7 +136,7 @@ def is_systemd_description(description: str) -> bool:
     @param description: a listening address as given on the command line.
     @return: whether it names an inherited socket (C{systemd:...}).
     """
-    return description.partition(":")[0] == "systemd"
+    return parse_description(description).systemd
 
 
 def parse_systemd_description(description: str) -> SystemdAddress:
@@ -148,16 +148,17 @@ def parse_systemd_description(description: str) -> SystemdAddress:
     @return: the parsed L{SystemdAddress}.
     @raise ValueError: naming what is wrong.
     """
-    kind, _, rest = description.partition(":")
-    if kind != "systemd":
+    parsed = parse_description(description)
+    if not parsed.systemd or parsed.proxied:
         raise ValueError(
             f"expected systemd:index=N or systemd:name=NAME, not {description!r}"
         )
+    if parsed.args:
+        raise ValueError(
+            f"systemd: takes index=N or name=NAME, not {parsed.args[0]!r}"
+        )
     fields: dict[str, str] = {}
-    for part in _UNESCAPED_COLON.split(rest) if rest else []:
-        key, sep, value = part.replace("\\:", ":").partition("=")
-        if not sep:
-            raise ValueError(f"systemd: takes index=N or name=NAME, not {part!r}")
+    for key, value in parsed.options:
         if key not in ("index", "name", "domain"):
             raise ValueError(f"unknown parameter {key!r}")
         if key in fields:
@@ -506,22 +507,34 @@ class Notifier:
             self._socket = None
 
 
-def status_line(counters: Mapping[str, ServiceCounters]) -> str:
+#: The services that take no connection, by default (the app passes the
+#: service registry's, L{twisted_echo.app.registry.datagram_only}).
+DATAGRAM_SERVICES = frozenset({"udp"})
+
+
+def status_line(
+    counters: Mapping[str, ServiceCounters],
+    datagram_services: Collection[str] = DATAGRAM_SERVICES,
+) -> str:
     """
     @param counters: each service's counters.
+    @param datagram_services: the names of the services that take no
+        connection, only datagrams.
     @return: the C{STATUS=} text while serving, e.g. C{serving: 3
         connection(s) open (echo 1, welcome 2), 10 accepted; 5
         datagram(s) answered}.
     """
-    stream = {name: c for name, c in counters.items() if name != "udp"}
+    stream = {n: c for n, c in counters.items() if n not in datagram_services}
+    datagram = [c for n, c in counters.items() if n in datagram_services]
     open_now = sum(c.connections_open for c in stream.values())
     accepted = sum(c.connections_total for c in stream.values())
     parts = []
     if stream:
         each = ", ".join(f"{name} {c.connections_open}" for name, c in stream.items())
         parts.append(f"{open_now} connection(s) open ({each}), {accepted} accepted")
-    if "udp" in counters:
-        parts.append(f"{counters['udp'].datagrams_out} datagram(s) answered")
+    if datagram:
+        answered = sum(c.datagrams_out for c in datagram)
+        parts.append(f"{answered} datagram(s) answered")
     return "serving: " + "; ".join(parts) if parts else "serving"
 
 
@@ -543,6 +556,7 @@ class NotifyingService(Service):
         clock: IReactorTime,
         drain_timeout: float,
         interval: float = STATUS_INTERVAL,
+        datagram_services: Collection[str] = DATAGRAM_SERVICES,
     ) -> None:
         """
         @param notifier: where to send.
@@ -550,9 +564,12 @@ class NotifyingService(Service):
         @param clock: for the periodic status.
         @param drain_timeout: C{--drain-timeout}, seconds, for the status.
         @param interval: seconds between status updates.
+        @param datagram_services: the services that take no connection
+        (L{status_line}).
         """
         self.notifier = notifier
         self.counters = counters
+        self.datagram_services = datagram_services
         self.drain_timeout = drain_timeout
         self.interval = interval
         self._loop = LoopingCall(self._update_status)
@@ -574,14 +591,14 @@ class NotifyingService(Service):
         self._ready_call = None
         if not self.running:
             return
-        status = status_line(self.counters())
+        status = status_line(self.counters(), self.datagram_services)
         self._last_status = status
         self.notifier.notify(READY=1, STATUS=status)
         if self.notifier.enabled and self.interval > 0 and not self._loop.running:
             self._loop.start(self.interval, now=False)
 
     def _update_status(self) -> None:
-        status = status_line(self.counters())
+        status = status_line(self.counters(), self.datagram_services)
         if status != self._last_status:
             self._last_status = status
             self.notifier.notify(STATUS=status)

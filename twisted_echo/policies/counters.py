@@ -6,7 +6,9 @@ Per-service counters, readable from code and logged at shutdown.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 
 @dataclass
@@ -68,3 +70,42 @@ class ServiceCounters:
         ):
             parts.extend(f"{name}[{key}]={n}" for key, n in sorted(counter.items()))
         return " ".join(parts) or "idle"
+
+
+def copy_counters(counters: ServiceCounters) -> ServiceCounters:
+    """
+    @return: plain L{ServiceCounters} equal to C{counters} (which may be a
+        worker's L{twisted_echo.operations.sharedcounters.SharedServiceCounters}).
+    """
+    copied = ServiceCounters(
+        **{f.name: getattr(counters, f.name) for f in fields(ServiceCounters)}
+    )
+    copied.dropped = Counter(counters.dropped)
+    copied.refused = Counter(counters.refused)
+    copied.timeouts = Counter(counters.timeouts)
+    return copied
+
+
+def with_open_connections(
+    counters: Mapping[str, ServiceCounters], factories: Iterable[Any]
+) -> dict[str, ServiceCounters]:
+    """
+    Each service's figures now: its counters, plus, for the connections
+    still open, the bytes they have carried (added to the service's
+    counters only when they close) and the bytes they hold.
+
+    @param counters: each service's counters, by service name; not changed.
+    @param factories: the stream services' factories (C{service_name},
+        C{open_protocols} with C{bytes_in} and C{bytes_out}, C{held_bytes()}).
+    @return: copies of C{counters} with those added.
+    """
+    figures = {name: copy_counters(c) for name, c in counters.items()}
+    for factory in factories:
+        found = figures.get(factory.service_name)
+        if found is None:
+            continue
+        for protocol in factory.open_protocols:
+            found.bytes_in += protocol.bytes_in
+            found.bytes_out += protocol.bytes_out
+        found.held_bytes = factory.held_bytes()
+    return figures

@@ -72,24 +72,26 @@ class ConnectionLimits:
         """
         if self.max_connections and self.open_total >= self.max_connections:
             return "max_connections"
-        if host is not None:
-            refusal = self.admit_peer(host)
-            if refusal is not None:
-                return refusal
+        refused = self.admit_peer(host)
+        if refused is not None:
+            return refused
         self.open_total += 1
         return None
 
-    def admit_peer(self, host: str) -> str | None:
+    def admit_peer(self, host: str | None) -> str | None:
         """
-        Take a per-peer place for a connection already admitted by
-        C{max_connections} and now known to come from C{host} (a PROXY
-        header's client, L{twisted_echo.listening.proxyheader}); the one
-        per-peer rule, also applied by L{admit}.
+        The per-peer rule alone: take a place for C{host} among its
+        connections, if it has one left. L{admit} applies it; so does a
+        connection whose peer is known only later (a PROXY header names
+        the client: its connection was admitted by C{max_connections} only).
 
-        @param host: the client's IPv4 or IPv6 address.
-        @return: L{None} when admitted (L{release} with C{host} gives it
-            back), else C{"max_per_peer"}.
+        @param host: the peer's address, or L{None} (not counted: UNIX
+            socket peers).
+        @return: L{None} when admitted (L{release} gives the place back),
+            else C{"max_per_peer"}.
         """
+        if host is None:
+            return None
         if self.max_per_peer and self.open_by_peer[host] >= self.max_per_peer:
             return "max_per_peer"
         self.open_by_peer[host] += 1

@@ -55,7 +55,7 @@ import socket
 import time
 from typing import Any, ClassVar
 
-from twisted.internet import tcp, unix
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -78,6 +78,7 @@ from twisted_echo._twisted.writequeue import (
     queued_bytes as queued_bytes,
 )
 from twisted_echo.listening.address import describe_address, peer_host
+from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
 from twisted_echo.log.buffer import sole_text_observer
@@ -471,11 +472,7 @@ class StreamProtocol(Protocol):
             self._socket = transport.socket
             # Not transport.socket.family: a new enum member at each read
             # (2 µs per connection here).
-            if not isinstance(transport, unix.Server):
-                # Replies go out at once, as asyncio and uvloop do: Nagle's
-                # algorithm would hold a small reply while an earlier one is
-                # unacknowledged (up to the peer's delayed-ACK time, 40 ms).
-                transport.setTcpNoDelay(True)
+            no_delay(transport)
         factory.budget.attach(self)
         self._opened_at = factory.clock.seconds()
         factory.open_protocols.add(self)

@@ -23,6 +23,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import IO
 
+from twisted_echo.app import registry
+from twisted_echo.app.registry import entry
+from twisted_echo.listening.certificate import self_signed_certificate, write_pem
 from twisted_echo.operations.portsfile import Addresses, read_ports_file
 
 #: The only address servers started here listen on.
@@ -32,8 +35,9 @@ DEFAULT_STARTUP_TIMEOUT = 10.0
 #: Seconds given to a server to drain and exit once told to stop, by default
 #: (sockecho's own drain timeout is 10 s); then it is killed.
 DEFAULT_STOP_TIMEOUT = 15.0
-#: The services given a port-0 listener unless the options name them.
-SERVICES = ("echo", "upper", "welcome", "udp")
+#: The services given a port-0 listener unless the options name them: those
+#: listening by default (L{twisted_echo.app.registry}).
+SERVICES = tuple(registry.defaults())
 #: Log lines quoted in a start-up error.
 LOG_LINES_QUOTED = 20
 #: How often the ports file is looked for while starting, in seconds.
@@ -106,11 +110,11 @@ def default_listeners(
         C{certificate}).
     """
     defaults: list[str] = []
-    for service in SERVICES:
+    for service in registry.defaults():
         if _names(options, service):
             continue
-        if service == "udp":
-            defaults += ["--udp", f"udp:0:interface={HOST}"]
+        if entry(service).stream is None:
+            defaults += [f"--{service}", f"udp:0:interface={HOST}"]
         elif certificate is not None:
             cert, key = certificate
             defaults += [
@@ -130,49 +134,10 @@ def make_certificate(directory: str) -> tuple[str, str]:
     @return: the paths of the certificate (also its own CA) and the key,
         both PEM.
     """
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address(HOST)),
-                ]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
+    key, certificate = self_signed_certificate("localhost", 1, HOST)
     cert_path = os.path.join(directory, "cert.pem")
     key_path = os.path.join(directory, "key.pem")
-    with open(cert_path, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
+    write_pem(key, certificate, cert_path, key_path)
     return cert_path, key_path
 
 
