@@ -87,12 +87,15 @@ class TokenBucket:
         """
         return not self.rate
 
-    def allow(self) -> bool:
+    def allow(self, count: float = 1.0) -> bool:
         """
-        Take one token if there is one.
+        Take C{count} tokens if there are that many (none if there are not).
 
-        @return: C{True} if one datagram may be sent now (a token was spent),
-            C{False} if it should be dropped. Always C{True} when unlimited.
+        @param count: tokens wanted: 1 per datagram; a welcome connection
+            takes one per telnet command of a read.
+        @return: C{True} if one datagram (or C{count} events) may go ahead
+            now (the tokens were spent), C{False} if it should be dropped.
+            Always C{True} when unlimited.
         """
         rate = self.rate
         if not rate:
@@ -106,8 +109,8 @@ class TokenBucket:
             tokens += elapsed * rate
             if tokens > self.burst:
                 tokens = self.burst
-        if tokens >= 1.0:
-            self.tokens = tokens - 1.0
+        if tokens >= count:
+            self.tokens = tokens - count
             return True
         self.tokens = tokens
         return False

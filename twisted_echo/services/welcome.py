@@ -50,6 +50,7 @@ from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
 from twisted_echo.policies.limits import ConnectionLimits, Timeouts
+from twisted_echo.policies.ratelimit import TokenBucket
 from twisted_echo.services.stream import StreamFactory, StreamProtocol
 
 DEFAULT_BANNER = "Welcome to the server. Type something and hit enter"
@@ -414,10 +415,9 @@ class Welcome(StreamProtocol):
         self._between_lines = False
         # Bytes of unfinished line counted in the memory budget.
         self._held_line = 0
-        # The telnet command rate limit's token bucket (RFC 2697 terms):
-        # commands allowed now, as of the clock's time _commands_checked.
-        self._commands_allowed = 0.0
-        self._commands_checked = 0.0
+        # The telnet command rate limit's token bucket, made at the first
+        # command (most connections send none).
+        self._command_bucket: TokenBucket | None = None
 
     def on_open(self) -> None:
         """
@@ -425,8 +425,6 @@ class Welcome(StreamProtocol):
         """
         factory = self.factory
         self._max_line = factory.max_line
-        self._commands_allowed = float(factory.telnet_command_burst)
-        self._commands_checked = factory.clock.seconds()
         lines, telnet_layer = self._lines, self._telnet
         lines.factory = factory
         telnet_layer.connect(_ConnectionWriter(self), lines)
@@ -629,19 +627,12 @@ class Welcome(StreamProtocol):
         rate = factory.telnet_command_rate
         if not commands or not rate:
             return True
-        now = factory.clock.seconds()
-        elapsed = now - self._commands_checked
-        self._commands_checked = now
-        allowed = self._commands_allowed
-        if elapsed > 0:
-            allowed = min(
-                float(factory.telnet_command_burst), allowed + elapsed * rate
+        bucket = self._command_bucket
+        if bucket is None:
+            bucket = self._command_bucket = TokenBucket(
+                rate, factory.telnet_command_burst, factory.clock
             )
-        if commands > allowed:
-            self._commands_allowed = allowed
-            return False
-        self._commands_allowed = allowed - commands
-        return True
+        return bucket.allow(commands)
 
     def _note_state(self) -> None:
         self._between_lines = (
