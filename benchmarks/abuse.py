@@ -496,25 +496,14 @@ def tls_bursts(
     """
     import tempfile
 
-    from cryptography.hazmat.primitives import serialization
-
-    from twisted_echo.listening.tls import self_signed_certificate
+    from twisted_echo.listening.certificate import self_signed_certificate, write_pem
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
     directory = tempfile.mkdtemp(prefix="sockecho-tls-bursts-")
     key, certificate = self_signed_certificate()
     key_path, cert_path = f"{directory}/key.pem", f"{directory}/cert.pem"
-    with open(key_path, "wb") as f:
-        f.write(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-    with open(cert_path, "wb") as f:
-        f.write(certificate.public_bytes(serialization.Encoding.PEM))
+    write_pem(key, certificate, cert_path, key_path)
     args = [
         TWISTD, "-n", "--pidfile=", "sockecho",
         "--echo", f"ssl:0:interface={HOST}:privateKey={key_path}:certKey={cert_path}",
