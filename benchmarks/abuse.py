@@ -43,20 +43,31 @@ def server(*options: str) -> Iterator[tuple[subprocess.Popen[str], dict[str, int
     process = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    ports: dict[str, int] = {}
-    deadline = time.monotonic() + 20
-    assert process.stdout is not None
-    while len(ports) < 4 and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        match = re.search(r"\] (\w+) listening on \w+:[\d.]+:(\d+)$", line)
-        if match:
-            ports[match.group(1)] = int(match.group(2))
+    ports = read_ports(process, 4)
     threading.Thread(target=lambda: process.stdout.read(), daemon=True).start()  # type: ignore[union-attr]
     try:
         yield process, ports
     finally:
         process.kill()
         process.wait(10)
+
+
+def read_ports(process: subprocess.Popen[str], count: int) -> dict[str, int]:
+    """
+    Read a starting sockecho's log until C{count} services said where they
+    listen (at most 20 s).
+
+    @return: each service's port, by name.
+    """
+    ports: dict[str, int] = {}
+    deadline = time.monotonic() + 20
+    assert process.stdout is not None
+    while len(ports) < count and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        match = re.search(r"\] (\w+) listening on \w+:[\d.]+:(\d+)$", line)
+        if match:
+            ports[match.group(1)] = int(match.group(2))
+    return ports
 
 
 def rss_kib(pid: int) -> int:

@@ -16,7 +16,6 @@ time, 127.0.0.1 only.
 from __future__ import annotations
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -26,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from abuse import HOST, TWISTD, normal_client, p99_ms, rss_kib  # noqa: E402
+from abuse import (  # noqa: E402
+    HOST,
+    TWISTD,
+    normal_client,
+    p99_ms,
+    read_ports,
+    rss_kib,
+)
 
 REQUEST = b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"
 
@@ -41,14 +47,7 @@ def start(
     process = subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    ports: dict[str, int] = {}
-    deadline = time.monotonic() + 20
-    assert process.stdout is not None
-    while len(ports) < 4 and time.monotonic() < deadline:
-        line = process.stdout.readline()
-        match = re.search(r"\] (\w+) listening on \w+:[\d.]+:(\d+)$", line)
-        if match:
-            ports[match.group(1)] = int(match.group(2))
+    ports = read_ports(process, 4)
     lines: list[str] = []
     threading.Thread(
         target=lambda: lines.extend(process.stdout),
