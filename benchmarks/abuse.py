@@ -70,6 +70,15 @@ def read_ports(process: subprocess.Popen[str], count: int) -> dict[str, int]:
     return ports
 
 
+def cpu_seconds(pid: int) -> float:
+    """
+    @return: the user and system CPU time process C{pid} has used, seconds.
+    """
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:

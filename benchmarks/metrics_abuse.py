@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from abuse import (  # noqa: E402
     HOST,
     TWISTD,
+    cpu_seconds,
     normal_client,
     p99_ms,
     read_ports,
@@ -55,12 +56,6 @@ def start(
     ).start()
     process.log = lines  # type: ignore[attr-defined]
     return process, ports
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / 100
 
 
 def pipeline(count: int = 42_500) -> dict[str, Any]:

@@ -22,20 +22,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import socket
 import statistics
+import sys
 import threading
 import time
+from pathlib import Path
 
-HOST = "127.0.0.1"
+sys.path.insert(0, str(Path(__file__).parent))
+from abuse import HOST, cpu_seconds, normal_client  # noqa: E402
+
 DO_ECHO = b"\xff\xfd\x01"
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def drain(sock: socket.socket) -> None:
@@ -83,22 +80,6 @@ def lines(port: int, until: float, limit: int) -> tuple[int, int]:
     return sent, 1
 
 
-def echo_client(port: int, until: float, times: list[float]) -> None:
-    payload = b"n" * 64
-    with socket.create_connection((HOST, port), timeout=10) as sock:
-        while time.monotonic() < until:
-            began = time.monotonic()
-            sock.sendall(payload)
-            got = b""
-            while len(got) < 64:
-                chunk = sock.recv(64 - len(got))
-                if not chunk:
-                    raise RuntimeError("echo client was disconnected")
-                got += chunk
-            times.append(time.monotonic() - began)
-            time.sleep(0.002)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pid", type=int, required=True)
@@ -112,7 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     until = time.monotonic() + args.seconds
     times: list[float] = []
-    echo = threading.Thread(target=echo_client, args=(args.echo, until + 0.5, times))
+    echo = threading.Thread(
+        target=lambda: times.extend(normal_client(args.echo, args.seconds + 0.5))
+    )
     cpu_before = cpu_seconds(args.pid)
     echo.start()
     if args.mode == "lines":
