@@ -77,7 +77,7 @@ from twisted_echo._twisted.writequeue import (
 from twisted_echo._twisted.writequeue import (
     queued_bytes as queued_bytes,
 )
-from twisted_echo.listening.address import describe_address, peer_host
+from twisted_echo.listening.address import describe_address, peer_host, tls_address
 from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
@@ -86,6 +86,9 @@ from twisted_echo.policies.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import IdleSweeper, cancel_call
 from twisted_echo.policies.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+from twisted_echo.records import causes
+from twisted_echo.records.record import ConnectionRecord, tls_details
+from twisted_echo.records.ring import RecordRing
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control), while the
@@ -125,16 +128,34 @@ _CLASS_LOGGERS: dict[type[Protocol], Logger] = {}
 class Refused(Protocol):
     """
     Answers a connection over a limit: an optional one-line reason, then a
-    clean close.
+    clean close; recorded as a C{limit_refusal} naming the limit.
     """
 
-    def __init__(self, line: bytes) -> None:
+    def __init__(
+        self, line: bytes, factory: StreamFactory | None = None, limit: str = ""
+    ) -> None:
         self.line = line
+        self.service_factory = factory
+        self.limit = limit
+        self.opened_at = 0.0
 
     def connectionMade(self) -> None:
+        if self.service_factory is not None:
+            self.opened_at = self.service_factory.clock.seconds()
         if self.line:
             self.transport.write(self.line)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        factory = self.service_factory
+        if factory is not None and factory.records is not None:
+            factory.record_refused(
+                self.transport,
+                self.opened_at,
+                causes.LIMIT_REFUSAL,
+                self.limit,
+                bytes_out=len(self.line),
+            )
 
     def readConnectionLost(self) -> None:
         pass
@@ -161,6 +182,10 @@ class StreamFactory(Factory):
     @ivar log_connections: whether a line is logged as each connection
         opens and closes (C{info} level: off below C{--log-level info}, and
         then not even made).
+    @ivar records: where each connection's record goes when it closes
+        (L{twisted_echo.records}), or L{None} for no records.
+    @ivar record_bytes: how many of the first bytes read a record keeps
+        (C{--record-bytes}; 0: none).
     """
 
     protocol: type[StreamProtocol]  # type: ignore[assignment]
@@ -169,6 +194,8 @@ class StreamFactory(Factory):
     expansion: ClassVar[int] = 1
     noisy = False
     log_connections = True
+    records: RecordRing | None = None
+    record_bytes = 0
 
     def __init__(
         self,
@@ -183,6 +210,7 @@ class StreamFactory(Factory):
         self.limits = limits if limits is not None else ConnectionLimits()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.open_protocols: set[StreamProtocol] = set()
+        self._listener_names: dict[Any, str] = {}
         self.budget = budget if budget is not None else MemoryBudget(0)
         self.budget.add_source(self.open_protocols)
         self._draining: Deferred[None] | None = None
@@ -208,7 +236,7 @@ class StreamFactory(Factory):
         refusal = self.limits.admit(host)
         if refusal is not None:
             self.counters.refused[refusal] += 1
-            return Refused(self.refusal_message(refusal))
+            return Refused(self.refusal_message(refusal), self, refusal)
         protocol = self.protocol()
         protocol.factory = self
         protocol.peer_host = host
@@ -225,6 +253,72 @@ class StreamFactory(Factory):
             return b""
         return b"ERROR: too many connections (%s); try again later\r\n" % (
             refusal.encode("ascii")
+        )
+
+    def listener_text(self, transport: Any) -> str:
+        """
+        @return: the address of the listening port C{transport}'s
+            connection arrived at, as an endpoint description (C{ssl:...}
+            under TLS), for records; made once per port.
+        """
+        under = getattr(transport, "transport", None)  # a TLS layer's TCP
+        tcp_transport = transport if under is None else under
+        port = getattr(tcp_transport, "server", None)
+        names = self._listener_names
+        text = names.get(port)
+        if text is None:
+            address = (port if port is not None else tcp_transport).getHost()
+            if under is not None:
+                address = tls_address(address)
+            text = describe_address(address)
+            if port is not None:
+                names[port] = text
+        return text
+
+    def record_refused(
+        self,
+        transport: Any,
+        opened_at: float,
+        cause: str,
+        limit: str | None = None,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+    ) -> None:
+        """
+        Record a connection refused before this service took it (a limit,
+        a PROXY header missing or late), if records are kept.
+
+        @param transport: its transport (still open: it is being lost).
+        @param opened_at: when it was accepted, on L{clock}.
+        @param cause: why (L{twisted_echo.records.causes}).
+        @param limit: the limit that refused it, if one did.
+        @param bytes_in: bytes read from it (a partial PROXY header).
+        @param bytes_out: bytes sent to it (the refusal line).
+        """
+        if self.records is None:
+            return
+        now = self.clock.seconds()
+        listener = self.listener_text(transport)
+        self.records.add(
+            ConnectionRecord(
+                self.service_name,
+                listener,
+                describe_address(transport.getPeer()),
+                None,
+                listener,
+                None,
+                opened_at,
+                None,
+                None,
+                now - opened_at,
+                bytes_in,
+                bytes_out,
+                1 if bytes_in else 0,
+                1 if bytes_out else 0,
+                None,
+                cause,
+                limit,
+            )
         )
 
     def drain(self, timeout: float) -> Deferred[None]:
@@ -249,6 +343,7 @@ class StreamFactory(Factory):
     def _abort_remaining(self) -> None:
         for protocol in list(self.open_protocols):
             self.counters.timeouts["drain"] += 1
+            protocol.set_close_cause(causes.DRAIN)
             protocol.abort()
         # Twisted reports each abort (connectionLost) on a later reactor turn,
         # and connection_closed ends the drain once the last has; this only
@@ -335,6 +430,17 @@ class StreamProtocol(Protocol):
         self._close_requested = False
         self._socket: socket.socket | None = None
         self.allowance = READ_SIZE
+        # The connection's record (twisted_echo.records): reads and writes,
+        # when the first byte came and went, the first bytes kept, whether
+        # the peer sent its FIN, and why it closed (set_close_cause).
+        self.reads_in = 0
+        self.writes_out = 0
+        self._first_in: float | None = None
+        self._first_out: float | None = None
+        self._first_bytes: bytes | None = None
+        self._peer_finished = False
+        self.close_cause: str | None = None
+        self.close_limit: str | None = None
 
     @property
     def weight(self) -> int:
@@ -475,6 +581,8 @@ class StreamProtocol(Protocol):
             no_delay(transport)
         factory.budget.attach(self)
         self._opened_at = factory.clock.seconds()
+        if factory.record_bytes:
+            self._first_bytes = b""
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
         factory.counters.connections_total += 1
@@ -504,6 +612,11 @@ class StreamProtocol(Protocol):
         """
         self.bytes_in += len(data)
         self.quiet_ticks = 0
+        if not self.reads_in:
+            self._first_in = self.factory.clock.seconds()
+        self.reads_in += 1
+        if self._first_bytes is not None:
+            self._keep_first_bytes(data)
         if self._closing:
             return
         nested = self._reading
@@ -582,6 +695,9 @@ class StreamProtocol(Protocol):
         """
         self.bytes_out += len(data)
         self.quiet_ticks = 0
+        if not self.writes_out:
+            self._first_out = self.factory.clock.seconds()
+        self.writes_out += 1
         transport = self.transport
         sock = self._socket
         if (
@@ -741,6 +857,7 @@ class StreamProtocol(Protocol):
 
     def _stalled(self) -> None:
         self._stall_mark = None
+        self.set_close_cause(causes.STALL_TIMEOUT)
         self.factory.counters.timeouts["stall"] += 1
         self._log.info(
             "{service} connection from {peer}: peer read nothing for "
@@ -760,7 +877,25 @@ class StreamProtocol(Protocol):
             return
         if self.factory._draining is None:
             self.factory.counters.timeouts["idle"] += 1
+            self.set_close_cause(causes.IDLE_TIMEOUT)
+        else:
+            self.set_close_cause(causes.DRAIN)
         self.close()
+
+    def set_close_cause(self, cause: str, limit: str | None = None) -> None:
+        """
+        Say why the connection is being closed or aborted, for its record
+        (L{twisted_echo.records}): call it before L{close} or L{abort} when
+        closing for a reason of your own (a timeout, a limit, a fault). The
+        first cause given is kept; with none given, the cause is worked out
+        at close (L{twisted_echo.records.causes.cause_of_loss}).
+
+        @param cause: one of L{twisted_echo.records.causes.CAUSES}.
+        @param limit: with C{limit_refusal}, the limit (C{max_line}...).
+        """
+        if self.close_cause is None:
+            self.close_cause = cause
+            self.close_limit = limit
 
     def close(self) -> None:
         """
@@ -830,6 +965,7 @@ class StreamProtocol(Protocol):
         The peer shut down its sending side: send what is still owed
         (L{end_of_input}), then close once it is all written.
         """
+        self._peer_finished = True
         self.end_of_input()
         self.close()
 
@@ -850,8 +986,10 @@ class StreamProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
         Tell the service (L{on_close}), then account for the closed
-        connection and log its totals. Services do not override it.
+        connection, log its totals and record it. Services do not override
+        it.
         """
+        owed = self._stall_call is not None or bool(queued_bytes(self.transport))
         self._cancel_stall()
         self.on_close(reason)
         factory = self.factory
@@ -871,4 +1009,62 @@ class StreamProtocol(Protocol):
                 bytes_out=self.bytes_out,
                 duration=factory.clock.seconds() - self._opened_at,
             )
+        if factory.records is not None and self.transport is not None:
+            factory.records.add(self._record(reason, owed))
         factory.connection_closed(self)
+
+    def _keep_first_bytes(self, data: bytes) -> None:
+        """
+        Keep the start of C{data} in the record's first bytes, up to
+        C{--record-bytes} in all.
+        """
+        kept = self._first_bytes
+        assert kept is not None
+        wanted = self.factory.record_bytes - len(kept)
+        if wanted > 0:
+            self._first_bytes = kept + data[:wanted]
+
+    def _record(self, reason: Failure | None, owed: bool) -> ConnectionRecord:
+        """
+        @param reason: what Twisted's C{connectionLost} reported.
+        @param owed: whether replies were still owed to the peer.
+        @return: this closed connection's record.
+        """
+        factory = self.factory
+        transport = self.transport
+        cause = self.close_cause
+        if cause is None:
+            cause = causes.cause_of_loss(
+                None if reason is None else reason.type,
+                self._peer_finished,
+                owed,
+            )
+        opened = self._opened_at
+        first_in = self._first_in
+        first_out = self._first_out
+        listener = factory.listener_text(transport)
+        proxy = self.proxy_address()
+        header = self.proxy_header
+        if header is not None and header.destination is not None:
+            local = describe_address(header.destination)
+        else:
+            local = listener
+        return ConnectionRecord(
+            factory.service_name,
+            listener,
+            self.client_text(),
+            None if proxy is None else describe_address(proxy),
+            local,
+            None if self._socket is not None else tls_details(transport),
+            opened,
+            None if first_in is None else first_in - opened,
+            None if first_out is None else first_out - opened,
+            factory.clock.seconds() - opened,
+            self.bytes_in,
+            self.bytes_out,
+            self.reads_in,
+            self.writes_out,
+            self._first_bytes,
+            cause,
+            self.close_limit,
+        )
