@@ -173,9 +173,7 @@ class RecordsView:
         """
         deadline = time.monotonic() + timeout
         while True:
-            fresh = [
-                r for r in self.records(service) if r["id"] not in self._expected
-            ]
+            fresh = [r for r in self.records(service) if r["id"] not in self._expected]
             if fresh:
                 record = fresh[0]
                 self._expected.add(record["id"])
