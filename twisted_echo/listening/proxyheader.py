@@ -334,9 +334,12 @@ class ServiceFactory(Interface):
 
     def refusal_message(self, refusal: str) -> bytes: ...
 
+    def listener_text(self, transport: Any) -> str: ...
+
     def record_refused(
         self,
         transport: Any,
+        listener: str,
         opened_at: float,
         cause: str,
         limit: str | None = None,
@@ -404,6 +407,7 @@ class ProxyHeaderProtocol(Protocol):
         # For the record of a connection the service never takes: when it
         # was accepted, bytes read and sent, why it was refused.
         self.opened_at = 0.0
+        self.listener = ""
         self.bytes_in = 0
         self.bytes_out = 0
         self.refusal: tuple[str, str | None] | None = None
@@ -420,7 +424,10 @@ class ProxyHeaderProtocol(Protocol):
         """
         Start the header timeout.
         """
-        self.opened_at = self.factory.clock.seconds()
+        factory = self.factory
+        self.opened_at = factory.clock.seconds()
+        if getattr(factory, "records", None) is not None:
+            self.listener = factory.listener_text(self.transport)
         self.timer = self.factory.clock.callLater(HEADER_TIMEOUT, self._timed_out)
 
     def _log(self) -> Logger:
@@ -555,6 +562,7 @@ class ProxyHeaderProtocol(Protocol):
                 cause, limit = self.refusal
                 record(
                     self.transport,
+                    self.listener,
                     self.opened_at,
                     cause,
                     limit,

@@ -138,10 +138,13 @@ class Refused(Protocol):
         self.service_factory = factory
         self.limit = limit
         self.opened_at = 0.0
+        self.listener = ""
 
     def connectionMade(self) -> None:
-        if self.service_factory is not None:
-            self.opened_at = self.service_factory.clock.seconds()
+        factory = self.service_factory
+        if factory is not None and factory.records is not None:
+            self.opened_at = factory.clock.seconds()
+            self.listener = factory.listener_text(self.transport)
         if self.line:
             self.transport.write(self.line)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
@@ -151,6 +154,7 @@ class Refused(Protocol):
         if factory is not None and factory.records is not None:
             factory.record_refused(
                 self.transport,
+                self.listener,
                 self.opened_at,
                 causes.LIMIT_REFUSAL,
                 self.limit,
@@ -259,7 +263,8 @@ class StreamFactory(Factory):
         """
         @return: the address of the listening port C{transport}'s
             connection arrived at, as an endpoint description (C{ssl:...}
-            under TLS), for records; made once per port.
+            under TLS), for records; made once per port (ask while the
+            port listens: at the connection's start).
         """
         under = getattr(transport, "transport", None)  # a TLS layer's TCP
         tcp_transport = transport if under is None else under
@@ -278,6 +283,7 @@ class StreamFactory(Factory):
     def record_refused(
         self,
         transport: Any,
+        listener: str,
         opened_at: float,
         cause: str,
         limit: str | None = None,
@@ -289,6 +295,7 @@ class StreamFactory(Factory):
         a PROXY header missing or late), if records are kept.
 
         @param transport: its transport (still open: it is being lost).
+        @param listener: L{listener_text}, asked when it was accepted.
         @param opened_at: when it was accepted, on L{clock}.
         @param cause: why (L{twisted_echo.records.causes}).
         @param limit: the limit that refused it, if one did.
@@ -298,7 +305,6 @@ class StreamFactory(Factory):
         if self.records is None:
             return
         now = self.clock.seconds()
-        listener = self.listener_text(transport)
         self.records.add(
             ConnectionRecord(
                 self.service_name,
@@ -441,6 +447,7 @@ class StreamProtocol(Protocol):
         self._peer_finished = False
         self.close_cause: str | None = None
         self.close_limit: str | None = None
+        self._listener = ""
 
     @property
     def weight(self) -> int:
@@ -581,6 +588,8 @@ class StreamProtocol(Protocol):
             no_delay(transport)
         factory.budget.attach(self)
         self._opened_at = factory.clock.seconds()
+        if factory.records is not None:
+            self._listener = factory.listener_text(transport)
         if factory.record_bytes:
             self._first_bytes = b""
         factory.open_protocols.add(self)
@@ -1042,7 +1051,7 @@ class StreamProtocol(Protocol):
         opened = self._opened_at
         first_in = self._first_in
         first_out = self._first_out
-        listener = factory.listener_text(transport)
+        listener = self._listener
         proxy = self.proxy_address()
         header = self.proxy_header
         if header is not None and header.destination is not None:
