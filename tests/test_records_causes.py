@@ -14,6 +14,7 @@ C{fault} (fault profiles are issue 21's).
 
 from __future__ import annotations
 
+import atexit
 import json
 import socket
 import ssl
@@ -90,6 +91,11 @@ def fill(sock: socket.socket, deadline: float, most: int = 256 << 20) -> int:
     return sent
 
 
+#: The server of each test class, started by its first test and stopped
+#: when the test process exits (trial runs no C{setUpClass}).
+_SERVERS: dict[type, SockechoProcess] = {}
+
+
 class ServerTestCase(unittest.TestCase):
     """
     One server for the class (C{options}), its records reset before each
@@ -97,18 +103,15 @@ class ServerTestCase(unittest.TestCase):
     """
 
     options: ClassVar[dict[str, Any]] = {}
-    server: ClassVar[SockechoProcess]
-
-    @classmethod
-    def setUpClass(cls) -> None:
-        cls.server = start_sockecho(**cls.options)
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.server.stop()
+    server: SockechoProcess
 
     def setUp(self) -> None:
-        self.server.reset_records()
+        server = _SERVERS.get(type(self))
+        if server is None:
+            server = _SERVERS[type(self)] = start_sockecho(**self.options)
+            atexit.register(server.stop)
+        self.server = server
+        server.reset_records()
 
     def connect(self, service: str, index: int = 0) -> socket.socket:
         sock = socket.create_connection(
