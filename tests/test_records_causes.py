@@ -81,6 +81,8 @@ def fill(sock: socket.socket, deadline: float, most: int = 256 << 20) -> int:
         try:
             sent += sock.send(block)
             idle_since = time.monotonic()
+        except ConnectionError:
+            break  # the server aborted (a stall timeout shorter than the wait)
         except BlockingIOError:
             # Full: once it stays full for a moment, the server has stopped
             # reading too (flow control).

@@ -77,7 +77,7 @@ from twisted_echo._twisted.writequeue import (
 from twisted_echo._twisted.writequeue import (
     queued_bytes as queued_bytes,
 )
-from twisted_echo.listening.address import describe_address, peer_host, tls_address
+from twisted_echo.listening.address import describe_address, peer_host
 from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
@@ -87,8 +87,8 @@ from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import IdleSweeper, cancel_call
 from twisted_echo.policies.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 from twisted_echo.records import causes
-from twisted_echo.records.record import ConnectionRecord, tls_details
 from twisted_echo.records.ring import RecordRing
+from twisted_echo.services import recording
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control), while the
@@ -261,24 +261,10 @@ class StreamFactory(Factory):
 
     def listener_text(self, transport: Any) -> str:
         """
-        @return: the address of the listening port C{transport}'s
-            connection arrived at, as an endpoint description (C{ssl:...}
-            under TLS), for records; made once per port (ask while the
-            port listens: at the connection's start).
+        @return: the listening address C{transport}'s connection arrived
+            at, for records (L{recording.listener_text}; ask at its start).
         """
-        under = getattr(transport, "transport", None)  # a TLS layer's TCP
-        tcp_transport = transport if under is None else under
-        port = getattr(tcp_transport, "server", None)
-        names = self._listener_names
-        text = names.get(port)
-        if text is None:
-            address = (port if port is not None else tcp_transport).getHost()
-            if under is not None:
-                address = tls_address(address)
-            text = describe_address(address)
-            if port is not None:
-                names[port] = text
-        return text
+        return recording.listener_text(self._listener_names, transport)
 
     def record_refused(
         self,
@@ -292,40 +278,18 @@ class StreamFactory(Factory):
     ) -> None:
         """
         Record a connection refused before this service took it (a limit,
-        a PROXY header missing or late), if records are kept.
-
-        @param transport: its transport (still open: it is being lost).
-        @param listener: L{listener_text}, asked when it was accepted.
-        @param opened_at: when it was accepted, on L{clock}.
-        @param cause: why (L{twisted_echo.records.causes}).
-        @param limit: the limit that refused it, if one did.
-        @param bytes_in: bytes read from it (a partial PROXY header).
-        @param bytes_out: bytes sent to it (the refusal line).
+        a PROXY header missing or late), if records are kept: its
+        C{transport} (being lost), the L{listener_text} and time it was
+        accepted at, why (C{cause}, C{limit}), bytes read and sent.
         """
-        if self.records is None:
-            return
-        now = self.clock.seconds()
-        self.records.add(
-            ConnectionRecord(
-                self.service_name,
-                listener,
-                describe_address(transport.getPeer()),
-                None,
-                listener,
-                None,
-                opened_at,
-                None,
-                None,
-                now - opened_at,
-                bytes_in,
-                bytes_out,
-                1 if bytes_in else 0,
-                1 if bytes_out else 0,
-                None,
-                cause,
-                limit,
+        if self.records is not None:
+            self.records.add(
+                recording.refused_record(
+                    self, transport, listener, opened_at, cause, limit,
+                    bytes_in, bytes_out,
+                )  # fmt: skip
             )
-        )
+
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -625,7 +589,9 @@ class StreamProtocol(Protocol):
             self._first_in = self.factory.clock.seconds()
         self.reads_in += 1
         if self._first_bytes is not None:
-            self._keep_first_bytes(data)
+            self._first_bytes = recording.first_bytes(
+                self._first_bytes, data, self.factory.record_bytes
+            )
         if self._closing:
             return
         nested = self._reading
@@ -1019,61 +985,5 @@ class StreamProtocol(Protocol):
                 duration=factory.clock.seconds() - self._opened_at,
             )
         if factory.records is not None and self.transport is not None:
-            factory.records.add(self._record(reason, owed))
+            factory.records.add(recording.connection_record(self, reason, owed))
         factory.connection_closed(self)
-
-    def _keep_first_bytes(self, data: bytes) -> None:
-        """
-        Keep the start of C{data} in the record's first bytes, up to
-        C{--record-bytes} in all.
-        """
-        kept = self._first_bytes
-        assert kept is not None
-        wanted = self.factory.record_bytes - len(kept)
-        if wanted > 0:
-            self._first_bytes = kept + data[:wanted]
-
-    def _record(self, reason: Failure | None, owed: bool) -> ConnectionRecord:
-        """
-        @param reason: what Twisted's C{connectionLost} reported.
-        @param owed: whether replies were still owed to the peer.
-        @return: this closed connection's record.
-        """
-        factory = self.factory
-        transport = self.transport
-        cause = self.close_cause
-        if cause is None:
-            cause = causes.cause_of_loss(
-                None if reason is None else reason.type,
-                self._peer_finished,
-                owed,
-            )
-        opened = self._opened_at
-        first_in = self._first_in
-        first_out = self._first_out
-        listener = self._listener
-        proxy = self.proxy_address()
-        header = self.proxy_header
-        if header is not None and header.destination is not None:
-            local = describe_address(header.destination)
-        else:
-            local = listener
-        return ConnectionRecord(
-            factory.service_name,
-            listener,
-            self.client_text(),
-            None if proxy is None else describe_address(proxy),
-            local,
-            None if self._socket is not None else tls_details(transport),
-            opened,
-            None if first_in is None else first_in - opened,
-            None if first_out is None else first_out - opened,
-            factory.clock.seconds() - opened,
-            self.bytes_in,
-            self.bytes_out,
-            self.reads_in,
-            self.writes_out,
-            self._first_bytes,
-            cause,
-            self.close_limit,
-        )
