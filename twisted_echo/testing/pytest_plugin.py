@@ -81,7 +81,12 @@ class ServerPool:
         """
         for server in self.servers:
             if server.process.poll() is None and server.listeners.get("metrics"):
-                server.reset_records()
+                try:
+                    server.reset_records()
+                except AssertionError:
+                    # No records there (--workers, --records 0): the test
+                    # that asks for them is told why; the others run.
+                    pass
 
     def start(self, *options: str, **keywords: Any) -> SockechoProcess:
         """
