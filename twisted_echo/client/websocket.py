@@ -413,6 +413,9 @@ class WebSocketClient(Protocol):
         @return: L{closed}'s result, once closed.
         """
         waiter: Deferred[None] = Deferred()
+        if self.transport is None:
+            waiter.callback(None)  # never connected
+            return waiter
 
         def fire(result: object) -> object:
             waiter.callback(None)

@@ -59,6 +59,8 @@ from twisted_echo.client.websocket import (
 MIB = 1024 * 1024
 #: The message size limit assumed when none is given (bytes).
 DEFAULT_MAX_MESSAGE = MIB
+#: Seconds a check's connections get to close cleanly when it is done.
+CLOSE_WAIT = 2.0
 #: Connections of the concurrent row.
 CONCURRENT = 100
 #: The close code and reason the close row sends (4000-4999: private use).
@@ -90,6 +92,15 @@ class _WSChecker:
         return await open_websocket(self.reactor, self.endpoint, client, self.timeout)
 
     async def cleanup(self) -> None:
+        """
+        Close the connections still open with 1000, aborting those not
+        closed within L{CLOSE_WAIT} seconds.
+        """
+        for client in self.clients:
+            client.close()
+        closing = gatherResults([c.closed for c in self.clients])
+        closing.addTimeout(CLOSE_WAIT, self.reactor, onTimeoutCancel=lambda *a: None)
+        await closing
         await gatherResults([c.abort() for c in self.clients])
 
 
