@@ -253,6 +253,16 @@ class WebSocketClient(Protocol):
     # Twisted's side.
 
     def connectionMade(self) -> None:
+        # Each message is one write: send it at once (RFC 896's Nagle
+        # algorithm off, as browsers and the websockets library do), or a
+        # message written while an earlier segment is unacknowledged waits
+        # for the peer's delayed ACK (up to 40 ms on Linux).
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            try:
+                set_no_delay(True)
+            except OSError:
+                pass
         self._write(
             Request(
                 host=self.url.host_header,
