@@ -249,6 +249,7 @@ class WebSocketClient(Protocol):
         self._messages: deque[WebSocketMessage] = deque()
         self._waiters: deque[Deferred[WebSocketMessage]] = deque()
         self._lost = False
+        self._pong_waiters: list[Deferred[bytes]] = []
 
     # Twisted's side.
 
@@ -290,6 +291,11 @@ class WebSocketClient(Protocol):
         waiters, self._waiters = self._waiters, deque()
         for waiter in waiters:
             waiter.errback(ConnectionClosedError(self.close_code, self.close_reason))
+        pong_waiters, self._pong_waiters = self._pong_waiters, []
+        for pong_waiter in pong_waiters:
+            pong_waiter.errback(
+                ConnectionClosedError(self.close_code, self.close_reason)
+            )
         self.closed.callback(None)
 
     # wsproto's side.
@@ -314,10 +320,15 @@ class WebSocketClient(Protocol):
                 )
                 self.message_received(WebSocketMessage(joined, len(parts)))
         elif isinstance(event, Ping):
-            self._write(event.response())
+            if self._ws.state is ConnectionState.OPEN:
+                self._write(event.response())
         elif isinstance(event, Pong):
-            self.pongs.append(bytes(event.payload))
-            self.pong_received(bytes(event.payload))
+            payload = bytes(event.payload)
+            self.pongs.append(payload)
+            waiters, self._pong_waiters = self._pong_waiters, []
+            for waiter in waiters:
+                waiter.callback(payload)
+            self.pong_received(payload)
         elif isinstance(event, CloseConnection):
             self.close_code = int(event.code)
             self.close_reason = event.reason or ""
@@ -371,6 +382,19 @@ class WebSocketClient(Protocol):
         """
         A pong arrived (its payload is also appended to L{pongs}).
         """
+
+    def next_pong(self) -> Deferred[bytes]:
+        """
+        @return: a L{Deferred} firing with the payload of the next pong
+            received, or failing with L{ConnectionClosedError} if the
+            connection closes first.
+        """
+        waiter: Deferred[bytes] = Deferred()
+        if self._lost:
+            waiter.errback(ConnectionClosedError(self.close_code, self.close_reason))
+        else:
+            self._pong_waiters.append(waiter)
+        return waiter
 
     def receive(self) -> Deferred[WebSocketMessage]:
         """

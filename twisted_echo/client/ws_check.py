@@ -36,7 +36,6 @@ from typing import IO, Any
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.task import deferLater
 
 from twisted_echo.client.check import (
     CheckResult,
@@ -61,6 +60,9 @@ MIB = 1024 * 1024
 DEFAULT_MAX_MESSAGE = MIB
 #: Seconds a check's connections get to close cleanly when it is done.
 CLOSE_WAIT = 2.0
+#: Seconds the ping row waits for the pong after the echo of the message
+#: sent after the ping.
+PONG_WAIT = 1.0
 #: Connections of the concurrent row.
 CONCURRENT = 100
 #: The close code and reason the close row sends (4000-4999: private use).
@@ -194,15 +196,17 @@ async def check_fragmented(c: _WSChecker) -> str:
 async def check_ping(c: _WSChecker) -> str:
     client = await c.open()
     payload = b"sockecho-client ping"
+    pong = client.next_pong()
     client.ping(payload)
-    # A pong is not a message: wait for it with a message sent after the
-    # ping, whose echo comes after the pong from a server that answers in
-    # order.
+    # A server that answers in order sends the pong before the echo of a
+    # message sent after the ping; one that is slower to pong gets
+    # PONG_WAIT seconds more.
     await _round_trip(client, "after the ping")
-    for _ in range(50):
-        if client.pongs:
-            break
-        await deferLater(c.reactor, 0.01, lambda: None)
+    pong.addTimeout(PONG_WAIT, c.reactor, onTimeoutCancel=lambda *a: None)
+    try:
+        await pong
+    except ConnectionClosedError as e:
+        raise ConformanceError(f"waiting for a pong: {e}") from None
     if payload not in client.pongs:
         if client.pongs:
             raise ConformanceError(f"pong payloads {client.pongs!r}, not {payload!r}")
