@@ -32,6 +32,7 @@ from tests.test_client_main import run_client
 from tests.test_websocket import start_websocket_server
 from tests.tls_peers import make_certificate, ssl_description
 from tests.ws_peers import start_websockets_peer
+from twisted_echo.client.__main__ import build_parser
 from twisted_echo.client.endpoints import EndpointError
 from twisted_echo.client.load import LoadConfig, LoadRun
 from twisted_echo.client.tls import TLSSettings
@@ -46,6 +47,7 @@ from twisted_echo.client.ws_check import (
     CONCURRENT,
     run_websocket_check,
     run_websocket_checks,
+    websocket_checks,
 )
 from twisted_echo.client.ws_load import run_websocket_load
 
@@ -343,3 +345,23 @@ class OptionTests(TestCase):
             self.assertEqual(code, 2, (args, err))
             self.assertIn(words, err)
             self.assertEqual(len(err.strip().splitlines()), 1, err)
+
+
+class MaxMessageTests(SynchronousTestCase):
+    def test_sizes(self) -> None:
+        """
+        C{--max-message} takes bytes, C{K} or C{M}; 0 leaves the oversize
+        row out; the default is 1 MiB.
+        """
+        parser = build_parser()
+        for given, size in [("1048576", 1 << 20), ("64K", 65536), ("2m", 2 << 20)]:
+            args = parser.parse_args(["check", "--max-message", given, "ws://h/"])
+            self.assertEqual(args.max_message, size)
+        default = parser.parse_args(["check", "ws://h/"]).max_message
+        self.assertEqual(default, 1 << 20)
+        names = [name for name, _ in websocket_checks(default)]
+        self.assertIn("message of 1048577 bytes refused with 1009", names)
+        self.assertEqual(len(names), ROW_COUNT)
+        names = [name for name, _ in websocket_checks(0)]
+        self.assertEqual(len(names), ROW_COUNT - 1)
+        self.assertFalse([n for n in names if "1009" in n])
