@@ -69,9 +69,8 @@ def direct(module: ModuleType, classic: Any, fields: dict[str, str]) -> str:
     with C{str.format_map}.
     """
     text = module.make_text(OPEN, fields)
-    line: str = classic.line(
-        1796000000.25, "twisted_echo.services.echo.Echo#info", text
-    )
+    line: str = classic.line(1796000000.25, "twisted_echo.services.echo."
+        "Echo#info", text)
     return line
 
 

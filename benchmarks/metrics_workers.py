@@ -52,11 +52,8 @@ def start() -> tuple[subprocess.Popen[str], dict[str, int], list[str]]:
         target=lambda: lines.extend(process.stdout),  # type: ignore[arg-type]
         daemon=True,
     ).start()
-    wait_log(
-        lines,
-        r"worker 2 twisted_echo\.listening\.listen#info\] welcome "
-        r"listening",
-    )
+    wait_log(lines, r"worker 2 twisted_echo\.listening\.listen#info\] welcome "
+        r"listening")
     ports = {}
     for line in lines:
         match = re.search(r"\] (\w+) listening on tcp:[\d.]+:(\d+)$", line)
@@ -98,7 +95,7 @@ def kill_workers(lines: list[str]) -> None:
         wait_log(
             lines,
             rf"worker {number} twisted_echo\.listening\.listen#info\] welcome "
-            rf"listening",
+                rf"listening",
             mark,
         )
 
