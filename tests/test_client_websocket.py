@@ -285,6 +285,21 @@ class LoadTests(TestCase):
         )
         self.assertEqual(report["rate"], 400)
 
+    async def test_wrong_echo_counted(self) -> None:
+        """
+        Against a server that changes a byte of some echoes, the load counts
+        mismatches, names the problem and exits 1.
+        """
+        port = start_websockets_peer(self, "--broken-echo")
+        out, err, code = await run_client(
+            self, "load", f"ws://127.0.0.1:{port}/", "-c", "2", "-n", "400", "--json"
+        )
+        self.assertEqual(code, 1, err)
+        report = json.loads(out)
+        self.assertGreater(report["mismatches"], 0)
+        self.assertFalse(report["ok"])
+        self.assertIn("came back as 64 different bytes", report["problems"][0])
+
     async def test_refused_handshake_is_one_line(self) -> None:
         server, port = start_websocket_server(self)
         self.addCleanup(server.stop)

@@ -3,11 +3,13 @@ An independent WebSocket echo server for the client's tests: the
 C{websockets} library (asyncio), run as C{python -m tests.ws_peers}, on
 127.0.0.1 and a free port, printing C{listening on PORT} once it listens.
 
-    python -m tests.ws_peers [--tls CERT KEY] [--broken-close]
+    python -m tests.ws_peers [--tls CERT KEY] [--broken-close] [--broken-echo]
 
 C{--broken-close} makes a deliberately broken server: it answers every
 client's close frame with code 1000 instead of echoing the client's code
 (RFC 6455 section 5.5.1), so C{check}'s close row must FAIL against it.
+C{--broken-echo} flips the last byte of every 100th binary message echoed,
+so C{load} must count mismatches.
 """
 
 from __future__ import annotations
@@ -44,13 +46,17 @@ def _break_close_echo() -> None:
     Protocol.send_frame = send_frame_replacing_close  # type: ignore[method-assign]
 
 
-async def _serve(tls: tuple[str, str] | None) -> None:
+async def _serve(tls: tuple[str, str] | None, broken_echo: bool = False) -> None:
     from websockets.asyncio.server import ServerConnection, serve
     from websockets.exceptions import ConnectionClosed
 
     async def echo(ws: ServerConnection) -> None:
+        count = 0
         try:
             async for message in ws:
+                count += 1
+                if broken_echo and isinstance(message, bytes) and count % 100 == 0:
+                    message = message[:-1] + bytes([message[-1] ^ 1])
                 await ws.send(message)
         except ConnectionClosed:
             pass
@@ -69,10 +75,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"))
     parser.add_argument("--broken-close", action="store_true")
+    parser.add_argument("--broken-echo", action="store_true")
     args = parser.parse_args()
     if args.broken_close:
         _break_close_echo()
-    asyncio.run(_serve(tuple(args.tls) if args.tls else None))
+    asyncio.run(_serve(tuple(args.tls) if args.tls else None, args.broken_echo))
 
 
 def start_websockets_peer(case: pyunit.TestCase, *args: str) -> int:
