@@ -1060,3 +1060,40 @@ class RealHandshakeTests(pyunit.TestCase):
         self.assertEqual(got, [f"m{i}" for i in range(20)])
         server.wait_for(r"websocket connection from .*: over 10 messages/s")
         self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
+
+
+class ClosingTests(SynchronousTestCase):
+    """
+    Once the server has sent its close frame (drain, idle timeout,
+    C{/whoami}), what the client still sends before it reads that close is
+    not answered (RFC 6455 section 5.5.1: no data frame after a close), and
+    raises nothing.
+    """
+
+    def test_messages_and_ping_after_drain_close(self) -> None:
+        factory, _ = make_factory()
+        peer = MemoryPeer(factory)
+        factory.drain(10.0)
+        self.assertEqual(closes(peer.receive()), [(1001, "server shutting down")])
+        # The client has not read the close yet: its messages cross it.
+        wire = masked_frame(0x2, b"crossing") + masked_frame(0x9, b"ping")
+        wire += masked_frame(0x1, b"text", fin=False) + masked_frame(0x0, b"more")
+        peer.protocol.dataReceived(wire)
+        self.assertEqual(peer.transport.value(), b"")
+        self.assertFalse(peer.transport.disconnecting)
+        # Its close ends the connection.
+        peer.protocol.dataReceived(b"\x88\x82\0\0\0\0\x03\xe9")
+        self.assertTrue(peer.transport.disconnecting)
+
+    def test_bad_frame_after_drain_close(self) -> None:
+        """
+        A frame wsproto cannot parse, after the server's close: the
+        connection closes, nothing more is sent.
+        """
+        factory, _ = make_factory()
+        peer = MemoryPeer(factory)
+        factory.drain(10.0)
+        peer.receive()
+        peer.protocol.dataReceived(b"\x81\x02hi")  # unmasked
+        self.assertEqual(peer.transport.value(), b"")
+        self.assertTrue(peer.transport.disconnecting)

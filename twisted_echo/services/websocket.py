@@ -444,6 +444,14 @@ class WebSocketEcho(StreamProtocol):
             held = None
             if event is None:
                 return
+            if (
+                isinstance(event, TextMessage | BytesMessage | Ping)
+                and ws.state is not ConnectionState.OPEN
+            ):
+                # Sent before the client read our close frame (drain, idle
+                # timeout, /whoami): nothing more is sent but the closing
+                # handshake's answer (RFC 6455 section 5.5.1).
+                continue
             if self._bucket is not None and not self._take_token(event):
                 self._held_event = event
                 self._throttle(self._bucket)
@@ -546,6 +554,11 @@ class WebSocketEcho(StreamProtocol):
         """
         if ws.state is ConnectionState.CLOSED:
             # The answer to our own close frame.
+            self.close()
+            return
+        if ws.state is ConnectionState.LOCAL_CLOSING:
+            # A frame wsproto could not parse after our own close frame:
+            # no second close frame (RFC 6455 section 5.5.1); just close.
             self.close()
             return
         if ws.state is ConnectionState.OPEN:
