@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import resource
+import socket
 import statistics
 import struct
 import subprocess
@@ -124,7 +125,11 @@ async def open_all(
                 url, compression=compression, max_size=None, open_timeout=60, **kw
             )
 
-    return list(await asyncio.wait_for(asyncio.gather(*(one() for _ in range(count))), PHASE_TIMEOUT))
+    return list(
+        await asyncio.wait_for(
+            asyncio.gather(*(one() for _ in range(count))), PHASE_TIMEOUT
+        )
+    )
 
 
 async def intact(args: argparse.Namespace) -> None:
@@ -133,8 +138,10 @@ async def intact(args: argparse.Namespace) -> None:
         url = f"ws://{HOST}:{port}/"
         compression = "deflate" if args.deflate else None
         connections = await open_all(url, args.clients, compression)
-        print(f"{len(connections)} connections open; server RSS "
-              f"{rss(process.pid) / MIB:.1f} MiB")
+        print(
+            f"{len(connections)} connections open; server RSS "
+            f"{rss(process.pid) / MIB:.1f} MiB"
+        )
         checked = 0
         bad = 0
 
@@ -157,11 +164,15 @@ async def intact(args: argparse.Namespace) -> None:
         cpu = cpu_seconds(process.pid) - cpu0
         await asyncio.gather(*(ws.close() for ws in connections))
         total = args.clients * args.messages
-        print(f"messages: {checked} of {total} checked, {checked - bad} intact, "
-              f"{bad} corrupted")
-        print(f"{checked / elapsed:,.0f} messages/s ({elapsed:.2f} s); server CPU "
-              f"{cpu:.2f} s = {cpu / checked * 1e6:.0f} us per message echoed"
-              f"{' (permessage-deflate)' if args.deflate else ''}")
+        print(
+            f"messages: {checked} of {total} checked, {checked - bad} intact, "
+            f"{bad} corrupted"
+        )
+        print(
+            f"{checked / elapsed:,.0f} messages/s ({elapsed:.2f} s); server CPU "
+            f"{cpu:.2f} s = {cpu / checked * 1e6:.0f} us per message echoed"
+            f"{' (permessage-deflate)' if args.deflate else ''}"
+        )
         if checked != total or bad:
             raise SystemExit(1)
     finally:
@@ -169,11 +180,22 @@ async def intact(args: argparse.Namespace) -> None:
         process.wait(30)
 
 
-async def handshake(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def handshake(
+    port: int, rcvbuf: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """
-    A raw WebSocket handshake (no library: the client must never read).
+    A raw WebSocket handshake (no library: the client must never read),
+    on a socket whose receive and send buffers are C{rcvbuf} bytes (0: the
+    kernel's defaults, autotuned up to C{net.ipv4.tcp_rmem}'s and
+    C{tcp_wmem}'s maximums).
     """
-    reader, writer = await asyncio.open_connection(HOST, port)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (HOST, port))
+    reader, writer = await asyncio.open_connection(sock=sock)
     writer.write(
         b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
@@ -200,14 +222,18 @@ async def stalled(args: argparse.Namespace) -> None:
         await asyncio.sleep(0.5)
         idle_rss = rss(pid)
         streams = await asyncio.wait_for(
-            asyncio.gather(*(handshake(port) for _ in range(args.clients))),
+            asyncio.gather(
+                *(handshake(port, args.rcvbuf) for _ in range(args.clients))
+            ),
             PHASE_TIMEOUT,
         )
         open_rss = rss(pid)
         per_connection = (open_rss - idle_rss) / args.clients
-        print(f"server RSS: {idle_rss / MIB:.1f} MiB idle, {open_rss / MIB:.1f} MiB "
-              f"with {args.clients} WebSockets open "
-              f"({per_connection / KIB:.1f} KiB each)")
+        print(
+            f"server RSS: {idle_rss / MIB:.1f} MiB idle, {open_rss / MIB:.1f} MiB "
+            f"with {args.clients} WebSockets open "
+            f"({per_connection / KIB:.1f} KiB each)"
+        )
         frame = binary_frame(os.urandom(64 * KIB - 8))
         frames = args.mib * MIB // len(frame)
 
@@ -222,28 +248,53 @@ async def stalled(args: argparse.Namespace) -> None:
                 sent += len(frame)
             return sent
 
+        flood_start = time.monotonic()
         flooding = asyncio.gather(*(flood(w) for _, w in streams))
-        # The reading clients start once the flood is under way.
-        await asyncio.sleep(2.0)
+        if args.after:
+            # The reading clients start once every stalled client is
+            # stalled: the server echoes nothing more and reads none of them.
+            sent = await asyncio.wait_for(flooding, PHASE_TIMEOUT)
+            print(f"flood stalled after {time.monotonic() - flood_start:.1f} s")
+        else:
+            # The reading clients start while the flood is under way.
+            await asyncio.sleep(2.0)
         peak = rss(pid)
+        cpu0, client0 = cpu_seconds(pid), time.process_time()
         latencies = await readers(port, args.readers, args.seconds, pid)
-        peak = max(peak, latencies.pop())
-        sent = await asyncio.wait_for(flooding, PHASE_TIMEOUT)
+        print(
+            f"during the readers' {args.seconds:g} s: server CPU "
+            f"{cpu_seconds(pid) - cpu0:.1f} s, client CPU "
+            f"{time.process_time() - client0:.1f} s"
+        )
+        peak = max(peak, int(latencies.pop()))
+        if not args.after:
+            sent = await asyncio.wait_for(flooding, PHASE_TIMEOUT)
+            print(f"flood stalled after {time.monotonic() - flood_start:.1f} s")
         peak = max(peak, rss(pid))
         rtts = sorted(latencies)
         budget = parse_size(args.max_buffer)
-        print(f"stalled clients sent {sum(sent) / MIB:,.0f} MiB in all "
-              f"({min(sent) / MIB:.1f} to {max(sent) / MIB:.1f} MiB each) before "
-              f"the server stopped reading them")
-        print(f"server RSS peak during the flood: {peak / MIB:.1f} MiB; bound: "
-              f"open-connections RSS {open_rss / MIB:.1f} MiB + --max-buffer "
-              f"{budget / MIB:.0f} MiB = {(open_rss + budget) / MIB:.1f} MiB: "
-              f"{'within' if peak <= open_rss + budget else 'OVER'}")
+        print(
+            f"kernel TCP memory now: {tcp_memory() / MIB:,.0f} MiB "
+            f"(net.ipv4.tcp_mem pressure at {tcp_pressure() / MIB:,.0f} MiB)"
+        )
+        print(
+            f"stalled clients sent {sum(sent) / MIB:,.0f} MiB in all "
+            f"({min(sent) / MIB:.1f} to {max(sent) / MIB:.1f} MiB each) before "
+            f"the server stopped reading them"
+        )
+        print(
+            f"server RSS peak during the flood: {peak / MIB:.1f} MiB; bound: "
+            f"open-connections RSS {open_rss / MIB:.1f} MiB + --max-buffer "
+            f"{budget / MIB:.0f} MiB = {(open_rss + budget) / MIB:.1f} MiB: "
+            f"{'within' if peak <= open_rss + budget else 'OVER'}"
+        )
         p50 = statistics.median(rtts) * 1e3
         p99 = rtts[int(len(rtts) * 0.99) - 1] * 1e3
-        print(f"{args.readers} reading clients: {len(rtts)} round trips of 1 KiB, "
-              f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {rtts[-1] * 1e3:.2f} ms: "
-              f"{'under' if p99 < 250 else 'OVER'} 250 ms")
+        print(
+            f"{args.readers} reading clients: {len(rtts)} round trips of 1 KiB, "
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {rtts[-1] * 1e3:.2f} ms: "
+            f"{'under' if p99 < 250 else 'OVER'} 250 ms"
+        )
         for _, writer in streams:
             writer.transport.abort()
     finally:
@@ -286,6 +337,26 @@ async def readers(port: int, count: int, seconds: float, pid: int) -> list[float
     return [*rtts, float(peak)]
 
 
+def tcp_memory() -> int:
+    """
+    @return: the memory all TCP sockets use now (/proc/net/sockstat), bytes.
+    """
+    with open("/proc/net/sockstat") as f:
+        for line in f:
+            if line.startswith("TCP:"):
+                fields = line.split()
+                return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGESIZE")
+    return 0
+
+
+def tcp_pressure() -> int:
+    """
+    @return: the TCP memory above which the kernel is under pressure, bytes.
+    """
+    with open("/proc/sys/net/ipv4/tcp_mem") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGESIZE")
+
+
 def parse_size(text: str) -> int:
     units = {"K": KIB, "M": MIB, "G": 1024 * MIB}
     if text[-1:].upper() in units:
@@ -299,14 +370,31 @@ def main() -> None:
     one = sub.add_parser("intact", help="1,000 clients exchanging 1 KiB messages")
     one.add_argument("--clients", type=int, default=1000)
     one.add_argument("--messages", type=int, default=20)
-    one.add_argument("--deflate", action="store_true",
-                     help="let the clients negotiate permessage-deflate")
+    one.add_argument(
+        "--deflate",
+        action="store_true",
+        help="let the clients negotiate permessage-deflate",
+    )
     two = sub.add_parser("stalled", help="1,000 clients that never read")
     two.add_argument("--clients", type=int, default=1000)
     two.add_argument("--mib", type=int, default=4, help="MiB each sends at most")
     two.add_argument("--readers", type=int, default=50)
     two.add_argument("--seconds", type=float, default=10.0)
     two.add_argument("--max-buffer", default="64M")
+    two.add_argument(
+        "--rcvbuf",
+        type=int,
+        default=65536,
+        help="the stalled clients' SO_RCVBUF and SO_SNDBUF, bytes (0: the "
+        "kernel's autotuning; "
+        "1,000 of them then fill over a GB of kernel memory and put loopback TCP "
+        "under memory pressure, net.ipv4.tcp_mem)",
+    )
+    two.add_argument(
+        "--after",
+        action="store_true",
+        help="start the reading clients once the flood has stalled",
+    )
     args = parser.parse_args()
     if not 1 <= args.clients <= 5000:
         raise SystemExit("--clients: 1 to 5000")
