@@ -260,11 +260,14 @@ async def stalled(args: argparse.Namespace) -> None:
             await asyncio.sleep(2.0)
         peak = rss(pid)
         cpu0, client0 = cpu_seconds(pid), time.process_time()
+        waited0 = run_queue_wait(pid)
         latencies = await readers(port, args.readers, args.seconds, pid)
         print(
             f"during the readers' {args.seconds:g} s: server CPU "
-            f"{cpu_seconds(pid) - cpu0:.1f} s, client CPU "
-            f"{time.process_time() - client0:.1f} s"
+            f"{cpu_seconds(pid) - cpu0:.1f} s, server waiting for its CPU "
+            f"(taken by other processes) {run_queue_wait(pid) - waited0:.1f} s, "
+            f"client CPU {time.process_time() - client0:.1f} s; "
+            f"load average {os.getloadavg()[0]:.1f}"
         )
         peak = max(peak, int(latencies.pop()))
         if not args.after:
@@ -335,6 +338,18 @@ async def readers(port: int, count: int, seconds: float, pid: int) -> list[float
     )
     await asyncio.gather(*(ws.close() for ws in connections))
     return [*rtts, float(peak)]
+
+
+def run_queue_wait(pid: int) -> float:
+    """
+    @return: the seconds the process has been runnable but waiting for a
+        CPU (C{/proc/PID/schedstat}'s second field), all its threads.
+    """
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+            total += int(f.read().split()[1])
+    return total / 1e9
 
 
 def tcp_memory() -> int:
