@@ -57,6 +57,8 @@ from twisted_echo.services.websocket import (
     DEFAULT_MAX_MESSAGE,
     WebSocketEcho,
     WebSocketFactory,
+)
+from twisted_echo.services.websocket_http import (
     check_path,
     choose_subprotocol,
     flavour_paths,

@@ -32,6 +32,8 @@ the library Twisted's own L{twisted.web.websocket} is built on):
  - C{GET PATH/whoami} with C{Upgrade: websocket}: one JSON text message
    saying how the server saw the request and the client
    (L{twisted_echo.services.websocket_whoami}), then close 1000.
+   The paths, the subprotocol choice, the page and the HTTP responses are
+   in L{twisted_echo.services.websocket_http}.
  - C{GET PATH} (or C{HEAD}) without C{Upgrade}: a small self-contained HTML
    page (C{websocket_page.html}; no external scripts, styles or fonts) to
    send messages and see them echoed with round-trip times. C{PATH?send=TEXT}
@@ -69,7 +71,6 @@ Two guards of its own:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
 from typing import Any, ClassVar
 
 import h11
@@ -98,6 +99,14 @@ from twisted_echo.services.websocket_deflate import (
     BoundedDeflate,
     deflate_extensions,
 )
+from twisted_echo.services.websocket_http import (
+    DEFAULT_PATH,
+    check_path,
+    choose_subprotocol,
+    flavour_paths,
+    http_response,
+    load_page,
+)
 from twisted_echo.services.websocket_whoami import encode_report, whoami_report
 from twisted_echo.services.whoami import WhoamiInfo
 
@@ -105,19 +114,6 @@ from twisted_echo.services.whoami import WhoamiInfo
 SERVICE_NAME = "websocket"
 #: Default most bytes of one message (1 MiB); a longer one is closed with 1009.
 DEFAULT_MAX_MESSAGE = 1024 * 1024
-#: The page's file, in this package.
-PAGE_FILE = "websocket_page.html"
-#: The page's Content-Security-Policy header: inline script and style, and
-#: WebSocket connections; nothing else is fetched.
-PAGE_POLICY = (
-    b"Content-Security-Policy: default-src 'none'; script-src 'unsafe-inline'; "
-    b"style-src 'unsafe-inline'; connect-src ws: wss:; img-src data:"
-)
-#: The default path of the echo (and the page); the flavours' paths are
-#: relative to it (L{flavour_paths}).
-DEFAULT_PATH = "/"
-#: The flavours served besides the echo, each at C{PATH/NAME}.
-FLAVOUR_NAMES = ("upper", "whoami")
 #: Default seconds a connection has to send its whole HTTP request.
 DEFAULT_HANDSHAKE_TIMEOUT = 10.0
 #: Default message rate, C{(messages per second, burst)}; C{0}: no limit.
@@ -127,66 +123,6 @@ DEFAULT_MESSAGE_RATE = (0.0, 1)
 NORMAL_CLOSURE = 1000
 GOING_AWAY = 1001
 MESSAGE_TOO_BIG = 1009
-
-
-def check_path(path: str) -> str:
-    """
-    @param path: a C{--websocket-path} value.
-    @return: C{path}, if it is an absolute URL path (RFC 3986 section 3.3)
-        with no query, fragment or white space.
-    @raise ValueError: otherwise, naming the fault.
-    """
-    if not path.startswith("/") or any(c in path for c in "?# \t\r\n"):
-        raise ValueError(
-            f"--websocket-path takes an absolute path such as / or /ws "
-            f"(no query, no spaces), not {path!r}"
-        )
-    try:
-        path.encode("ascii")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"--websocket-path takes ASCII (percent-encode the rest), not {path!r}"
-        ) from None
-    return path
-
-
-def flavour_paths(path: str = DEFAULT_PATH) -> dict[bytes, str]:
-    """
-    @param path: the echo's path (L{check_path}).
-    @return: each served path (bytes, as requests carry it) and its flavour:
-        C{path} the echo, C{path/upper} and C{path/whoami} the others
-        (C{/} gives C{/upper}; C{/ws} and C{/ws/} give C{/ws/upper}).
-    """
-    base = path.rstrip("/")
-    paths = {path.encode("ascii"): "echo"}
-    for name in FLAVOUR_NAMES:
-        paths[f"{base}/{name}".encode("ascii")] = name
-    return paths
-
-
-def choose_subprotocol(
-    offered: Sequence[str], allowed: Sequence[str] | None
-) -> str | None:
-    """
-    Select the subprotocol of a handshake (RFC 6455 section 4.2.2, item
-    5.4: the server selects one of the client's values, or none).
-
-    @param offered: the client's C{Sec-WebSocket-Protocol} values, in order.
-    @param allowed: the server's list (C{--websocket-subprotocols}), or
-        L{None} to accept any.
-    @return: the first offered that is allowed, or L{None}.
-    """
-    for subprotocol in offered:
-        if allowed is None or subprotocol in allowed:
-            return subprotocol
-    return None
-
-
-def load_page() -> bytes:
-    """
-    @return: the page's HTML (UTF-8 bytes), read from the package data.
-    """
-    return resources.files("twisted_echo.services").joinpath(PAGE_FILE).read_bytes()
 
 
 def upper_text(text: str) -> str:
@@ -403,19 +339,8 @@ class WebSocketEcho(StreamProtocol):
                 peer=self.client_text(),
                 reason=str(body),
             )
-        reason = _REASONS.get(status, b"")
-        head_lines = [
-            b"HTTP/1.1 %d %s" % (status, reason),
-            b"Content-Type: " + content_type.encode("ascii"),
-            b"Content-Length: %d" % len(payload),
-            b"Cache-Control: no-store",
-            b"Connection: close",
-        ]
-        if status == 200:
-            # The page is self-contained: the browser is told to fetch nothing.
-            head_lines.append(PAGE_POLICY)
         self._http = None
-        self.send(b"\r\n".join(head_lines) + b"\r\n\r\n" + (b"" if head else payload))
+        self.send(http_response(status, payload, content_type, head))
         self.close()
 
     # WebSocket.
@@ -615,15 +540,6 @@ class WebSocketEcho(StreamProtocol):
             self.close()
             return
         self._send_close(GOING_AWAY, "server shutting down")
-
-
-_REASONS = {
-    200: b"OK",
-    400: b"Bad Request",
-    404: b"Not Found",
-    405: b"Method Not Allowed",
-    408: b"Request Timeout",
-}
 
 
 class WebSocketFactory(StreamFactory):
