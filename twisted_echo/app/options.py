@@ -53,8 +53,7 @@ from twisted_echo.services.websocket import (
     DEFAULT_HANDSHAKE_TIMEOUT as DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT,
 )
 from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE
-from twisted_echo.services.websocket_deflate import MODES as DEFLATE_MODES
-from twisted_echo.services.websocket_deflate import RECEIVE
+from twisted_echo.services.websocket_deflate import DEFLATE_MODES, RECEIVE
 from twisted_echo.services.websocket_http import DEFAULT_PATH, check_path
 from twisted_echo.services.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE
 from twisted_echo.services.whoami import worker_number

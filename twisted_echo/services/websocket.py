@@ -552,7 +552,7 @@ class WebSocketFactory(StreamFactory):
     @ivar paths: each path served and its flavour (L{flavour_paths}).
     @ivar subprotocols: the subprotocols accepted, or L{None} for any.
     @ivar deflate: the permessage-deflate mode
-        (L{twisted_echo.services.websocket_deflate.MODES}).
+        (L{twisted_echo.services.websocket_deflate.DEFLATE_MODES}).
     @ivar handshake_timeout: seconds a connection has to send its whole
         HTTP request (0: no limit).
     @ivar message_rate: C{(messages per second, burst)} per connection;

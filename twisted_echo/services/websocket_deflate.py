@@ -3,7 +3,7 @@
 permessage-deflate (RFC 7692) for the WebSocket service, with the
 decompression bounded.
 
-C{wsproto}'s L{PerMessageDeflate} inflates each compressed frame whole
+C{wsproto}'s C{PerMessageDeflate} inflates each compressed frame whole
 (C{zlib}'s C{decompress} with no C{max_length}): a few KiB of deflate input
 can make gigabytes (a "deflate bomb", about 1:1030 at most). L{BoundedDeflate}
 inflates at most C{max_message + 1} bytes of one message: once a message
@@ -41,7 +41,7 @@ from wsproto.frame_protocol import (
 OFF = "off"
 RECEIVE = "receive"
 BOTH = "both"
-MODES = (RECEIVE, BOTH, OFF)
+DEFLATE_MODES = (RECEIVE, BOTH, OFF)
 #: The RFC 7692 section 7.2.2 end of a message's deflate data, appended to
 #: a message's last frame before inflating it.
 _TAIL = b"\x00\x00\xff\xff"
@@ -80,9 +80,9 @@ class BoundedDeflate(PerMessageDeflate):
         Inflate C{data} (deflate input of the current message), at most to
         one byte over the message's budget.
 
-        @return: the bytes inflated, or L{CloseReason.MESSAGE_TOO_BIG} when
+        @return: the bytes inflated, or C{CloseReason.MESSAGE_TOO_BIG} when
             the message inflates beyond C{max_message} (the rest of C{data}
-            is not inflated), or L{CloseReason.INVALID_FRAME_PAYLOAD_DATA}
+            is not inflated), or C{CloseReason.INVALID_FRAME_PAYLOAD_DATA}
             for input that is not deflate data.
         """
         decompressor = self._decompressor
@@ -176,7 +176,7 @@ class BoundedDeflate(PerMessageDeflate):
 
 def deflate_extensions(mode: str, max_message: int) -> list[BoundedDeflate]:
     """
-    @param mode: one of L{MODES}.
+    @param mode: one of L{DEFLATE_MODES}.
     @param max_message: see L{BoundedDeflate.max_message}.
     @return: the extensions to offer wsproto for a connection's handshake
         (a new one per connection: it holds that connection's state).
@@ -184,6 +184,7 @@ def deflate_extensions(mode: str, max_message: int) -> list[BoundedDeflate]:
     """
     if mode == OFF:
         return []
-    if mode not in MODES:
-        raise ValueError(f"unknown deflate mode {mode!r}; one of {', '.join(MODES)}")
+    if mode not in DEFLATE_MODES:
+        modes = ", ".join(DEFLATE_MODES)
+        raise ValueError(f"unknown deflate mode {mode!r}; one of {modes}")
     return [BoundedDeflate(max_message, compress_replies=mode == BOTH)]
