@@ -1099,3 +1099,37 @@ class ClosingTests(SynchronousTestCase):
         peer.protocol.dataReceived(b"\x81\x02hi")  # unmasked
         self.assertEqual(peer.transport.value(), b"")
         self.assertTrue(peer.transport.disconnecting)
+
+
+class FairnessTests(SynchronousTestCase):
+    """
+    One read full of tiny messages is answered a slice per reactor turn, so
+    that one client cannot hold the reactor for seconds.
+    """
+
+    def test_events_per_turn(self) -> None:
+        factory, clock = make_factory()
+        factory.events_per_turn = 100
+        peer = MemoryPeer(factory)
+        peer.protocol.dataReceived(masked_frame(0x2, b"") * 250)
+        self.assertEqual(len(messages(peer.receive())), 100)
+        self.assertEqual(peer.transport.producerState, "paused")
+        # The rest at the next turns (Clock runs them all in one advance;
+        # the reactor does its I/O between them).
+        self.assertIn(0.0, [c.getTime() for c in clock.getDelayedCalls()])
+        clock.advance(0)
+        self.assertEqual(len(messages(peer.receive())), 150)
+        self.assertEqual(peer.transport.producerState, "producing")
+        self.assertEqual(factory.counters.refused["websocket_rate"], 0)
+
+    def test_with_a_rate_limit(self) -> None:
+        factory, clock = make_factory(message_rate=(1000.0, 150))
+        factory.events_per_turn = 100
+        peer = MemoryPeer(factory)
+        peer.protocol.dataReceived(masked_frame(0x2, b"") * 250)
+        self.assertEqual(len(messages(peer.receive())), 100)
+        clock.advance(0)
+        self.assertEqual(len(messages(peer.receive())), 50)  # burst spent
+        clock.advance(0.1)
+        self.assertEqual(len(messages(peer.receive())), 100)
+        self.assertEqual(peer.transport.producerState, "producing")
