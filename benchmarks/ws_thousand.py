@@ -254,6 +254,9 @@ async def stalled(args: argparse.Namespace) -> None:
             # The reading clients start once every stalled client is
             # stalled: the server echoes nothing more and reads none of them.
             sent = await asyncio.wait_for(flooding, PHASE_TIMEOUT)
+            # What the clients' transports still buffer goes on as the
+            # server reads: wait until the server is quiet too.
+            await wait_quiet(pid)
             print(f"flood stalled after {time.monotonic() - flood_start:.1f} s")
         else:
             # The reading clients start while the flood is under way.
@@ -340,6 +343,19 @@ async def readers(port: int, count: int, seconds: float, pid: int) -> list[float
     return [*rtts, float(peak)]
 
 
+async def wait_quiet(pid: int) -> None:
+    """
+    Wait (at most L{PHASE_TIMEOUT}) until the server uses under 2% of a CPU
+    over a second.
+    """
+    deadline = time.monotonic() + PHASE_TIMEOUT
+    while time.monotonic() < deadline:
+        before = cpu_seconds(pid)
+        await asyncio.sleep(1.0)
+        if cpu_seconds(pid) - before < 0.02:
+            return
+
+
 def run_queue_wait(pid: int) -> float:
     """
     @return: the seconds the process has been runnable but waiting for a
@@ -408,7 +424,8 @@ def main() -> None:
     two.add_argument(
         "--after",
         action="store_true",
-        help="start the reading clients once the flood has stalled",
+        help="start the reading clients once the flood has stalled and the "
+        "server is quiet",
     )
     args = parser.parse_args()
     if not 1 <= args.clients <= 5000:
