@@ -1133,3 +1133,33 @@ class FairnessTests(SynchronousTestCase):
         clock.advance(0.1)
         self.assertEqual(len(messages(peer.receive())), 100)
         self.assertEqual(peer.transport.producerState, "producing")
+
+
+class BrowserPathTests(pyunit.TestCase):
+    """
+    The page under C{--websocket-path /ws} in headless Chromium: it echoes
+    through C{/ws} and shows C{/ws/whoami}'s report (C{?whoami}).
+    """
+
+    def test_page_under_path_with_whoami(self) -> None:
+        chromium = find_chromium()
+        if chromium is None:
+            missing(self, "chromium is not installed", "apt-get install -y chromium")
+        assert chromium is not None
+        server, port = start_websocket_server(self, "--websocket-path", "/ws")
+        url = f"http://{HOST}:{port}/ws?send=under%20ws&whoami"
+        wanted = ('<span class="text">under ws</span>', '"service": "websocket"')
+        # As in BrowserTests: load again (at most 5 times, within 60 s)
+        # until the dump shows both, for virtual time does not wait for a
+        # WebSocket.
+        deadline = time.monotonic() + 60
+        for attempt in range(5):
+            budget = f"--virtual-time-budget={5000 * (attempt + 1)}"
+            result = run_chromium(chromium, budget, "--dump-dom", url)
+            dom = result.stdout
+            if all(w in dom for w in wanted) or time.monotonic() > deadline:
+                break
+        for text in wanted:
+            self.assertIn(text, dom, result.stderr[-2000:])
+        self.assertIn('"request": "GET /ws/whoami HTTP/1.1"', dom)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
