@@ -1012,6 +1012,11 @@ class RealHandshakeTests(pyunit.TestCase):
             "v2,chat",
             "--websocket-handshake-timeout",
             "0.5",
+            "--metrics",
+            f"tcp:0:interface={HOST}",
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
         )
         base = f"ws://{HOST}:{port}/ws"
         with client.connect(base, subprotocols=["chat", "v2"]) as ws:
@@ -1043,6 +1048,11 @@ class RealHandshakeTests(pyunit.TestCase):
             r"websocket connection from tcp:127\.0\.0\.1:\d+: no complete HTTP "
             r"request within 0\.5 s; closing"
         )
+        key = (
+            "sockecho_connection_timeouts_total",
+            frozenset({("service", "websocket"), ("reason", "websocket_handshake")}),
+        )
+        self.assertEqual(samples(http_get(metrics_port, "/metrics")[2]).get(key), 1)
         self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
         self.assertNotIn("Traceback", "\n".join(server.output + server.errors))
 
@@ -1053,7 +1063,14 @@ class RealHandshakeTests(pyunit.TestCase):
         """
         client = require_websockets(self)
         server, port = start_websocket_server(
-            self, "--websocket-max-messages-per-second", "10/5"
+            self,
+            "--websocket-max-messages-per-second",
+            "10/5",
+            "--metrics",
+            f"tcp:0:interface={HOST}",
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
         )
         with client.connect(f"ws://{HOST}:{port}/") as ws:
             for i in range(20):
@@ -1061,6 +1078,13 @@ class RealHandshakeTests(pyunit.TestCase):
             got = [ws.recv(timeout=IO_TIMEOUT) for _ in range(20)]
         self.assertEqual(got, [f"m{i}" for i in range(20)])
         server.wait_for(r"websocket connection from .*: over 10 messages/s")
+        key = (
+            "sockecho_refused_connections_total",
+            frozenset({("service", "websocket"), ("reason", "websocket_rate")}),
+        )
+        self.assertGreaterEqual(
+            samples(http_get(metrics_port, "/metrics")[2]).get(key, 0), 1
+        )
         self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
 
 

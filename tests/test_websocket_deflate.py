@@ -19,6 +19,7 @@ from wsproto.events import BytesMessage, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
 
 from tests.process import CLEAN_SIGTERM_EXIT, HOST, IO_TIMEOUT
+from tests.test_metrics import http_get, samples
 from tests.test_websocket import (
     MB,
     MemoryPeer,
@@ -253,7 +254,12 @@ class RealDeflateTests(pyunit.TestCase):
         32 MiB (inflated whole it would be 64 MiB a read, 128 MiB in all).
         """
         client = require_websockets(self)
-        server, port = start_websocket_server(self)
+        server, port = start_websocket_server(
+            self, "--metrics", f"tcp:0:interface={HOST}"
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
         with client.connect(f"ws://{HOST}:{port}/", max_size=None) as ws:
             extensions = ws.response.headers["Sec-WebSocket-Extensions"]
             self.assertIn("permessage-deflate", extensions)
@@ -283,5 +289,12 @@ class RealDeflateTests(pyunit.TestCase):
             self.assertEqual(read_close_code(sock), 1009)
         server.wait_for(r"close 1009 \(message inflates to over 1048576 bytes\)")
         self.assertLess(peak_rss(server.pid) - before, 32 * MB)
+        key = (
+            "sockecho_refused_connections_total",
+            frozenset(
+                {("service", "websocket"), ("reason", "websocket_1009_inflated")}
+            ),
+        )
+        self.assertEqual(samples(http_get(metrics_port, "/metrics")[2]).get(key), 1)
         self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
         self.assertNotIn("Traceback", "\n".join(server.output + server.errors))
