@@ -49,7 +49,12 @@ from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.services.stream import StreamFactory
 from twisted_echo.services.udp import LoopGuard
+from twisted_echo.services.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT as DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT,
+)
 from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE
+from twisted_echo.services.websocket_deflate import DEFLATE_MODES, RECEIVE
+from twisted_echo.services.websocket_http import DEFAULT_PATH, check_path
 from twisted_echo.services.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE
 from twisted_echo.services.whoami import worker_number
 
@@ -261,6 +266,79 @@ class _ParseOnly:
     """
 
 
+def _websocket_path(value: str) -> str:
+    """
+    A coercer for C{--websocket-path} (L{check_path}).
+    """
+    return check_path(value)
+
+
+_websocket_path.coerceDoc = "An absolute URL path."  # type: ignore[attr-defined]
+
+
+#: C{--websocket-subprotocols}' value for "accept the first offered".
+ANY_SUBPROTOCOL = "*"
+
+
+def _subprotocols(value: str) -> tuple[str, ...] | None:
+    """
+    A coercer for C{--websocket-subprotocols}: comma-separated tokens
+    (RFC 6455 section 4.1: RFC 7230 tokens), or L{ANY_SUBPROTOCOL} for
+    L{None} (any).
+    """
+    if value.strip() == ANY_SUBPROTOCOL:
+        return None
+    names = tuple(name.strip() for name in value.split(","))
+    if not names or any(not _TOKEN.fullmatch(name) for name in names):
+        raise ValueError(
+            "--websocket-subprotocols takes comma-separated names (HTTP tokens), "
+            f"not {value!r}"
+        )
+    return names
+
+
+_subprotocols.coerceDoc = "Names, comma-separated, or *."  # type: ignore[attr-defined]
+#: An HTTP token (RFC 9110 section 5.6.2).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _deflate_mode(value: str) -> str:
+    """
+    A coercer for C{--websocket-deflate}.
+    """
+    if value not in DEFLATE_MODES:
+        raise ValueError(
+            f"--websocket-deflate takes {', '.join(DEFLATE_MODES)}, not {value!r}"
+        )
+    return value
+
+
+_deflate_mode.coerceDoc = "receive, both or off."  # type: ignore[attr-defined]
+
+
+def _message_rate(value: str) -> tuple[float, int]:
+    """
+    A coercer for C{--websocket-max-messages-per-second}: C{RATE[/BURST]},
+    messages per second and the burst in messages (default: one second's
+    worth); C{0}: no limit.
+    """
+    rate_text, _, burst_text = value.partition("/")
+    try:
+        rate = float(rate_text)
+        burst = int(burst_text) if burst_text else max(1, math.ceil(rate))
+    except (ValueError, OverflowError):
+        rate, burst = -1, 0
+    if not (math.isfinite(rate) and rate >= 0 and burst >= 1):
+        raise ValueError(
+            "--websocket-max-messages-per-second takes RATE[/BURST] in messages "
+            f"per second (0: no limit), not {value!r}"
+        )
+    return rate, burst
+
+
+_message_rate.coerceDoc = "RATE[/BURST]: messages per second[/messages]; 0: none."  # type: ignore[attr-defined]
+
+
 #: How C{--help} lists the options: C{(heading, options)} in order, listeners
 #: first; an option named in none (C{--help}, C{--version}) comes last
 #: under "Other", and a name that is no option is passed over.
@@ -285,7 +363,17 @@ def help_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
 
 _OTHER_HELP_GROUPS = (
     ("The welcome service", ("banner", "max-line")),
-    ("The WebSocket service", ("websocket-max-message",)),
+    (
+        "The WebSocket service",
+        (
+            "websocket-path",
+            "websocket-subprotocols",
+            "websocket-max-message",
+            "websocket-deflate",
+            "websocket-handshake-timeout",
+            "websocket-max-messages-per-second",
+        ),
+    ),
     (
         "Limits",
         (
@@ -495,9 +583,57 @@ class Options(usage.Options):
             "websocket-max-message",
             None,
             format_size(DEFAULT_MAX_MESSAGE),
-            "Longest WebSocket message echoed, in bytes (text: UTF-8); a "
-            "longer one is closed with code 1009.",
+            "Longest WebSocket message echoed, in bytes (text: UTF-8; "
+            "compressed: once inflated); a longer one is closed with code 1009.",
             _size("websocket-max-message"),
+        ]
+    )
+    optParameters.extend(
+        [
+            [
+                "websocket-path",
+                None,
+                DEFAULT_PATH,
+                "URL path of the WebSocket echo and its page; /upper and "
+                "/whoami are relative to it (/ws: /ws/upper, /ws/whoami).",
+                _websocket_path,
+            ],
+            [
+                "websocket-subprotocols",
+                None,
+                ANY_SUBPROTOCOL,
+                "Comma-separated WebSocket subprotocols accepted: the first a "
+                "client offers that is listed; none listed: the handshake goes "
+                "on without one. *: the first offered.",
+                _subprotocols,
+            ],
+            [
+                "websocket-deflate",
+                None,
+                RECEIVE,
+                "permessage-deflate: receive (accept it, inflate what clients "
+                "send, bounded by --websocket-max-message; reply uncompressed), "
+                "both (compress replies too: more CPU and ~300 KiB per "
+                "connection while a reply is sent) or off.",
+                _deflate_mode,
+            ],
+            [
+                "websocket-handshake-timeout",
+                None,
+                _typed(DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT),
+                "Close (408) a WebSocket connection whose HTTP request is not "
+                "complete within this many seconds of connecting.",
+                _seconds("websocket-handshake-timeout"),
+            ],
+            [
+                "websocket-max-messages-per-second",
+                None,
+                "0",
+                "RATE[/BURST] of WebSocket messages (and pings) one connection "
+                "may send; over it the server stops reading from it until the "
+                "rate allows (0: no limit).",
+                _message_rate,
+            ],
         ]
     )
 
