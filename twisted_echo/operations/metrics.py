@@ -247,6 +247,12 @@ class SockechoCollector(Collector):
             "flow_control_pauses",
             "Times flow control stopped reading from a peer not reading its replies.",
         )
+        faults = family(
+            C,
+            "faults",
+            "Faults injected (--faults): connections given each, refuse windows.",
+            "fault",
+        )
         held = family(
             G,
             "held_bytes",
@@ -273,6 +279,7 @@ class SockechoCollector(Collector):
                 held.add(c.held_bytes, **labels)
                 _add_reasons(refused, c.refused, REFUSAL_REASONS, labels)
                 _add_reasons(timeouts, c.timeouts, TIMEOUT_REASONS, labels)
+                _add_reasons(faults, c.faults, (), labels)
         families = [
             total,
             open_now,
@@ -285,6 +292,7 @@ class SockechoCollector(Collector):
             dropped,
             pauses,
             held,
+            faults,
         ]
         for gathered in families:
             if gathered.values:
