@@ -527,7 +527,7 @@ class Options(usage.Options):
         "e.g. echo='latency=200ms,jitter=20ms;reset-after=1000,p=0.5;seed=42' "
         "(delay, latency, bandwidth, slice, close-after, reset-after, "
         "half-close-after, blackhole, refuse, corrupt, truncate: "
-        "docs/faults.md) [default: none] (repeatable)"
+        "docs/faults.md) [default: off] (repeatable)"
     )
 
     def getUsage(self, width: int | None = None) -> str:

@@ -122,7 +122,11 @@ class OutputShaper:
             piece = data
             if self.rate:
                 piece = data[: self.quantum]
-                self.next_free = max(now, self.next_free) + len(piece) / self.rate
+                # Late wake-ups do not slow the rate down (the schedule is
+                # kept), unless the connection sent nothing for a while.
+                late = now - self.next_free > BANDWIDTH_QUANTUM
+                start = now if late else self.next_free
+                self.next_free = start + len(piece) / self.rate
             if len(piece) == len(data):
                 queue.popleft()
             else:

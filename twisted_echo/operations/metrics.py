@@ -279,7 +279,8 @@ class SockechoCollector(Collector):
                 held.add(c.held_bytes, **labels)
                 _add_reasons(refused, c.refused, REFUSAL_REASONS, labels)
                 _add_reasons(timeouts, c.timeouts, TIMEOUT_REASONS, labels)
-                _add_reasons(faults, c.faults, (), labels)
+                for fault, count in sorted(c.faults.items()):
+                    faults.add(count, fault=fault, **labels)
         families = [
             total,
             open_now,

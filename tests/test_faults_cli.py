@@ -1,0 +1,142 @@
+"""
+C{--faults SERVICE=PROFILE}: the option (L{twisted_echo.app.options}), the
+service tree it builds, and a real C{twistd} with faults, its log line and
+C{sockecho_faults_total}.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from typing import Any
+
+from twisted.internet.task import Clock
+from twisted.python import usage
+from twisted.trial.unittest import TestCase
+
+from tests.process import any_port_args, run_twistd, start_server, tcp_exchange
+from twisted_echo.app.options import Options, makeService
+from twisted_echo.app.refusing import RefusingListenerService
+from twisted_echo.listening.listen import StreamListenerService
+
+HOST = "127.0.0.1"
+
+
+def parse(*args: str) -> Options:
+    options = Options()
+    options.parseOptions(list(args))
+    return options
+
+
+class OptionTests(TestCase):
+    def test_default_none(self) -> None:
+        self.assertEqual(parse()["faults"], {})
+
+    def test_profiles_by_service(self) -> None:
+        config = parse(
+            "--faults", "echo=delay=1s", "--faults", "upper=corrupt=10;seed=3"
+        )
+        self.assertEqual(sorted(config["faults"]), ["echo", "upper"])
+        self.assertEqual(config["faults"]["upper"].seed, 3)
+
+    def test_errors_are_one_line_naming_the_option(self) -> None:
+        for args, expected in [
+            (
+                ["--faults", "echo=latency=200"],
+                "bad --faults 'echo=latency=200': 'latency=200': latency takes a "
+                "duration",
+            ),
+            (
+                ["--faults", "latency=2s"],
+                "bad --faults 'latency=2s': give SERVICE=PROFILE",
+            ),
+            (
+                ["--faults", "udp=delay=1s"],
+                "bad --faults 'udp=delay=1s': give SERVICE=PROFILE, SERVICE one "
+                "of echo",
+            ),
+            (["--faults", "whoami=delay=1s"], "whoami has no TCP listener running"),
+            (
+                ["--faults", "echo=delay=1s", "--faults", "echo=delay=2s"],
+                "echo given twice",
+            ),
+        ]:
+            with self.subTest(args=args):
+                error = self.assertRaises(usage.UsageError, parse, *args)
+                self.assertIn(expected, str(error))
+                self.assertNotIn("\n", str(error))
+
+    def test_factory_and_refusing_listener(self) -> None:
+        """
+        The service's factory gets the profile; a refuse fault makes its
+        listeners L{RefusingListenerService}s; other services are untouched.
+        """
+        config = parse(
+            "--echo",
+            "tcp:0",
+            "--upper",
+            "tcp:0",
+            "--no-welcome",
+            "--no-udp",
+            "--faults",
+            "echo=refuse=1s;delay=1s",
+        )
+        top = makeService(config, Clock())
+        listeners: dict[str, Any] = {
+            s.service_name: s for s in top if isinstance(s, StreamListenerService)
+        }
+        self.assertIsInstance(listeners["echo"], RefusingListenerService)
+        self.assertNotIsInstance(listeners["upper"], RefusingListenerService)
+        self.assertIsNotNone(listeners["echo"].factory.faults)
+        self.assertIsNone(listeners["upper"].factory.faults)
+
+
+class TwistdTests(TestCase):
+    def test_malformed_profile_exits_1(self) -> None:
+        """
+        A real twistd: one clear line naming --faults and the bad part, exit
+        1, no traceback.
+        """
+        result = run_twistd(
+            self, *any_port_args(), "--faults", "echo=reset-after=10,p=2"
+        )
+        self.assertEqual(result.returncode, 1)
+        self.assertNotIn("Traceback", result.stdout + result.stderr)
+        self.assertTrue(
+            result.stdout.strip()
+            .splitlines()[-1]
+            .endswith(
+                "twistd -n: bad --faults 'echo=reset-after=10,p=2': "
+                "'reset-after=10,p=2': p takes a probability (0.5, 50%), not '2'"
+            ),
+            result.stdout,
+        )
+
+    def test_faults_logged_and_counted(self) -> None:
+        """
+        A real twistd with C{--faults echo=close-after=5}: the client gets
+        5 bytes, the log says which faults the connection got, and
+        C{/metrics} counts them.
+        """
+        server = start_server(
+            self,
+            [
+                "--metrics",
+                f"tcp:0:interface={HOST}",
+                "--faults",
+                "echo=close-after=5;seed=7",
+            ],
+        )
+        match = server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$")
+        self.assertEqual(tcp_exchange(server.ports["echo"], b"hello world"), b"hello")
+        self.assertEqual(tcp_exchange(server.ports["upper"], b"hello"), b"HELLO")
+        server.wait_for(
+            r"\[twisted_echo\.faults#info\] echo connection from tcp:127\.0\.0\.1:\d+: "
+            r"faults close-after=5 \(connection 1, seed 7\)$"
+        )
+        with urllib.request.urlopen(
+            f"http://{HOST}:{match.group(1)}/metrics", timeout=10
+        ) as page:
+            text = page.read().decode()
+        self.assertIn(
+            'sockecho_faults_total{fault="close-after",service="echo"} 1.0', text
+        )
