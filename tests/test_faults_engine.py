@@ -285,3 +285,29 @@ class DrawTests(TestCase):
             factory.counters.faults["close-after"],
             sum("close-after=10,p=0.5" in line for line in lines),
         )
+
+
+class DeliveryWaitTests(TestCase):
+    def test_waits_for_delivery_then_gives_up(self) -> None:
+        """
+        The reset waits while bytes are unacknowledged, checking every
+        DELIVERY_POLL s, and is sent anyway after DELIVERY_WAIT_MAX s.
+        """
+        from twisted_echo.faults import endings
+
+        owed = [100]
+        self.patch(endings, "undelivered", lambda transport: owed[0])
+        clock = Clock()
+        fired: list[float] = []
+        endings.DeliveryWait(clock, object(), lambda: fired.append(clock.seconds()))
+        clock.advance(endings.DELIVERY_POLL)
+        self.assertEqual(fired, [])
+        owed[0] = 0
+        clock.advance(endings.DELIVERY_POLL)
+        self.assertEqual(len(fired), 1)
+        owed[0] = 100
+        endings.DeliveryWait(clock, object(), lambda: fired.append(clock.seconds()))
+        while len(fired) < 2:
+            clock.advance(1)
+        waited = fired[1] - fired[0]
+        self.assertTrue(30 <= waited <= 31.01, waited)

@@ -24,6 +24,10 @@ from twisted_echo.listening.sendqueue import kernel_unsent
 #: Seconds between checks that the peer has acknowledged every byte sent,
 #: before a reset.
 DELIVERY_POLL = 0.005
+#: The longest wait for that, in seconds: then the reset is sent anyway
+#: (a peer that reads nothing is the stall timeout's, but the wait must
+#: end even with C{--stall-timeout 0}).
+DELIVERY_WAIT_MAX = 30.0
 #: C{struct linger} with the option on and a zero timeout: close sends RST.
 _LINGER_RESET = struct.pack("ii", 1, 0)
 
@@ -70,8 +74,9 @@ def reset(transport: Any) -> None:
 class DeliveryWait:
     """
     Calls C{then} once every byte written to C{transport} has been
-    acknowledged by the peer (polling every L{DELIVERY_POLL} s); the stall
-    timeout still aborts a peer that reads none of them.
+    acknowledged by the peer (polling every L{DELIVERY_POLL} s), or after
+    L{DELIVERY_WAIT_MAX} s; the stall timeout still aborts a peer that
+    reads none of them.
     """
 
     def __init__(
@@ -81,11 +86,12 @@ class DeliveryWait:
         self.transport = transport
         self.then = then
         self.call: IDelayedCall | None = None
+        self.deadline = clock.seconds() + DELIVERY_WAIT_MAX
         self.check()
 
     def check(self) -> None:
         self.call = None
-        if undelivered(self.transport):
+        if undelivered(self.transport) and self.clock.seconds() < self.deadline:
             self.call = self.clock.callLater(DELIVERY_POLL, self.check)
         else:
             self.then()
