@@ -140,3 +140,25 @@ class TwistdTests(TestCase):
         self.assertIn(
             'sockecho_faults_total{fault="close-after",service="echo"} 1.0', text
         )
+
+
+class WorkerCountersTests(TestCase):
+    def test_faults_in_the_shared_table(self) -> None:
+        """
+        A worker's fault counts reach its supervisor's table (what /metrics
+        reads under --workers).
+        """
+        import os
+
+        from twisted_echo.operations.sharedcounters import (
+            CounterTable,
+            SharedServiceCounters,
+        )
+
+        table, fd = CounterTable.create()
+        self.addCleanup(os.close, fd)
+        self.addCleanup(table.close)
+        counters = SharedServiceCounters(table, "echo")
+        counters.faults["reset-after"] += 1
+        counters.faults["reset-after"] += 1
+        self.assertEqual(table.snapshot()["echo"].faults["reset-after"], 2)

@@ -224,6 +224,30 @@ class PlanTests(TestCase):
         self.assertTrue(transport.disconnecting)  # StringTransport's abort
 
 
+class UpwardBandwidthTests(TestCase):
+    def test_reading_paused_to_the_rate(self) -> None:
+        """
+        C{bandwidth=1000,direction=up}: after a 500-byte read, reading
+        pauses for half a second; the reply is not slowed.
+        """
+        clock = Clock()
+        protocol, transport = connect(
+            faulty_echo("bandwidth=1000,direction=up", clock), Echo
+        )
+        protocol.dataReceived(b"u" * 500)
+        self.assertEqual(transport.value(), b"u" * 500)
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(0.49)
+        self.assertEqual(transport.producerState, "paused")
+        clock.advance(0.01)
+        self.assertEqual(transport.producerState, "producing")
+
+    def test_corrupt_through_the_plan(self) -> None:
+        protocol, transport = connect(faulty_echo("corrupt=4;seed=1"), Echo)
+        protocol.dataReceived(bytes(8))
+        self.assertEqual([i for i, b in enumerate(transport.value()) if b], [3, 7])
+
+
 class DrawTests(TestCase):
     """
     Seeded decisions, and probabilities 0 and 1 (toxiproxy #603, #148).
