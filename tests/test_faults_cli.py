@@ -13,7 +13,13 @@ from twisted.internet.task import Clock
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
-from tests.process import any_port_args, run_twistd, start_server, tcp_exchange
+from tests.process import (
+    any_port_args,
+    run_twistd,
+    start_server,
+    tcp_exchange,
+    udp_socket,
+)
 from twisted_echo.app.options import Options, makeService
 from twisted_echo.app.refusing import RefusingListenerService
 from twisted_echo.listening.listen import StreamListenerService
@@ -31,6 +37,22 @@ class OptionTests(TestCase):
     def test_default_none(self) -> None:
         self.assertEqual(parse()["faults"], {})
 
+    def test_udp_profiles(self) -> None:
+        """
+        UDP listeners take their own faults, by listener key.
+        """
+        config = parse(
+            "--whoami",
+            "udp:0",
+            "--faults",
+            "udp=loss,p=10%",
+            "--faults",
+            "whoami-udp=duplicate=2",
+        )
+        self.assertTrue(config["faults"]["udp"].datagram)
+        self.assertEqual(config["faults"]["udp"].faults[0].p, 0.1)
+        self.assertEqual(config["faults"]["whoami-udp"].faults[0].value, 2)
+
     def test_profiles_by_service(self) -> None:
         config = parse(
             "--faults", "echo=delay=1s", "--faults", "upper=corrupt=10;seed=3"
@@ -47,12 +69,11 @@ class OptionTests(TestCase):
             ),
             (
                 ["--faults", "latency=2s"],
-                "bad --faults 'latency=2s': give SERVICE=PROFILE",
+                "bad --faults 'latency=2s': give LISTENERS=PROFILE",
             ),
             (
                 ["--faults", "udp=delay=1s"],
-                "bad --faults 'udp=delay=1s': give SERVICE=PROFILE, SERVICE one "
-                "of echo",
+                "'delay=1s': unknown fault 'delay' for a UDP listener (one of loss",
             ),
             (["--faults", "whoami=delay=1s"], "whoami has no TCP listener running"),
             (
@@ -142,6 +163,19 @@ class TwistdTests(TestCase):
         )
 
 
+class TwistdUDPTests(TestCase):
+    def test_duplicate(self) -> None:
+        """
+        A real twistd with C{--faults udp=duplicate}: each datagram comes
+        back twice; the listener logs its profile and seed.
+        """
+        server = start_server(self, ["--faults", "udp=duplicate;seed=5"])
+        server.wait_for(r"\] udp listener: faults duplicate;seed=5 \(seed 5\)$")
+        client = udp_socket(self)
+        client.sendto(b"twice", (HOST, server.ports["udp"]))
+        self.assertEqual([client.recv(100), client.recv(100)], [b"twice"] * 2)
+
+
 class WorkerCountersTests(TestCase):
     def test_faults_in_the_shared_table(self) -> None:
         """
@@ -162,3 +196,20 @@ class WorkerCountersTests(TestCase):
         counters.faults["reset-after"] += 1
         counters.faults["reset-after"] += 1
         self.assertEqual(table.snapshot()["echo"].faults["reset-after"], 2)
+
+
+class MetricsTests(TestCase):
+    def test_faults_total_tcp_and_udp(self) -> None:
+        """
+        C{sockecho_faults_total{service,fault}}, UDP echo's included.
+        """
+        from tests.test_metrics import Source, collected
+        from twisted_echo.policies.counters import ServiceCounters
+
+        echo, udp = ServiceCounters(), ServiceCounters()
+        echo.faults["reset-after"] = 2
+        udp.faults["loss"] = 3
+        found = collected(Source({"echo": echo, "udp": udp}))
+        for service, fault, count in (("echo", "reset-after", 2), ("udp", "loss", 3)):
+            key = frozenset({"service": service, "fault": fault}.items())
+            self.assertEqual(found[("sockecho_faults_total", key)], count)

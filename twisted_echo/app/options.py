@@ -33,6 +33,7 @@ from twisted_echo.app.inherit import InheritingReactor
 from twisted_echo.app.refusing import RefusingListenerService
 from twisted_echo.app.registry import BuildContext, ServiceEntry
 from twisted_echo.app.server import SockechoService
+from twisted_echo.faults.datagrams import DatagramFaults
 from twisted_echo.faults.engine import ListenerFaults
 from twisted_echo.faults.profile import FaultProfile, ProfileError, parse_profile
 from twisted_echo.listening.endpoints import parse_description
@@ -523,11 +524,14 @@ class Options(usage.Options):
         self.fault_texts.append(value)
 
     opt_faults.__doc__ = (
-        "SERVICE=PROFILE: misbehave on purpose on SERVICE's TCP listeners, "
-        "e.g. echo='latency=200ms,jitter=20ms;reset-after=1000,p=0.5;seed=42' "
-        "(delay, latency, bandwidth, slice, close-after, reset-after, "
-        "half-close-after, blackhole, refuse, corrupt, truncate: "
-        "docs/faults.md) [default: off] (repeatable)"
+        "LISTENERS=PROFILE: misbehave on purpose on a service's TCP listeners "
+        "(echo, upper, welcome, whoami, websocket) or UDP ones (udp, "
+        "whoami-udp), e.g. "
+        "echo='latency=200ms,jitter=20ms;reset-after=1000,p=0.5;seed=42'; "
+        "TCP: delay, latency, bandwidth, slice, close-after, reset-after, "
+        "half-close-after, blackhole, refuse, corrupt, truncate; UDP: loss, "
+        "duplicate, reorder, latency, truncate, corrupt (docs/faults.md) "
+        "[default: off] (repeatable)"
     )
 
     def getUsage(self, width: int | None = None) -> str:
@@ -590,30 +594,38 @@ class Options(usage.Options):
 
     def _fault_profiles(self) -> dict[str, FaultProfile]:
         """
-        @return: C{--faults}' profiles by service.
+        @return: C{--faults}' profiles by listener key: a stream service's
+            name, or a datagram listener key (C{udp}, C{whoami-udp}).
         @raise usage.UsageError: one line naming C{--faults}, the value and
             the part at fault.
         """
+        keys: dict[str, tuple[ServiceEntry, bool]] = {}
+        for service in registry.SERVICES:
+            if service.stream is not None:
+                keys[service.name] = (service, False)
+            if service.datagram is not None:
+                keys[service.listener_key(datagram=True)] = (service, True)
         profiles: dict[str, FaultProfile] = {}
         for value in self.fault_texts:
             name, sep, text = value.partition("=")
             name = name.strip()
-            service = {s.name: s for s in registry.SERVICES}.get(name) if sep else None
-            if service is None or service.stream is None:
-                streams = ", ".join(s.name for s in registry.SERVICES if s.stream)
+            found = keys.get(name) if sep else None
+            if found is None:
                 raise usage.UsageError(
-                    f"bad --faults {value!r}: give SERVICE=PROFILE, SERVICE one "
-                    f"of {streams}"
+                    f"bad --faults {value!r}: give LISTENERS=PROFILE, LISTENERS one "
+                    f"of {', '.join(keys)}"
                 )
             if name in profiles:
                 raise usage.UsageError(f"bad --faults {value!r}: {name} given twice")
-            stream, _ = service_listeners(self, service)
-            if not stream:
+            service, datagram = found
+            if not service_listeners(self, service)[datagram]:
+                kind = "UDP" if datagram else "TCP"
                 raise usage.UsageError(
-                    f"bad --faults {value!r}: {name} has no TCP listener running"
+                    f"bad --faults {value!r}: {service.name} has no {kind} "
+                    "listener running"
                 )
             try:
-                profiles[name] = parse_profile(text)
+                profiles[name] = parse_profile(text, datagram=datagram)
             except ProfileError as e:
                 raise usage.UsageError(f"bad --faults {value!r}: {e}") from None
         return profiles
@@ -842,13 +854,23 @@ def makeService(
     for service in running:
         build = service.datagram
         key = service.listener_key(datagram=True)
+        profile = config["faults"].get(key)
         for index, description in enumerate(listeners[service.name][1]):
             assert build is not None
+            protocol = build(contexts[service.name])
+            if profile is not None:
+                protocol.faults = DatagramFaults(  # type: ignore[attr-defined]
+                    profile,
+                    f"{key}/{index}" if index else key,
+                    reactor,
+                    counters[service.name],
+                    log_connections,
+                )
             top.addService(
                 DatagramListenerService(
                     description,
                     parse_datagram_description(description),
-                    build(contexts[service.name]),
+                    protocol,
                     IReactorUDP(reactor),
                     service.name,
                     inherited=inherited.get((key, index)),

@@ -166,6 +166,19 @@ KINDS: dict[str, FaultKind] = {
         FaultKind("truncate", parse_bytes),
     )
 }
+#: Every fault a UDP listener's profile may name (each drawn per
+#: datagram), by name.
+DATAGRAM_KINDS: dict[str, FaultKind] = {
+    kind.name: kind
+    for kind in (
+        FaultKind("loss", None),
+        FaultKind("duplicate", _positive(parse_bytes), value_optional=True),
+        FaultKind("reorder", _positive(parse_bytes)),
+        FaultKind("latency", parse_duration, options={"jitter": parse_duration}),
+        FaultKind("truncate", parse_bytes),
+        FaultKind("corrupt", _positive(parse_bytes), value_optional=True),
+    )
+}
 
 
 @dataclass(frozen=True)
@@ -202,17 +215,20 @@ class FaultProfile:
     @ivar seed: C{seed=}, or L{None} (then each listener picks one at
         random and logs it).
     @ivar text: the profile as given.
+    @ivar datagram: whether it is a UDP listener's (L{DATAGRAM_KINDS}).
     """
 
     faults: tuple[Fault, ...]
     seed: int | None
     text: str
+    datagram: bool = False
 
     def connection_faults(self) -> tuple[Fault, ...]:
         """
         @return: the faults drawn per connection (all but C{refuse}).
         """
-        return tuple(f for f in self.faults if KINDS[f.name].per_connection)
+        kinds = DATAGRAM_KINDS if self.datagram else KINDS
+        return tuple(f for f in self.faults if kinds[f.name].per_connection)
 
     def listener_fault(self, name: str) -> Fault | None:
         """
@@ -224,11 +240,13 @@ class FaultProfile:
         return None
 
 
-def parse_profile(text: str) -> FaultProfile:
+def parse_profile(text: str, datagram: bool = False) -> FaultProfile:
     """
     Read a fault profile.
 
     @param text: e.g. C{latency=200ms,jitter=20ms;reset-after=1000,p=0.5;seed=42}.
+    @param datagram: whether it is for a UDP listener (L{DATAGRAM_KINDS};
+        C{p=} is then per datagram), else a TCP one (L{KINDS}).
     @return: the L{FaultProfile}.
     @raise ProfileError: naming the clause and the part at fault.
     """
@@ -247,10 +265,13 @@ def parse_profile(text: str) -> FaultProfile:
                 raise ProfileError(f"{clause!r}: seed takes a whole number (seed=42)")
             seed = int(value_text)
             continue
-        kind = KINDS.get(name)
+        kinds = DATAGRAM_KINDS if datagram else KINDS
+        kind = kinds.get(name)
         if kind is None:
+            where = "a UDP" if datagram else "a TCP"
             raise ProfileError(
-                f"{clause!r}: unknown fault {name!r} (one of {', '.join(KINDS)}, seed)"
+                f"{clause!r}: unknown fault {name!r} for {where} listener "
+                f"(one of {', '.join(kinds)}, seed)"
             )
         if name in seen:
             raise ProfileError(f"{clause!r}: {name} given twice")
@@ -279,7 +300,7 @@ def parse_profile(text: str) -> FaultProfile:
         faults.append(Fault(name, value, options, p, clause))
     if not faults:
         raise ProfileError("no fault given (only seed=)")
-    return FaultProfile(tuple(faults), seed, text)
+    return FaultProfile(tuple(faults), seed, text, datagram)
 
 
 def _parse_part(clause: str, name: str, text: str, parse: Callable[[str], Any]) -> Any:
@@ -290,6 +311,7 @@ def _parse_part(clause: str, name: str, text: str, parse: Callable[[str], Any]) 
 
 
 __all__ = [
+    "DATAGRAM_KINDS",
     "KINDS",
     "Fault",
     "FaultProfile",

@@ -271,6 +271,8 @@ class SockechoCollector(Collector):
                     datagrams_in.add(c.datagrams_in, **labels)
                     datagrams_out.add(c.datagrams_out, **labels)
                     _add_reasons(dropped, c.dropped, DROP_REASONS, labels)
+                for fault, count in sorted(c.faults.items()):
+                    faults.add(count, fault=fault, **labels)
                 if datagram_only:
                     continue
                 total.add(c.connections_total, **labels)
@@ -279,8 +281,6 @@ class SockechoCollector(Collector):
                 held.add(c.held_bytes, **labels)
                 _add_reasons(refused, c.refused, REFUSAL_REASONS, labels)
                 _add_reasons(timeouts, c.timeouts, TIMEOUT_REASONS, labels)
-                for fault, count in sorted(c.faults.items()):
-                    faults.add(count, fault=fault, **labels)
         families = [
             total,
             open_now,
