@@ -163,6 +163,37 @@ class TwistdTests(TestCase):
         )
 
 
+class TwistdReplayTests(TestCase):
+    def run_once(self) -> list[str]:
+        """
+        A twistd with a seeded profile, 20 connections to echo.
+
+        @return: its per-connection fault lines, without the clients' ports.
+        """
+        server = start_server(
+            self, ["--faults", "echo=close-after=5,p=0.5;corrupt=2,p=0.3;seed=42"]
+        )
+        for _ in range(20):
+            tcp_exchange(server.ports["echo"], b"0123456789")
+        server.wait_for(r"\(connection 20, seed 42\)$")
+        server.stop()
+        return [
+            line.split(": ", 1)[1]
+            for line in server.output
+            if "[twisted_echo.faults#info]" in line
+        ]
+
+    def test_two_runs_same_fault_log(self) -> None:
+        """
+        Two server runs with seed=42: the same per-connection fault log.
+        """
+        first = self.run_once()
+        self.assertEqual(len(first), 20)
+        self.assertEqual(first, self.run_once())
+        self.assertTrue(any("faults none" in line for line in first))
+        self.assertTrue(any("close-after" in line for line in first))
+
+
 class TwistdUDPTests(TestCase):
     def test_duplicate(self) -> None:
         """
