@@ -190,6 +190,46 @@ class RefuseTests(TestCase):
         self.assertEqual(await in_thread(lambda: sock.recv(100)), b"anyone?")
         self.assertEqual(counts, Counter({"refuse": 1}))
 
+    async def test_connects_time_out_once_the_backlog_is_full(self) -> None:
+        """
+        With a backlog of 1, connects made during the window fill it, then
+        a client's own connect timeout fires; after the window, the queued
+        connections are accepted and a new connect succeeds at once.
+        """
+        clock = Clock()
+        factory = EchoFactory(reactor)
+        port = reactor.listenTCP(0, factory, backlog=1, interface=HOST)  # type: ignore[attr-defined]
+        self.addCleanup(port.stopListening)
+        (refuse,) = parse_profile("refuse=5s").faults
+        RefuseWindows(clock, port, refuse, Counter(), "echo").start()
+        number = port.getHost().port
+
+        def fill_then_try() -> list[str]:
+            outcomes = []
+            for _ in range(4):
+                sock = socket.socket()
+                self.addCleanup(sock.close)
+                sock.settimeout(0.3)
+                try:
+                    sock.connect((HOST, number))
+                    outcomes.append("connected")
+                except TimeoutError:
+                    outcomes.append("timeout")
+            return outcomes
+
+        outcomes = await in_thread(fill_then_try)
+        self.assertIn("timeout", outcomes)
+        self.assertEqual(factory.counters.connections_total, 0)
+        clock.advance(5)
+        await wait_until(lambda: factory.counters.connections_total >= 1)
+
+        def exchange() -> bytes:
+            with connect(number) as sock:
+                sock.sendall(b"after")
+                return sock.recv(100)
+
+        self.assertEqual(await in_thread(exchange), b"after")
+
     def test_every(self) -> None:
         """
         With C{every=}, a window of T starts every S seconds.
