@@ -7,7 +7,9 @@ against a real `twistd sockecho --faults ...` (not unit-tested: wall-clock).
 
 - latency=200ms: 100 round trips of 100 bytes; every one 200 ms +- 20 ms.
 - latency=200ms,jitter=20ms: 100 round trips; each within 180-220 ms
-  (plus loopback and reactor overhead, reported).
+  (counted as is, and with 1 ms more for loopback and reactor time, which
+  a round trip adds to the server's hold: the median overhead of the
+  latency-only run is its median minus 200 ms).
 - bandwidth=100KB/s: a 1 MB echo; the rate the client receives at, from
   its first reply byte to its last (bar: 90-110 KB/s, KB = 1000 bytes).
 """
@@ -150,6 +152,8 @@ def summary(times: list[float], low: float, high: float) -> dict[str, float]:
     return {
         "count": len(ms),
         "within_bar": sum(low <= t <= high for t in ms),
+        # a round trip adds loopback and reactor time to the server's hold
+        "within_bar_plus_1ms": sum(low <= t <= high + 1 for t in ms),
         "slowest_at": in_order.index(ms[-1]),
         "min_ms": round(ms[0], 2),
         "median_ms": round(statistics.median(ms), 2),
