@@ -30,8 +30,12 @@ from twisted_echo.app import registry
 from twisted_echo.app.endpoints import stream_endpoint
 from twisted_echo.app.endpoints import with_backlog as with_backlog
 from twisted_echo.app.inherit import InheritingReactor
+from twisted_echo.app.refusing import RefusingListenerService
 from twisted_echo.app.registry import BuildContext, ServiceEntry
 from twisted_echo.app.server import SockechoService
+from twisted_echo.faults.datagrams import DatagramFaults
+from twisted_echo.faults.engine import ListenerFaults
+from twisted_echo.faults.profile import FaultProfile, ProfileError, parse_profile
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     DatagramListenerService,
@@ -399,6 +403,7 @@ _OTHER_HELP_GROUPS = (
         ),
     ),
     ("Running", ("workers", "log-format", "log-level")),
+    ("Faults, on purpose (docs/faults.md)", ("faults",)),
 )
 HELP_GROUPS = help_groups()
 #: The first line of an option's entry in C{usage.Options}' help.
@@ -640,12 +645,30 @@ class Options(usage.Options):
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self.listeners: dict[str, list[str]] = {s.name: [] for s in registry.SERVICES}
+        #: C{--faults}: each service's fault profile text, then (after
+        #: L{postOptions}) its L{FaultProfile} in C{self["faults"]}.
+        self.fault_texts: list[str] = []
+        self["faults"] = {}
         # Defaults are written as users type them, which is what --help
         # shows; the values are those the option gives for that text.
         for parameter in self.optParameters:
             name, default = parameter[0], parameter[2]
             if len(parameter) == 5 and isinstance(default, str):
                 self[name] = parameter[4](default)
+
+    def opt_faults(self, value: str) -> None:
+        self.fault_texts.append(value)
+
+    opt_faults.__doc__ = (
+        "LISTENERS=PROFILE: misbehave on purpose on a service's TCP listeners "
+        "(echo, upper, welcome, whoami, websocket) or UDP ones (udp, "
+        "whoami-udp), e.g. "
+        "echo='latency=200ms,jitter=20ms;reset-after=1000,p=0.5;seed=42'; "
+        "TCP: delay, latency, bandwidth, slice, close-after, reset-after, "
+        "half-close-after, blackhole, refuse, corrupt, truncate; UDP: loss, "
+        "duplicate, reorder, latency, truncate, corrupt (docs/faults.md) "
+        "[default: off] (repeatable)"
+    )
 
     def getUsage(self, width: int | None = None) -> str:
         """
@@ -703,6 +726,45 @@ class Options(usage.Options):
             raise usage.UsageError("every service is switched off; nothing to run")
         if self["metrics"] is not None:
             self._check_address("metrics", self["metrics"], metrics=True)
+        self["faults"] = self._fault_profiles()
+
+    def _fault_profiles(self) -> dict[str, FaultProfile]:
+        """
+        @return: C{--faults}' profiles by listener key: a stream service's
+            name, or a datagram listener key (C{udp}, C{whoami-udp}).
+        @raise usage.UsageError: one line naming C{--faults}, the value and
+            the part at fault.
+        """
+        keys: dict[str, tuple[ServiceEntry, bool]] = {}
+        for service in registry.SERVICES:
+            if service.stream is not None:
+                keys[service.name] = (service, False)
+            if service.datagram is not None:
+                keys[service.listener_key(datagram=True)] = (service, True)
+        profiles: dict[str, FaultProfile] = {}
+        for value in self.fault_texts:
+            name, sep, text = value.partition("=")
+            name = name.strip()
+            found = keys.get(name) if sep else None
+            if found is None:
+                raise usage.UsageError(
+                    f"bad --faults {value!r}: give LISTENERS=PROFILE, LISTENERS one "
+                    f"of {', '.join(keys)}"
+                )
+            if name in profiles:
+                raise usage.UsageError(f"bad --faults {value!r}: {name} given twice")
+            service, datagram = found
+            if not service_listeners(self, service)[datagram]:
+                kind = "UDP" if datagram else "TCP"
+                raise usage.UsageError(
+                    f"bad --faults {value!r}: {service.name} has no {kind} "
+                    "listener running"
+                )
+            try:
+                profiles[name] = parse_profile(text, datagram=datagram)
+            except ProfileError as e:
+                raise usage.UsageError(f"bad --faults {value!r}: {e}") from None
+        return profiles
 
     def _check_address(
         self,
@@ -884,6 +946,15 @@ def makeService(
         if stream and service.stream is not None:
             factory = factories[service.name] = service.stream(context)
             factory.log_connections = log_connections
+            profile = config["faults"].get(service.name)
+            if profile is not None:
+                factory.faults = ListenerFaults(
+                    profile,
+                    service.name,
+                    reactor,
+                    context.counters.faults,
+                    log_connections,
+                )
     top = SockechoService(
         counters,
         factories=list(factories.values()),
@@ -902,17 +973,40 @@ def makeService(
                 )
             else:
                 endpoint = config.stream_endpoint(description, reactor)
-            top.addService(StreamListenerService(description, endpoint, factory, name))
+            refuse = factory.faults and factory.faults.profile.listener_fault("refuse")
+            if refuse:
+                listener: StreamListenerService = RefusingListenerService(
+                    description,
+                    endpoint,
+                    factory,
+                    name,
+                    fault=refuse,
+                    clock=reactor,
+                    counts=counters[name].faults,
+                )
+            else:
+                listener = StreamListenerService(description, endpoint, factory, name)
+            top.addService(listener)
     for service in running:
         build = service.datagram
         key = service.listener_key(datagram=True)
+        profile = config["faults"].get(key)
         for index, description in enumerate(listeners[service.name][1]):
             assert build is not None
+            protocol = build(contexts[service.name])
+            if profile is not None:
+                protocol.faults = DatagramFaults(  # type: ignore[attr-defined]
+                    profile,
+                    f"{key}/{index}" if index else key,
+                    reactor,
+                    counters[service.name],
+                    log_connections,
+                )
             top.addService(
                 DatagramListenerService(
                     description,
                     parse_datagram_description(description),
-                    build(contexts[service.name]),
+                    protocol,
                     IReactorUDP(reactor),
                     service.name,
                     inherited=inherited.get((key, index)),

@@ -247,6 +247,12 @@ class SockechoCollector(Collector):
             "flow_control_pauses",
             "Times flow control stopped reading from a peer not reading its replies.",
         )
+        faults = family(
+            C,
+            "faults",
+            "Faults injected (--faults): connections given each, refuse windows.",
+            "fault",
+        )
         held = family(
             G,
             "held_bytes",
@@ -265,6 +271,8 @@ class SockechoCollector(Collector):
                     datagrams_in.add(c.datagrams_in, **labels)
                     datagrams_out.add(c.datagrams_out, **labels)
                     _add_reasons(dropped, c.dropped, DROP_REASONS, labels)
+                for fault, count in sorted(c.faults.items()):
+                    faults.add(count, fault=fault, **labels)
                 if datagram_only:
                     continue
                 total.add(c.connections_total, **labels)
@@ -285,6 +293,7 @@ class SockechoCollector(Collector):
             dropped,
             pauses,
             held,
+            faults,
         ]
         for gathered in families:
             if gathered.values:

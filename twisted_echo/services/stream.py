@@ -77,6 +77,7 @@ from twisted_echo._twisted.writequeue import (
 from twisted_echo._twisted.writequeue import (
     queued_bytes as queued_bytes,
 )
+from twisted_echo.faults.engine import ConnectionPlan, ListenerFaults
 from twisted_echo.listening.address import describe_address, peer_host
 from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
@@ -169,6 +170,9 @@ class StreamFactory(Factory):
     expansion: ClassVar[int] = 1
     noisy = False
     log_connections = True
+    #: The fault profile of this service's listeners (C{--faults}), or
+    #: L{None}: then connections cost what they cost without faults.
+    faults: ListenerFaults | None = None
 
     def __init__(
         self,
@@ -335,6 +339,8 @@ class StreamProtocol(Protocol):
         self._close_requested = False
         self._socket: socket.socket | None = None
         self.allowance = READ_SIZE
+        # The connection's fault plan (twisted_echo.faults), if it has one.
+        self._faults: ConnectionPlan | None = None
 
     @property
     def weight(self) -> int:
@@ -361,9 +367,13 @@ class StreamProtocol(Protocol):
     def held_bytes(self) -> int:
         """
         @return: bytes this connection holds in user space now: its queued
-            replies (0 where the transport does not say).
+            replies (0 where the transport does not say), and those its
+            faults hold back.
         """
-        return queued_bytes(self.transport) or 0
+        held = queued_bytes(self.transport) or 0
+        if self._faults is not None:
+            held += self._faults.held_bytes()
+        return held
 
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         """
@@ -487,6 +497,10 @@ class StreamProtocol(Protocol):
                 via="" if proxy is None else f" via {describe_address(proxy)}",
             )
         factory.idle_sweeper.wake()
+        if factory.faults is not None:
+            self._faults = factory.faults.plan(self)
+            if self._faults is not None:
+                self._faults.start()
         self.on_open()
 
     def dataReceived(self, data: bytes) -> None:
@@ -506,6 +520,10 @@ class StreamProtocol(Protocol):
         self.quiet_ticks = 0
         if self._closing:
             return
+        if self._faults is not None:
+            data = self._faults.received(data)
+            if not data:
+                return
         nested = self._reading
         self._reading = True
         try:
@@ -580,6 +598,9 @@ class StreamProtocol(Protocol):
 
         @param data: the bytes to send.
         """
+        if self._faults is not None:
+            self._faults.send(data)  # it writes with send_unfaulted
+            return
         self.bytes_out += len(data)
         self.quiet_ticks = 0
         transport = self.transport
@@ -598,6 +619,17 @@ class StreamProtocol(Protocol):
                 return
             data = data[sent:]
         transport.write(data)  # type: ignore[union-attr]
+
+    def send_unfaulted(self, data: bytes) -> None:
+        """
+        L{send} C{data} past the connection's faults (their plan writes
+        what it lets through, when it does, with this).
+        """
+        faults, self._faults = self._faults, None
+        try:
+            self.send(data)
+        finally:
+            self._faults = faults
 
     # IPushProducer, called by the transport.
 
@@ -797,6 +829,8 @@ class StreamProtocol(Protocol):
         """
         transport = self.transport
         assert transport is not None
+        if self._faults is not None and self._faults.hold_close(self._finish_close):
+            return  # completed once the faults have sent what they hold
         if self._socket is not None and queued_bytes(transport) == 0:
             # Nothing left to send on a plain socket: close it now, as
             # Twisted's loseConnection itself does once the write side is
@@ -835,8 +869,11 @@ class StreamProtocol(Protocol):
 
     def writeConnectionLost(self) -> None:
         """
-        Our sending side was closed: nothing more can be delivered, so close.
+        Our sending side was closed: nothing more can be delivered, so close
+        (unless a C{half-close-after} fault closed it: then reading goes on).
         """
+        if self._faults is not None and self._faults.half_closed:
+            return
         self.close()
 
     def connection_failed_to_start(self) -> None:
@@ -853,6 +890,8 @@ class StreamProtocol(Protocol):
         connection and log its totals. Services do not override it.
         """
         self._cancel_stall()
+        if self._faults is not None:
+            self._faults.connection_lost()
         self.on_close(reason)
         factory = self.factory
         factory.limits.release(self.peer_host)

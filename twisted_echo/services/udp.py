@@ -58,6 +58,7 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python import log
 
+from twisted_echo.faults.datagrams import DatagramFaults
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
 
@@ -300,6 +301,8 @@ class UDPEcho(DatagramProtocol):
     noisy = False
     _own_port: int | None = None
     _sendto: Callable[[bytes, Any], object]
+    #: This listener's faults (C{--faults udp=...}), or L{None}.
+    faults: DatagramFaults | None = None
 
     def __init__(
         self,
@@ -355,11 +358,15 @@ class UDPEcho(DatagramProtocol):
             self._sendto = handle.sendto
         else:
             self._sendto = transport.write  # type: ignore[union-attr]
+        if self.faults is not None:
+            self._sendto = self.faults.wrap(self._sendto, self)
 
     def stopProtocol(self) -> None:
         """
         Take our port out of the loop guard's own ports.
         """
+        if self.faults is not None:
+            self.faults.stop()
         if self._own_port is not None:
             self.loop_guard.remove_own_port(self._own_port)
             self._own_port = None
