@@ -21,7 +21,8 @@ from twisted_echo._twisted.adopt import (
     adoption_misfit,
 )
 from twisted_echo.app.inherit import AdoptedUNIXPort
-from twisted_echo.services.udp import DatagramPort, UDPEcho
+from twisted_echo.listening.datagram import DatagramPort
+from twisted_echo.services.udp import UDPEcho
 
 
 class Greeting(Protocol):

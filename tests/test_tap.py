@@ -26,7 +26,7 @@ from twisted_echo.listening.listen import (
     ListenError,
     StreamListenerService,
 )
-from twisted_echo.services.udp import DEFAULT_NEVER_ANSWER
+from twisted_echo.policies.loopguard import DEFAULT_NEVER_ANSWER
 
 
 def parse(*args: str) -> Options:

@@ -46,9 +46,9 @@ from twisted_echo.log.buffer import levels_from
 from twisted_echo.policies import limits
 from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.services.stream import StreamFactory
-from twisted_echo.services.udp import LoopGuard
 from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE
 from twisted_echo.services.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE
 from twisted_echo.services.whoami import worker_number
@@ -208,9 +208,9 @@ def _rate(option: str) -> Callable[[str], Any]:
 def _udp_ports(option: str) -> Callable[[str], Any]:
     """
     A coercer for C{PORT[-PORT],...}: UDP ports and inclusive ranges
-    (L{twisted_echo.services.udp.parse_ports}); C{none} for none.
+    (L{twisted_echo.policies.loopguard.parse_ports}); C{none} for none.
     """
-    from twisted_echo.services.udp import (
+    from twisted_echo.policies.loopguard import (
         DEFAULT_NEVER_ANSWER,
         format_ports,
         parse_ports,

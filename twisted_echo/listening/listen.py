@@ -30,18 +30,18 @@ from twisted.python.failure import Failure
 from twisted_echo._twisted.adopt import adopt_datagram_port
 from twisted_echo._twisted.transport import use_lean_transport
 from twisted_echo.listening.address import describe_address, tls_address
+from twisted_echo.listening.datagram import (
+    MAX_DATAGRAM,
+    DatagramPort,
+    datagram_port_problem,
+    is_wildcard,
+)
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.tls import is_tls_port
 from twisted_echo.operations.systemd import (
     SystemdAddress,
     adoptable_socket,
     parse_systemd_description,
-)
-from twisted_echo.services.udp import (
-    MAX_DATAGRAM,
-    DatagramPort,
-    datagram_port_problem,
-    is_wildcard,
 )
 
 _log = Logger()
