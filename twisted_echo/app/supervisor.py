@@ -736,7 +736,7 @@ class Supervisor(Service):
         """
         Close every listening socket, and remove the path of each UNIX
         socket this supervisor bound (its workers leave it in place:
-        L{twisted_echo.app.inherit.AdoptedUNIXPort}).
+        L{twisted_echo._twisted.adopt.AdoptedUNIXPort}).
         """
         for listener in self.listeners:
             for sock in listener.sockets:
