@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     from twisted_echo.policies.budget import MemoryBudget
     from twisted_echo.policies.counters import ServiceCounters
     from twisted_echo.policies.limits import ConnectionLimits, Timeouts
+    from twisted_echo.policies.loopguard import LoopGuard
     from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
     from twisted_echo.services.stream import StreamFactory
-    from twisted_echo.services.udp import LoopGuard
 
 #: The kinds of listener a service takes.
 STREAM = "stream"

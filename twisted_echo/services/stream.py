@@ -69,6 +69,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_echo._twisted.logpublisher import sole_line_taker
 from twisted_echo._twisted.writequeue import WRITE_QUEUE_FITS as TRANSPORT_LAYOUT_FITS
 from twisted_echo._twisted.writequeue import (
     nothing_queued,
@@ -82,7 +83,6 @@ from twisted_echo.listening.address import describe_address, peer_host
 from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
-from twisted_echo.log.buffer import sole_text_observer
 from twisted_echo.policies.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import IdleSweeper, cancel_call
@@ -421,7 +421,8 @@ class StreamProtocol(Protocol):
         for less.
 
         When sockecho's text observer is the only observer of the log
-        (twistd's default here, L{twisted_echo.log.buffer.sole_text_observer}),
+        (twistd's default here,
+        L{twisted_echo._twisted.logpublisher.sole_line_taker}),
         it is handed the line it would make of the event, made with
         C{format.format_map(fields)} (fields escaped as in every text
         line, L{twisted_echo.log.classic.escape}), and no event is made at all: a test
@@ -443,7 +444,7 @@ class StreamProtocol(Protocol):
         log = _CLASS_LOGGERS.get(cls)
         if log is None:
             log = _CLASS_LOGGERS[cls] = cls._log  # one per class
-        observer = sole_text_observer(log.observer)
+        observer = sole_line_taker(log.observer)
         if observer is not None:
             # Only sockecho's text observer would see the event: hand it the
             # line it would make of it (a test compares them), without the

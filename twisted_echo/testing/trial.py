@@ -23,7 +23,8 @@ from twisted.python import usage
 from twisted_echo.app import options as tap
 from twisted_echo.app.server import SockechoService
 from twisted_echo.operations.announce import bound_listeners
-from twisted_echo.operations.portsfile import Addresses, ports_document
+from twisted_echo.operations.portsfile import ports_document
+from twisted_echo.testing.addresses import Addresses
 from twisted_echo.testing.spawn import (
     default_listeners,
     make_certificate,
