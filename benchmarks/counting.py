@@ -191,34 +191,43 @@ def top_calls(calls: Mapping[str, float], least: float = 0.05) -> str:
 
 #: The counts section of docs/benchmarks.md lies between these lines: a
 #: counting run replaces it, a timing run (which rewrites the file) keeps it.
+#: The WebSocket section (`run.py --websocket`) has its own pair, with
+#: `websocket` for `counts`.
 SECTION_BEGIN, SECTION_END = "<!-- counts: begin -->", "<!-- counts: end -->"
 
 
-def replace_section(text: str, section: list[str]) -> str:
-    """`text` with `section` (lines) between the markers, replacing what was
-    there, or appended with its markers if `text` has none."""
-    block = "\n".join([SECTION_BEGIN, *section, SECTION_END])
-    if SECTION_BEGIN in text and SECTION_END in text:
-        head, rest = text.split(SECTION_BEGIN, 1)
-        return head + block + rest.split(SECTION_END, 1)[1]
+def _markers(name: str) -> tuple[str, str]:
+    return f"<!-- {name}: begin -->", f"<!-- {name}: end -->"
+
+
+def replace_section(text: str, section: list[str], name: str = "counts") -> str:
+    """`text` with `section` (lines) between the markers of section `name`,
+    replacing what was there, or appended with its markers if `text` has
+    none."""
+    begin, end = _markers(name)
+    block = "\n".join([begin, *section, end])
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
     return text.rstrip("\n") + ("\n\n" if text else "") + block + "\n"
 
 
-def section_of(text: str) -> str:
-    """The counts section of `text`, markers included, or ""."""
-    if SECTION_BEGIN not in text or SECTION_END not in text:
+def section_of(text: str, name: str = "counts") -> str:
+    """The section `name` of `text`, markers included, or ""."""
+    begin, end = _markers(name)
+    if begin not in text or end not in text:
         return ""
-    inside = text.split(SECTION_BEGIN, 1)[1].split(SECTION_END, 1)[0]
-    return SECTION_BEGIN + inside + SECTION_END
+    inside = text.split(begin, 1)[1].split(end, 1)[0]
+    return begin + inside + end
 
 
-def write_section(path: Path, section: list[str]) -> None:
+def write_section(path: Path, section: list[str], name: str = "counts") -> None:
     """Put `section` in the file `path` (created if missing): replace_section."""
     text = path.read_text() if path.exists() else ""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(replace_section(text, section))
+    path.write_text(replace_section(text, section, name))
 
 
-def kept_section(path: Path) -> str:
+def kept_section(path: Path, name: str = "counts") -> str:
     """section_of the file `path`, or "" if there is no such file."""
-    return section_of(path.read_text()) if path.exists() else ""
+    return section_of(path.read_text(), name) if path.exists() else ""

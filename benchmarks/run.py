@@ -1417,7 +1417,14 @@ def render(data: dict, out_dir: Path) -> None:
         "connections, 32 datagrams in flight).",
         "",
     ]
-    kept = counting.kept_section(out_dir / "benchmarks.md")
+    kept = "\n\n".join(
+        section
+        for section in (
+            counting.kept_section(out_dir / "benchmarks.md", "websocket"),
+            counting.kept_section(out_dir / "benchmarks.md"),
+        )
+        if section
+    )
     (out_dir / "benchmarks.md").write_text(
         "\n".join(md) + (f"\n{kept}\n" if kept else "")
     )
@@ -1727,6 +1734,303 @@ def count_section(data: dict) -> list[str]:
 # ---- main -----------------------------------------------------------------------
 
 
+# ---- WebSocket mode (--websocket) -------------------------------------------
+#
+# WebSocket echo servers under the `ws` workloads: sockecho's --websocket, the
+# `websockets` library's asyncio server and aiohttp's. The load generator is
+# `sockecho-client load ws://...` (Python, Twisted and wsproto) pinned to CPU
+# 1: loadgen.c speaks no WebSocket. Its own CPU share is reported, so that a
+# rate capped by the client is seen as such; the fixed-rate workload's server
+# CPU per message does not depend on the client's speed.
+
+#: Concurrent connections of the WebSocket workloads, and each message's size.
+WS_CONNS, WS_SIZE = 100, 1024
+#: The fixed rate of `ws-cpu` (messages/s over all connections): below every
+#: compared server's top rate, and the client's.
+WS_RATE = 2000
+WS_PEERS = [
+    Peer(
+        "sockecho",
+        "sockecho",
+        ("websocket",),
+        options=("--no-echo", "--no-upper", "--no-welcome", "--no-udp"),
+    ),
+    Peer("websockets", "websockets (asyncio)", ("websocket",), "websockets_echo.py"),
+    Peer("aiohttp", "aiohttp", ("websocket",), "aiohttp_echo.py"),
+]
+WS_PEER_BY_KEY = {p.key: p for p in WS_PEERS}
+WS_MODULES = {"websockets": "websockets", "aiohttp": "aiohttp"}
+WS_WORKLOADS = {
+    "ws": Workload(
+        "ws",
+        f"WebSocket, {WS_CONNS} conns × {WS_SIZE} B binary messages, closed loop",
+        "msg/s",
+        "websocket",
+        ("-c", str(WS_CONNS), "-s", str(WS_SIZE)),
+    ),
+    "ws-cpu": Workload(
+        "ws-cpu",
+        f"WebSocket: server CPU per message at {WS_RATE:,} msg/s, "
+        f"{WS_CONNS} conns × {WS_SIZE} B",
+        "µs/msg",
+        "websocket",
+        ("-c", str(WS_CONNS), "-s", str(WS_SIZE), "--rate", str(WS_RATE)),
+        metric="server_us_per_op",
+        lower_is_better=True,
+    ),
+}
+
+
+def ws_client(wl: Workload, port: int, seconds: float) -> list[str]:
+    """The pinned `sockecho-client load` command of `wl` for `seconds`."""
+    return [
+        "taskset",
+        "-c",
+        LOADGEN_CPU,
+        sys.executable,
+        "-m",
+        "twisted_echo.client",
+        "load",
+        f"ws://{HOST}:{port}/",
+        *wl.args,
+        "-d",
+        str(seconds),
+        "--timeout",
+        "10",
+        "--json",
+    ]
+
+
+def ws_load(wl: Workload, port: int, pid: int, s: Settings) -> dict:
+    """One WebSocket point: a warm-up run, then the measured run."""
+    warm = subprocess.run(
+        ws_client(wl, port, s.warmup), capture_output=True, text=True, timeout=60
+    )
+    if warm.returncode != 0:
+        raise RuntimeError(warm.stderr.strip() or warm.stdout.strip()[-300:])
+    waited = wait_quiet(s.quiet_wait)
+    before = cpu_ticks(), process_ticks(pid), children_ticks()
+    done = subprocess.run(
+        ws_client(wl, port, s.duration),
+        capture_output=True,
+        text=True,
+        timeout=s.duration + 60,
+    )
+    after = cpu_ticks(), process_ticks(pid), children_ticks()
+    if done.returncode != 0 and not done.stdout.strip():
+        raise RuntimeError(done.stderr.strip() or f"client status {done.returncode}")
+    report = json.loads(done.stdout)
+    # Shares of the load's timed part (the client's start-up, handshakes and
+    # closes are counted in the CPU but not in this time: a small overstatement).
+    span = report["elapsed_s"] or s.duration
+    tick = os.sysconf("SC_CLK_TCK")
+    server_s = (after[1] - before[1]) / tick
+    client_s = (after[2] - before[2]) / tick
+    messages = report["requests"]
+    busy, total, _steal = (a - b for a, b in zip(after[0], before[0], strict=True))
+    ours = (after[1] - before[1]) + (after[2] - before[2])
+    result = {
+        "ops_per_s": report["requests_per_s"],
+        "p50_us": report["latency_us"]["p50"],
+        "p99_us": report["latency_us"]["p99"],
+        "messages": messages,
+        "errors": report["errors"] + report["mismatches"],
+        "lost_bytes": report["lost_bytes"],
+        "ok": report["ok"],
+        "server_us_per_op": server_s / messages * 1e6 if messages else None,
+        "server_cpu_share": server_s / span,
+        "client_cpu_share": client_s / span,
+        "rss_kib": rss_kib(pid),
+        "quiet_wait_s": round(waited, 2),
+        "other_load": max(0.0, (busy - ours) / total) if total else None,
+    }
+    result["value"] = result[wl.metric]
+    return result
+
+
+def run_websocket(a: argparse.Namespace, ap: argparse.ArgumentParser) -> None:
+    """The WebSocket mode: every (round, peer, workload), then its section."""
+    peers = a.peers.split(",") if a.peers else list(WS_PEER_BY_KEY)
+    workloads = a.workloads.split(",") if a.workloads else list(WS_WORKLOADS)
+    for name, given, known in (
+        ("peer", peers, WS_PEER_BY_KEY),
+        ("workload", workloads, WS_WORKLOADS),
+    ):
+        bad = [x for x in given if x not in known]
+        if bad:
+            ap.error(f"unknown {name} for --websocket: {', '.join(bad)}")
+    if a.render:
+        data = json.loads(a.render.read_text())
+        out = (a.out_dir or ROOT / "docs") / "benchmarks.md"
+        counting.write_section(out, websocket_section(data), "websocket")
+        print(f"wrote the WebSocket section of {out}")
+        return
+    if a.quick:
+        a.rounds, a.duration, a.warmup = 1, 1.5, 0.3
+    missing = [
+        f"the `{tool}` program: apt-get install {TOOL_PACKAGES[tool]}"
+        for tool in ("taskset", "prlimit")
+        if shutil.which(tool) is None
+    ]
+    for key in peers:
+        module = WS_MODULES.get(key)
+        if module and importlib.util.find_spec(module) is None:
+            missing.append(f"the Python module `{module}` (its peer): {BENCH_INSTALL}")
+    if not {int(SERVER_CPU), int(LOADGEN_CPU)} <= os.sched_getaffinity(0):
+        missing.append(f"CPUs {SERVER_CPU} and {LOADGEN_CPU}")
+    if missing:
+        sys.exit(
+            "benchmarks/run.py --websocket cannot run here; missing:\n"
+            + "\n".join(f"  - {m}" for m in missing)
+        )
+    s = Settings(
+        a.rounds, a.duration, a.warmup, 0, a.quiet_wait, peers, workloads,
+        a.out_dir or ROOT / "docs",
+        "python benchmarks/run.py " + " ".join(sys.argv[1:]),
+    )  # fmt: skip
+    nofile = raise_nofile(4 * WS_CONNS + 1024)
+    BUILD.mkdir(exist_ok=True)
+    (BUILD / "logs").mkdir(exist_ok=True)
+    started = time.monotonic()
+    for rnd in range(1, s.rounds + 1):
+        for key in round_order(peers, rnd):
+            peer = WS_PEER_BY_KEY[key]
+            log = BUILD / "logs" / f"ws-{key}.log"
+            with running(peer, nofile, log, ("websocket",)) as (pid, ports):
+                for wk in round_order(workloads, rnd):
+                    wl = WS_WORKLOADS[wk]
+                    t = time.monotonic()
+                    try:
+                        res = ws_load(wl, ports["websocket"], pid, s)
+                    except (RuntimeError, ValueError, subprocess.TimeoutExpired) as e:
+                        res = {"value": None, "failure": str(e)}
+                    res.update(round=rnd, peer=key, workload=wk)
+                    s.results.append(res)
+                    shown = (
+                        "FAILED " + res["failure"]
+                        if res["value"] is None
+                        else f"{res['value']:,.1f} {wl.unit}"
+                    )
+                    print(
+                        f"  round {rnd} {key:12} {wk:7} {shown}"
+                        f"  ({time.monotonic() - t:.1f}s)",
+                        flush=True,
+                    )
+    data = {
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "command": s.command.strip(),
+        "commit": sockecho_commit(),
+        "elapsed_s": time.monotonic() - started,
+        "machine": machine(),
+        "versions": ws_versions(),
+        "settings": {"rounds": s.rounds, "duration": s.duration, "warmup": s.warmup},
+        "results": s.results,
+    }
+    (BUILD / "websocket.json").write_text(json.dumps(data, indent=1))
+    out = s.out_dir / "benchmarks.md"
+    counting.write_section(out, websocket_section(data), "websocket")
+    print(f"wrote {BUILD / 'websocket.json'} and the WebSocket section of {out}")
+
+
+def ws_versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for module in ("twisted", "wsproto", "websockets", "aiohttp"):
+        try:
+            found[module] = __import__(module).__version__
+        except (ImportError, AttributeError):
+            found[module] = "not installed"
+    return found
+
+
+def websocket_section(data: dict) -> list[str]:
+    """The WebSocket report: one row per peer, medians over the rounds."""
+    results = data["results"]
+    v, st = data["versions"], data["settings"]
+    peers = [p.key for p in WS_PEERS if any(r["peer"] == p.key for r in results)]
+
+    def med(peer: str, wk: str, field: str) -> float | None:
+        vals = [
+            r[field]
+            for r in results
+            if r["peer"] == peer and r["workload"] == wk and r.get(field) is not None
+        ]
+        return statistics.median(vals) if vals else None
+
+    def spread(peer: str, wk: str) -> str:
+        vals = [
+            r["value"]
+            for r in results
+            if r["peer"] == peer and r["workload"] == wk and r["value"] is not None
+        ]
+        if len(vals) < 2:
+            return ""
+        return f" ({fmt(min(vals))}–{fmt(max(vals))})"
+
+    def failures(peer: str) -> str:
+        bad = [r for r in results if r["peer"] == peer]
+        errors = sum(r.get("errors", 0) + (r.get("lost_bytes", 0) > 0) for r in bad)
+        failed = sum(r["value"] is None for r in bad)
+        return f"{errors} errors" + (f", {failed} points failed" if failed else "")
+
+    ws = WS_WORKLOADS["ws"]
+    rows = [
+        "| server | msg/s, closed loop | p50 µs | p99 µs | server CPU | client CPU "
+        f"| others' CPU | server µs/msg at {WS_RATE:,} msg/s | p99 µs there "
+        "| RSS MiB | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for key in peers:
+        rss = med(key, "ws", "rss_kib")
+        rows.append(
+            f"| {WS_PEER_BY_KEY[key].label} "
+            f"| {fmt(med(key, 'ws', 'value'))}{spread(key, 'ws')} "
+            f"| {fmt(med(key, 'ws', 'p50_us'))} | {fmt(med(key, 'ws', 'p99_us'))} "
+            f"| {pct(med(key, 'ws', 'server_cpu_share'))} "
+            f"| {pct(med(key, 'ws', 'client_cpu_share'))} "
+            f"| {pct(med(key, 'ws', 'other_load'))} "
+            f"| {fmt(med(key, 'ws-cpu', 'value'), 1)}{spread(key, 'ws-cpu')} "
+            f"| {fmt(med(key, 'ws-cpu', 'p99_us'))} "
+            f"| {fmt(rss / 1024 if rss else None, 1)} | {failures(key)} |"
+        )
+    return [
+        "## WebSocket echo",
+        "",
+        f"Generated by `{data['command']}` on {data['date']} (sockecho at "
+        f"{data['commit']}; Python {v['python']}, Twisted {v['twisted']}, wsproto "
+        f"{v['wsproto']}, websockets {v['websockets']}, aiohttp {v['aiohttp']}); "
+        f"{st['rounds']} round(s) of {st['warmup']} s warm-up and {st['duration']} s "
+        "measured per point, medians (min–max over the rounds when more than "
+        "one). Regenerate with the same command; `pip install -e '.[bench]'` "
+        "brings websockets and aiohttp.",
+        "",
+        f"- `ws`: {ws.title}: every connection sends a message, waits for its "
+        "echo (checked byte for byte) and sends the next. `ws-cpu`: the same "
+        f"paced at {WS_RATE:,} messages/s over all connections, the server's "
+        "CPU time (user + system, from /proc) divided by the messages echoed.",
+        "- Servers on CPU 0 (`taskset`), each alone: sockecho as `twistd -n "
+        "sockecho --no-echo --no-upper --no-welcome --no-udp --websocket "
+        "tcp:PORT:interface=127.0.0.1` with its connection limits off; "
+        "`benchmarks/peers/websockets_echo.py` (the `websockets` library's "
+        "asyncio server); `benchmarks/peers/aiohttp_echo.py` (aiohttp's "
+        "`WebSocketResponse`). Each keeps its defaults otherwise; the client "
+        "asks for no compression.",
+        "- Client on CPU 1: `sockecho-client load ws://127.0.0.1:PORT/ "
+        + " ".join(ws.args)
+        + " -d SECONDS --json` (Twisted and wsproto, one process). Its CPU "
+        "share is in the table: near 100 % it, not the server, caps the "
+        "closed-loop rate, and the rates compare the servers only where the "
+        "server's share is near 100 % instead. The CPU per message at a fixed "
+        "rate compares the servers whatever the client's speed. CPU shares "
+        "are of one CPU over the timed part; *others' CPU* is the share of "
+        "CPUs 0 and 1 used meanwhile by other processes (the machine is "
+        "shared): where it is high, the rates and latencies say more about "
+        "the machine than about the servers.",
+        "",
+        *rows,
+        "",
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.strip().splitlines()[0])
     ap.add_argument("--rounds", type=int, default=3)
@@ -1767,6 +2071,13 @@ def main() -> None:
         "operation instead of timing; writes the counts section of benchmarks.md",
     )
     ap.add_argument(
+        "--websocket",
+        action="store_true",
+        help="the WebSocket workloads (ws, ws-cpu) against the WebSocket peers "
+        "(sockecho, websockets, aiohttp); writes the WebSocket section of "
+        "benchmarks.md",
+    )
+    ap.add_argument(
         "--count-tools",
         default=",".join(COUNT_TOOLS),
         help="with --count, comma-separated, from: " + ", ".join(COUNT_TOOLS),
@@ -1777,6 +2088,9 @@ def main() -> None:
     a = ap.parse_args()
     if a.count:
         run_counts(a, ap)
+        return
+    if a.websocket:
+        run_websocket(a, ap)
         return
     a.peers = a.peers or ",".join(p.key for p in PEERS)
     a.workloads = a.workloads or ",".join(WL_BY_KEY)

@@ -9,19 +9,20 @@ import os
 import socket
 import tempfile
 
-from twisted.internet import reactor, udp
+from twisted.internet import reactor, tcp, udp, unix
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import wait_until
 from twisted_echo._twisted import adopt, fastpaths
 from twisted_echo._twisted.adopt import (
+    AdoptedUNIXPort,
     adopt_datagram_port,
     adopt_unix_port,
     adoption_misfit,
 )
-from twisted_echo.app.inherit import AdoptedUNIXPort
-from twisted_echo.services.udp import DatagramPort, UDPEcho
+from twisted_echo.listening.datagram import DatagramPort
+from twisted_echo.services.udp import UDPEcho
 
 
 class Greeting(Protocol):
@@ -47,6 +48,37 @@ class AdoptionTests(TestCase):
         sock.bind(("127.0.0.1", 0))
         sock.setblocking(False)
         return sock
+
+    def listening_unix(self) -> tuple[socket.socket, str]:
+        directory = tempfile.mkdtemp()
+        self.addCleanup(os.rmdir, directory)
+        path = os.path.join(directory, "s")
+        self.addCleanup(lambda: os.path.exists(path) and os.unlink(path))
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(sock.close)
+        sock.bind(path)
+        sock.listen(5)
+        sock.setblocking(False)
+        return sock, path
+
+    async def greeted_at(self, path: str) -> None:
+        """
+        Connect to the UNIX socket C{path}: L{Greeting} must answer.
+        """
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.addCleanup(client.close)
+        client.connect(path)
+        client.setblocking(False)
+        received = bytearray()
+
+        def greeted() -> bool:
+            try:
+                received.extend(client.recv(100))
+            except BlockingIOError:
+                pass
+            return bytes(received) == b"hello"
+
+        await wait_until(greeted)
 
     async def echo_through(self, port: object, address: tuple[str, int]) -> bytes:
         self.addCleanup(port.stopListening)  # type: ignore[attr-defined]
@@ -153,3 +185,60 @@ class AdoptionTests(TestCase):
             fastpaths.fast_paths_line(fastpaths.fast_paths(reactor)),
         )
         self.assertIs(adopt.adoption_misfit(), adoption_misfit())
+
+    async def test_stopped_unix_port_keeps_the_shared_socket(self) -> None:
+        """
+        An L{AdoptedUNIXPort} stopped (a worker's drain) leaves the socket
+        the supervisor shares with the other workers: its path is still
+        there, and a port adopted on it next serves a connection.
+        """
+        sock, path = self.listening_unix()
+        factory = Factory.forProtocol(Greeting)
+        port = adopt_unix_port(AdoptedUNIXPort, reactor, sock.fileno(), factory)
+        await port.stopListening()
+        self.assertTrue(os.path.exists(path))
+        again = adopt_unix_port(AdoptedUNIXPort, reactor, sock.fileno(), factory)
+        self.addCleanup(again.stopListening)
+        await self.greeted_at(path)
+
+    def test_changed_unix_port_found(self) -> None:
+        """
+        L{adopt.shared_socket_misfit} names a port that, stopped, removes
+        the shared socket's path (Twisted's own L{unix.Port}) or shuts the
+        socket down; this fails first when a Twisted release changes what
+        L{AdoptedUNIXPort} relies on.
+        """
+        self.assertIsNone(adopt.shared_socket_misfit())
+
+        class ShutsDown(unix.Port):
+            _shouldShutdown = True
+
+            def connectionLost(self, reason: object) -> None:  # noqa: N802
+                tcp.Port.connectionLost(self, reason)
+
+        self.assertEqual(
+            adopt.shared_socket_misfit(unix.Port),
+            "Port stopped removes its socket's path",
+        )
+        self.assertIn(
+            "ShutsDown stopped shuts its socket down",
+            str(adopt.shared_socket_misfit(ShutsDown)),
+        )
+
+    async def test_unix_port_falls_back(self) -> None:
+        """
+        Where L{AdoptedUNIXPort} does not fit, a UNIX socket is adopted by
+        the reactor's own port (C{adoptStreamPort}), which still serves;
+        the start-up line says socket adoption fell back.
+        """
+        reason = "AdoptedUNIXPort stopped removes its socket's path"
+        self.patch(adopt, "shared_socket_misfit", lambda: reason)
+        self.assertEqual(adoption_misfit(), reason)
+        sock, path = self.listening_unix()
+        port = adopt_unix_port(
+            AdoptedUNIXPort, reactor, sock.fileno(), Factory.forProtocol(Greeting)
+        )
+        self.addCleanup(port.stopListening)
+        self.assertIs(type(port), unix.Port)
+        await self.greeted_at(path)
+        self.assertEqual(fastpaths._noted["socket adoption"], reason)

@@ -157,3 +157,16 @@ class SectionTests(unittest.TestCase):
         self.assertIn("rr 23.0k", kept)
         self.assertEqual(counting.section_of("# fresh timings\n\n" + kept), kept)
         self.assertEqual(counting.section_of("# no counts yet\n"), "")
+
+    def test_websocket_section_apart(self) -> None:
+        """The WebSocket section (run.py --websocket) has its own markers:
+        writing it leaves the counts section alone, and the other way."""
+        text = counting.replace_section("# timings\n", ["## Counted", "rr 23.0k"])
+        text = counting.replace_section(text, ["## WebSocket", "ws 1"], "websocket")
+        text = counting.replace_section(text, ["## Counted", "rr 24k"])
+        text = counting.replace_section(text, ["## WebSocket", "ws 2"], "websocket")
+        self.assertIn("ws 2", counting.section_of(text, "websocket"))
+        self.assertNotIn("rr", counting.section_of(text, "websocket"))
+        self.assertIn("rr 24k", counting.section_of(text))
+        self.assertNotIn("ws 1", text)
+        self.assertNotIn("rr 23.0k", text)

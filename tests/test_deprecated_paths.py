@@ -42,7 +42,7 @@ SHIMS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("start_sockecho", "SockechoProcess", "StartError",),
     ),
     "twisted_echo.portsfile": (
-        "twisted_echo.operations.portsfile",
+        "twisted_echo.testing.addresses",
         ("Addresses", "read_ports_file",),
     ),
     "twisted_echo.logformat": (

@@ -17,13 +17,13 @@ from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from twisted_echo.app.options import Options, is_datagram_description, with_backlog
-from twisted_echo.listening.endpoints import parse_description
-from twisted_echo.listening.listen import parse_datagram_description
-from twisted_echo.listening.tls import is_tls_description
-from twisted_echo.operations.systemd import (
+from twisted_echo.listening.activation import (
     is_systemd_description,
     parse_systemd_description,
 )
+from twisted_echo.listening.endpoints import parse_description
+from twisted_echo.listening.listen import parse_datagram_description
+from twisted_echo.listening.tls import is_tls_description
 
 
 class ParseDescriptionTests(TestCase):

@@ -15,6 +15,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.test_udp import UDPTestCase, address_of
 from twisted_echo.listening import listen
+from twisted_echo.listening.datagram import DatagramPort
 from twisted_echo.listening.listen import (
     ListenError,
     StreamListenerService,
@@ -23,7 +24,7 @@ from twisted_echo.listening.listen import (
     parse_udp_description,
 )
 from twisted_echo.services.echo import EchoFactory
-from twisted_echo.services.udp import DatagramPort, UDPEcho
+from twisted_echo.services.udp import UDPEcho
 
 
 class ParseUDPDescriptionTests(TestCase):
@@ -118,7 +119,7 @@ class StreamListenerServiceTests(TestCase):
 class DatagramListenerServiceTests(UDPTestCase):
     """
     One UDP listener as a service: L{DatagramPort}, or Twisted's stock
-    L{udp.Port} when L{twisted_echo.services.udp.datagram_port_problem} finds one.
+    L{udp.Port} when L{twisted_echo.listening.datagram.datagram_port_problem} finds one.
     """
 
     async def test_fast_port_when_twisted_is_as_expected(self) -> None:

@@ -103,3 +103,42 @@ class LogPublisherTests(TestCase):
         self.assertIsNone(sole_text_observer(LogPublisher(observer)))
         self.assertEqual(_connection_line(io.StringIO()), fast)
         self.assertIn("echo connection from tcp:192.0.2.7:1", fast)
+
+
+class _Taker:
+    """
+    A line taker that only counts its lines.
+    """
+
+    def __init__(self) -> None:
+        self.lines = 0
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        pass
+
+    def take_message(self, *args: object) -> None:
+        self.lines += 1
+
+
+class SoleLineTakerTests(TestCase):
+    """
+    L{logpublisher.sole_line_taker}, what the services ask (the stream
+    base's connection lines): an observer added with
+    L{logpublisher.add_line_taker} is found only while it is the
+    publisher's one observer.
+    """
+
+    def setUp(self) -> None:
+        self.patch(logpublisher, "_LINE_TAKERS", [])
+
+    def test_alone(self) -> None:
+        taker = _Taker()
+        logpublisher.add_line_taker(taker)
+        publisher = LogPublisher(taker)
+        self.assertIs(logpublisher.sole_line_taker(publisher), taker)
+        publisher.addObserver(lambda event: None)
+        self.assertIsNone(logpublisher.sole_line_taker(publisher))
+
+    def test_not_added(self) -> None:
+        self.assertIsNone(logpublisher.sole_line_taker(LogPublisher(_Taker())))
+        self.assertIsNone(logpublisher.sole_line_taker(object()))

@@ -5,10 +5,13 @@ new service added by one registry line.
 
 from __future__ import annotations
 
+import json
+
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange
+from twisted_echo import Addresses
 from twisted_echo.app import registry
 from twisted_echo.app.options import (
     DEFAULTS,
@@ -20,7 +23,9 @@ from twisted_echo.app.options import (
 from twisted_echo.app.registry import SERVICES, ServiceEntry, factory_of
 from twisted_echo.app.supervisor import is_datagram_service
 from twisted_echo.listening.listen import StreamListenerService
+from twisted_echo.operations.announce import bound_listeners
 from twisted_echo.operations.metrics import SockechoCollector
+from twisted_echo.operations.portsfile import ports_document
 from twisted_echo.operations.systemd import status_line
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.services.echo import EchoFactory
@@ -169,6 +174,35 @@ class OneLineServiceTests(TestCase):
         self.assertEqual(b"".join(client.received), b"hello\n")
         self.assertEqual(list(service.counters), ["reverse"])
         self.assertEqual(service.counters["reverse"].connections_total, 1)
+
+    async def test_ports_file_and_addresses(self) -> None:
+        """
+        The added service's listener is in the ports file under its name,
+        and L{twisted_echo.Addresses} (and so the test servers) name it as
+        C{.reverse} and C{.reverse_endpoint}, as they name echo's; and its
+        client reaches it there.
+        """
+        options = self.options_class()
+        options.parseOptions(
+            ["--no-upper", "--no-welcome", "--no-udp",
+             "--echo", "tcp:0:interface=127.0.0.1",
+             "--reverse", "tcp:0:interface=127.0.0.1"]
+        )  # fmt: skip
+        service = makeService(options)
+        service.privilegedStartService()
+        service.startService()
+        self.addCleanup(service.stopService)
+        document = json.loads(json.dumps(ports_document(1, bound_listeners(service))))
+        self.assertEqual(sorted(document["listeners"]), ["echo", "reverse"])
+        addresses = Addresses(document["listeners"])
+        host, port = addresses.reverse
+        self.assertEqual(host, "127.0.0.1")
+        self.assertEqual(addresses.reverse_endpoint, f"tcp:127.0.0.1:{port}")
+        self.assertNotEqual(addresses.reverse, addresses.echo)
+        client = await exchange(port, b"hi\n")
+        self.assertEqual(b"".join(client.received), b"hi\n")
+        with self.assertRaises(AttributeError):
+            addresses.nonesuch  # noqa: B018
 
     def test_default_gives_no_option_and_a_test_port(self) -> None:
         on = ServiceEntry(

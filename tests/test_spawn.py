@@ -16,7 +16,6 @@ import time
 import unittest as pyunit
 
 from tests.process import BANNER, HOST, IO_TIMEOUT, tcp_exchange
-from twisted_echo.operations.portsfile import Addresses
 from twisted_echo.testing.spawn import (
     SockechoProcess,
     StartError,
@@ -63,22 +62,6 @@ class OptionsTests(pyunit.TestCase):
                 "tcp:0:interface=127.0.0.1",
             ],
         )
-
-
-class AddressesTests(pyunit.TestCase):
-    def test_missing_service(self) -> None:
-        """
-        A service that does not run is a L{LookupError} naming it and those
-        that run.
-        """
-        addresses = Addresses(
-            {"echo": [{"address": "unix:/s", "host": None, "port": None}]}
-        )
-        self.assertEqual(addresses.echo_endpoint, "unix:/s")
-        with self.assertRaisesRegex(LookupError, "no udp listener .*runs: echo"):
-            addresses.address("udp")
-        with self.assertRaisesRegex(LookupError, "unix:/s, which has no port"):
-            addresses.address("echo")
 
 
 class ProcessTests(pyunit.TestCase):

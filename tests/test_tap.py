@@ -12,13 +12,11 @@ import sys
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
 
+from twisted_echo.app.helpgroups import HELP_GROUPS
 from twisted_echo.app.options import (
     DEFAULTS,
-    HELP_GROUPS,
     Options,
-    format_size,
     makeService,
-    parse_size,
     with_backlog,
 )
 from twisted_echo.listening.listen import (
@@ -26,7 +24,7 @@ from twisted_echo.listening.listen import (
     ListenError,
     StreamListenerService,
 )
-from twisted_echo.services.udp import DEFAULT_NEVER_ANSWER
+from twisted_echo.policies.loopguard import DEFAULT_NEVER_ANSWER
 
 
 def parse(*args: str) -> Options:
@@ -300,18 +298,6 @@ class HelpTests(TestCase):
         self.assertEqual(shown["metrics"], "off")
         self.assertIsNone(defaults["metrics"])
         self.assertEqual(defaults.listeners["whoami"], [])
-
-    def test_format_size(self) -> None:
-        """
-        L{format_size} writes a size as L{parse_size} reads it, with the
-        largest suffix that divides it.
-        """
-        for size, text in [
-            (0, "0"), (1000, "1000"), (1024, "1K"), (256 << 10, "256K"),
-            (64 << 20, "64M"), (3 << 30, "3G"), ((1 << 20) + 1, "1048577"),
-        ]:  # fmt: skip
-            self.assertEqual(format_size(size), text)
-            self.assertEqual(parse_size(text), size)
 
 
 class MakeServiceTests(TestCase):

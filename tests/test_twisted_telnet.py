@@ -7,11 +7,13 @@ from __future__ import annotations
 
 from twisted.conch import telnet
 from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.memory import connect
 from twisted_echo._twisted.telnet import (
     DEFAULT_BOUND,
+    BoundedTelnetTransport,
     conch_bound_misfit,
     max_subnegotiation_length,
 )
@@ -93,3 +95,36 @@ class ConchBoundTests(SynchronousTestCase):
             conch_bound_misfit(), "conch's Telnet has no subnegotiation bound"
         )
         self.assertEqual(max_subnegotiation_length(), DEFAULT_BOUND)
+
+
+class _Recording(BoundedTelnetTransport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.too_long = 0
+
+    def subnegotiation_too_long(self) -> None:
+        self.too_long += 1
+
+
+class BoundedTelnetTransportTests(SynchronousTestCase):
+    """
+    L{BoundedTelnetTransport}: a subnegotiation past the bound reaches the
+    public hook, through conch's private one or the read-by-read bound.
+    """
+
+    def feed(self, size: int) -> _Recording:
+        layer = _Recording()
+        layer.makeConnection(StringTransport())
+        layer.dataReceived(telnet.IAC + telnet.SB + b"\x18" + b"a" * (size - 1))
+        layer.bound_subnegotiation()
+        return layer
+
+    def test_past_the_bound(self) -> None:
+        self.assertGreaterEqual(
+            self.feed(BoundedTelnetTransport.max_subnegotiation + 1).too_long, 1
+        )
+
+    def test_within_the_bound(self) -> None:
+        self.assertEqual(
+            self.feed(BoundedTelnetTransport.max_subnegotiation).too_long, 0
+        )

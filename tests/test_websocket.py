@@ -23,6 +23,7 @@ from typing import Any
 
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
@@ -57,6 +58,11 @@ from twisted_echo.services.websocket import (
     WebSocketEcho,
     WebSocketFactory,
 )
+from twisted_echo.services.websocket_http import (
+    check_path,
+    choose_subprotocol,
+    flavour_paths,
+)
 
 MB = 1 << 20
 
@@ -66,14 +72,31 @@ class MemoryPeer:
     A C{wsproto} client talking to a L{WebSocketEcho} on a StringTransport.
     """
 
-    def __init__(self, factory: WebSocketFactory, path: str = "/") -> None:
+    def __init__(
+        self,
+        factory: WebSocketFactory,
+        path: str = "/",
+        subprotocols: list[str] | None = None,
+        extensions: list[Any] | None = None,
+    ) -> None:
         self.protocol, self.transport = connect(factory, WebSocketEcho)
         self.client = WSConnection(ConnectionType.CLIENT)
         self.protocol.dataReceived(
-            self.client.send(Request(host="localhost", target=path))
+            self.client.send(
+                Request(
+                    host="localhost",
+                    target=path,
+                    subprotocols=subprotocols or [],
+                    extensions=extensions or [],
+                )
+            )
         )
         events = self.receive()
         assert isinstance(events[0], AcceptConnection), events
+        #: The server's answer to the handshake.
+        self.accepted: AcceptConnection = events[0]
+        #: Events after it, in the same bytes (C{/whoami}'s report).
+        self.first_events = events[1:]
 
     def receive(self) -> list[Event]:
         """
@@ -715,3 +738,452 @@ class BrowserTests(pyunit.TestCase):
         print(f"\nscreenshot of the page: {SCREENSHOT}")
         self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
         self.assertFalse(in_ci() and not os.path.getsize(SCREENSHOT))
+
+
+# Paths, subprotocols, the handshake timeout, the message rate (issue 23).
+
+
+class PathTests(SynchronousTestCase):
+    """
+    C{--websocket-path}: the echo and the page at PATH, the flavours
+    relative to it.
+    """
+
+    def test_flavour_paths(self) -> None:
+        self.assertEqual(
+            flavour_paths("/"),
+            {b"/": "echo", b"/upper": "upper", b"/whoami": "whoami"},
+        )
+        for base in ("/ws", "/ws/"):
+            self.assertEqual(
+                flavour_paths(base),
+                {base.encode(): "echo", b"/ws/upper": "upper", b"/ws/whoami": "whoami"},
+            )
+
+    def test_served_under_the_path(self) -> None:
+        """
+        With C{path="/ws"}: the echo at C{/ws}, upper at C{/ws/upper}, the
+        page at C{/ws}; C{/} and C{/upper} are 404 and name the paths.
+        """
+        factory, _ = make_factory(path="/ws")
+        peer = MemoryPeer(factory, "/ws")
+        self.assertEqual(messages(peer.send(TextMessage("a"))), [(TextMessage, "a")])
+        peer = MemoryPeer(factory, "/ws/upper?x=1")
+        self.assertEqual(messages(peer.send(TextMessage("a"))), [(TextMessage, "A")])
+        for target in (b"/", b"/upper"):
+            protocol, transport = connect(factory, WebSocketEcho)
+            protocol.dataReceived(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+            reply = transport.value()
+            self.assertTrue(reply.startswith(b"HTTP/1.1 404"), reply)
+            self.assertIn(b"/ws, /ws/upper, /ws/whoami", reply)
+        protocol, transport = connect(factory, WebSocketEcho)
+        protocol.dataReceived(b"GET /ws?send=hi HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 200 OK"))
+
+    def test_bad_path_refused(self) -> None:
+        for path in ("ws", "/a b", "/a?b", "/é"):
+            with self.assertRaises(ValueError) as caught:
+                check_path(path)
+            self.assertIn("--websocket-path", str(caught.exception))
+
+    def test_option(self) -> None:
+        config = Options()
+        config.parseOptions(["--websocket", "tcp:0", "--websocket-path", "/ws"])
+        self.assertEqual(config["websocket-path"], "/ws")
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--websocket-path", "ws"])
+        self.assertIn("--websocket-path takes an absolute path", str(caught.exception))
+
+
+class SubprotocolTests(SynchronousTestCase):
+    """
+    The first offered subprotocol, or the first offered in the server's
+    list; none in the list: the handshake without the header.
+    """
+
+    def test_choose(self) -> None:
+        self.assertEqual(choose_subprotocol(["b", "a"], None), "b")
+        self.assertEqual(choose_subprotocol(["b", "a"], ("a", "b")), "b")
+        self.assertEqual(choose_subprotocol(["c", "a"], ("a", "b")), "a")
+        self.assertIsNone(choose_subprotocol(["c"], ("a",)))
+        self.assertIsNone(choose_subprotocol([], None))
+
+    def test_default_accepts_first_offered(self) -> None:
+        peer = MemoryPeer(make_factory()[0], subprotocols=["chat", "superchat"])
+        self.assertEqual(peer.accepted.subprotocol, "chat")
+
+    def test_configured_list(self) -> None:
+        factory, _ = make_factory(subprotocols=("superchat", "v2"))
+        peer = MemoryPeer(factory, subprotocols=["chat", "v2", "superchat"])
+        self.assertEqual(peer.accepted.subprotocol, "v2")
+
+    def test_no_match_handshake_without_header(self) -> None:
+        """
+        RFC 6455 section 4.2.2: the server selects none; the handshake
+        succeeds without C{Sec-WebSocket-Protocol}, and the echo works.
+        """
+        factory, _ = make_factory(subprotocols=("v2",))
+        protocol, transport = connect(factory, WebSocketEcho)
+        protocol.dataReceived(
+            b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat\r\n\r\n"
+        )
+        head = transport.value()
+        self.assertTrue(head.startswith(b"HTTP/1.1 101 "), head)
+        self.assertNotIn(b"sec-websocket-protocol", head.lower())
+
+    def test_option(self) -> None:
+        config = Options()
+        config.parseOptions(["--websocket-subprotocols", "chat, v2"])
+        self.assertEqual(config["websocket-subprotocols"], ("chat", "v2"))
+        config = Options()
+        config.parseOptions([])
+        self.assertIsNone(config["websocket-subprotocols"])
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--websocket-subprotocols", "a b,"])
+        self.assertIn("comma-separated names", str(caught.exception))
+
+
+def partial_request() -> bytes:
+    return b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+
+
+class HandshakeTimeoutTests(SynchronousTestCase):
+    """
+    A connection that does not finish its HTTP request within the handshake
+    timeout gets 408 and is closed; counted apart from the idle timeout.
+    """
+
+    def test_incomplete_request_closed(self) -> None:
+        factory, clock = make_factory(
+            handshake_timeout=5.0, timeouts=Timeouts(idle=60.0)
+        )
+        protocol, transport = connect(factory, WebSocketEcho)
+        protocol.dataReceived(partial_request())
+        clock.advance(4.9)
+        self.assertFalse(transport.disconnecting)
+        clock.advance(0.2)
+        self.assertTrue(transport.value().startswith(b"HTTP/1.1 408 Request Timeout"))
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(factory.counters.timeouts["websocket_handshake"], 1)
+        self.assertEqual(factory.counters.timeouts["idle"], 0)
+
+    def test_silent_connection_closed(self) -> None:
+        """
+        A client that sends nothing at all is closed at the handshake
+        timeout too, before the (longer) idle timeout.
+        """
+        factory, clock = make_factory(handshake_timeout=2.0)
+        _, transport = connect(factory, WebSocketEcho)
+        clock.advance(2.0)
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(factory.counters.timeouts["websocket_handshake"], 1)
+
+    def test_upgraded_connection_not_timed_out(self) -> None:
+        """
+        Once upgraded, only the idle timeout applies.
+        """
+        factory, clock = make_factory(handshake_timeout=2.0)
+        peer = MemoryPeer(factory)
+        clock.advance(10.0)
+        self.assertFalse(peer.transport.disconnecting)
+        self.assertEqual(messages(peer.send(TextMessage("x"))), [(TextMessage, "x")])
+        self.assertEqual(factory.counters.timeouts["websocket_handshake"], 0)
+        # Only the idle sweep's timer is left.
+        self.assertEqual(
+            [call.func.__name__ for call in clock.getDelayedCalls()], ["_sweep"]
+        )
+
+    def test_zero_is_off(self) -> None:
+        factory, clock = make_factory(handshake_timeout=0.0)
+        _, transport = connect(factory, WebSocketEcho)
+        clock.advance(30.0)
+        self.assertFalse(transport.disconnecting)
+
+    def test_option(self) -> None:
+        config = Options()
+        config.parseOptions([])
+        self.assertEqual(config["websocket-handshake-timeout"], 10.0)
+        config.parseOptions(["--websocket-handshake-timeout", "0.5"])
+        self.assertEqual(config["websocket-handshake-timeout"], 0.5)
+
+
+class MessageRateTests(SynchronousTestCase):
+    """
+    Over C{--websocket-max-messages-per-second} the server stops reading
+    (backpressure) until the rate allows: nothing is lost.
+    """
+
+    def test_over_rate_pauses_then_catches_up(self) -> None:
+        factory, clock = make_factory(message_rate=(2.0, 2))
+        peer = MemoryPeer(factory)
+        wire = b"".join(peer.client.send(TextMessage(f"m{i}")) for i in range(5))
+        peer.protocol.dataReceived(wire)
+        self.assertEqual(
+            messages(peer.receive()), [(TextMessage, "m0"), (TextMessage, "m1")]
+        )
+        self.assertEqual(peer.transport.producerState, "paused")
+        self.assertEqual(factory.counters.refused["websocket_rate"], 1)
+        clock.advance(0.5)
+        self.assertEqual(messages(peer.receive()), [(TextMessage, "m2")])
+        self.assertEqual(peer.transport.producerState, "paused")
+        clock.advance(0.5)
+        clock.advance(0.5)
+        self.assertEqual(
+            messages(peer.receive()), [(TextMessage, "m3"), (TextMessage, "m4")]
+        )
+        self.assertEqual(peer.transport.producerState, "producing")
+        self.assertFalse(peer.transport.disconnecting)
+
+    def test_fragments_take_one_token(self) -> None:
+        """
+        A message's fragments take one token between them; pings take one.
+        """
+        factory, clock = make_factory(message_rate=(1.0, 2))
+        peer = MemoryPeer(factory)
+        wire = peer.client.send(TextMessage("a", message_finished=False))
+        wire += peer.client.send(TextMessage("b", message_finished=False))
+        wire += peer.client.send(TextMessage("c", message_finished=True))
+        wire += peer.client.send(Ping(b"p"))
+        wire += peer.client.send(TextMessage("d"))
+        peer.protocol.dataReceived(wire)
+        events = peer.receive()
+        self.assertEqual(messages(events), [(TextMessage, "abc")])
+        self.assertEqual([e.payload for e in events if isinstance(e, Pong)], [b"p"])
+        clock.advance(1.0)
+        self.assertEqual(messages(peer.receive()), [(TextMessage, "d")])
+
+    def test_data_read_while_paused_is_kept(self) -> None:
+        """
+        Bytes read while paused (a read already under way) wait their turn.
+        """
+        factory, clock = make_factory(message_rate=(1.0, 1))
+        peer = MemoryPeer(factory)
+        peer.protocol.dataReceived(peer.client.send(TextMessage("1")))
+        peer.protocol.dataReceived(peer.client.send(TextMessage("2")))
+        peer.protocol.dataReceived(peer.client.send(TextMessage("3")))
+        self.assertEqual(messages(peer.receive()), [(TextMessage, "1")])
+        run_clock(clock, 2.0)
+        self.assertEqual(
+            messages(peer.receive()), [(TextMessage, "2"), (TextMessage, "3")]
+        )
+
+    def test_close_while_paused(self) -> None:
+        factory, clock = make_factory(message_rate=(1.0, 1))
+        peer = MemoryPeer(factory)
+        wire = peer.client.send(TextMessage("1")) + peer.client.send(TextMessage("2"))
+        peer.protocol.dataReceived(wire)
+        peer.protocol.connectionLost(None)
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_default_unlimited(self) -> None:
+        peer = MemoryPeer(make_factory()[0])
+        wire = b"".join(peer.client.send(BytesMessage(b"")) for _ in range(1000))
+        peer.protocol.dataReceived(wire)
+        self.assertEqual(len(messages(peer.receive())), 1000)
+
+    def test_option(self) -> None:
+        config = Options()
+        config.parseOptions([])
+        self.assertEqual(config["websocket-max-messages-per-second"], (0.0, 1))
+        config.parseOptions(["--websocket-max-messages-per-second", "100/20"])
+        self.assertEqual(config["websocket-max-messages-per-second"], (100.0, 20))
+        with self.assertRaises(UsageError) as caught:
+            Options().parseOptions(["--websocket-max-messages-per-second", "-1"])
+        self.assertIn("RATE[/BURST] in messages per second", str(caught.exception))
+
+
+class RealHandshakeTests(pyunit.TestCase):
+    """
+    Subprotocols, the path and the handshake timeout against a real
+    C{twistd}, with the C{websockets} library and raw sockets.
+    """
+
+    def test_path_subprotocols_and_handshake_timeout(self) -> None:
+        client = require_websockets(self)
+        from websockets.exceptions import InvalidStatus
+
+        server, port = start_websocket_server(
+            self,
+            "--websocket-path",
+            "/ws",
+            "--websocket-subprotocols",
+            "v2,chat",
+            "--websocket-handshake-timeout",
+            "0.5",
+            "--metrics",
+            f"tcp:0:interface={HOST}",
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        base = f"ws://{HOST}:{port}/ws"
+        with client.connect(base, subprotocols=["chat", "v2"]) as ws:
+            self.assertEqual(ws.subprotocol, "chat")
+            ws.send("under /ws")
+            self.assertEqual(ws.recv(timeout=IO_TIMEOUT), "under /ws")
+        with client.connect(base + "/upper") as ws:
+            self.assertIsNone(ws.subprotocol)
+            ws.send("up")
+            self.assertEqual(ws.recv(timeout=IO_TIMEOUT), "UP")
+        # No offered subprotocol listed: the server answers without the
+        # header; the websockets client accepts that (subprotocol None).
+        with client.connect(base, subprotocols=["other"]) as ws:
+            self.assertIsNone(ws.subprotocol)
+            ws.send("still echoed")
+            self.assertEqual(ws.recv(timeout=IO_TIMEOUT), "still echoed")
+        with self.assertRaises(InvalidStatus) as caught:
+            with client.connect(f"ws://{HOST}:{port}/"):
+                pass
+        self.assertEqual(caught.exception.response.status_code, 404)
+        # A client that connects and never sends its request.
+        with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as sock:
+            sock.sendall(partial_request())
+            reply = b""
+            while chunk := sock.recv(4096):
+                reply += chunk
+        self.assertTrue(reply.startswith(b"HTTP/1.1 408 "), reply)
+        server.wait_for(
+            r"websocket connection from tcp:127\.0\.0\.1:\d+: no complete HTTP "
+            r"request within 0\.5 s; closing"
+        )
+        key = (
+            "sockecho_connection_timeouts_total",
+            frozenset({("service", "websocket"), ("reason", "websocket_handshake")}),
+        )
+        self.assertEqual(samples(http_get(metrics_port, "/metrics")[2]).get(key), 1)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
+        self.assertNotIn("Traceback", "\n".join(server.output + server.errors))
+
+    def test_rate_limit_slows_a_fast_client(self) -> None:
+        """
+        A client sending 20 messages at once with a rate of 10/s and burst
+        5 gets every one back, in order; the pause is logged.
+        """
+        client = require_websockets(self)
+        server, port = start_websocket_server(
+            self,
+            "--websocket-max-messages-per-second",
+            "10/5",
+            "--metrics",
+            f"tcp:0:interface={HOST}",
+        )
+        metrics_port = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        with client.connect(f"ws://{HOST}:{port}/") as ws:
+            for i in range(20):
+                ws.send(f"m{i}")
+            got = [ws.recv(timeout=IO_TIMEOUT) for _ in range(20)]
+        self.assertEqual(got, [f"m{i}" for i in range(20)])
+        server.wait_for(r"websocket connection from .*: over 10 messages/s")
+        key = (
+            "sockecho_refused_connections_total",
+            frozenset({("service", "websocket"), ("reason", "websocket_rate")}),
+        )
+        self.assertGreaterEqual(
+            samples(http_get(metrics_port, "/metrics")[2]).get(key, 0), 1
+        )
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)
+
+
+class ClosingTests(SynchronousTestCase):
+    """
+    Once the server has sent its close frame (drain, idle timeout,
+    C{/whoami}), what the client still sends before it reads that close is
+    not answered (RFC 6455 section 5.5.1: no data frame after a close), and
+    raises nothing.
+    """
+
+    def test_messages_and_ping_after_drain_close(self) -> None:
+        factory, _ = make_factory()
+        peer = MemoryPeer(factory)
+        factory.drain(10.0)
+        self.assertEqual(closes(peer.receive()), [(1001, "server shutting down")])
+        # The client has not read the close yet: its messages cross it.
+        wire = masked_frame(0x2, b"crossing") + masked_frame(0x9, b"ping")
+        wire += masked_frame(0x1, b"text", fin=False) + masked_frame(0x0, b"more")
+        peer.protocol.dataReceived(wire)
+        self.assertEqual(peer.transport.value(), b"")
+        self.assertFalse(peer.transport.disconnecting)
+        # Its close ends the connection.
+        peer.protocol.dataReceived(b"\x88\x82\0\0\0\0\x03\xe9")
+        self.assertTrue(peer.transport.disconnecting)
+
+    def test_bad_frame_after_drain_close(self) -> None:
+        """
+        A frame wsproto cannot parse, after the server's close: the
+        connection closes, nothing more is sent.
+        """
+        factory, _ = make_factory()
+        peer = MemoryPeer(factory)
+        factory.drain(10.0)
+        peer.receive()
+        peer.protocol.dataReceived(b"\x81\x02hi")  # unmasked
+        self.assertEqual(peer.transport.value(), b"")
+        self.assertTrue(peer.transport.disconnecting)
+
+
+class FairnessTests(SynchronousTestCase):
+    """
+    One read full of tiny messages is answered a slice per reactor turn, so
+    that one client cannot hold the reactor for seconds.
+    """
+
+    def test_events_per_turn(self) -> None:
+        factory, clock = make_factory()
+        factory.events_per_turn = 100
+        peer = MemoryPeer(factory)
+        peer.protocol.dataReceived(masked_frame(0x2, b"") * 250)
+        self.assertEqual(len(messages(peer.receive())), 100)
+        self.assertEqual(peer.transport.producerState, "paused")
+        # The rest at the next turns (Clock runs them all in one advance;
+        # the reactor does its I/O between them).
+        self.assertIn(0.0, [c.getTime() for c in clock.getDelayedCalls()])
+        clock.advance(0)
+        self.assertEqual(len(messages(peer.receive())), 150)
+        self.assertEqual(peer.transport.producerState, "producing")
+        self.assertEqual(factory.counters.refused["websocket_rate"], 0)
+
+    def test_with_a_rate_limit(self) -> None:
+        factory, clock = make_factory(message_rate=(1000.0, 150))
+        factory.events_per_turn = 100
+        peer = MemoryPeer(factory)
+        peer.protocol.dataReceived(masked_frame(0x2, b"") * 250)
+        self.assertEqual(len(messages(peer.receive())), 100)
+        clock.advance(0)
+        self.assertEqual(len(messages(peer.receive())), 50)  # burst spent
+        clock.advance(0.1)
+        self.assertEqual(len(messages(peer.receive())), 100)
+        self.assertEqual(peer.transport.producerState, "producing")
+
+
+class BrowserPathTests(pyunit.TestCase):
+    """
+    The page under C{--websocket-path /ws} in headless Chromium: it echoes
+    through C{/ws} and shows C{/ws/whoami}'s report (C{?whoami}).
+    """
+
+    def test_page_under_path_with_whoami(self) -> None:
+        chromium = find_chromium()
+        if chromium is None:
+            missing(self, "chromium is not installed", "apt-get install -y chromium")
+        assert chromium is not None
+        server, port = start_websocket_server(self, "--websocket-path", "/ws")
+        url = f"http://{HOST}:{port}/ws?send=under%20ws&whoami"
+        wanted = ('<span class="text">under ws</span>', '"service": "websocket"')
+        # As in BrowserTests: load again (at most 5 times, within 60 s)
+        # until the dump shows both, for virtual time does not wait for a
+        # WebSocket.
+        deadline = time.monotonic() + 60
+        for attempt in range(5):
+            budget = f"--virtual-time-budget={5000 * (attempt + 1)}"
+            result = run_chromium(chromium, budget, "--dump-dom", url)
+            dom = result.stdout
+            if all(w in dom for w in wanted) or time.monotonic() > deadline:
+                break
+        for text in wanted:
+            self.assertIn(text, dom, result.stderr[-2000:])
+        self.assertIn('"request": "GET /ws/whoami HTTP/1.1"', dom)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)

@@ -41,8 +41,8 @@ from twisted_echo.listening.listen import DatagramListenerService, UDPAddress
 from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint, ProxyHeaderProtocol
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.limits import ConnectionLimits
+from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.services.udp import LoopGuard
 from twisted_echo.services.whoami import (
     Whoami,
     WhoamiFactory,

@@ -20,7 +20,8 @@ L{twisted_echo.app.options.makeService}), the client's entry points
 process (L{twisted_echo.testing.spawn.start_sockecho}, behind the pytest plugin's
 C{sockecho} fixture), services in a running reactor
 (L{twisted_echo.testing.trial.start_services}) and the ports file
-(L{twisted_echo.operations.portsfile}). Everything else may change between releases.
+(L{twisted_echo.operations.portsfile},
+L{twisted_echo.testing.addresses}). Everything else may change between releases.
 Importing this package imports none of them: each is imported when first
 used (PEP 562), so C{import twisted_echo} loads neither a reactor nor any
 networking module.
@@ -73,7 +74,7 @@ _PUBLIC: dict[str, str | tuple[str, str]] = {
     "StartError": "testing.spawn",
     "start_services": "testing.trial",
     "RunningServices": "testing.trial",
-    "Addresses": "operations.portsfile",
+    "Addresses": "testing.addresses",
     "read_ports_file": "operations.portsfile",
 }
 
@@ -123,13 +124,14 @@ if TYPE_CHECKING:
     from twisted_echo.client.errors import ClientError
     from twisted_echo.client.load import LoadConfig, run_load
     from twisted_echo.client.whoami import run_whoami
-    from twisted_echo.operations.portsfile import Addresses, read_ports_file
+    from twisted_echo.operations.portsfile import read_ports_file
     from twisted_echo.services.echo import Echo, EchoFactory
     from twisted_echo.services.stream import StreamFactory, StreamProtocol
     from twisted_echo.services.udp import UDPEcho
     from twisted_echo.services.upper import Upper, UpperFactory
     from twisted_echo.services.welcome import Welcome, WelcomeFactory
     from twisted_echo.services.whoami import Whoami, WhoamiFactory, WhoamiUDP
+    from twisted_echo.testing.addresses import Addresses
     from twisted_echo.testing.spawn import SockechoProcess, StartError, start_sockecho
     from twisted_echo.testing.trial import RunningServices, start_services
 

@@ -9,10 +9,17 @@ build only Twisted's own port classes; sockecho's subclasses
 C{AdoptedUNIXPort}: leaves the shared socket to the supervisor) need the
 private constructor.
 
+L{AdoptedUNIXPort} (a worker's UNIX listener, whose socket and path the
+supervisor owns) is here too: it stops without C{unix.Port}'s removal of
+the path and sets C{tcp.Port}'s private C{_shouldShutdown} (no
+C{shutdown(2)} of the shared socket).
+
 L{adoption_misfit} checks, once, when a socket is first adopted, on real
 sockets bound to 127.0.0.1 and to
 a temporary UNIX path, that each class method still builds a port of the
-class asked for, listening on the socket given. When it does not,
+class asked for, listening on the socket given, and that an
+L{AdoptedUNIXPort} stopped leaves its socket's path in place and the
+socket accepting (L{shared_socket_misfit}). When it does not,
 L{adopt_datagram_port} and L{adopt_unix_port} fall back to the reactor's
 public C{adoptDatagramPort} / C{adoptStreamPort} (Twisted's classes, which
 serve the same bytes) and log why.
@@ -26,14 +33,22 @@ import tempfile
 from functools import cache
 from typing import Any
 
-from twisted.internet import udp, unix
+from twisted.internet import tcp, udp, unix
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from twisted_echo._twisted.fastpaths import note
 
-__all__ = ["adopt_datagram_port", "adopt_unix_port", "adoption_misfit"]
+__all__ = [
+    "AdoptedUNIXPort",
+    "adopt_datagram_port",
+    "adopt_unix_port",
+    "adoption_misfit",
+    "shared_socket_misfit",
+]
 
 _log = Logger()
 
@@ -48,6 +63,88 @@ class _StandInReactor:
 
     def removeReader(self, reader: object) -> None:  # noqa: N802 (Twisted's name)
         pass
+
+    def removeWriter(self, writer: object) -> None:  # noqa: N802 (Twisted's name)
+        pass
+
+
+class AdoptedUNIXPort(unix.Port):
+    """
+    A UNIX socket listener a worker adopted from its supervisor, which owns
+    the socket and its path: stopping it (a worker's drain, e.g. when a
+    reload replaces it) neither shuts the shared socket down nor removes
+    its path, as Twisted's L{unix.Port} would, so the other workers go on
+    accepting on it. Built by L{adopt_unix_port}.
+    """
+
+    #: C{tcp.Port}'s private flag: close the socket without C{shutdown(2)}
+    #: (checked by L{shared_socket_misfit}).
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Any) -> None:  # noqa: N802 (Twisted's name)
+        """
+        Stop as L{unix.Port} does, without removing the socket's path.
+        """
+        if self.lockFile is not None:
+            self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+
+def shared_socket_misfit(port_class: type[unix.Port] = AdoptedUNIXPort) -> str | None:
+    """
+    Check, on a listening UNIX socket in a temporary directory, that
+    C{unix.Port._fromListeningDescriptor} builds a C{port_class} listening
+    on it, and that the port, stopped, leaves the socket's path in place
+    and the socket accepting, as L{AdoptedUNIXPort} must for the workers
+    that share it.
+
+    @param port_class: the class to check (tests give a changed one).
+    @return: L{None} when it does, else what does not.
+    """
+
+    class Quiet(port_class):  # type: ignore[valid-type,misc]
+        def _logConnectionLostMsg(self) -> None:  # noqa: N802 (Twisted's name)
+            pass  # the check's port is no listener to log the close of
+
+    class CheckFactory(Factory):
+        noisy = False
+        protocol = Protocol
+
+        def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
+            return "sockecho's adoption check"
+
+    name = port_class.__name__
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            path = os.path.join(directory, "s")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.bind(path)
+                sock.listen(1)
+                sock.setblocking(False)
+                port = Quiet._fromListeningDescriptor(
+                    _StandInReactor(), sock.fileno(), CheckFactory()
+                )
+                if type(port) is not Quiet:
+                    return (
+                        f"{name}._fromListeningDescriptor does not build the "
+                        "class asked for"
+                    )
+                port.startListening()
+                if port.socket.getsockname() != sock.getsockname():
+                    port.socket.close()
+                    return f"{name} adopted does not listen on the socket"
+                port.connectionLost(Failure(ConnectionDone()))
+                if not os.path.exists(path):
+                    return f"{name} stopped removes its socket's path"
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+                    client.setblocking(False)
+                    try:
+                        client.connect(path)
+                    except OSError as error:
+                        return f"{name} stopped shuts its socket down ({error})"
+    except Exception as error:
+        return f"stopping an adopted {name} raised {error!r}"
+    return None
 
 
 def _check(port_class: Any, sock: socket.socket, *args: Any) -> str | None:
@@ -73,7 +170,9 @@ def adoption_misfit() -> str | None:
     Check that C{udp.Port._fromListeningDescriptor(reactor, fd, family,
     protocol, maxPacketSize)} and C{unix.Port._fromListeningDescriptor(
     reactor, fd, factory)} build a port of the class they are called on,
-    listening on the socket C{fd} (checked once, then remembered).
+    listening on the socket C{fd}, and that an L{AdoptedUNIXPort} stopped
+    keeps its shared socket (L{shared_socket_misfit}); checked once, then
+    remembered.
 
     @return: L{None} when they fit, else what does not.
     """
@@ -87,16 +186,6 @@ def adoption_misfit() -> str | None:
         def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
             return "sockecho's adoption check"
 
-    class CheckFactory(Factory):
-        noisy = False
-        protocol = Protocol
-
-        def logPrefix(self) -> str:  # noqa: N802 (Twisted's name)
-            return "sockecho's adoption check"
-
-    class Stream(unix.Port):
-        pass
-
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.bind(("127.0.0.1", 0))
@@ -104,14 +193,9 @@ def adoption_misfit() -> str | None:
             reason = _check(Datagram, sock, socket.AF_INET, Check(), 2048)
         if reason is not None:
             return reason
-        with tempfile.TemporaryDirectory() as directory:
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.bind(os.path.join(directory, "s"))
-                sock.listen(1)
-                sock.setblocking(False)
-                return _check(Stream, sock, CheckFactory())
     except Exception as error:
         return f"adopting a listening socket raised {error!r}"
+    return shared_socket_misfit()
 
 
 def _fell_back(what: str, reason: str) -> None:

@@ -3,8 +3,9 @@
 The observers of a L{twisted.logger.LogPublisher}: its private
 C{_observers} list, which sockecho reads to hand a connection's log line
 straight to its text observer when that is the only observer
-(L{twisted_echo.log.buffer.sole_text_observer}: the two lines of a
-connection 17.5 µs → 7.5 µs).
+(L{sole_line_taker}, L{twisted_echo.log.buffer.sole_text_observer}: the
+two lines of a connection 17.5 µs → 7.5 µs). The services ask
+L{sole_line_taker}; the text observer adds itself with L{add_line_taker}.
 
 L{log_publisher_misfit} checks, once at import, that the list still is
 the publisher's observers, in order, as C{addObserver} and
@@ -15,16 +16,66 @@ says L{None} and every line goes through the publisher.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
-from twisted.logger import LogPublisher
+from twisted.logger import LogLevel, LogPublisher
 
 __all__ = [
     "LOG_PUBLISHER_FITS",
     "LOG_PUBLISHER_MISFIT",
+    "LineTaker",
+    "add_line_taker",
     "log_publisher_misfit",
     "observers_of",
+    "sole_line_taker",
 ]
+
+
+class LineTaker(Protocol):
+    """
+    A log observer that also takes a line made without an event
+    (L{twisted_echo.log.buffer.BufferedLogObserver.take_message}).
+    """
+
+    def take_message(
+        self,
+        namespace: str,
+        level: LogLevel,
+        format: str,
+        fields: Mapping[str, object],
+        when: float,
+    ) -> None: ...
+
+
+#: The observers L{sole_line_taker} may return (text observers that were
+#: asked to take lines made without an event: L{add_line_taker}).
+_LINE_TAKERS: list[LineTaker] = []
+
+
+def add_line_taker(observer: LineTaker) -> None:
+    """
+    Let L{sole_line_taker} return C{observer} when it is the only observer
+    of a publisher.
+    """
+    _LINE_TAKERS.append(observer)
+
+
+def sole_line_taker(publisher: object) -> LineTaker | None:
+    """
+    @param publisher: a L{twisted.logger.LogPublisher} (the global one).
+    @return: the observer added with L{add_line_taker} if it is the only
+        observer of C{publisher} now (so a line it is handed directly is
+        all any observer would have made of the event); else L{None}.
+        Reads the publisher's observers (L{observers_of}); where they are
+        not known (another Twisted), always L{None}.
+    """
+    observers = observers_of(publisher)
+    if observers is not None and len(observers) == 1:
+        observer = observers[0]
+        if observer in _LINE_TAKERS:
+            return observer  # type: ignore[no-any-return]
+    return None
 
 
 def observers_of(publisher: object) -> list[Any] | None:

@@ -7,20 +7,30 @@ its hook C{_subnegotiationLengthExceeded}, called when a peer goes past it
 bound). The welcome service's telnet layer answers past the same bound
 with an error line and a close (L{twisted_echo.services.welcome}).
 
+L{BoundedTelnetTransport}, the welcome service's telnet layer's base,
+overrides the hook and calls its public C{subnegotiation_too_long}
+instead.
+
 L{conch_bound_misfit} checks, by feeding a L{telnet.Telnet} a
 subnegotiation one byte longer than the bound, that conch calls the hook.
 Where it does not fit, L{max_subnegotiation_length} is 4096 (conch's
-figure) and the welcome layer applies the bound itself after each read.
+figure) and the layer applies the bound itself after each read
+(L{BoundedTelnetTransport.bound_subnegotiation}).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from twisted.conch import telnet
 from twisted.internet.testing import StringTransport
 
-__all__ = ["DEFAULT_BOUND", "conch_bound_misfit", "max_subnegotiation_length"]
+__all__ = [
+    "DEFAULT_BOUND",
+    "BoundedTelnetTransport",
+    "conch_bound_misfit",
+    "max_subnegotiation_length",
+]
 
 #: conch's bound where it has none of its own (bytes).
 DEFAULT_BOUND = 4096
@@ -68,3 +78,42 @@ def conch_bound_misfit() -> str | None:
     if not exceeded:
         return "conch does not call _subnegotiationLengthExceeded past its bound"
     return None
+
+
+class BoundedTelnetTransport(telnet.TelnetTransport):
+    """
+    conch's L{telnet.TelnetTransport} with a bound on a subnegotiation
+    (between C{IAC SB} and C{IAC SE}) that a subclass answers in
+    L{subnegotiation_too_long}: through conch's private hook
+    C{_subnegotiationLengthExceeded} where conch has the bound, else by
+    L{bound_subnegotiation}, to be called after each read.
+    """
+
+    #: The most bytes a telnet subnegotiation may hold: conch's own bound,
+    #: or the same figure on the Twisted releases (24.7...) whose conch has
+    #: none.
+    max_subnegotiation: ClassVar[int] = max_subnegotiation_length()
+
+    def subnegotiation_too_long(self) -> None:
+        """
+        A subnegotiation went past L{max_subnegotiation} bytes. Subclasses
+        answer it; by default, close the connection.
+        """
+        self.loseConnection()  # type: ignore[no-untyped-call]
+
+    def _subnegotiationLengthExceeded(self) -> None:  # noqa: N802 (conch's name)
+        # conch's hook for a subnegotiation past its bound (it would log and
+        # drop the connection).
+        self.subnegotiation_too_long()
+
+    def bound_subnegotiation(self) -> None:
+        """
+        After a read: on a Twisted whose conch holds a subnegotiation
+        without bound, answer one longer than L{max_subnegotiation} bytes
+        as conch's bound does (L{subnegotiation_too_long}).
+        """
+        if (
+            self.state.startswith("subnegotiation")
+            and len(getattr(self, "commands", ())) > self.max_subnegotiation
+        ):
+            self.subnegotiation_too_long()

@@ -12,13 +12,13 @@ from typing import Any
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IStreamServerEndpoint
 
-from twisted_echo.listening.endpoints import BACKLOG_KINDS, parse_description
-from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
-from twisted_echo.listening.tls import TLSListeningReactor
-from twisted_echo.operations.systemd import (
+from twisted_echo.listening.activation import (
     SystemdStreamEndpoint,
     parse_systemd_description,
 )
+from twisted_echo.listening.endpoints import BACKLOG_KINDS, parse_description
+from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
+from twisted_echo.listening.tls import TLSListeningReactor
 
 
 def with_backlog(description: str, backlog: int) -> str:
@@ -55,7 +55,7 @@ def stream_endpoint(
         supervisor of C{--workers}): then no TLS layer is built.
     @return: its endpoint: C{systemd:} ones adopt a socket inherited from
         systemd, with or without C{LISTEN_FDNAMES}
-        (L{twisted_echo.operations.systemd}); C{haproxy:ENDPOINT} ones read
+        (L{twisted_echo.listening.activation}); C{haproxy:ENDPOINT} ones read
         a PROXY header on each connection before the service starts
         (L{twisted_echo.listening.proxyheader}).
     @raise ValueError: for C{haproxy:} around a kind it does not take.

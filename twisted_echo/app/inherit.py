@@ -21,12 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet import tcp, unix
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
 from zope.interface import implementer
 
-from twisted_echo._twisted.adopt import adopt_unix_port
+from twisted_echo._twisted.adopt import AdoptedUNIXPort, adopt_unix_port
 
 #: Endpoint types whose listener each worker gets its own copy of
 #: (C{SO_REUSEPORT}, so the kernel spreads connections evenly); others (UNIX
@@ -183,23 +182,6 @@ def _reuseport_sockets(
             sock.close()
         raise
     return sockets
-
-
-class AdoptedUNIXPort(unix.Port):
-    """
-    A UNIX socket listener a worker adopted from its supervisor, which owns
-    the socket and its path: stopping it (a worker's drain, e.g. when a
-    reload replaces it) neither shuts the shared socket down nor removes
-    its path, as Twisted's L{unix.Port} would, so the other workers go on
-    accepting on it.
-    """
-
-    _shouldShutdown = False
-
-    def connectionLost(self, reason: Any) -> None:  # noqa: N802
-        if self.lockFile is not None:
-            self.lockFile.unlock()
-        tcp.Port.connectionLost(self, reason)
 
 
 class InheritingReactor:

@@ -2,10 +2,17 @@
 """
 C{twistd sockecho}: command-line options and the service they describe.
 
-Long until split (issue 20): value coercion and help regrouping and the
-service tree's composition are one module here; the services themselves are
-declared in L{twisted_echo.app.registry}, endpoints are built by
+The option table (L{Options}) and the service tree it describes
+(L{makeService}). The values options take are read by
+L{twisted_echo.app.optionvalues}, C{--help} is grouped by
+L{twisted_echo.app.helpgroups}; the services themselves are declared in
+L{twisted_echo.app.registry}, endpoints are built by
 L{twisted_echo.app.endpoints}.
+
+Over 500 lines: the option table is a third of it (one entry per option,
+with its help text), and the composition (L{makeService}, building each
+service's listeners from the registry) reads the same options; splitting
+them would make every new option an edit in two modules.
 
 Every listening address is a Twisted endpoint description string
 (C{tcp:7007:interface=127.0.0.1}, C{tcp6:7007:interface=\\:\\:1},
@@ -15,8 +22,6 @@ C{udp:PORT[:interface=ADDR]}. Defaults listen on loopback only.
 
 from __future__ import annotations
 
-import math
-import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -29,9 +34,31 @@ from twisted.python import usage
 from twisted_echo.app import registry
 from twisted_echo.app.endpoints import stream_endpoint
 from twisted_echo.app.endpoints import with_backlog as with_backlog
+from twisted_echo.app.helpgroups import regroup
 from twisted_echo.app.inherit import InheritingReactor
+from twisted_echo.app.optionvalues import (
+    ANY_SUBPROTOCOL,
+    count,
+    deflate_mode,
+    format_size,
+    message_rate,
+    number,
+    ports_file,
+    rate,
+    seconds,
+    size,
+    subprotocols,
+    typed,
+    udp_ports,
+    websocket_path,
+    workers,
+)
+from twisted_echo.app.refusing import RefusingListenerService
 from twisted_echo.app.registry import BuildContext, ServiceEntry
 from twisted_echo.app.server import SockechoService
+from twisted_echo.faults.datagrams import DatagramFaults
+from twisted_echo.faults.engine import ListenerFaults
+from twisted_echo.faults.profile import FaultProfile, ProfileError, parse_profile
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     DatagramListenerService,
@@ -46,12 +73,17 @@ from twisted_echo.log.buffer import levels_from
 from twisted_echo.policies import limits
 from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
 from twisted_echo.records.log import log_record
 from twisted_echo.records.ring import DEFAULT_RECORDS, RecordRing
 from twisted_echo.services.stream import StreamFactory
-from twisted_echo.services.udp import LoopGuard
+from twisted_echo.services.websocket import (
+    DEFAULT_HANDSHAKE_TIMEOUT as DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT,
+)
 from twisted_echo.services.websocket import DEFAULT_MAX_MESSAGE
+from twisted_echo.services.websocket_deflate import RECEIVE
+from twisted_echo.services.websocket_http import DEFAULT_PATH
 from twisted_echo.services.welcome import DEFAULT_BANNER, DEFAULT_MAX_LINE
 from twisted_echo.services.whoami import worker_number
 
@@ -65,171 +97,6 @@ DEFAULT_BACKLOG = 1024
 #: UDP echo rate limits, C{(datagrams per second, burst)}.
 DEFAULT_UDP_RATE = (1000.0, 2000)
 DEFAULT_UDP_GLOBAL_RATE = (20000.0, 40000)
-
-
-def _number(
-    option: str, kind: Callable[[str], Any], minimum: float, what: str
-) -> Callable[[str], Any]:
-    """
-    A C{usage.Options} coercer whose error names the option.
-    """
-
-    def coerce(value: str) -> Any:
-        try:
-            number = kind(value)
-        except ValueError:
-            number = None
-        if number is None or not math.isfinite(number) or number < minimum:
-            raise ValueError(f"--{option} takes {what}, not {value!r}")
-        return number
-
-    coerce.coerceDoc = what[0].upper() + what[1:] + "."  # type: ignore[attr-defined]
-    return coerce
-
-
-def _seconds(option: str) -> Callable[[str], Any]:
-    return _number(option, float, 0, "a number of seconds (0: never)")
-
-
-def _count(option: str, what: str) -> Callable[[str], Any]:
-    return _number(option, int, 0, f"a number of {what} (0: no limit)")
-
-
-def _workers(value: str) -> int:
-    """
-    A coercer for C{--workers}: a positive number, or C{auto} for the CPUs
-    this process may run on.
-    """
-    if value.strip().lower() == "auto":
-        return len(os.sched_getaffinity(0))
-    try:
-        count = int(value)
-    except ValueError:
-        count = 0
-    if count < 1:
-        raise ValueError(
-            f"--workers takes a positive number of processes or auto, not {value!r}"
-        )
-    return count
-
-
-_workers.coerceDoc = "A positive number, or auto."  # type: ignore[attr-defined]
-
-
-def _ports_file(value: str) -> str:
-    """
-    A coercer for C{--ports-file}: the path made absolute (twistd may
-    change directory), in a directory that exists.
-    """
-    path = os.path.abspath(value)
-    if not value or not os.path.isdir(os.path.dirname(path)):
-        raise ValueError(
-            f"--ports-file takes a file in a directory that exists, not {value!r}"
-        )
-    return path
-
-
-_ports_file.coerceDoc = "A path; its directory must exist."  # type: ignore[attr-defined]
-
-
-_SIZE_SUFFIXES = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-
-
-def parse_size(text: str) -> int:
-    """
-    @param text: a size in bytes, with an optional binary suffix: C{65536},
-        C{64K}, C{64M}, C{1G} (K = 1024 bytes; C{KiB}, C{MB} and lower case
-        are read the same).
-    @return: the size in bytes.
-    @raise ValueError: if C{text} is not such a size.
-    """
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)(I?B)?\s*", text.upper())
-    if match is None:
-        raise ValueError(f"not a size: {text!r}")
-    return int(match.group(1)) * _SIZE_SUFFIXES[match.group(2)]
-
-
-def format_size(size: int) -> str:
-    """
-    @param size: a number of bytes.
-    @return: C{size} as L{parse_size} reads it, with the largest binary
-        suffix that divides it: C{64M}, C{256K}, C{1000}.
-    """
-    for suffix in ("G", "M", "K"):
-        unit = _SIZE_SUFFIXES[suffix]
-        if size and size % unit == 0:
-            return f"{size // unit}{suffix}"
-    return str(size)
-
-
-def _typed(number: float) -> str:
-    """
-    @return: C{number} as a user would type it: C{300}, C{0.5}.
-    """
-    return f"{number:g}"
-
-
-def _size(option: str) -> Callable[[str], int]:
-    def coerce(value: str) -> int:
-        try:
-            return parse_size(value)
-        except ValueError:
-            raise ValueError(
-                f"--{option} takes a size in bytes, with K, M or G "
-                f"(0: no limit), not {value!r}"
-            ) from None
-
-    coerce.coerceDoc = "Bytes, or with K, M, G (binary); 0: no limit."  # type: ignore[attr-defined]
-    return coerce
-
-
-def _rate(option: str) -> Callable[[str], Any]:
-    """
-    A coercer for C{RATE[/BURST]}: datagrams per second, and the burst in
-    datagrams (default: one second's worth); C{0} for no limit.
-    """
-
-    def coerce(value: str) -> tuple[float, int]:
-        rate_text, _, burst_text = value.partition("/")
-        try:
-            rate = float(rate_text)
-            burst = int(burst_text) if burst_text else max(1, math.ceil(rate))
-        except ValueError:
-            rate, burst = -1, 0
-        if not (math.isfinite(rate) and rate >= 0 and burst >= 1):
-            raise ValueError(
-                f"--{option} takes RATE[/BURST] in datagrams per second "
-                f"(0: no limit), not {value!r}"
-            )
-        return rate, burst
-
-    coerce.coerceDoc = "RATE[/BURST]: datagrams per second[/datagrams]; 0: none."  # type: ignore[attr-defined]
-    return coerce
-
-
-def _udp_ports(option: str) -> Callable[[str], Any]:
-    """
-    A coercer for C{PORT[-PORT],...}: UDP ports and inclusive ranges
-    (L{twisted_echo.services.udp.parse_ports}); C{none} for none.
-    """
-    from twisted_echo.services.udp import (
-        DEFAULT_NEVER_ANSWER,
-        format_ports,
-        parse_ports,
-    )
-
-    def coerce(value: str) -> frozenset[int]:
-        try:
-            return parse_ports(value)
-        except ValueError as e:
-            raise ValueError(
-                f"--{option} takes comma-separated ports and ranges "
-                f"(PORT[-PORT],...) or none, not {value!r}: {e}"
-            ) from None
-
-    default = format_ports(DEFAULT_NEVER_ANSWER)
-    coerce.coerceDoc = f"PORT[-PORT],... or none [default: {default}]"  # type: ignore[attr-defined]
-    return coerce
 
 
 def _listener_option(service: ServiceEntry) -> Any:
@@ -263,62 +130,6 @@ class _ParseOnly:
     """
 
 
-#: How C{--help} lists the options: C{(heading, options)} in order, listeners
-#: first; an option named in none (C{--help}, C{--version}) comes last
-#: under "Other", and a name that is no option is passed over.
-def help_groups() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """
-    @return: L{HELP_GROUPS} for the services registered now.
-    """
-    return (
-        (
-            "Listeners (endpoint strings; giving one replaces that service's "
-            "default)",
-            (
-                *(s.name for s in registry.SERVICES),
-                *(f"no-{s.name}" for s in registry.SERVICES if s.default is not None),
-                "metrics",
-                "ports-file",
-            ),
-        ),
-        *_OTHER_HELP_GROUPS,
-    )
-
-
-_OTHER_HELP_GROUPS = (
-    ("The welcome service", ("banner", "max-line")),
-    ("The WebSocket service", ("websocket-max-message",)),
-    (
-        "Limits",
-        (
-            "max-connections",
-            "max-per-peer",
-            "max-buffer",
-            "backlog",
-            "udp-rate",
-            "udp-global-rate",
-            "udp-never-answer",
-            "metrics-max-connections",
-        ),
-    ),
-    (
-        "Timeouts, in seconds",
-        (
-            "idle-timeout",
-            "stall-timeout",
-            "line-timeout",
-            "handshake-timeout",
-            "drain-timeout",
-            "metrics-request-timeout",
-        ),
-    ),
-    ("Running", ("workers", "log-format", "log-level", "records", "record-bytes")),
-)
-HELP_GROUPS = help_groups()
-#: The first line of an option's entry in C{usage.Options}' help.
-_HELP_ENTRY = re.compile(r"^(?:  -\w, |      )--([\w-]+)")
-
-
 class Options(usage.Options):
     """
     Options of C{twistd sockecho}; L{postOptions} validates every listening
@@ -343,21 +154,21 @@ class Options(usage.Options):
             None,
             str(DEFAULT_MAX_LINE),
             "Longest line the welcome service accepts, in bytes.",
-            _number("max-line", int, 1, "a positive number of bytes"),
+            number("max-line", int, 1, "a positive number of bytes"),
         ],
         [
             "max-connections",
             None,
             str(limits.DEFAULT_MAX_CONNECTIONS),
             "Most TCP connections open at once, all services together.",
-            _count("max-connections", "connections"),
+            count("max-connections", "connections"),
         ],
         [
             "max-per-peer",
             None,
             str(limits.DEFAULT_MAX_PER_PEER),
             "Most TCP connections open at once from one client address.",
-            _count("max-per-peer", "connections"),
+            count("max-per-peer", "connections"),
         ],
         [
             "max-buffer",
@@ -365,70 +176,70 @@ class Options(usage.Options):
             format_size(DEFAULT_MAX_BUFFER),
             "Most bytes held for all TCP connections together (queued replies, "
             "reads, unfinished lines).",
-            _size("max-buffer"),
+            size("max-buffer"),
         ],
         [
             "idle-timeout",
             None,
-            _typed(limits.DEFAULT_IDLE_TIMEOUT),
+            typed(limits.DEFAULT_IDLE_TIMEOUT),
             "Close a connection with no traffic for this many seconds.",
-            _seconds("idle-timeout"),
+            seconds("idle-timeout"),
         ],
         [
             "stall-timeout",
             None,
-            _typed(limits.DEFAULT_STALL_TIMEOUT),
+            typed(limits.DEFAULT_STALL_TIMEOUT),
             "Abort a connection whose peer takes no byte of what it is owed "
             "(on TCP: acknowledges none, the kernel's send queue included) "
             "for this many seconds. Acknowledgements come in steps (on "
             "loopback up to ~1.3 s apart at 100 KB/s, ~6.5 s at 20 KB/s): "
             "slower readers need a longer timeout.",
-            _seconds("stall-timeout"),
+            seconds("stall-timeout"),
         ],
         [
             "line-timeout",
             None,
-            _typed(limits.DEFAULT_LINE_TIMEOUT),
+            typed(limits.DEFAULT_LINE_TIMEOUT),
             "Close a welcome connection whose line is not finished within "
             "this many seconds of its first byte.",
-            _seconds("line-timeout"),
+            seconds("line-timeout"),
         ],
         [
             "handshake-timeout",
             None,
-            _typed(DEFAULT_HANDSHAKE_TIMEOUT),
+            typed(DEFAULT_HANDSHAKE_TIMEOUT),
             "Abort a TLS (ssl:) connection whose handshake is not finished "
             "within this many seconds of connecting.",
-            _seconds("handshake-timeout"),
+            seconds("handshake-timeout"),
         ],
         [
             "drain-timeout",
             None,
-            _typed(limits.DEFAULT_DRAIN_TIMEOUT),
+            typed(limits.DEFAULT_DRAIN_TIMEOUT),
             "On SIGTERM/SIGINT (and SIGHUP without --workers), give open "
             "connections this many seconds to finish, then abort them.",
-            _seconds("drain-timeout"),
+            seconds("drain-timeout"),
         ],
         [
             "backlog",
             None,
             str(DEFAULT_BACKLOG),
             "Listen queue length for stream endpoints that set none.",
-            _number("backlog", int, 1, "a positive number of connections"),
+            number("backlog", int, 1, "a positive number of connections"),
         ],
         [
             "udp-rate",
             None,
             "{:g}/{}".format(*DEFAULT_UDP_RATE),
             "UDP datagrams answered per second per source address.",
-            _rate("udp-rate"),
+            rate("udp-rate"),
         ],
         [
             "udp-global-rate",
             None,
             "{:g}/{}".format(*DEFAULT_UDP_GLOBAL_RATE),
             "UDP datagrams answered per second, all sources together.",
-            _rate("udp-global-rate"),
+            rate("udp-global-rate"),
         ],
         [
             "udp-never-answer",
@@ -437,7 +248,7 @@ class Options(usage.Options):
             "UDP source ports never answered, against loops with other UDP "
             "services (CVE-2024-2169); the ports sockecho's own UDP listeners "
             "are bound to are never answered either",
-            _udp_ports("udp-never-answer"),
+            udp_ports("udp-never-answer"),
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
         [
@@ -460,16 +271,16 @@ class Options(usage.Options):
             str(limits.DEFAULT_METRICS_MAX_CONNECTIONS),
             "Most connections open at once to the --metrics listener; more are "
             "closed at once.",
-            _count("metrics-max-connections", "connections"),
+            count("metrics-max-connections", "connections"),
         ],
         [
             "metrics-request-timeout",
             None,
-            _typed(limits.DEFAULT_METRICS_REQUEST_TIMEOUT),
+            typed(limits.DEFAULT_METRICS_REQUEST_TIMEOUT),
             "Close a --metrics connection whose request is not complete this "
             "many seconds after its first byte, or whose client has not read "
             "its response within as long.",
-            _seconds("metrics-request-timeout"),
+            seconds("metrics-request-timeout"),
         ],
         [
             "workers",
@@ -477,7 +288,7 @@ class Options(usage.Options):
             "1",
             "Worker processes serving every listener; auto: one per CPU this "
             "process may run on. SIGHUP replaces them one by one.",
-            _workers,
+            workers,
         ],
         [
             "records",
@@ -485,7 +296,7 @@ class Options(usage.Options):
             str(DEFAULT_RECORDS),
             "Connection records kept for the --metrics listener's /records "
             "(about 0.6 KB each, outside --max-buffer; 0: none kept).",
-            _number("records", int, 0, "a number of records (0: none)"),
+            number("records", int, 0, "a number of records (0: none)"),
         ],
         [
             "record-bytes",
@@ -493,7 +304,7 @@ class Options(usage.Options):
             "0",
             "Keep this many of each connection's first bytes in its record, "
             "escaped (they may be private; 0: none).",
-            _number("record-bytes", int, 0, "a number of bytes (0: none)"),
+            number("record-bytes", int, 0, "a number of bytes (0: none)"),
         ],
         [
             "ports-file",
@@ -502,7 +313,7 @@ class Options(usage.Options):
             "Once every listener is up, write where each listens (the real "
             "ports, port 0 included) as JSON to this file; removed when the "
             "drain starts [default: off]",
-            _ports_file,
+            ports_file,
         ],
     ]
 
@@ -513,21 +324,87 @@ class Options(usage.Options):
             "websocket-max-message",
             None,
             format_size(DEFAULT_MAX_MESSAGE),
-            "Longest WebSocket message echoed, in bytes (text: UTF-8); a "
-            "longer one is closed with code 1009.",
-            _size("websocket-max-message"),
+            "Longest WebSocket message echoed, in bytes (text: UTF-8; "
+            "compressed: once inflated); a longer one is closed with code 1009.",
+            size("websocket-max-message"),
+        ]
+    )
+    optParameters.extend(
+        [
+            [
+                "websocket-path",
+                None,
+                DEFAULT_PATH,
+                "URL path of the WebSocket echo and its page; /upper and "
+                "/whoami are relative to it (/ws: /ws/upper, /ws/whoami).",
+                websocket_path,
+            ],
+            [
+                "websocket-subprotocols",
+                None,
+                ANY_SUBPROTOCOL,
+                "Comma-separated WebSocket subprotocols accepted: the first a "
+                "client offers that is listed; none listed: the handshake goes "
+                "on without one. *: the first offered.",
+                subprotocols,
+            ],
+            [
+                "websocket-deflate",
+                None,
+                RECEIVE,
+                "permessage-deflate: receive (accept it, inflate what clients "
+                "send, bounded by --websocket-max-message; reply uncompressed), "
+                "both (compress replies too: more CPU and ~300 KiB per "
+                "connection while a reply is sent) or off.",
+                deflate_mode,
+            ],
+            [
+                "websocket-handshake-timeout",
+                None,
+                typed(DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT),
+                "Close (408) a WebSocket connection whose HTTP request is not "
+                "complete within this many seconds of connecting.",
+                seconds("websocket-handshake-timeout"),
+            ],
+            [
+                "websocket-max-messages-per-second",
+                None,
+                "0",
+                "RATE[/BURST] of WebSocket messages (and pings) one connection "
+                "may send; over it the server stops reading from it until the "
+                "rate allows (0: no limit).",
+                message_rate,
+            ],
         ]
     )
 
     def __init__(self) -> None:
         usage.Options.__init__(self)
         self.listeners: dict[str, list[str]] = {s.name: [] for s in registry.SERVICES}
+        #: C{--faults}: each service's fault profile text, then (after
+        #: L{postOptions}) its L{FaultProfile} in C{self["faults"]}.
+        self.fault_texts: list[str] = []
+        self["faults"] = {}
         # Defaults are written as users type them, which is what --help
         # shows; the values are those the option gives for that text.
         for parameter in self.optParameters:
             name, default = parameter[0], parameter[2]
             if len(parameter) == 5 and isinstance(default, str):
                 self[name] = parameter[4](default)
+
+    def opt_faults(self, value: str) -> None:
+        self.fault_texts.append(value)
+
+    opt_faults.__doc__ = (
+        "LISTENERS=PROFILE: misbehave on purpose on a service's TCP listeners "
+        "(echo, upper, welcome, whoami, websocket) or UDP ones (udp, "
+        "whoami-udp), e.g. "
+        "echo='latency=200ms,jitter=20ms;reset-after=1000,p=0.5;seed=42'; "
+        "TCP: delay, latency, bandwidth, slice, close-after, reset-after, "
+        "half-close-after, blackhole, refuse, corrupt, truncate; UDP: loss, "
+        "duplicate, reorder, latency, truncate, corrupt (docs/faults.md) "
+        "[default: off] (repeatable)"
+    )
 
     def getUsage(self, width: int | None = None) -> str:
         """
@@ -536,22 +413,7 @@ class Options(usage.Options):
         @param width: columns to wrap to (C{$COLUMNS} or 80 if not given).
         @return: the help text, without the synopsis line.
         """
-        text = usage.Options.getUsage(self, width)
-        if not text.startswith("Options:\n"):
-            return text
-        listing, _, rest = text[len("Options:\n") :].partition("\n\n")
-        entries: dict[str, list[str]] = {}
-        for line in (listing + "\n").splitlines(keepends=True):
-            entry = _HELP_ENTRY.match(line)
-            if entry is not None:
-                current = entries.setdefault(entry.group(1), [])
-            current.append(line)
-        groups = []
-        for heading, names in (*help_groups(), ("Other", tuple(entries))):
-            listed = [line for name in names for line in entries.pop(name, [])]
-            if listed:
-                groups.append(f"{heading}:\n" + "".join(listed))
-        return "\n".join(groups) + ("\n" + rest if rest else "")
+        return regroup(usage.Options.getUsage(self, width))
 
     def postOptions(self) -> None:
         """
@@ -585,6 +447,45 @@ class Options(usage.Options):
             raise usage.UsageError("every service is switched off; nothing to run")
         if self["metrics"] is not None:
             self._check_address("metrics", self["metrics"], metrics=True)
+        self["faults"] = self._fault_profiles()
+
+    def _fault_profiles(self) -> dict[str, FaultProfile]:
+        """
+        @return: C{--faults}' profiles by listener key: a stream service's
+            name, or a datagram listener key (C{udp}, C{whoami-udp}).
+        @raise usage.UsageError: one line naming C{--faults}, the value and
+            the part at fault.
+        """
+        keys: dict[str, tuple[ServiceEntry, bool]] = {}
+        for service in registry.SERVICES:
+            if service.stream is not None:
+                keys[service.name] = (service, False)
+            if service.datagram is not None:
+                keys[service.listener_key(datagram=True)] = (service, True)
+        profiles: dict[str, FaultProfile] = {}
+        for value in self.fault_texts:
+            name, sep, text = value.partition("=")
+            name = name.strip()
+            found = keys.get(name) if sep else None
+            if found is None:
+                raise usage.UsageError(
+                    f"bad --faults {value!r}: give LISTENERS=PROFILE, LISTENERS one "
+                    f"of {', '.join(keys)}"
+                )
+            if name in profiles:
+                raise usage.UsageError(f"bad --faults {value!r}: {name} given twice")
+            service, datagram = found
+            if not service_listeners(self, service)[datagram]:
+                kind = "UDP" if datagram else "TCP"
+                raise usage.UsageError(
+                    f"bad --faults {value!r}: {service.name} has no {kind} "
+                    "listener running"
+                )
+            try:
+                profiles[name] = parse_profile(text, datagram=datagram)
+            except ProfileError as e:
+                raise usage.UsageError(f"bad --faults {value!r}: {e}") from None
+        return profiles
 
     def _check_address(
         self,
@@ -769,6 +670,15 @@ def makeService(
             factory.log_connections = log_connections
             factory.records = records
             factory.record_bytes = config["record-bytes"]
+            profile = config["faults"].get(service.name)
+            if profile is not None:
+                factory.faults = ListenerFaults(
+                    profile,
+                    service.name,
+                    reactor,
+                    context.counters.faults,
+                    log_connections,
+                )
     top = SockechoService(
         counters,
         factories=list(factories.values()),
@@ -788,17 +698,40 @@ def makeService(
                 )
             else:
                 endpoint = config.stream_endpoint(description, reactor)
-            top.addService(StreamListenerService(description, endpoint, factory, name))
+            refuse = factory.faults and factory.faults.profile.listener_fault("refuse")
+            if refuse:
+                listener: StreamListenerService = RefusingListenerService(
+                    description,
+                    endpoint,
+                    factory,
+                    name,
+                    fault=refuse,
+                    clock=reactor,
+                    counts=counters[name].faults,
+                )
+            else:
+                listener = StreamListenerService(description, endpoint, factory, name)
+            top.addService(listener)
     for service in running:
         build = service.datagram
         key = service.listener_key(datagram=True)
+        profile = config["faults"].get(key)
         for index, description in enumerate(listeners[service.name][1]):
             assert build is not None
+            protocol = build(contexts[service.name])
+            if profile is not None:
+                protocol.faults = DatagramFaults(  # type: ignore[attr-defined]
+                    profile,
+                    f"{key}/{index}" if index else key,
+                    reactor,
+                    counters[service.name],
+                    log_connections,
+                )
             top.addService(
                 DatagramListenerService(
                     description,
                     parse_datagram_description(description),
-                    build(contexts[service.name]),
+                    protocol,
                     IReactorUDP(reactor),
                     service.name,
                     inherited=inherited.get((key, index)),

@@ -43,9 +43,9 @@ if TYPE_CHECKING:
     from twisted_echo.policies.budget import MemoryBudget
     from twisted_echo.policies.counters import ServiceCounters
     from twisted_echo.policies.limits import ConnectionLimits, Timeouts
+    from twisted_echo.policies.loopguard import LoopGuard
     from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
     from twisted_echo.services.stream import StreamFactory
-    from twisted_echo.services.udp import LoopGuard
 
 #: The kinds of listener a service takes.
 STREAM = "stream"
@@ -221,14 +221,22 @@ def _whoami_udp(context: BuildContext) -> DatagramProtocol:
 
 def _websocket(context: BuildContext) -> StreamFactory:
     from twisted_echo.services.websocket import WebSocketFactory
+    from twisted_echo.services.whoami import WhoamiInfo
 
+    config = context.config
     return WebSocketFactory(
         context.reactor,
         context.counters,
         context.limits,
         context.timeouts,
         context.budget,
-        max_message=context.config["websocket-max-message"],
+        max_message=config["websocket-max-message"],
+        path=config["websocket-path"],
+        subprotocols=config["websocket-subprotocols"],
+        deflate=config["websocket-deflate"],
+        handshake_timeout=config["websocket-handshake-timeout"],
+        message_rate=config["websocket-max-messages-per-second"],
+        info=WhoamiInfo(worker=context.worker),
     )
 
 
@@ -268,8 +276,8 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ),
     ServiceEntry(
         "websocket",
-        "Endpoint for the WebSocket echo service (ws://HOST:PORT/, /upper; "
-        "ssl: for wss://; GET / in a browser: a page to try it)",
+        "Endpoint for the WebSocket echo service (ws://HOST:PORT/, /upper, "
+        "/whoami; ssl: for wss://; GET / in a browser: a page to try it)",
         stream=_websocket,
         title="WebSocket",
     ),

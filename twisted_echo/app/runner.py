@@ -11,7 +11,7 @@ Here, and only here:
    one);
  - the process is tuned: the open files limit raised for C{--max-connections}
    (to the hard limit when it is 0, "no limit"), malloc kept from mapping
-   every large read (L{twisted_echo.operations.malloc});
+   every large read (L{twisted_echo.system.malloc});
  - SIGHUP and SIGUSR1 are handled (L{twisted_echo.app.signals});
  - the log (C{--log-format}, C{--log-level}) is written by sockecho's
    buffered observer where twistd would write text
@@ -41,9 +41,9 @@ from twisted_echo.app.interfaces import IServer
 from twisted_echo.app.registry import datagram_only
 from twisted_echo.app.supervisor import Supervisor
 from twisted_echo.listening.listen import ListenError
-from twisted_echo.operations.malloc import keep_large_reads_on_heap
 from twisted_echo.operations.systemd import Notifier, NotifyingService
 from twisted_echo.services.stream import READ_SIZE
+from twisted_echo.system.malloc import keep_large_reads_on_heap
 
 _log = Logger()
 

@@ -78,6 +78,10 @@ from twisted_echo.app.inherit import (
 )
 from twisted_echo.app.interfaces import IServer
 from twisted_echo.app.registry import is_datagram_key, service_name
+from twisted_echo.listening.activation import (
+    adoptable_socket,
+    parse_systemd_description,
+)
 from twisted_echo.listening.address import describe_address
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
@@ -87,10 +91,6 @@ from twisted_echo.listening.listen import (
     warn_if_exposed,
 )
 from twisted_echo.operations.sharedcounters import CounterTable, combine, without_gauges
-from twisted_echo.operations.systemd import (
-    adoptable_socket,
-    parse_systemd_description,
-)
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
 
@@ -736,7 +736,7 @@ class Supervisor(Service):
         """
         Close every listening socket, and remove the path of each UNIX
         socket this supervisor bound (its workers leave it in place:
-        L{twisted_echo.app.inherit.AdoptedUNIXPort}).
+        L{twisted_echo._twisted.adopt.AdoptedUNIXPort}).
         """
         for listener in self.listeners:
             for sock in listener.sockets:

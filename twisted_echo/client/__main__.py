@@ -23,6 +23,8 @@ from twisted_echo.client.errors import ClientError, ClientUsageError
 from twisted_echo.client.load import MAX_DATAGRAM, MODES, LoadConfig
 from twisted_echo.client.records import add_records_command, run_records_command
 from twisted_echo.client.tls import TLSSettings, is_tls_endpoint
+from twisted_echo.client.websocket import is_websocket_url
+from twisted_echo.client.ws_check import DEFAULT_MAX_MESSAGE
 
 PROG = "sockecho-client"
 
@@ -56,6 +58,26 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _size(text: str) -> int:
+    """
+    @return: C{text} as bytes: a whole number, or with a suffix C{K} or
+        C{M} (KiB, MiB).
+    """
+    units = {"K": 1024, "M": 1024 * 1024}
+    number, unit = text.strip(), 1
+    if number[-1:].upper() in units:
+        number, unit = number[:-1], units[number[-1:].upper()]
+    try:
+        value = int(number) * unit
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected a size in bytes (e.g. 1048576, 64K, 1M), not {text!r}"
+        )
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """
     @return: the parser of C{sockecho-client}'s command line.
@@ -64,13 +86,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Client for the sockecho services and any RFC 862 echo server. "
         "ENDPOINT is a Twisted client endpoint string (tcp:HOST:PORT, "
-        "tcp6:..., unix:PATH), ssl:HOST:PORT (TLS) or udp:HOST:PORT.",
+        "tcp6:..., unix:PATH), ssl:HOST:PORT (TLS), udp:HOST:PORT, or a "
+        "WebSocket URL ws://HOST:PORT/PATH or wss://HOST:PORT/PATH (chat, "
+        "load and check).",
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     tls = _Parser(add_help=False)
     tls_options = tls.add_argument_group(
-        "TLS (ssl:HOST:PORT endpoints)",
+        "TLS (ssl:HOST:PORT endpoints and wss:// URLs)",
         "The server's certificate is verified against the system's trust "
         "store and must name the host connected to.",
     )
@@ -98,9 +122,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="interactive, like telnet or nc",
         description="Send standard "
         "input, print replies; at end of input half-close and print what is "
-        "still owed. With udp:, each line is one datagram.",
+        "still owed. With udp:, each line is one datagram; with ws:// or "
+        "wss://, each line is one text message (--binary: binary) and each "
+        "message received is printed.",
     )
     chat.add_argument("endpoint", metavar="ENDPOINT")
+    chat.add_argument(
+        "--binary",
+        action="store_true",
+        help="ws://, wss://: send each line (with its newline) as a binary "
+        "message, not text",
+    )
     chat.add_argument(
         "--wait",
         type=_positive_float,
@@ -184,6 +216,14 @@ def build_parser() -> argparse.ArgumentParser:
         "replies after the duration [%(default)s]",
     )
     load.add_argument(
+        "--rate",
+        type=_positive_float,
+        default=None,
+        metavar="MESSAGES",
+        help="ws://, wss://: at most this many messages per second over all "
+        "connections [as fast as echoes come]",
+    )
+    load.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object instead of the report",
@@ -203,6 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="ENDPOINT",
         help="udp:HOST:PORT of a UDP echo server to check too",
+    )
+    check.add_argument(
+        "--max-message",
+        type=_size,
+        default=DEFAULT_MAX_MESSAGE,
+        metavar="BYTES",
+        help="ws://, wss://: the server's message size limit; a message one "
+        "byte longer must be refused with close 1009 (0: no limit, row left "
+        "out) [%(default)s]",
     )
     check.add_argument(
         "--timeout",
@@ -253,9 +302,11 @@ def tls_settings(args: argparse.Namespace) -> TLSSettings | None:
     """
     if args.ca is None and not args.insecure and args.servername is None:
         return None
-    if not is_tls_endpoint(args.endpoint):
+    secure_url = args.endpoint.strip().lower().startswith("wss://")
+    if not is_tls_endpoint(args.endpoint) and not secure_url:
         raise ClientUsageError(
-            "--ca, --insecure and --servername are for ssl: endpoints, not "
+            "--ca, --insecure and --servername are for ssl: endpoints and "
+            "wss:// URLs, not "
             f"{args.endpoint!r}"
         )
     if args.ca is not None and args.insecure:
@@ -271,6 +322,10 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
     @return: the run they describe.
     @raise ClientUsageError: for options that do not go together.
     """
+    if is_websocket_url(args.endpoint):
+        return _websocket_load_config(args)
+    if args.rate is not None:
+        raise ClientUsageError("--rate is for ws:// and wss:// loads")
     is_udp = args.endpoint.strip().lower().startswith("udp:")
     if (args.mode == "udp") != is_udp:
         raise ClientUsageError(
@@ -297,6 +352,25 @@ def load_config(args: argparse.Namespace) -> LoadConfig:
     )
 
 
+def _websocket_load_config(args: argparse.Namespace) -> LoadConfig:
+    if args.mode != "rr" or args.service != "echo" or args.banner is not None:
+        raise ClientUsageError(
+            "a ws:// or wss:// load is its own mode (one message in flight "
+            "per connection, echo): leave out --mode, --service and --banner"
+        )
+    return LoadConfig(
+        endpoint=args.endpoint,
+        connections=args.connections,
+        size=args.size,
+        duration=args.duration,
+        mode="websocket",
+        service="echo",
+        max_requests=args.requests,
+        timeout=args.timeout,
+        tls=tls_settings(args),
+    )
+
+
 async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
     """
     Run the command C{args} names.
@@ -304,7 +378,16 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
     @return: the exit status.
     @raise ClientError: for errors the user caused.
     """
+    websocket = is_websocket_url(args.endpoint)
+    if args.command == "chat" and websocket:
+        from twisted_echo.client.ws_chat import run_websocket_chat
+
+        return await run_websocket_chat(
+            reactor, args.endpoint, args.timeout, args.binary, tls=tls_settings(args)
+        )
     if args.command == "chat":
+        if args.binary:
+            raise ClientUsageError("--binary is for ws:// and wss:// chats")
         from twisted_echo.client.chat import run_chat
 
         return await run_chat(
@@ -327,7 +410,23 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
     if args.command == "load":
         from twisted_echo.client.load import run_load
 
-        return await run_load(reactor, load_config(args), args.json, sys.stdout)
+        return await run_load(
+            reactor, load_config(args), args.json, sys.stdout, rate=args.rate
+        )
+    if websocket:
+        if args.udp:
+            raise ClientUsageError("--udp goes with a stream endpoint, not a ws:// URL")
+        from twisted_echo.client.ws_check import run_websocket_check
+
+        return await run_websocket_check(
+            reactor,
+            args.endpoint,
+            args.timeout,
+            sys.stdout,
+            args.json,
+            tls=tls_settings(args),
+            max_message=args.max_message,
+        )
     from twisted_echo.client.check import run_check
 
     return await run_check(

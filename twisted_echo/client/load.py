@@ -10,6 +10,8 @@ Modes:
    requests in flight, so data flows both ways at once.
  - C{connect}: each request is its own connection: connect, send, half-close
    (C{SHUT_WR}), read the whole reply until the server closes.
+ - C{websocket} (C{ws://} and C{wss://} URLs): one message in flight per
+   WebSocket connection (L{twisted_echo.client.ws_load}).
  - C{udp}: each worker sends one datagram (RFC 862 UDP echo), waits for it
    to come back, and sends the next; a reply missing after the reply
    timeout is a lost datagram.
@@ -27,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
+from typing import Protocol as Protocol_
 
 from twisted.internet import error
 from twisted.internet.defer import (
@@ -116,6 +119,22 @@ class LoadConfig:
         return min(self.timeout, 1.0)
 
 
+class Worker(Protocol_):
+    """
+    What L{LoadRun} asks of a connection or worker it stops or aborts.
+    """
+
+    def stop_when_idle(self) -> None:
+        """
+        Start nothing more; finish once nothing is owed.
+        """
+
+    def abort(self, why: str) -> object:
+        """
+        Stop at once, counting what is owed as lost; C{why} is one line.
+        """
+
+
 class LoadRun:
     """
     What all connections of a run share: the totals, whether new requests
@@ -136,7 +155,7 @@ class LoadRun:
         self.now = now
         self.stats = LoadStats()
         self.stopping = False
-        self.live: set[LoadConnection | DatagramLoadWorker] = set()
+        self.live: set[Worker] = set()
         self._budget = config.max_requests
 
     def take_request(self) -> bool:
@@ -614,11 +633,13 @@ def format_report(config: LoadConfig, report: dict[str, Any]) -> str:
     @return: the human-readable summary, several lines, no final newline.
     """
     latency = report["latency_us"]
+    # A WebSocket load's request is one message's round trip.
+    label = "messages" if config.mode == "websocket" else "requests"
     lines = [
         f"load {config.endpoint}: mode={config.mode} service={config.service} "
         f"connections={config.connections} size={config.size} B "
         f"duration={report['elapsed_s']} s",
-        f"requests     {report['requests']} ({report['requests_per_s']}/s)",
+        f"{label:<12} {report['requests']} ({report['requests_per_s']}/s)",
         f"throughput   {report['mb_per_s']} MB/s of replies "
         f"({report['bytes_sent']} bytes sent, {report['bytes_received']} received)",
         f"connections  {report['connections']} closed cleanly "
@@ -635,7 +656,11 @@ def format_report(config: LoadConfig, report: dict[str, Any]) -> str:
 
 
 async def run_load(
-    reactor: Any, config: LoadConfig, json_output: bool, stdout: IO[str]
+    reactor: Any,
+    config: LoadConfig,
+    json_output: bool,
+    stdout: IO[str],
+    rate: float | None = None,
 ) -> int:
     """
     Run the load C{config} describes and print its report.
@@ -646,6 +671,8 @@ async def run_load(
         (and no progress line).
     @param stdout: where the report (and, on a terminal, the progress line)
         goes.
+    @param rate: C{websocket} mode: messages per second over all
+        connections, or C{None} for a closed loop as fast as echoes come.
     @return: the exit status: 0, or 1 on any error, mismatch or loss.
     @raise ClientError: when the endpoint is bad or no connection can be
         made.
@@ -658,6 +685,18 @@ async def run_load(
         if config.mode == "udp":
             target = parse_datagram_endpoint(config.endpoint)
             elapsed = await run_datagram_load(reactor, target, run, progress.start)
+        elif config.mode == "websocket":
+            from twisted_echo.client.websocket import (
+                parse_websocket_url,
+                websocket_endpoint,
+            )
+            from twisted_echo.client.ws_load import run_websocket_load
+
+            url = parse_websocket_url(config.endpoint)
+            endpoint = websocket_endpoint(reactor, url, config.tls)
+            elapsed = await run_websocket_load(
+                reactor, endpoint, url, run, rate, progress.start
+            )
         else:
             endpoint = stream_endpoint(reactor, config.endpoint, config.tls)
             elapsed = await run_stream_load(endpoint, run, progress.start)
@@ -672,6 +711,8 @@ async def run_load(
         "duration_s": config.duration,
     }
     report.update(run.stats.report(elapsed))
+    if rate is not None:
+        report["rate"] = rate
     if json_output:
         print(json.dumps(report), file=stdout, flush=True)
     else:

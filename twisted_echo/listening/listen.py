@@ -29,20 +29,20 @@ from twisted.python.failure import Failure
 
 from twisted_echo._twisted.adopt import adopt_datagram_port
 from twisted_echo._twisted.transport import use_lean_transport
-from twisted_echo.listening.address import describe_address, tls_address
-from twisted_echo.listening.endpoints import parse_description
-from twisted_echo.listening.tls import is_tls_port
-from twisted_echo.operations.systemd import (
+from twisted_echo.listening.activation import (
     SystemdAddress,
     adoptable_socket,
     parse_systemd_description,
 )
-from twisted_echo.services.udp import (
+from twisted_echo.listening.address import describe_address, tls_address
+from twisted_echo.listening.datagram import (
     MAX_DATAGRAM,
     DatagramPort,
     datagram_port_problem,
     is_wildcard,
 )
+from twisted_echo.listening.endpoints import parse_description
+from twisted_echo.listening.tls import is_tls_port
 
 _log = Logger()
 
@@ -188,7 +188,7 @@ def parse_datagram_description(description: str) -> UDPAddress | SystemdAddress:
     @param description: C{udp:PORT[:interface=ADDR]} (L{parse_udp_description})
         or a socket inherited from systemd, C{systemd:index=N} or
         C{systemd:name=NAME}
-        (L{twisted_echo.operations.systemd.parse_systemd_description}).
+        (L{twisted_echo.listening.activation.parse_systemd_description}).
     @return: a L{UDPAddress} or a L{SystemdAddress}.
     @raise ValueError: with a message naming what is wrong.
     """

@@ -39,7 +39,7 @@ Until its handshake finishes it holds L{HANDSHAKE_BYTES} of the memory
 budget (L{twisted_echo.policies.budget.MemoryBudget.hold_handshake}). At close it
 lets go of its OpenSSL state at once (no reference cycle is left for the
 cyclic garbage collector), and the heap is trimmed after bursts of closes
-(L{twisted_echo.operations.malloc.HeapTrimmer}): a client that opens thousands of
+(L{twisted_echo.system.malloc.HeapTrimmer}): a client that opens thousands of
 connections and closes them unused leaves the server's memory as it was.
 
 Flow control goes through the layer unchanged: a protocol registered as
@@ -97,10 +97,10 @@ from twisted_echo.listening.certificate import (
 )
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.nodelay import no_delay
-from twisted_echo.operations.malloc import HeapTrimmer
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.records import causes
+from twisted_echo.system.malloc import HeapTrimmer
 
 _log = Logger()
 

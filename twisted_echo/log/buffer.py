@@ -28,7 +28,7 @@ from typing import IO, Any
 from twisted.logger import ILogObserver, LogLevel
 from zope.interface import implementer
 
-from twisted_echo._twisted.logpublisher import observers_of
+from twisted_echo._twisted.logpublisher import add_line_taker, sole_line_taker
 from twisted_echo.log.classic import ClassicText, format_escaped
 
 #: Seconds between a line's logging and its write, at most.
@@ -51,11 +51,6 @@ def levels_from(name: str) -> frozenset[LogLevel]:
     return frozenset(_ORDER[_ORDER.index(LEVELS[name]) :])
 
 
-#: The observers L{sole_text_observer} may return (text observers that
-#: were asked to take lines made without an event).
-_LINE_TAKERS: list[BufferedLogObserver] = []
-
-
 def sole_text_observer(publisher: object) -> BufferedLogObserver | None:
     """
     @param publisher: a L{twisted.logger.LogPublisher} (the global one).
@@ -63,15 +58,13 @@ def sole_text_observer(publisher: object) -> BufferedLogObserver | None:
         is the only observer of C{publisher} now (so a line it is handed
         directly is all any observer would have made of the event); else
         L{None}. Reads the publisher's observers
-        (L{twisted_echo._twisted.logpublisher.observers_of}); where they
-        are not known (another Twisted), always L{None}.
+        (L{twisted_echo._twisted.logpublisher.sole_line_taker}, which the
+        services ask directly); where they are not known (another
+        Twisted), always L{None}.
     """
-    observers = observers_of(publisher)
-    if observers is not None and len(observers) == 1:
-        observer = observers[0]
-        if observer in _LINE_TAKERS:
-            return observer  # type: ignore[no-any-return]
-    return None
+    observer = sole_line_taker(publisher)
+    assert observer is None or isinstance(observer, BufferedLogObserver)
+    return observer
 
 
 @implementer(ILogObserver)
@@ -118,7 +111,7 @@ class BufferedLogObserver:
         if takes_lines:
             assert isinstance(format_event, ClassicText)
             self._classic = format_event
-            _LINE_TAKERS.append(self)
+            add_line_taker(self)
 
     def __call__(self, event: dict[str, Any]) -> None:
         """

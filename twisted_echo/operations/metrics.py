@@ -251,6 +251,12 @@ class SockechoCollector(Collector):
             "flow_control_pauses",
             "Times flow control stopped reading from a peer not reading its replies.",
         )
+        faults = family(
+            C,
+            "faults",
+            "Faults injected (--faults): connections given each, refuse windows.",
+            "fault",
+        )
         held = family(
             G,
             "held_bytes",
@@ -269,6 +275,8 @@ class SockechoCollector(Collector):
                     datagrams_in.add(c.datagrams_in, **labels)
                     datagrams_out.add(c.datagrams_out, **labels)
                     _add_reasons(dropped, c.dropped, DROP_REASONS, labels)
+                for fault, count in sorted(c.faults.items()):
+                    faults.add(count, fault=fault, **labels)
                 if datagram_only:
                     continue
                 total.add(c.connections_total, **labels)
@@ -289,6 +297,7 @@ class SockechoCollector(Collector):
             dropped,
             pauses,
             held,
+            faults,
         ]
         for gathered in families:
             if gathered.values:

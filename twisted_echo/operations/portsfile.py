@@ -13,8 +13,9 @@ Its format, one JSON object::
                 "port": 50211}],
        ...}}
 
-C{listeners} has one key per running service (C{echo}, C{upper},
-C{welcome}, C{udp}, C{whoami}; C{metrics} with C{--metrics}), each a list
+C{listeners} has one key per running service (its name in the service
+registry, L{twisted_echo.app.registry}: C{echo}, C{upper}, C{welcome},
+C{udp}, C{whoami}, ...; C{metrics} with C{--metrics}), each a list
 of that service's listeners in the order given on the command line. Each
 C{address} is the address really bound as a client endpoint string
 (C{tcp:}, C{tcp6:}, C{ssl:}, C{udp:}, C{unix:}); C{host} and C{port} are
@@ -23,7 +24,8 @@ temporary file in the same directory, then a rename), when every listener
 is listening, and removed when the drain starts.
 
 This module imports nothing from Twisted: the pytest plugin reads the file
-with it.
+with it. L{twisted_echo.testing.addresses.Addresses} names what a file
+says by service.
 """
 
 from __future__ import annotations
@@ -126,103 +128,3 @@ def remove_ports_file(path: str, written: os.stat_result | None) -> None:
             os.remove(path)
     except OSError:
         pass
-
-
-class Addresses:
-    """
-    Where a running sockecho listens, by service, as its ports file says:
-    C{(host, port)} tuples for sockets, endpoint strings for Twisted clients
-    and C{sockecho-client}.
-
-    @ivar listeners: each running service's listener entries, in order
-        (the ports file's C{listeners}).
-    """
-
-    def __init__(self, listeners: Mapping[str, Sequence[Listener]]) -> None:
-        self.listeners = {name: list(found) for name, found in listeners.items()}
-
-    def _entry(self, service: str, index: int) -> Listener:
-        found = self.listeners.get(service, [])
-        if index >= len(found):
-            raise LookupError(
-                f"this sockecho has no {service} listener"
-                + (f" number {index}" if index else "")
-                + f" (it runs: {', '.join(self.listeners) or 'nothing'})"
-            )
-        return found[index]
-
-    def address(self, service: str, index: int = 0) -> tuple[str, int]:
-        """
-        @param service: C{echo}, C{upper}, C{welcome}, C{udp}, C{whoami} or
-            C{metrics}.
-        @param index: which of that service's listeners, in the order given.
-        @return: C{(host, port)} of that listener.
-        @raise LookupError: if there is no such listener, or it is a UNIX
-            socket (see L{endpoint}).
-        """
-        entry = self._entry(service, index)
-        if entry["port"] is None:
-            raise LookupError(
-                f"{service} listens on {entry['address']}, which has no port"
-            )
-        return (entry["host"], entry["port"])
-
-    def endpoint(self, service: str, index: int = 0) -> str:
-        """
-        @return: the listener's address as a client endpoint string:
-            C{tcp:127.0.0.1:PORT}, C{ssl:...}, C{unix:PATH} (for
-            L{twisted.internet.endpoints.clientFromString}), or
-            C{udp:127.0.0.1:PORT} (for C{sockecho-client}).
-        @raise LookupError: if there is no such listener.
-        """
-        return str(self._entry(service, index)["address"])
-
-    @property
-    def echo(self) -> tuple[str, int]:
-        """C{(host, port)} of the (first) echo listener."""
-        return self.address("echo")
-
-    @property
-    def upper(self) -> tuple[str, int]:
-        """C{(host, port)} of the (first) upper listener."""
-        return self.address("upper")
-
-    @property
-    def welcome(self) -> tuple[str, int]:
-        """C{(host, port)} of the (first) welcome listener."""
-        return self.address("welcome")
-
-    @property
-    def udp(self) -> tuple[str, int]:
-        """C{(host, port)} of the (first) UDP echo listener."""
-        return self.address("udp")
-
-    @property
-    def whoami(self) -> tuple[str, int]:
-        """C{(host, port)} of the (first) whoami listener."""
-        return self.address("whoami")
-
-    @property
-    def echo_endpoint(self) -> str:
-        """The (first) echo listener, e.g. C{tcp:127.0.0.1:41873}."""
-        return self.endpoint("echo")
-
-    @property
-    def upper_endpoint(self) -> str:
-        """The (first) upper listener, e.g. C{tcp:127.0.0.1:41874}."""
-        return self.endpoint("upper")
-
-    @property
-    def welcome_endpoint(self) -> str:
-        """The (first) welcome listener, e.g. C{tcp:127.0.0.1:41875}."""
-        return self.endpoint("welcome")
-
-    @property
-    def udp_endpoint(self) -> str:
-        """The (first) UDP echo listener, e.g. C{udp:127.0.0.1:41873}."""
-        return self.endpoint("udp")
-
-    @property
-    def whoami_endpoint(self) -> str:
-        """The (first) whoami listener, e.g. C{tcp:127.0.0.1:41876}."""
-        return self.endpoint("whoami")

@@ -31,6 +31,8 @@ class ServiceCounters:
         not reading its replies (see L{twisted_echo.policies.budget}).
     @ivar held_bytes: bytes held in user space for this service's
         connections (queued replies, unfinished lines), as last measured.
+    @ivar faults: faults injected (C{--faults}, L{twisted_echo.faults}), by
+        fault name: connections given each, and C{refuse} windows.
     """
 
     connections_open: int = 0
@@ -44,6 +46,7 @@ class ServiceCounters:
     timeouts: Counter[str] = field(default_factory=Counter)
     pauses: int = 0
     held_bytes: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         """
@@ -67,6 +70,7 @@ class ServiceCounters:
             ("dropped", self.dropped),
             ("refused", self.refused),
             ("timeouts", self.timeouts),
+            ("faults", self.faults),
         ):
             parts.extend(f"{name}[{key}]={n}" for key, n in sorted(counter.items()))
         return " ".join(parts) or "idle"
@@ -83,6 +87,7 @@ def copy_counters(counters: ServiceCounters) -> ServiceCounters:
     copied.dropped = Counter(counters.dropped)
     copied.refused = Counter(counters.refused)
     copied.timeouts = Counter(counters.timeouts)
+    copied.faults = Counter(counters.faults)
     return copied
 
 

@@ -69,6 +69,7 @@ from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_echo._twisted.logpublisher import sole_line_taker
 from twisted_echo._twisted.writequeue import WRITE_QUEUE_FITS as TRANSPORT_LAYOUT_FITS
 from twisted_echo._twisted.writequeue import (
     nothing_queued,
@@ -77,11 +78,11 @@ from twisted_echo._twisted.writequeue import (
 from twisted_echo._twisted.writequeue import (
     queued_bytes as queued_bytes,
 )
+from twisted_echo.faults.engine import ConnectionPlan, ListenerFaults
 from twisted_echo.listening.address import describe_address, peer_host
 from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.listening.proxyheader import ProxyHeader, ProxyHeaderProtocol
 from twisted_echo.listening.sendqueue import bytes_acked, kernel_unsent
-from twisted_echo.log.buffer import sole_text_observer
 from twisted_echo.policies.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import IdleSweeper, cancel_call
@@ -200,6 +201,9 @@ class StreamFactory(Factory):
     log_connections = True
     records: RecordRing | None = None
     record_bytes = 0
+    #: The fault profile of this service's listeners (C{--faults}), or
+    #: L{None}: then connections cost what they cost without faults.
+    faults: ListenerFaults | None = None
 
     def __init__(
         self,
@@ -412,6 +416,8 @@ class StreamProtocol(Protocol):
         self.close_cause: str | None = None
         self.close_limit: str | None = None
         self._listener = ""
+        # The connection's fault plan (twisted_echo.faults), if it has one.
+        self._faults: ConnectionPlan | None = None
 
     @property
     def weight(self) -> int:
@@ -438,9 +444,13 @@ class StreamProtocol(Protocol):
     def held_bytes(self) -> int:
         """
         @return: bytes this connection holds in user space now: its queued
-            replies (0 where the transport does not say).
+            replies (0 where the transport does not say), and those its
+            faults hold back.
         """
-        return queued_bytes(self.transport) or 0
+        held = queued_bytes(self.transport) or 0
+        if self._faults is not None:
+            held += self._faults.held_bytes()
+        return held
 
     def callLater(self, period: float, func: Any) -> IDelayedCall:
         """
@@ -488,7 +498,8 @@ class StreamProtocol(Protocol):
         for less.
 
         When sockecho's text observer is the only observer of the log
-        (twistd's default here, L{twisted_echo.log.buffer.sole_text_observer}),
+        (twistd's default here,
+        L{twisted_echo._twisted.logpublisher.sole_line_taker}),
         it is handed the line it would make of the event, made with
         C{format.format_map(fields)} (fields escaped as in every text
         line, L{twisted_echo.log.classic.escape}), and no event is made at all: a test
@@ -510,7 +521,7 @@ class StreamProtocol(Protocol):
         log = _CLASS_LOGGERS.get(cls)
         if log is None:
             log = _CLASS_LOGGERS[cls] = cls._log  # one per class
-        observer = sole_text_observer(log.observer)
+        observer = sole_line_taker(log.observer)
         if observer is not None:
             # Only sockecho's text observer would see the event: hand it the
             # line it would make of it (a test compares them), without the
@@ -568,6 +579,10 @@ class StreamProtocol(Protocol):
                 via="" if proxy is None else f" via {describe_address(proxy)}",
             )
         factory.idle_sweeper.wake()
+        if factory.faults is not None:
+            self._faults = factory.faults.plan(self)
+            if self._faults is not None:
+                self._faults.start()
         self.on_open()
 
     def dataReceived(self, data: bytes) -> None:
@@ -594,6 +609,10 @@ class StreamProtocol(Protocol):
             )
         if self._closing:
             return
+        if self._faults is not None:
+            data = self._faults.received(data)
+            if not data:
+                return
         nested = self._reading
         self._reading = True
         try:
@@ -668,6 +687,9 @@ class StreamProtocol(Protocol):
 
         @param data: the bytes to send.
         """
+        if self._faults is not None:
+            self._faults.send(data)  # it writes with send_unfaulted
+            return
         self.bytes_out += len(data)
         self.quiet_ticks = 0
         if not self.writes_out:
@@ -689,6 +711,17 @@ class StreamProtocol(Protocol):
                 return
             data = data[sent:]
         transport.write(data)  # type: ignore[union-attr]
+
+    def send_unfaulted(self, data: bytes) -> None:
+        """
+        L{send} C{data} past the connection's faults (their plan writes
+        what it lets through, when it does, with this).
+        """
+        faults, self._faults = self._faults, None
+        try:
+            self.send(data)
+        finally:
+            self._faults = faults
 
     # IPushProducer, called by the transport.
 
@@ -907,6 +940,8 @@ class StreamProtocol(Protocol):
         """
         transport = self.transport
         assert transport is not None
+        if self._faults is not None and self._faults.hold_close(self._finish_close):
+            return  # completed once the faults have sent what they hold
         if self._socket is not None and queued_bytes(transport) == 0:
             # Nothing left to send on a plain socket: close it now, as
             # Twisted's loseConnection itself does once the write side is
@@ -946,8 +981,11 @@ class StreamProtocol(Protocol):
 
     def writeConnectionLost(self) -> None:
         """
-        Our sending side was closed: nothing more can be delivered, so close.
+        Our sending side was closed: nothing more can be delivered, so close
+        (unless a C{half-close-after} fault closed it: then reading goes on).
         """
+        if self._faults is not None and self._faults.half_closed:
+            return
         self.close()
 
     def connection_failed_to_start(self) -> None:
@@ -966,6 +1004,8 @@ class StreamProtocol(Protocol):
         """
         owed = self._stall_call is not None or bool(queued_bytes(self.transport))
         self._cancel_stall()
+        if self._faults is not None:
+            self._faults.connection_lost()
         self.on_close(reason)
         factory = self.factory
         factory.limits.release(self.peer_host)

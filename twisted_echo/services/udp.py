@@ -1,274 +1,38 @@
 # -*- test-case-name: tests.test_udp -*-
 """
-UDP echo, RFC 862: each datagram goes back to its sender, unchanged.
+UDP echo, RFC 862: each datagram goes back to its sender, unchanged
+(L{UDPEcho}, the protocol; the datagram services built on it, such as
+whoami's, answer otherwise through L{UDPEcho.reply_for}).
 
-Long until split (issue 20): the loop-guard policy, the protocol and a custom
-udp.Port are one module here.
+Each datagram first passes the loop guard
+(L{twisted_echo.policies.loopguard}: source ports never answered,
+CVE-2024-2169). Optional rate limits (L{twisted_echo.policies.ratelimit})
+then bound what one source host, and all sources together, can get back:
+the per-source limit stops a flood from one address and caps what a
+spoofed reflection victim receives; the global limit caps the total,
+whatever the sources. Dropped datagrams are counted by reason.
 
-Loop guard: datagrams from some source ports are never answered, so that
-two echo services (or an echo service and any other UDP service that
-answers what it gets: DNS, NTP, chargen, another sockecho) cannot be made
-to bounce a spoofed datagram between them forever, the "Loop DoS" attack
-class (CVE-2024-2169). BSD inetd refuses its internal services' ports
-(L{INETD_LOOP_PORTS}); sockecho refuses, by default, every privileged
-port (0-1023, where such services live) and the default ports of its own
-UDP services (L{SOCKECHO_UDP_PORTS}): L{DEFAULT_NEVER_ANSWER}, set with
-C{--udp-never-answer}. The ports this server's UDP listeners are bound to
-are refused whatever that list says (L{LoopGuard}). Dropped datagrams are
-counted by reason.
-
-Optional rate limits (L{twisted_echo.policies.ratelimit}) then bound what one source
-host, and all sources together, can get back: the per-source limit stops a
-flood from one address and caps what a spoofed reflection victim receives;
-the global limit caps the total, whatever the sources.
-
-Speed: L{DatagramPort} relies on parts of Twisted's L{udp.Port} that are
-not all public API; L{datagram_port_problem} checks at start-up that they
-are still as expected, and L{twisted_echo.listening.listen} falls back to the stock
-L{udp.Port} when they are not. L{UDPEcho} replies with the socket's
-C{sendto} only when the transport's L{ISystemHandle} is a socket.
-
-Wildcard listeners (C{0.0.0.0}, C{::}): the kernel picks a reply's source
-address from the route back, which on a host with several addresses (a
-second address, a pod, a VIP, 127.0.0.2) need not be the address the
-client sent to; a connected UDP client (C{nc -u}, most client libraries)
-drops such a reply. A L{DatagramPort} bound to a wildcard address
-therefore asks the kernel for each datagram's destination (C{IP_PKTINFO},
-Linux ip(7); C{IPV6_RECVPKTINFO}, RFC 3542 section 6) and replies from it
-with C{sendmsg}, as BIND, Unbound and dnsmasq do. A port bound to one
-address keeps the C{recvfrom_into}/C{sendto} path.
+Speed: on sockecho's own port (L{twisted_echo.listening.datagram.DatagramPort})
+L{UDPEcho} replies through the port's L{DatagramPort.replier}; on another
+port it replies with the socket's C{sendto} when the transport's
+L{ISystemHandle} is a socket.
 """
 
 from __future__ import annotations
 
-import errno
-import inspect
-import ipaddress
-import re
 import socket
-import sys
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import udp
 from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
-from twisted.python import log
 
+from twisted_echo.faults.datagrams import DatagramFaults
+from twisted_echo.listening.datagram import DatagramPort
 from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
-
-#: BSD inetd's loop guard: the source ports NetBSD's and OpenBSD's inetd
-#: never answer on their internal UDP services (C{bad_ports} in C{inetd.c},
-#: checked by C{port_good_dg}: echo 7, discard 9, daytime 13, chargen 19,
-#: time 37), and 0, to which no reply can be sent. All are in
-#: L{DEFAULT_NEVER_ANSWER}.
-INETD_LOOP_PORTS = frozenset({0, 7, 9, 13, 19, 37})
-
-#: Default ports of sockecho's own UDP services (UDP echo: 7007; whoami,
-#: as documented: 7010). A new UDP service adds its default port here, so
-#: that two sockecho instances never answer each other's services.
-SOCKECHO_UDP_PORTS = frozenset({7007, 7010})
-
-#: Source ports never answered unless C{--udp-never-answer} says otherwise:
-#: every privileged port (0-1023: inetd's list, DNS 53, NTP 123, ...) and
-#: L{SOCKECHO_UDP_PORTS}.
-DEFAULT_NEVER_ANSWER = frozenset(range(1024)) | SOCKECHO_UDP_PORTS
-
-#: Largest UDP payload over IPv6 (65535 minus the 8-byte UDP header); IPv4's
-#: limit is 65507. Twisted's default read size of 8192 truncates silently.
-MAX_DATAGRAM = 65535
-
-_PORT = re.compile(r"[0-9]{1,5}")
-
-_log = Logger()
-
-#: C{IP_PKTINFO} (Linux ip(7)): a socket option that makes C{recvmsg} give
-#: each IPv4 datagram's destination as a C{struct in_pktinfo}, and the
-#: C{sendmsg} control message that sets a reply's source address. Python's
-#: C{socket} module lacks the constant on some versions; it is 8 on Linux.
-#: C{None} where it is not known.
-IP_PKTINFO: int | None = getattr(
-    socket, "IP_PKTINFO", 8 if sys.platform.startswith("linux") else None
-)
-
-#: RFC 3542 section 6: the socket option asking for each IPv6 datagram's
-#: destination, and the control message (C{struct in6_pktinfo}) giving it
-#: on receipt and setting the source address on sending. C{None} where
-#: Python does not know them.
-IPV6_RECVPKTINFO: int | None = getattr(socket, "IPV6_RECVPKTINFO", None)
-IPV6_PKTINFO: int | None = getattr(socket, "IPV6_PKTINFO", None)
-
-#: Room for one C{in6_pktinfo} control message (20 bytes of data), which
-#: also holds an C{in_pktinfo} (12).
-_ANCILLARY_SPACE = socket.CMSG_SPACE(20) if hasattr(socket, "CMSG_SPACE") else 0
-
-#: An ancillary data item of C{sendmsg}/C{recvmsg}: C{(level, type, data)}.
-Ancillary = tuple[int, int, bytes]
-
-
-def is_wildcard(host: str) -> bool:
-    """
-    @param host: a local address as bound or given to bind (C{""} is
-        Twisted's and the socket module's name for C{0.0.0.0}).
-    @return: whether it is a wildcard address (C{0.0.0.0}, C{::}), on which
-        a socket receives datagrams sent to any of the host's addresses.
-    """
-    if host == "":
-        return True
-    try:
-        return ipaddress.ip_address(host.partition("%")[0]).is_unspecified
-    except ValueError:
-        return False
-
-
-def reply_ancillary(level: int, kind: int, data: bytes) -> list[Ancillary]:
-    """
-    Say how to send a reply from the address a datagram was sent to.
-
-    IPv4 (C{IPPROTO_IP}, C{IP_PKTINFO}, a C{struct in_pktinfo}: interface
-    index, C{ipi_spec_dst}, C{ipi_addr}; Linux ip(7)): the reply goes with
-    the received structure, its interface index zeroed. The kernel then
-    uses C{ipi_spec_dst}, the local address the datagram was routed to (for
-    a broadcast, the receiving interface's address), as the source and
-    routes the reply by the routing table (a non-zero index would send it
-    out that interface and, per ip(7), put that interface's primary address
-    in the source's place). Unbound zeroes it too.
-
-    IPv6 (C{IPPROTO_IPV6}, C{IPV6_PKTINFO}, a C{struct in6_pktinfo}:
-    address, interface index; RFC 3542 sections 6.1 and 6.3): the reply
-    goes from the received destination address; the interface index is
-    zeroed (the routing table chooses, RFC 3542 section 6.3) except for a
-    link-local address, which is only valid with its interface. A
-    destination that cannot be a source (multicast; an IPv4-mapped
-    multicast or limited broadcast, which a dual-stack C{::} socket can
-    receive) gets no control message: the kernel picks the source, as it
-    did before.
-
-    @param level: the received control message's level.
-    @param kind: its type.
-    @param data: its data.
-    @return: the control messages for C{sendmsg}: one, or none if the
-        received one is not a packet-info message or says nothing usable.
-    """
-    if level == socket.IPPROTO_IP and kind == IP_PKTINFO and len(data) >= 12:
-        return [(level, kind, b"\0\0\0\0" + data[4:12])]
-    if level == socket.IPPROTO_IPV6 and kind == IPV6_PKTINFO and len(data) >= 20:
-        address = ipaddress.IPv6Address(data[:16])
-        mapped = address.ipv4_mapped
-        if address.is_multicast or (
-            mapped is not None
-            and (mapped.is_multicast or mapped == ipaddress.IPv4Address(0xFFFFFFFF))
-        ):
-            return []
-        index = data[16:20] if address.is_link_local else b"\0\0\0\0"
-        return [(level, kind, data[:16] + index)]
-    return []
-
-
-def parse_ports(text: str) -> frozenset[int]:
-    """
-    Parse a list of UDP ports and port ranges.
-
-    @param text: comma-separated ports and inclusive ranges, e.g.
-        C{"0-1023,7007"}; spaces around items are ignored; C{"none"} or
-        C{""}: no port.
-    @return: the ports (each 0-65535).
-    @raise ValueError: naming the item at fault.
-    """
-    if text.strip().lower() in ("", "none"):
-        return frozenset()
-    ports: set[int] = set()
-    for item in text.split(","):
-        first_text, dash, last_text = item.strip().partition("-")
-        if not _PORT.fullmatch(first_text) or (dash and not _PORT.fullmatch(last_text)):
-            raise ValueError(f"bad port or range {item.strip()!r}")
-        first = int(first_text)
-        last = int(last_text) if dash else first
-        if last > 65535:
-            raise ValueError(f"port {last} out of range 0-65535")
-        if first > last:
-            raise ValueError(f"range {item.strip()!r} runs backwards")
-        ports.update(range(first, last + 1))
-    return frozenset(ports)
-
-
-def format_ports(ports: Iterable[int]) -> str:
-    """
-    Write ports the way L{parse_ports} reads them.
-
-    @param ports: port numbers.
-    @return: sorted ports with runs as ranges, e.g. C{"0-1023,7007"};
-        C{"none"} for no port.
-    """
-    runs: list[list[int]] = []
-    for port in sorted(set(ports)):
-        if runs and port == runs[-1][1] + 1:
-            runs[-1][1] = port
-        else:
-            runs.append([port, port])
-    return ",".join(f"{a}-{b}" if a != b else f"{a}" for a, b in runs) or "none"
-
-
-class LoopGuard:
-    """
-    The source ports UDP echo never answers: a configured list, plus the
-    ports this server's own UDP listeners are bound to (so that a datagram
-    spoofed from one of our own sockets, or sent by one of our listeners to
-    another, ends there). One is shared by all of a server's L{UDPEcho}s.
-
-    @ivar never_answer: the configured ports (C{frozenset[int]}); drops
-        counted as C{"loop_port"}.
-    @ivar blocked: L{never_answer} and the own ports together, what
-        L{UDPEcho.datagramReceived} tests (C{frozenset[int]}); ports only
-        in the own ports are counted as C{"own_port"}.
-    """
-
-    def __init__(self, never_answer: Iterable[int] | None = None) -> None:
-        """
-        @param never_answer: the ports never to answer; C{None}:
-            L{DEFAULT_NEVER_ANSWER}.
-        """
-        self.never_answer = (
-            DEFAULT_NEVER_ANSWER if never_answer is None else frozenset(never_answer)
-        )
-        self.blocked = self.never_answer
-        self._own: Counter[int] = Counter()
-
-    @property
-    def own_ports(self) -> frozenset[int]:
-        """
-        The ports our listeners are bound to now.
-        """
-        return frozenset(self._own)
-
-    def add_own_port(self, port: int) -> None:
-        """
-        A listener is bound to C{port}: never answer datagrams from it.
-        """
-        self._own[port] += 1
-        self.blocked = self.never_answer.union(self._own)
-
-    def remove_own_port(self, port: int) -> None:
-        """
-        A listener bound to C{port} stopped (a port two listeners share,
-        IPv4 and IPv6, stays blocked until both stopped).
-        """
-        self._own[port] -= 1
-        if self._own[port] <= 0:
-            del self._own[port]
-        self.blocked = self.never_answer.union(self._own)
-
-    def reason(self, port: int) -> str:
-        """
-        @param port: a port in L{blocked}.
-        @return: the drop reason to count: C{"loop_port"} if C{port} is in
-            L{never_answer}, else C{"own_port"}.
-        """
-        return "loop_port" if port in self.never_answer else "own_port"
 
 
 class UDPEcho(DatagramProtocol):
@@ -300,6 +64,8 @@ class UDPEcho(DatagramProtocol):
     noisy = False
     _own_port: int | None = None
     _sendto: Callable[[bytes, Any], object]
+    #: This listener's faults (C{--faults udp=...}), or L{None}.
+    faults: DatagramFaults | None = None
 
     def __init__(
         self,
@@ -316,7 +82,7 @@ class UDPEcho(DatagramProtocol):
             C{None} or an unlimited one (rate 0): no global limit.
         @param loop_guard: the source ports never answered, shared by the
             server's listeners; C{None}: a new L{LoopGuard} with
-            L{DEFAULT_NEVER_ANSWER}.
+            L{twisted_echo.policies.loopguard.DEFAULT_NEVER_ANSWER}.
         """
         self.counters = counters if counters is not None else ServiceCounters()
         # An unlimited limiter is not consulted at all: one `is None` test.
@@ -355,11 +121,15 @@ class UDPEcho(DatagramProtocol):
             self._sendto = handle.sendto
         else:
             self._sendto = transport.write  # type: ignore[union-attr]
+        if self.faults is not None:
+            self._sendto = self.faults.wrap(self._sendto, self)
 
     def stopProtocol(self) -> None:
         """
         Take our port out of the loop guard's own ports.
         """
+        if self.faults is not None:
+            self.faults.stop()
         if self._own_port is not None:
             self.loop_guard.remove_own_port(self._own_port)
             self._own_port = None
@@ -402,303 +172,3 @@ class UDPEcho(DatagramProtocol):
             built on this one answer otherwise.
         """
         return datagram
-
-
-#: The parameters of L{udp.Port.__init__} that L{DatagramPort} passes.
-_INIT_PARAMETERS = ["self", "port", "proto", "interface", "maxPacketSize", "reactor"]
-
-
-def datagram_port_problem(port_class: type = udp.Port) -> str | None:
-    """
-    Check that Twisted's L{udp.Port} still looks as L{DatagramPort} expects.
-
-    L{DatagramPort} subclasses it and relies on parts that are not all
-    public API: C{__init__(port, proto, interface, maxPacketSize, reactor)}
-    storing C{protocol} and C{maxPacketSize}; C{startListening()};
-    C{doRead()}, which it replaces, and whose stock version must still read
-    up to C{maxThroughput} (a positive C{int}, bytes per event), trim IPv6
-    addresses by C{addressFamily} and hand each datagram to
-    C{protocol.datagramReceived}, as the replacement does; and
-    L{ISystemHandle.getHandle} giving the socket (checked again on each
-    port once it listens: L{DatagramPort.startListening}). The checks are
-    by name and signature (a cheap look at the class and its code), not a
-    proof; a Twisted release that fails them makes the test suite fail.
-
-    @param port_class: the class to check (tests give a changed one).
-    @return: C{None} if L{DatagramPort} can be used, else what is not as
-        expected, in words.
-    """
-    name = f"{port_class.__module__}.{port_class.__qualname__}"
-    methods: dict[str, Any] = {}
-    for method in ("__init__", "startListening", "doRead", "getHandle"):
-        methods[method] = getattr(port_class, method, None)
-        if not inspect.isfunction(methods[method]):
-            return f"{name}.{method} is not a Python function"
-    init, do_read = methods["__init__"], methods["doRead"]
-    parameters = list(inspect.signature(init).parameters)
-    if parameters[:6] != _INIT_PARAMETERS:
-        return f"{name}.__init__ takes {parameters}, not {_INIT_PARAMETERS}"
-    if not {"protocol", "maxPacketSize"} <= set(init.__code__.co_names):
-        return f"{name}.__init__ no longer sets protocol and maxPacketSize"
-    throughput = getattr(port_class, "maxThroughput", None)
-    if type(throughput) is not int or throughput <= 0:
-        return f"{name}.maxThroughput is {throughput!r}, not a positive int"
-    if getattr(port_class, "addressFamily", None) not in (
-        socket.AF_INET,
-        socket.AF_INET6,
-    ):
-        return f"{name}.addressFamily is not AF_INET or AF_INET6"
-    reads = {"maxThroughput", "addressFamily", "datagramReceived"}
-    if not reads <= set(do_read.__code__.co_names):
-        return (
-            f"{name}.doRead no longer uses {', '.join(sorted(reads))} as "
-            f"DatagramPort.doRead does"
-        )
-    if not ISystemHandle.implementedBy(port_class):
-        return f"{name} does not provide ISystemHandle"
-    return None
-
-
-def turn_on_pktinfo(sock: socket.socket) -> tuple[int, int] | str:
-    """
-    Make C{recvmsg} on C{sock} give each datagram's destination address:
-    C{IP_PKTINFO} on an IPv4 socket (Linux ip(7)), C{IPV6_RECVPKTINFO} on
-    an IPv6 one (RFC 3542 section 6.1; on a dual-stack socket it covers
-    IPv4-mapped datagrams too).
-
-    @param sock: a UDP socket.
-    @return: the C{(level, type)} of the control messages that carry the
-        destination (received and, to set the source, sent), or why that
-        cannot be done here, in words.
-    """
-    if sock.family == socket.AF_INET6:
-        level, receive_option, kind = (
-            socket.IPPROTO_IPV6,
-            IPV6_RECVPKTINFO,
-            IPV6_PKTINFO,
-        )
-    else:
-        level, receive_option, kind = socket.IPPROTO_IP, IP_PKTINFO, IP_PKTINFO
-    if receive_option is None or kind is None or not _ANCILLARY_SPACE:
-        return "this platform has no packet information socket option"
-    if not hasattr(sock, "recvmsg_into") or not hasattr(sock, "sendmsg"):
-        return "this platform has no recvmsg/sendmsg"
-    try:
-        sock.setsockopt(level, receive_option, 1)
-    except OSError as e:
-        return f"setting packet information failed: {e}"
-    return level, kind
-
-
-class DatagramPort(udp.Port):
-    """
-    A UDP port that reads each datagram into one buffer allocated once,
-    and that, bound to a wildcard address, replies from the address each
-    datagram was sent to.
-
-    What it buys: Twisted's L{udp.Port} calls C{recvfrom(maxPacketSize)},
-    which allocates (and then shrinks) a 64 KiB string for every datagram
-    once the read size is raised to the largest datagram (L{MAX_DATAGRAM});
-    here C{recvfrom_into} reads into one preallocated buffer and only the
-    datagram's own bytes are copied out. Everything else is L{udp.Port}'s.
-
-    Bound to C{0.0.0.0} or C{::} (L{is_wildcard} of the address the socket
-    is really bound to, C{getsockname()}), it turns on C{IP_PKTINFO} or
-    C{IPV6_RECVPKTINFO} (L{turn_on_pktinfo}), reads with C{recvmsg_into}
-    into the same buffer, and L{reply} sends with C{sendmsg} from each
-    datagram's destination (L{reply_ancillary}). Where the platform lacks
-    those options, it logs a warning and replies as L{udp.Port} does (the
-    kernel picks the source).
-
-    It relies on L{udp.Port} internals: use it only when
-    L{datagram_port_problem} returns C{None}. If, once listening,
-    C{getHandle()} is not a socket, it reads with L{udp.Port.doRead}.
-
-    @ivar reply_from_destination: C{True} once listening on a wildcard
-        address with packet information on.
-    """
-
-    _receive: Any = None
-    _socket_sendto: Callable[[bytes, Any], object] | None = None
-    _set_up_for: socket.socket | None = None
-    reply_from_destination = False
-    _receive_message: Callable[..., tuple[int, list[Ancillary], int, Any]]
-    _sendmsg: Callable[..., int]
-    _pktinfo: tuple[int, int]
-    #: While a datagram read with packet information is being delivered:
-    #: the control messages that send a reply from its destination.
-    _reply_ancillary: list[Ancillary] = []
-
-    @property
-    def destination_ancillary(self) -> list[Ancillary]:
-        """
-        While a datagram read with packet information is being delivered
-        (a wildcard port with C{reply_from_destination}): the control
-        messages that send a reply from its destination, as
-        L{reply_ancillary} made them; else C{[]}.
-        """
-        return self._reply_ancillary
-
-    def __init__(
-        self,
-        port: int,
-        protocol: DatagramProtocol,
-        interface: str,
-        maxPacketSize: int,  # noqa: N803 (udp.Port's name: _fromListeningDescriptor passes it)
-        reactor: Any,
-    ) -> None:
-        udp.Port.__init__(self, port, protocol, interface, maxPacketSize, reactor)
-
-    def startListening(self) -> None:
-        self._buffer = memoryview(bytearray(self.maxPacketSize))
-        udp.Port.startListening(self)
-        self._set_up()
-
-    def _set_up(self) -> None:
-        """
-        Once per socket (the protocol's C{startProtocol} may ask first, via
-        L{replier}): choose how to read, and on a wildcard address turn on
-        packet information.
-        """
-        handle = self.getHandle()  # type: ignore[no-untyped-call]
-        if not isinstance(handle, socket.socket):
-            self._receive = self._socket_sendto = self._set_up_for = None
-            self.reply_from_destination = False
-            return
-        if handle is self._set_up_for:
-            return
-        self._set_up_for = handle
-        self._receive = handle.recvfrom_into
-        self._socket_sendto = handle.sendto
-        self.reply_from_destination = False
-        host, port = handle.getsockname()[:2]
-        if not is_wildcard(host):
-            return
-        pktinfo = turn_on_pktinfo(handle)
-        if isinstance(pktinfo, str):
-            _log.warn(
-                "UDP port {port} is on a wildcard address but {problem}: "
-                "replies leave from the address the kernel picks, which a "
-                "connected client drops if it sent to another of this "
-                "host's addresses",
-                port=port,
-                problem=pktinfo,
-            )
-            return
-        self.reply_from_destination = True
-        self._receive_message = handle.recvmsg_into
-        self._sendmsg = handle.sendmsg
-        self._pktinfo = pktinfo
-
-    def replier(self) -> Callable[[bytes, Any], object] | None:
-        """
-        How a protocol replies to the datagram it is being given.
-
-        @return: on a wildcard address with packet information on,
-            L{reply}; else the socket's C{sendto}; C{None} if the handle is
-            not a socket (use C{write}).
-        """
-        self._set_up()
-        if self.reply_from_destination:
-            return self.reply
-        return self._socket_sendto
-
-    def reply(self, datagram: bytes, addr: Any) -> object:
-        """
-        Send C{datagram} to C{addr} from the destination address of the
-        datagram being delivered. Only valid during the protocol's
-        C{datagramReceived}; elsewhere the kernel picks the source.
-
-        If the kernel refuses that source (C{EINVAL}: an address removed
-        since, or a broadcast address an IPv4-mapped datagram was sent to),
-        the datagram is sent without it, as L{udp.Port} would.
-
-        @param datagram: the reply (C{bytes}).
-        @param addr: where to, C{(host, port)}.
-        @return: the number of bytes sent.
-        @raise OSError: if the kernel refused the reply.
-        """
-        ancillary = self._reply_ancillary
-        try:
-            return self._sendmsg((datagram,), ancillary, 0, addr)
-        except OSError as e:
-            if e.errno != errno.EINVAL or not ancillary:
-                raise
-        return self._sendmsg((datagram,), (), 0, addr)
-
-    def doRead(self) -> None:
-        """
-        Read datagrams until the socket has none or C{maxThroughput} bytes
-        were read, handing each to the protocol.
-        """
-        if self.reply_from_destination:
-            return self._read_messages()
-        receive = self._receive
-        if receive is None:
-            return udp.Port.doRead(self)  # type: ignore[no-any-return]
-        buffer = self._buffer
-        deliver = self.protocol.datagramReceived
-        ipv6 = self.addressFamily == socket.AF_INET6
-        read = 0
-        while read < self.maxThroughput:
-            try:
-                size, addr = receive(buffer)
-            except BlockingIOError:
-                return None
-            except OSError:
-                # Other errors: udp.Port's own handling (it reads again).
-                return udp.Port.doRead(self)  # type: ignore[no-any-return]
-            read += size
-            if ipv6:
-                addr = addr[:2]
-            try:
-                deliver(buffer[:size].tobytes(), addr)
-            except BaseException:
-                log.err()
-        return None
-
-    def _read_messages(self) -> None:
-        """
-        L{doRead} on a wildcard address: read each datagram with its
-        destination (C{recvmsg_into}) and deliver it with
-        L{_reply_ancillary} set for L{reply}.
-
-        Errors are handled as L{udp.Port.doRead} handles them on a port
-        that is not connected: C{EAGAIN} and C{ECONNREFUSED} end the read,
-        others are raised (the reactor logs them and closes the port).
-        """
-        receive = self._receive_message
-        buffer = self._buffer
-        buffers = (buffer,)
-        deliver = self.protocol.datagramReceived
-        ipv6 = self.addressFamily == socket.AF_INET6
-        level, kind = self._pktinfo
-        # The reply's control messages are worked out once per destination
-        # in a row, not once per datagram.
-        last: bytes | None = None
-        reply: list[Ancillary] = []
-        read = 0
-        try:
-            while read < self.maxThroughput:
-                try:
-                    size, ancillary, _, addr = receive(buffers, _ANCILLARY_SPACE)
-                except (BlockingIOError, ConnectionRefusedError):
-                    return None
-                read += size
-                if ipv6:
-                    addr = addr[:2]
-                this: list[Ancillary] = []
-                for item_level, item_kind, data in ancillary:
-                    if item_kind == kind and item_level == level:
-                        if data != last:
-                            last = data
-                            reply = reply_ancillary(level, kind, data)
-                        this = reply
-                self._reply_ancillary = this
-                try:
-                    deliver(buffer[:size].tobytes(), addr)
-                except BaseException:
-                    log.err()
-        finally:
-            self._reply_ancillary = []
-        return None

@@ -45,7 +45,7 @@ from twisted.protocols import basic
 from twisted.python.failure import Failure
 
 from twisted_echo._twisted.linereceiver import unfinished_line_bytes
-from twisted_echo._twisted.telnet import max_subnegotiation_length
+from twisted_echo._twisted.telnet import BoundedTelnetTransport
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
@@ -314,18 +314,14 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
         self.stop_line_timer()
 
 
-class _TelnetLayer(telnet.TelnetTransport):
+class _TelnetLayer(BoundedTelnetTransport):
     """
     conch's L{telnet.TelnetTransport} between L{Welcome} and
     L{WelcomeLines}. As the line protocol's transport it is C{disconnecting}
     as soon as the connection is closing, so that no line is answered
-    after that.
+    after that. A subnegotiation over C{max_subnegotiation} bytes gets an
+    error line and a close (L{BoundedTelnetTransport}).
     """
-
-    #: The most bytes a telnet subnegotiation (between C{IAC SB} and
-    #: C{IAC SE}) may hold: conch's own bound, or the same figure on the
-    #: Twisted releases (24.7...) whose conch has none.
-    max_subnegotiation: ClassVar[int] = max_subnegotiation_length()
 
     protocol: WelcomeLines | None
 
@@ -336,26 +332,15 @@ class _TelnetLayer(telnet.TelnetTransport):
     def disconnecting(self) -> bool:  # type: ignore[override]
         return bool(self.transport.disconnecting)  # type: ignore[union-attr]
 
-    def _subnegotiationLengthExceeded(self) -> None:
-        # conch's hook for a subnegotiation past its bound (it would log and
-        # drop the connection): an error line, then close.
+    def subnegotiation_too_long(self) -> None:
+        """
+        An error line, then close.
+        """
         if self.protocol is not None:
             self.protocol.error(
                 b"telnet subnegotiation too long (over %d bytes); closing connection"
                 % self.max_subnegotiation
             )
-
-    def bound_subnegotiation(self) -> None:
-        """
-        After a read: on a Twisted whose conch holds a subnegotiation
-        without bound, answer one longer than L{max_subnegotiation} bytes
-        as conch's bound does.
-        """
-        if (
-            self.state.startswith("subnegotiation")
-            and len(getattr(self, "commands", ())) > self.max_subnegotiation
-        ):
-            self._subnegotiationLengthExceeded()
 
     def connect(self, writer: _ConnectionWriter, lines: WelcomeLines) -> None:
         """

@@ -40,8 +40,9 @@ from zope.interface import implementer
 
 from twisted_echo import __version__
 from twisted_echo.listening.address import describe_address
+from twisted_echo.listening.datagram import DatagramPort
 from twisted_echo.services.stream import StreamFactory, StreamProtocol
-from twisted_echo.services.udp import DatagramPort, UDPEcho
+from twisted_echo.services.udp import UDPEcho
 
 #: The service's name, in logs, counters and the JSON.
 SERVICE_NAME = "whoami"

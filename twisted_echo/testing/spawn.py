@@ -26,7 +26,8 @@ from typing import IO
 from twisted_echo.app import registry
 from twisted_echo.app.registry import entry
 from twisted_echo.listening.certificate import self_signed_certificate, write_pem
-from twisted_echo.operations.portsfile import Addresses, read_ports_file
+from twisted_echo.operations.portsfile import read_ports_file
+from twisted_echo.testing.addresses import Addresses
 from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, RecordsView
 
 #: The only address servers started here listen on.

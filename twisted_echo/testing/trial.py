@@ -23,8 +23,9 @@ from twisted.python import usage
 from twisted_echo.app import options as tap
 from twisted_echo.app.server import SockechoService
 from twisted_echo.operations.announce import bound_listeners
-from twisted_echo.operations.portsfile import Addresses, ports_document
+from twisted_echo.operations.portsfile import ports_document
 from twisted_echo.records.ring import RecordRing, matcher
+from twisted_echo.testing.addresses import Addresses
 from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, describe
 from twisted_echo.testing.spawn import (
     default_listeners,

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_memory -*-
+# -*- test-case-name: tests.test_malloc -*-
 """
 Heap tuning: large reads, and memory handed back after bursts of closes.
 
@@ -11,6 +11,12 @@ such strings on the heap, where they are reused.
 Memory freed in many small pieces (the OpenSSL state of closed TLS
 connections) stays in glibc's heap; L{HeapTrimmer} hands it back with
 C{malloc_trim} once enough has been freed.
+
+Below every layer (L{twisted_echo.system}): the TLS layer
+(L{twisted_echo.listening.tls}) trims, the runner
+(L{twisted_echo.app.runner}) tunes at start-up. Not a policy (no rule a
+service applies) nor a Twisted private, so neither C{policies/} nor
+C{_twisted/}.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """
-Tests for L{twisted_echo.operations.malloc}: the heap trimmed after bursts of freed
+Tests for L{twisted_echo.system.malloc}: the heap trimmed after bursts of freed
 memory (issue 19: closed TLS connections), and glibc's C{malloc_trim} reached.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from twisted_echo.operations.malloc import (
+from twisted_echo.system.malloc import (
     TRIM_AFTER,
     TRIM_DELAY,
     HeapTrimmer,
