@@ -8,8 +8,7 @@ reactor (the trial helper), whose records outlive the server's stop.
 
 Not produced here: C{server_error} (no client makes sockecho's code raise;
 tested on a L{StringTransport} in C{tests.test_records}),
-C{memory_budget} (the budget never closes a connection: reserved) and
-C{fault} (fault profiles are issue 21's).
+and C{memory_budget} (the budget never closes a connection: reserved).
 """
 
 from __future__ import annotations
@@ -430,6 +429,23 @@ class Idle(Protocol):
 
     def connectionLost(self, reason: object = None) -> None:
         self.done.callback(None)
+
+
+class FaultTests(ServerTestCase):
+    options: ClassVar[dict[str, Any]] = {"faults": "echo=close-after=5"}
+
+    def test_fault(self) -> None:
+        """
+        A fault profile that closes the connection after 5 reply bytes:
+        C{fault}, the fault named, the 5 bytes the client got counted out.
+        """
+        sock = self.connect("echo")
+        sock.sendall(b"0123456789")
+        got = read_all(sock)
+        self.assertEqual(got, b"01234")
+        record = self.only_record("fault", "echo")
+        self.assertEqual(record["faults"], ["close-after"])
+        self.assertEqual((record["bytes_in"], record["bytes_out"]), (10, 5))
 
 
 class DrainTests(TrialTestCase):

@@ -53,7 +53,8 @@ TLS_ERROR: Final = "tls_error"
 #: Closed to keep C{--max-buffer}: reserved. The memory budget never closes
 #: a connection today (it stops reading from it), so no record has it.
 MEMORY_BUDGET: Final = "memory_budget"
-#: Closed by a fault profile (set by the fault hook, issue 21).
+#: Ended by a fault profile (C{--faults}: C{close-after}, C{reset-after},
+#: C{half-close-after}, C{blackhole}; set by L{twisted_echo.faults.engine}).
 FAULT: Final = "fault"
 #: Closed or aborted by the drain at shutdown (SIGTERM, C{--drain-timeout}).
 DRAIN: Final = "drain"

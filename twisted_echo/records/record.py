@@ -54,7 +54,8 @@ class ConnectionRecord:
     @ivar reads_in: reads (C{dataReceived} calls).
     @ivar writes_out: writes (replies sent).
     @ivar first_bytes: the first bytes read (C{--record-bytes}), or L{None}.
-    @ivar faults: the fault profiles applied (none yet: issue 21).
+    @ivar faults: the names of the faults the connection had (C{--faults},
+        L{twisted_echo.faults}), sorted; empty without.
     @ivar cause: how it ended (L{twisted_echo.records.causes}).
     @ivar limit: the limit that refused it (C{limit_refusal}), else L{None}.
     """

@@ -117,7 +117,7 @@ def connection_record(
         local = describe_address(header.destination)
     else:
         local = listener
-    return ConnectionRecord(
+    record = ConnectionRecord(
         factory.service_name,
         listener,
         protocol.client_text(),
@@ -136,3 +136,7 @@ def connection_record(
         cause,
         protocol.close_limit,
     )
+    plan = protocol._faults
+    if plan is not None:
+        record.faults = sorted(plan.given)
+    return record
