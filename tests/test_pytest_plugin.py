@@ -196,6 +196,50 @@ class PluginTests(unittest.TestCase):
         first, second = pids[0].split()
         assert first != second
 
+    def test_session_records_reset(self) -> None:
+        """
+        A session server's records are reset before each test (each sees
+        its own connection only); one without records (C{--workers 2}:
+        its C{/records} answers 501) does not fail the tests that do not
+        ask for them, and tells the one that does why.
+        """
+        pytester = self.given_pytester()
+        pytester.makeconftest(
+            """
+            import pytest
+
+            @pytest.fixture(scope="session")
+            def workers(sockecho_session_factory):
+                return sockecho_session_factory(workers=2)
+            """
+        )
+        pytester.makepyfile(
+            """
+            import socket
+
+            def connect(server):
+                with socket.create_connection(server.echo, timeout=10) as sock:
+                    sock.shutdown(socket.SHUT_WR)
+                    sock.recv(10)
+
+            def test_one(sockecho_session, workers):
+                connect(sockecho_session)
+                assert len(sockecho_session.wait_for(1)) == 1
+
+            def test_two(sockecho_session, workers):
+                connect(sockecho_session)
+                connect(sockecho_session)
+                assert len(sockecho_session.wait_for(2)) == 2
+                assert len(sockecho_session.records()) == 2
+
+            def test_workers(workers):
+                workers.records()
+            """
+        )
+        result = run(pytester)
+        result.assert_outcomes(passed=2, failed=1)
+        result.stdout.fnmatch_lines(["*answered 501: no connection records here*"])
+
     def test_busy_port(self) -> None:
         """
         A server that cannot start (a busy port) fails the test with one clear

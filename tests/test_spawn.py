@@ -94,12 +94,15 @@ class ProcessTests(pyunit.TestCase):
     def test_options(self) -> None:
         """
         Options given replace the defaults of the services they name; the
-        others still get a free port; keywords are options too.
+        others still get a free port; keywords are options too. A
+        C{--metrics} listener on a free port serves the records.
         """
         server = started(
             self, "--no-upper", "--whoami", f"udp:0:interface={HOST}", banner="Hey"
         )
-        self.assertEqual(sorted(server.listeners), ["echo", "udp", "welcome", "whoami"])
+        self.assertEqual(
+            sorted(server.listeners), ["echo", "metrics", "udp", "welcome", "whoami"]
+        )
         self.assertEqual(tcp_exchange(server.welcome[1], b""), b"Hey\r\n")
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             sock.settimeout(IO_TIMEOUT)

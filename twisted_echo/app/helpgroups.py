@@ -74,7 +74,7 @@ _OTHER_HELP_GROUPS = (
             "metrics-request-timeout",
         ),
     ),
-    ("Running", ("workers", "log-format", "log-level")),
+    ("Running", ("workers", "log-format", "log-level", "records", "record-bytes")),
     ("Faults, on purpose (docs/faults.md)", ("faults",)),
 )
 HELP_GROUPS = help_groups()

@@ -75,6 +75,8 @@ from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.records.log import log_record
+from twisted_echo.records.ring import DEFAULT_RECORDS, RecordRing
 from twisted_echo.services.stream import StreamFactory
 from twisted_echo.services.websocket import (
     DEFAULT_HANDSHAKE_TIMEOUT as DEFAULT_WEBSOCKET_HANDSHAKE_TIMEOUT,
@@ -287,6 +289,22 @@ class Options(usage.Options):
             "Worker processes serving every listener; auto: one per CPU this "
             "process may run on. SIGHUP replaces them one by one.",
             workers,
+        ],
+        [
+            "records",
+            None,
+            str(DEFAULT_RECORDS),
+            "Connection records kept for the --metrics listener's /records "
+            "(about 0.6 KB each, outside --max-buffer; 0: none kept).",
+            number("records", int, 0, "a number of records (0: none)"),
+        ],
+        [
+            "record-bytes",
+            None,
+            "0",
+            "Keep this many of each connection's first bytes in its record, "
+            "escaped (they may be private; 0: none).",
+            number("record-bytes", int, 0, "a number of bytes (0: none)"),
         ],
         [
             "ports-file",
@@ -639,6 +657,7 @@ def makeService(
         worker=worker_number(),
     )
     log_connections = LOG_LEVELS["info"] in levels_from(config["log-level"])
+    records = connection_records(config, reactor, log_connections)
     contexts: dict[str, BuildContext] = {}
     factories: dict[str, StreamFactory] = {}
     listeners = {}
@@ -649,6 +668,8 @@ def makeService(
         if stream and service.stream is not None:
             factory = factories[service.name] = service.stream(context)
             factory.log_connections = log_connections
+            factory.records = records
+            factory.record_bytes = config["record-bytes"]
             profile = config["faults"].get(service.name)
             if profile is not None:
                 factory.faults = ListenerFaults(
@@ -663,6 +684,7 @@ def makeService(
         factories=list(factories.values()),
         drain_timeout=config["drain-timeout"],
     )
+    top.records = records
     for name, factory in factories.items():
         for index, description in enumerate(listeners[name][0]):
             socket_given = inherited.get((name, index))
@@ -720,6 +742,26 @@ def makeService(
     return top
 
 
+def connection_records(
+    config: Options, reactor: Any, log_info: bool
+) -> RecordRing | None:
+    """
+    @param config: parsed and validated L{Options}.
+    @param reactor: the clock of the waits for records.
+    @param log_info: whether C{info} events are logged.
+    @return: the ring of C{--records} connection records the services
+        fill (L{None} with C{--records 0}); with C{--log-format json} and
+        C{info} logged, each record is also logged as one event
+        (L{twisted_echo.records.log.log_record}).
+    """
+    if not config["records"]:
+        return None
+    ring = RecordRing(config["records"], reactor)
+    if log_info and config["log-format"] == "json":
+        ring.observers.append(log_record)
+    return ring
+
+
 def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
     """
     Add the C{--metrics} listener to C{top}, as its last child (started
@@ -741,6 +783,7 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],
         datagram_services=registry.datagram_only(),
+        records=top.records,
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)

@@ -18,6 +18,7 @@ from twisted_echo.app.interfaces import IServer
 from twisted_echo.listening.listen import ListenError, ListenerService
 from twisted_echo.policies.counters import ServiceCounters, with_open_connections
 from twisted_echo.policies.limits import DEFAULT_DRAIN_TIMEOUT
+from twisted_echo.records.ring import RecordRing
 from twisted_echo.services.stream import StreamFactory
 
 _log = Logger()
@@ -58,6 +59,8 @@ class SockechoService(MultiService):
         self.drain_timeout = drain_timeout
         self.drain_started: list[Callable[[], object]] = []
         self.drain_ended: list[Callable[[], object]] = []
+        #: The connection records of its services (C{--records}), or L{None}.
+        self.records: RecordRing | None = None
 
     #: Labels of the figures L{snapshot} gives: none.
     labels: Mapping[str, str] = {}

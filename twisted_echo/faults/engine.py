@@ -25,6 +25,7 @@ from twisted_echo.faults.content import Corrupter, truncated
 from twisted_echo.faults.endings import DeliveryWait, reset
 from twisted_echo.faults.profile import Fault, FaultProfile
 from twisted_echo.faults.shaping import InputLimiter, OutputShaper
+from twisted_echo.records import causes
 
 
 class FaultedConnection(Protocol):
@@ -40,6 +41,7 @@ class FaultedConnection(Protocol):
     def abort(self) -> None: ...
     def resume_reading(self) -> None: ...
     def client_text(self) -> str: ...
+    def set_close_cause(self, cause: str, limit: str | None = None) -> None: ...
 
 
 _log = Logger(namespace="twisted_echo.faults")
@@ -291,6 +293,7 @@ class ConnectionPlan:
         if self.gone:
             return
         assert self.ending is not None
+        self.connection.set_close_cause(causes.FAULT)  # its record's cause
         kind = self.ending[0]
         if kind == "reset-after":
             # The peer must have every byte before the RST, or the RST
@@ -322,6 +325,7 @@ class ConnectionPlan:
         """
         if self.gone:
             return
+        self.connection.set_close_cause(causes.FAULT)  # its record's cause
         self.stopped = True
         self.shaper.clear()
         if kind == "reset-after":

@@ -58,6 +58,7 @@ from zope.interface import implementer
 from twisted_echo.listening.address import describe_address, peer_host
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.limits import ConnectionLimits
+from twisted_echo.records import causes
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -333,6 +334,19 @@ class ServiceFactory(Interface):
 
     def refusal_message(self, refusal: str) -> bytes: ...
 
+    def listener_text(self, transport: Any) -> str: ...
+
+    def record_refused(
+        self,
+        transport: Any,
+        listener: str,
+        opened_at: float,
+        cause: str,
+        limit: str | None = None,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+    ) -> None: ...
+
 
 class ServiceProtocol(Interface):
     """
@@ -390,6 +404,13 @@ class ProxyHeaderProtocol(Protocol):
         self.reader = HeaderReader()
         self.finished = False
         self.timer: IDelayedCall | None = None
+        # For the record of a connection the service never takes: when it
+        # was accepted, bytes read and sent, why it was refused.
+        self.opened_at = 0.0
+        self.listener = ""
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.refusal: tuple[str, str | None] | None = None
 
     def logPrefix(self) -> str:
         """
@@ -403,6 +424,10 @@ class ProxyHeaderProtocol(Protocol):
         """
         Start the header timeout.
         """
+        factory = self.factory
+        self.opened_at = factory.clock.seconds()
+        if getattr(factory, "records", None) is not None:
+            self.listener = factory.listener_text(self.transport)
         self.timer = self.factory.clock.callLater(HEADER_TIMEOUT, self._timed_out)
 
     def _log(self) -> Logger:
@@ -417,6 +442,7 @@ class ProxyHeaderProtocol(Protocol):
         """
         if self.finished:
             return
+        self.bytes_in += len(data)
         try:
             result = self.reader.feed(data)
         except HeaderError as e:
@@ -444,6 +470,8 @@ class ProxyHeaderProtocol(Protocol):
                     peer=describe_address(source),
                 )
                 message = factory.refusal_message(refusal)
+                self.refusal = (causes.LIMIT_REFUSAL, refusal)
+                self.bytes_out = len(message)
                 if message:
                     transport.write(message)
                 transport.loseConnection()
@@ -470,6 +498,10 @@ class ProxyHeaderProtocol(Protocol):
         self._finish()
         factory = self.factory
         factory.counters.refused["proxy_" + reason] += 1
+        if reason == "timeout":
+            self.refusal = (causes.PROXY_HEADER_TIMEOUT, None)
+        else:
+            self.refusal = (causes.PROXY_HEADER_INVALID, None)
         transport = self.transport
         assert transport is not None
         self._log().info(
@@ -521,8 +553,22 @@ class ProxyHeaderProtocol(Protocol):
         """
         if not self.finished:
             self.factory.counters.refused["proxy_incomplete"] += 1
+            self.refusal = (causes.PROXY_HEADER_INVALID, None)
         self._finish()
         self.factory.limits.release(None)
+        if self.refusal is not None and self.transport is not None:
+            record = getattr(self.factory, "record_refused", None)
+            if record is not None:
+                cause, limit = self.refusal
+                record(
+                    self.transport,
+                    self.listener,
+                    self.opened_at,
+                    cause,
+                    limit,
+                    self.bytes_in,
+                    self.bytes_out,
+                )
 
 
 class ProxyHeaderFactory(Factory):

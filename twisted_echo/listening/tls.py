@@ -99,6 +99,7 @@ from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.nodelay import no_delay
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.records import causes
 from twisted_echo.system.malloc import HeapTrimmer
 
 _log = Logger()
@@ -251,6 +252,9 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         counters = getattr(service_factory, "counters", None)
         if isinstance(counters, ServiceCounters):
             counters.timeouts["handshake"] += 1
+        set_close_cause = getattr(wrapped, "set_close_cause", None)
+        if set_close_cause is not None:
+            set_close_cause(causes.HANDSHAKE_TIMEOUT)
         _log.info(
             "{service} connection from {peer}: no TLS handshake within "
             "{timeout} s; aborting",

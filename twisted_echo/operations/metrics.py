@@ -18,6 +18,8 @@ metrics.
  - C{/readyz}: 200 while accepting new clients; 503 before every listener
    is up and from the moment a drain starts, so that a load balancer stops
    sending new clients before connections close.
+ - C{/records}: the last connection records, as JSON, with filters and a
+   long-poll (L{twisted_echo.operations.recordspage}).
 
 The metrics listener is not one of the services: it is not counted in the
 services' metrics, its requests are not logged, the services' connection
@@ -70,10 +72,12 @@ from twisted_echo.operations.httpbounds import (
 from twisted_echo.operations.httpbounds import (
     TIMEOUT_REASONS as LISTENER_TIMEOUT_REASONS,
 )
+from twisted_echo.operations.recordspage import RecordsPage
 from twisted_echo.policies.counters import (
     ServiceCounters,
     with_open_connections,
 )
+from twisted_echo.records.ring import RecordRing
 
 if TYPE_CHECKING:
     from twisted_echo.app.server import SockechoService
@@ -464,7 +468,9 @@ class IndexPage(_Text):
     """
 
     def render_GET(self, request: Request) -> bytes:
-        return self._reply(request, 200, "sockecho: /metrics /healthz /readyz\n")
+        return self._reply(
+            request, 200, "sockecho: /metrics /healthz /readyz /records\n"
+        )
 
 
 class QuietSite(BoundedSite):
@@ -487,6 +493,7 @@ def metrics_site(
     max_connections: int = DEFAULT_MAX_CONNECTIONS,
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     reactor: Any = None,
+    records: RecordRing | None = None,
 ) -> QuietSite:
     """
     @param registry: what C{/metrics} serves.
@@ -495,14 +502,16 @@ def metrics_site(
     @param request_timeout: seconds a request may take to arrive and a
         response to be taken (0: no timeout).
     @param reactor: the clock for timeouts (the global reactor by default).
+    @param records: what C{/records} serves (L{None}: it answers 501).
     @return: the HTTP site serving C{/metrics}, C{/healthz}, C{/readyz},
-        bounded (L{twisted_echo.operations.httpbounds}).
+        C{/records}, bounded (L{twisted_echo.operations.httpbounds}).
     """
     root = Resource()
     root.putChild(b"", IndexPage())  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"healthz", HealthPage())  # type: ignore[no-untyped-call]
     root.putChild(b"readyz", ReadyPage(readiness))
+    root.putChild(b"records", RecordsPage(records))
     return QuietSite(
         root,
         max_connections=max_connections,
@@ -533,6 +542,7 @@ class MetricsService(ListenerService):
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         datagram_services: Collection[str] = DATAGRAM_SERVICES,
+        records: RecordRing | None = None,
     ) -> None:
         """
         @param description: the listening address as given.
@@ -544,6 +554,8 @@ class MetricsService(ListenerService):
         @param max_connections: C{--metrics-max-connections} (0: no limit).
         @param request_timeout: C{--metrics-request-timeout}, seconds.
         @param datagram_services: the services that take no connection.
+        @param records: the connection records C{/records} serves (L{None}
+            with C{--workers}: it answers 501).
         """
         super().__init__(description, "metrics")
         self.endpoint = endpoint
@@ -552,7 +564,11 @@ class MetricsService(ListenerService):
         self.collector = SockechoCollector(sources, max_buffer, datagram_services)
         self.registry = metrics_registry(self.collector, process_metrics)
         self.site = metrics_site(
-            self.registry, self.readiness, max_connections, request_timeout
+            self.registry,
+            self.readiness,
+            max_connections,
+            request_timeout,
+            records=records,
         )
         self.registry.register(ListenerCollector(self.site.counters))
 

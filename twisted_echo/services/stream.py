@@ -87,6 +87,9 @@ from twisted_echo.policies.budget import MAX_ALLOWANCE, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import IdleSweeper, cancel_call
 from twisted_echo.policies.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
+from twisted_echo.records import causes
+from twisted_echo.records.ring import RecordRing
+from twisted_echo.services import recording
 
 #: Bytes read from a TCP connection at once (Twisted's default: 64 KiB), and
 #: the write buffer size above which reading pauses (flow control), while the
@@ -126,16 +129,38 @@ _CLASS_LOGGERS: dict[type[Protocol], Logger] = {}
 class Refused(Protocol):
     """
     Answers a connection over a limit: an optional one-line reason, then a
-    clean close.
+    clean close; recorded as a C{limit_refusal} naming the limit.
     """
 
-    def __init__(self, line: bytes) -> None:
+    def __init__(
+        self, line: bytes, factory: StreamFactory | None = None, limit: str = ""
+    ) -> None:
         self.line = line
+        self.service_factory = factory
+        self.limit = limit
+        self.opened_at = 0.0
+        self.listener = ""
 
     def connectionMade(self) -> None:
+        factory = self.service_factory
+        if factory is not None and factory.records is not None:
+            self.opened_at = factory.clock.seconds()
+            self.listener = factory.listener_text(self.transport)
         if self.line:
             self.transport.write(self.line)  # type: ignore[union-attr]
         self.transport.loseConnection()  # type: ignore[union-attr]
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        factory = self.service_factory
+        if factory is not None and factory.records is not None:
+            factory.record_refused(
+                self.transport,
+                self.listener,
+                self.opened_at,
+                causes.LIMIT_REFUSAL,
+                self.limit,
+                bytes_out=len(self.line),
+            )
 
     def readConnectionLost(self) -> None:
         pass
@@ -162,6 +187,10 @@ class StreamFactory(Factory):
     @ivar log_connections: whether a line is logged as each connection
         opens and closes (C{info} level: off below C{--log-level info}, and
         then not even made).
+    @ivar records: where each connection's record goes when it closes
+        (L{twisted_echo.records}), or L{None} for no records.
+    @ivar record_bytes: how many of the first bytes read a record keeps
+        (C{--record-bytes}; 0: none).
     """
 
     protocol: type[StreamProtocol]  # type: ignore[assignment]
@@ -170,6 +199,8 @@ class StreamFactory(Factory):
     expansion: ClassVar[int] = 1
     noisy = False
     log_connections = True
+    records: RecordRing | None = None
+    record_bytes = 0
     #: The fault profile of this service's listeners (C{--faults}), or
     #: L{None}: then connections cost what they cost without faults.
     faults: ListenerFaults | None = None
@@ -187,6 +218,7 @@ class StreamFactory(Factory):
         self.limits = limits if limits is not None else ConnectionLimits()
         self.timeouts = timeouts if timeouts is not None else Timeouts()
         self.open_protocols: set[StreamProtocol] = set()
+        self._listener_names: dict[Any, str] = {}
         self.budget = budget if budget is not None else MemoryBudget(0)
         self.budget.add_source(self.open_protocols)
         self._draining: Deferred[None] | None = None
@@ -212,7 +244,7 @@ class StreamFactory(Factory):
         refusal = self.limits.admit(host)
         if refusal is not None:
             self.counters.refused[refusal] += 1
-            return Refused(self.refusal_message(refusal))
+            return Refused(self.refusal_message(refusal), self, refusal)
         protocol = self.protocol()
         protocol.factory = self
         protocol.peer_host = host
@@ -230,6 +262,38 @@ class StreamFactory(Factory):
         return b"ERROR: too many connections (%s); try again later\r\n" % (
             refusal.encode("ascii")
         )
+
+    def listener_text(self, transport: Any) -> str:
+        """
+        @return: the listening address C{transport}'s connection arrived
+            at, for records (L{recording.listener_text}; ask at its start).
+        """
+        return recording.listener_text(self._listener_names, transport)
+
+    def record_refused(
+        self,
+        transport: Any,
+        listener: str,
+        opened_at: float,
+        cause: str,
+        limit: str | None = None,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+    ) -> None:
+        """
+        Record a connection refused before this service took it (a limit,
+        a PROXY header missing or late), if records are kept: its
+        C{transport} (being lost), the L{listener_text} and time it was
+        accepted at, why (C{cause}, C{limit}), bytes read and sent.
+        """
+        if self.records is not None:
+            self.records.add(
+                recording.refused_record(
+                    self, transport, listener, opened_at, cause, limit,
+                    bytes_in, bytes_out,
+                )  # fmt: skip
+            )
+
 
     def drain(self, timeout: float) -> Deferred[None]:
         """
@@ -253,6 +317,7 @@ class StreamFactory(Factory):
     def _abort_remaining(self) -> None:
         for protocol in list(self.open_protocols):
             self.counters.timeouts["drain"] += 1
+            protocol.set_close_cause(causes.DRAIN)
             protocol.abort()
         # Twisted reports each abort (connectionLost) on a later reactor turn,
         # and connection_closed ends the drain once the last has; this only
@@ -339,6 +404,18 @@ class StreamProtocol(Protocol):
         self._close_requested = False
         self._socket: socket.socket | None = None
         self.allowance = READ_SIZE
+        # The connection's record (twisted_echo.records): reads and writes,
+        # when the first byte came and went, the first bytes kept, whether
+        # the peer sent its FIN, and why it closed (set_close_cause).
+        self.reads_in = 0
+        self.writes_out = 0
+        self._first_in: float | None = None
+        self._first_out: float | None = None
+        self._first_bytes: bytes | None = None
+        self._peer_finished = False
+        self.close_cause: str | None = None
+        self.close_limit: str | None = None
+        self._listener = ""
         # The connection's fault plan (twisted_echo.faults), if it has one.
         self._faults: ConnectionPlan | None = None
 
@@ -486,6 +563,10 @@ class StreamProtocol(Protocol):
             no_delay(transport)
         factory.budget.attach(self)
         self._opened_at = factory.clock.seconds()
+        if factory.records is not None:
+            self._listener = factory.listener_text(transport)
+        if factory.record_bytes:
+            self._first_bytes = b""
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
         factory.counters.connections_total += 1
@@ -519,6 +600,13 @@ class StreamProtocol(Protocol):
         """
         self.bytes_in += len(data)
         self.quiet_ticks = 0
+        if not self.reads_in:
+            self._first_in = self.factory.clock.seconds()
+        self.reads_in += 1
+        if self._first_bytes is not None:
+            self._first_bytes = recording.first_bytes(
+                self._first_bytes, data, self.factory.record_bytes
+            )
         if self._closing:
             return
         if self._faults is not None:
@@ -604,6 +692,9 @@ class StreamProtocol(Protocol):
             return
         self.bytes_out += len(data)
         self.quiet_ticks = 0
+        if not self.writes_out:
+            self._first_out = self.factory.clock.seconds()
+        self.writes_out += 1
         transport = self.transport
         sock = self._socket
         if (
@@ -774,6 +865,7 @@ class StreamProtocol(Protocol):
 
     def _stalled(self) -> None:
         self._stall_mark = None
+        self.set_close_cause(causes.STALL_TIMEOUT)
         self.factory.counters.timeouts["stall"] += 1
         self._log.info(
             "{service} connection from {peer}: peer read nothing for "
@@ -793,7 +885,25 @@ class StreamProtocol(Protocol):
             return
         if self.factory._draining is None:
             self.factory.counters.timeouts["idle"] += 1
+            self.set_close_cause(causes.IDLE_TIMEOUT)
+        else:
+            self.set_close_cause(causes.DRAIN)
         self.close()
+
+    def set_close_cause(self, cause: str, limit: str | None = None) -> None:
+        """
+        Say why the connection is being closed or aborted, for its record
+        (L{twisted_echo.records}): call it before L{close} or L{abort} when
+        closing for a reason of your own (a timeout, a limit, a fault). The
+        first cause given is kept; with none given, the cause is worked out
+        at close (L{twisted_echo.records.causes.cause_of_loss}).
+
+        @param cause: one of L{twisted_echo.records.causes.CAUSES}.
+        @param limit: with C{limit_refusal}, the limit (C{max_line}...).
+        """
+        if self.close_cause is None:
+            self.close_cause = cause
+            self.close_limit = limit
 
     def close(self) -> None:
         """
@@ -865,6 +975,7 @@ class StreamProtocol(Protocol):
         The peer shut down its sending side: send what is still owed
         (L{end_of_input}), then close once it is all written.
         """
+        self._peer_finished = True
         self.end_of_input()
         self.close()
 
@@ -888,8 +999,10 @@ class StreamProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
         Tell the service (L{on_close}), then account for the closed
-        connection and log its totals. Services do not override it.
+        connection, log its totals and record it. Services do not override
+        it.
         """
+        owed = self._stall_call is not None or bool(queued_bytes(self.transport))
         self._cancel_stall()
         if self._faults is not None:
             self._faults.connection_lost()
@@ -911,4 +1024,6 @@ class StreamProtocol(Protocol):
                 bytes_out=self.bytes_out,
                 duration=factory.clock.seconds() - self._opened_at,
             )
+        if factory.records is not None and self.transport is not None:
+            factory.records.add(recording.connection_record(self, reason, owed))
         factory.connection_closed(self)

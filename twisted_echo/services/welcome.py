@@ -51,6 +51,7 @@ from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
 from twisted_echo.policies.limits import ConnectionLimits, Timeouts
 from twisted_echo.policies.ratelimit import TokenBucket
+from twisted_echo.records import causes
 from twisted_echo.services.stream import StreamFactory, StreamProtocol
 
 DEFAULT_BANNER = "Welcome to the server. Type something and hit enter"
@@ -253,6 +254,7 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
             # Closing already (sending what is owed): no error line.
             return
         self.factory.counters.timeouts["line"] += 1
+        self.set_close_cause(causes.LINE_TIMEOUT)
         self.error(
             b"line not finished within %g s; closing connection"
             % (self.factory.timeouts.line,)
@@ -271,9 +273,19 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
         """
         Answer a line over the limit with one error line and close.
         """
+        self.set_close_cause(causes.LIMIT_REFUSAL, "max_line")
         self.error(
             b"line too long (over %d bytes); closing connection" % self.MAX_LENGTH
         )
+
+    def set_close_cause(self, cause: str, limit: str | None = None) -> None:
+        """
+        Say why the welcome connection closes, for its record
+        (L{Welcome.set_close_cause}, through the telnet layer's transport).
+        """
+        writer = getattr(self.transport, "transport", None)
+        if isinstance(writer, _ConnectionWriter):
+            writer.set_close_cause(cause, limit)
 
     def error(self, message: bytes) -> None:
         """
@@ -368,6 +380,9 @@ class _ConnectionWriter:
 
     def loseConnection(self) -> None:
         self._connection.close()
+
+    def set_close_cause(self, cause: str, limit: str | None = None) -> None:
+        self._connection.set_close_cause(cause, limit)
 
     def getPeer(self) -> IAddress:
         return self._connection.transport.getPeer()  # type: ignore[union-attr]
@@ -591,6 +606,7 @@ class Welcome(StreamProtocol):
                 peer=self.client_text(),
                 rate=factory.telnet_command_rate,
             )
+            self.set_close_cause(causes.LIMIT_REFUSAL, "telnet_rate")
             self._lines.error(
                 b"too many telnet commands (over %d per second); closing connection"
                 % factory.telnet_command_rate

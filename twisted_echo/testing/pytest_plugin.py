@@ -12,9 +12,14 @@ installed with the package (the C{pytest11} entry point C{sockecho}):
 
 Each server is a L{twisted_echo.testing.spawn.SockechoProcess}: C{.echo},
 C{.upper}, C{.welcome}, C{.udp} are C{(host, port)}, C{.echo_endpoint}
-and the others endpoint strings. It runs in its own process, so blocking,
-asyncio and Twisted (pytest-twisted, trial) tests can all use it. A server
-that does not start within the start-up timeout (10 s, or the ini option
+and the others endpoint strings; C{.records()}, C{.wait_for(n)},
+C{.assert_no_connections()} and C{.expect_close(cause)} assert on the
+connections it saw during the current test
+(L{twisted_echo.testing.records}): a session server's records are reset
+before each test (the last record's number is remembered; no restart).
+It runs in its own process, so blocking, asyncio and Twisted
+(pytest-twisted, trial) tests can all use it. A server that does not
+start within the start-up timeout (10 s, or the ini option
 C{sockecho_startup_timeout}) fails the test with one message quoting its
 last log lines.
 
@@ -49,6 +54,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: The pools of session-scoped servers, whose records are reset before
+#: each test (L{_sockecho_records_reset}).
+_SESSION_POOLS: list[ServerPool] = []
+
+
 class ServerPool:
     """
     Starts servers (L{start}) and stops them all (L{stop_all}).
@@ -63,6 +73,20 @@ class ServerPool:
         """
         self.startup_timeout = startup_timeout
         self.servers: list[SockechoProcess] = []
+
+    def reset_records(self) -> None:
+        """
+        Reset the records of every running server that serves them: the
+        next test sees only its own connections.
+        """
+        for server in self.servers:
+            if server.process.poll() is None and server.listeners.get("metrics"):
+                try:
+                    server.reset_records()
+                except AssertionError:
+                    # No records there (--workers, --records 0): the test
+                    # that asks for them is told why; the others run.
+                    pass
 
     def start(self, *options: str, **keywords: Any) -> SockechoProcess:
         """
@@ -132,8 +156,20 @@ def sockecho_session_factory(
     session-scoped fixtures of your own).
     """
     pool = ServerPool(_startup_timeout(pytestconfig))
+    _SESSION_POOLS.append(pool)
     yield pool.start
+    _SESSION_POOLS.remove(pool)
     pool.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _sockecho_records_reset() -> None:
+    """
+    Before each test, reset the records of the session's servers (one
+    request to each; nothing when there are none).
+    """
+    for pool in _SESSION_POOLS:
+        pool.reset_records()
 
 
 @pytest.fixture(scope="session")

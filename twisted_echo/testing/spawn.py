@@ -28,6 +28,7 @@ from twisted_echo.app.registry import entry
 from twisted_echo.listening.certificate import self_signed_certificate, write_pem
 from twisted_echo.operations.portsfile import read_ports_file
 from twisted_echo.testing.addresses import Addresses
+from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, RecordsView
 
 #: The only address servers started here listen on.
 HOST = "127.0.0.1"
@@ -194,6 +195,10 @@ class SockechoProcess(Addresses):
             certificate = make_certificate(self.directory)
             self.ca_file = certificate[0]
         defaults = default_listeners(options, certificate)
+        if not any(o == "--metrics" or o.startswith("--metrics=") for o in options):
+            # The connection records' /records (records(), wait_for()...).
+            defaults += ["--metrics", f"tcp:0:interface={HOST}"]
+        self._records: RecordsView | None = None
         self.command = [
             python or sys.executable,
             "-c",
@@ -226,6 +231,65 @@ class SockechoProcess(Addresses):
         except BaseException:
             self.kill()
             raise
+
+    @property
+    def records_view(self) -> RecordsView:
+        """
+        The records of this server's connections that closed since the
+        last L{reset_records} (or its start), read from its C{--metrics}
+        listener's C{/records} (L{twisted_echo.testing.records}).
+
+        @raise LookupError: if it has no C{--metrics} listener.
+        """
+        if self._records is None:
+            host, port = self.address("metrics")
+            self._records = RecordsView(f"http://{host}:{port}/records")
+        return self._records
+
+    def records(self, service: str | None = None) -> list[Record]:
+        """
+        @return: the records (dicts, C{twisted_echo/records/schema.json}) of
+            the connections (of C{service}) closed since the last
+            L{reset_records}, oldest first.
+        """
+        return self.records_view.records(service)
+
+    def wait_for(
+        self, n: int, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> list[Record]:
+        """
+        Wait until C{n} connections (of C{service}) have closed; see
+        L{RecordsView.wait_for}.
+
+        @raise AssertionError: after C{timeout} seconds, listing what came.
+        """
+        return self.records_view.wait_for(n, service, timeout)
+
+    def assert_no_connections(self, service: str | None = None) -> None:
+        """
+        @raise AssertionError: if a connection (of C{service}) closed since
+            the last L{reset_records}, listing them.
+        """
+        self.records_view.assert_no_connections(service)
+
+    def expect_close(
+        self, cause: str, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> Record:
+        """
+        The next connection (of C{service}) to close ended with C{cause}
+        (L{RecordsView.expect_close}).
+
+        @return: its record.
+        @raise AssertionError: if it ended otherwise, or none closed in time.
+        """
+        return self.records_view.expect_close(cause, service, timeout)
+
+    def reset_records(self) -> None:
+        """
+        See only the connections that close from now on (a shared server
+        between two tests).
+        """
+        self.records_view.reset()
 
     @property
     def pid(self) -> int:

@@ -24,7 +24,9 @@ from twisted_echo.app import options as tap
 from twisted_echo.app.server import SockechoService
 from twisted_echo.operations.announce import bound_listeners
 from twisted_echo.operations.portsfile import ports_document
+from twisted_echo.records.ring import RecordRing, matcher
 from twisted_echo.testing.addresses import Addresses
+from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, describe
 from twisted_echo.testing.spawn import (
     default_listeners,
     make_certificate,
@@ -42,6 +44,13 @@ class RunningServices(Addresses):
         each service did).
     @ivar ca_file: with C{tls=True}, the certificate the TLS listeners
         serve, to trust as a CA; else L{None}.
+
+    Its connection records (L{twisted_echo.records}, read from the ring in
+    this process): L{records}, L{assert_no_connections} at once, and
+    L{wait_for}, L{expect_close} as L{Deferred}s (the test's reactor must
+    run for connections to close), each record the dict of
+    C{twisted_echo/records/schema.json}; L{reset_records} moves the mark
+    they count from.
     """
 
     def __init__(
@@ -53,6 +62,130 @@ class RunningServices(Addresses):
         self.service = service
         self.ca_file = ca_file
         self._directory = directory
+        self._mark = 0
+        self._expected: set[int] = set()
+
+    def _ring(self) -> RecordRing:
+        ring = self.service.records
+        if ring is None:
+            raise AssertionError("no connection records: started with --records 0")
+        return ring
+
+    def reset_records(self) -> None:
+        """
+        See only the connections that close from now on.
+        """
+        self._mark = self._ring().last_id
+        self._expected.clear()
+
+    def records(self, service: str | None = None) -> list[Record]:
+        """
+        @return: the records of the connections (of C{service}) closed
+            since the start or L{reset_records}, oldest first.
+        """
+        found = self._ring().since(self._mark, matcher(service))
+        return [record.as_dict() for record in found]
+
+    def assert_no_connections(self, service: str | None = None) -> None:
+        """
+        @raise AssertionError: listing them, if a connection (of C{service})
+            closed since the start or L{reset_records}.
+        """
+        found = self.records(service)
+        if found:
+            raise AssertionError(
+                f"expected no {service or 'sockecho'} connection; "
+                f"{len(found)} closed:\n{describe(found)}"
+            )
+
+    def _wait(
+        self,
+        done: Any,
+        service: str | None,
+        timeout: float,
+        failure: Any,
+    ) -> Deferred[Any]:
+        """
+        Check C{done(records)} each time a record (of C{service}) closes
+        until it returns something not L{None}, which the result fires
+        with; fail with C{failure(records)}'s message after C{timeout}.
+        """
+        ring = self._ring()
+        matches = matcher(service)
+        deadline = ring.clock.seconds() + timeout
+        result: Deferred[Any] = Deferred()
+
+        def check(_: object = None) -> None:
+            found = self.records(service)
+            try:
+                value = done(found)
+            except AssertionError:
+                result.errback()
+                return
+            if value is not None:
+                result.callback(value)
+                return
+            left = deadline - ring.clock.seconds()
+            if left <= 0:
+                result.errback(AssertionError(failure(found)))
+                return
+            last = found[-1]["id"] if found else self._mark
+            ring.wait(last, matches, left).addCallback(check)
+
+        check()
+        return result
+
+    def wait_for(
+        self, n: int, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> Deferred[list[Record]]:
+        """
+        @return: a L{Deferred} firing with the records once C{n}
+            connections (of C{service}) have closed, or failing with an
+            L{AssertionError} listing what came after C{timeout} seconds.
+        """
+        return self._wait(
+            lambda found: found if len(found) >= n else None,
+            service,
+            timeout,
+            lambda found: (
+                f"waited {timeout:g} s for {n} closed {service or 'sockecho'} "
+                f"connection(s); {len(found)} arrived:\n{describe(found)}"
+            ),
+        )
+
+    def expect_close(
+        self, cause: str, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> Deferred[Record]:
+        """
+        @return: a L{Deferred} firing with the record of the next
+            connection (of C{service}) to close, in order, if it ended with
+            C{cause}; else failing with an L{AssertionError} saying how it
+            ended, or that none closed within C{timeout} seconds.
+        """
+
+        def done(found: list[Record]) -> Record | None:
+            fresh = [r for r in found if r["id"] not in self._expected]
+            if not fresh:
+                return None
+            record = fresh[0]
+            self._expected.add(record["id"])
+            if record["cause"] != cause:
+                raise AssertionError(
+                    f"expected a {service or 'sockecho'} connection closed by "
+                    f"{cause}; it closed by {record['cause']}:\n"
+                    f"{describe([record])}"
+                )
+            return record
+
+        return self._wait(
+            done,
+            service,
+            timeout,
+            lambda found: (
+                f"waited {timeout:g} s for a {service or 'sockecho'} connection "
+                f"to close by {cause}; none closed:\n{describe(found)}"
+            ),
+        )
 
     def stop(self) -> Deferred[None]:
         """
