@@ -32,6 +32,7 @@ from tests.process import (
     child_env,
     tcp_exchange,
     temp_dir,
+    wait_until,
 )
 from twisted_echo.app import options as tap
 from twisted_echo.app.runner import (
@@ -174,11 +175,8 @@ def poll(condition: Callable[[], object], timeout: float, what: str) -> None:
 
     @raise AssertionError: naming C{what} after C{timeout} seconds.
     """
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not seen within {timeout} s")
-        time.sleep(0.02)
+    if not wait_until(condition, timeout):
+        raise AssertionError(f"{what} not seen within {timeout} s")
 
 
 def process_alive(pid: int) -> bool:

@@ -379,13 +379,13 @@ class StallTests(TestCase):
     async def test_slow_reader_gets_every_byte(self) -> None:
         """
         The plain TCP test of L{tests.test_stream.KernelQueueLoopbackTests},
-        over TLS: 6 MiB echoed to a client reading 50 KB every 0.1 s, stall
-        timeout 1 s (the issue's 10 MiB at 100 KB/s and 3 s, scaled). It
-        gets every byte and no stall is counted.
+        over TLS: 6 MiB echoed to a client reading 100 KB every 0.1 s,
+        stall timeout 1 s (the issue's 10 MiB at 100 KB/s and 3 s, scaled).
+        It gets every byte and no stall is counted.
         """
         factory = EchoFactory(reactor, timeouts=Timeouts(stall=1.0))
         total = 6 * MIB
-        client = await self.connect(factory, total, 50_000, None)
+        client = await self.connect(factory, total, 100_000, None)
         client.until = lambda: client.received >= total
         outcome = await client.finished
         self.assertEqual(
