@@ -1,8 +1,11 @@
 """
 A real C{twistd -n sockecho} process for tests: started on free ports of
-127.0.0.1, its log read line by line, always killed at clean-up; plus the
-blocking socket helpers and the rule for tools CI installs (skip when missing
-outside CI, fail when missing in CI).
+127.0.0.1, its log read line by line, always killed at clean-up; or one
+shared by the tests that only connect to a server of the same options
+(L{shared_server}); plus the blocking socket helpers, deadline polls
+(L{wait_until}, L{raised_within}: tests never sleep or assert elapsed time)
+and the rule for tools CI installs (skip when missing outside CI, fail when
+missing in CI).
 """
 
 from __future__ import annotations
