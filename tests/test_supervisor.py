@@ -725,16 +725,19 @@ class WorkersWithOperationsTests(pyunit.TestCase):
         for i in range(20):
             tcp_exchange(server.ports["echo"], b"m%02d" % i)
         wanted = 'sockecho_connections_total{service="echo"} 20.0'
+        received = 'sockecho_received_bytes_total{service="echo"} 60.0'
         scraped = [""]
 
         def summed() -> bool:
+            # Both: a worker's report made while its last connection was
+            # still open counts that connection but not yet its bytes.
             scraped[0] = http_get(port, "/metrics")[2]
-            return wanted in scraped[0]
+            return wanted in scraped[0] and received in scraped[0]
 
         wait_until(summed, 10, interval=0.1)
         text = scraped[0]
         self.assertIn(wanted, text)
-        self.assertIn('sockecho_received_bytes_total{service="echo"} 60.0', text)
+        self.assertIn(received, text)
         self.assertEqual(http_get(port, "/readyz")[::2], (200, "ready\n"))
         held = socket.create_connection(
             (HOST, server.ports["echo"]), timeout=IO_TIMEOUT
