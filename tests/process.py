@@ -1,12 +1,16 @@
 """
 A real C{twistd -n sockecho} process for tests: started on free ports of
-127.0.0.1, its log read line by line, always killed at clean-up; plus the
-blocking socket helpers and the rule for tools CI installs (skip when missing
-outside CI, fail when missing in CI).
+127.0.0.1, its log read line by line, always killed at clean-up; or one
+shared by the tests that only connect to a server of the same options
+(L{shared_server}); plus the blocking socket helpers, deadline polls
+(L{wait_until}, L{raised_within}: tests never sleep or assert elapsed time)
+and the rule for tools CI installs (skip when missing outside CI, fail when
+missing in CI).
 """
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import io
 import os
@@ -290,6 +294,94 @@ def start_server(
     return server
 
 
+class _ProcessLifetime:
+    """
+    Stands in for a test case as the owner of a process shared by several
+    tests: its clean-ups (kill the process, remove its directory) run when
+    the test run's Python exits.
+    """
+
+    def addCleanup(self, function: Callable[..., object], *args: object) -> None:
+        atexit.register(function, *args)
+
+
+class SharedServer:
+    """
+    One test's view of a server it shares (L{shared_server}): what the
+    server logs is read from where this test started (L{wait_for}'s
+    default C{start}); everything else is the L{RunningServer}'s.
+
+    @ivar mark: the index in C{output} of the first line logged after this
+        test took the server.
+    """
+
+    def __init__(self, server: RunningServer) -> None:
+        self._server = server
+        self.mark = len(server.output)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._server, name)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self._server.ports
+
+    @property
+    def output(self) -> list[str]:
+        return self._server.output
+
+    @property
+    def pid(self) -> int:
+        return self._server.pid
+
+    def wait_for(
+        self, pattern: str, timeout: float = IO_TIMEOUT, start: int | None = None
+    ) -> re.Match[str]:
+        """
+        L{RunningServer.wait_for}, from this test's first line by default.
+        """
+        return self._server.wait_for(
+            pattern, timeout, self.mark if start is None else start
+        )
+
+
+_SHARED: dict[tuple[tuple[str, ...], tuple[str, ...]], RunningServer] = {}
+
+
+def shared_server(
+    args: Sequence[str] = (), twistd_options: Sequence[str] = ()
+) -> SharedServer:
+    """
+    A server as L{start_server} starts it, shared by every test that asks
+    for the same options in this test run (started by the first, killed
+    when the run's Python exits, started again if it died). For tests that
+    only connect to it: a test that stops, signals or reconfigures the
+    server, or counts its descriptors or log lines from its start, starts
+    its own. Works under pytest and trial alike (no class or module
+    fixtures, which trial does not run for standard library test cases).
+    """
+    key = (tuple(args), tuple(twistd_options))
+    server = _SHARED.get(key)
+    if server is None or server.process.poll() is not None:
+        command = twistd_command(
+            *any_port_args(), *args, twistd_options=twistd_options
+        )
+        setpriv = shutil.which("setpriv")  # util-linux, in every Debian
+        if setpriv is not None:
+            # Killed by the kernel should this Python end without its exit
+            # hooks (os._exit, a crash): no server outlives the test run.
+            command = [setpriv, "--pdeathsig", "KILL", "--", *command]
+        server = RunningServer.__new__(RunningServer)
+        server._spawn(
+            _ProcessLifetime(),  # type: ignore[arg-type]
+            command,
+            child_env(),
+        )
+        _SHARED[key] = server
+        server.wait_listening()
+    return SharedServer(server)
+
+
 def run_twistd(case: pyunit.TestCase, *args: str) -> subprocess.CompletedProcess[str]:
     """
     Run C{twistd -n sockecho ARGS} to its end (it is expected to fail fast).
@@ -303,6 +395,51 @@ def run_twistd(case: pyunit.TestCase, *args: str) -> subprocess.CompletedProcess
         text=True,
         timeout=30,
     )
+
+
+def wait_until(
+    condition: Callable[[], object], timeout: float = IO_TIMEOUT, interval: float = 0.02
+) -> bool:
+    """
+    Check C{condition} every C{interval} seconds until it is true or
+    C{timeout} seconds have passed (polling with a deadline, for blocking
+    tests; L{tests.loopback.wait_until} is the reactor's).
+
+    @return: whether it became true; the caller asserts what it needs.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return bool(condition())
+        time.sleep(min(interval, left))
+    return True
+
+
+def raised_within(seconds: float, call: Callable[[], object]) -> BaseException:
+    """
+    Run C{call} in a thread, expecting it to raise, with a deadline.
+
+    @return: what it raised.
+    @raise AssertionError: when it had not ended within C{seconds}, or
+        returned.
+    """
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            call()
+        except BaseException as e:
+            raised.append(e)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise AssertionError(f"{call} had not ended within {seconds} s")
+    if not raised:
+        raise AssertionError(f"{call} raised nothing")
+    return raised[0]
 
 
 def tcp_exchange(port: int, data: bytes, timeout: float = IO_TIMEOUT) -> bytes:

@@ -11,7 +11,7 @@ from twisted.conch import telnet
 from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from tests.process import start_server
+from tests.process import shared_server
 from twisted_echo._twisted import fastpaths, writequeue
 from twisted_echo._twisted.fastpaths import fast_paths, fast_paths_line, log_fast_paths
 from twisted_echo._twisted.reactor import build_reactor
@@ -110,8 +110,10 @@ class FastPathsTests(SynchronousTestCase):
         A real C{twistd -n sockecho} logs the line once its listeners are
         open: every fast path on, the lean TCP transport among them.
         """
-        server = start_server(self)
-        match = server.wait_for(r"Twisted fast paths: (.*); fell back: (.*)$")
+        server = shared_server()
+        match = server.wait_for(
+            r"Twisted fast paths: (.*); fell back: (.*)$", start=0
+        )
         self.assertEqual(match.group(2), FELL_BACK)
         self.assertIn("lean transport on", match.group(1))
         for name in NAMES:

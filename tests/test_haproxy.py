@@ -17,7 +17,6 @@ import os
 import re
 import socket
 import subprocess
-import time
 import unittest as pyunit
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from tests.process import (
     missing,
     tcp_exchange,
     temp_dir,
+    wait_until,
 )
 
 CONFIG = Path(__file__).resolve().parent.parent / "contrib" / "haproxy" / "sockecho.cfg"
@@ -100,15 +100,17 @@ class Behind:
             stderr=subprocess.STDOUT,
         )
         case.addCleanup(self._stop_haproxy)
-        deadline = time.monotonic() + IO_TIMEOUT
-        while True:
+        def accepting() -> bool:
+            if self.haproxy.poll() is not None:
+                raise AssertionError("haproxy did not start")
             try:
                 socket.create_connection((HOST, self.front["echo"]), timeout=1).close()
-                break
             except OSError:
-                if time.monotonic() > deadline or self.haproxy.poll() is not None:
-                    raise AssertionError("haproxy did not start") from None
-                time.sleep(0.05)
+                return False
+            return True
+
+        if not wait_until(accepting, IO_TIMEOUT, interval=0.05):
+            raise AssertionError("haproxy did not start")
 
     def _stop_haproxy(self) -> None:
         self.haproxy.kill()
@@ -223,10 +225,13 @@ class HAProxyTests(pyunit.TestCase):
         """
         behind = Behind(self, "send-proxy-v2")
         checks = re.compile(r"\] echo connection from tcp:127\.0\.0\.1:\d+ closed")
-        deadline = time.monotonic() + IO_TIMEOUT
-        while sum(bool(checks.search(line)) for line in behind.server.output) < 3:
-            self.assertLess(time.monotonic(), deadline, "no health checks seen")
-            time.sleep(0.05)
+        self.assertTrue(
+            wait_until(
+                lambda: sum(bool(checks.search(line)) for line in behind.server.output)
+                >= 3
+            ),
+            "no health checks seen",
+        )
         self.assertEqual(tcp_exchange(behind.front["echo"], b"x"), b"x")
         behind.server.stop()
         # The start-up line naming Twisted fast paths that fell back is a

@@ -29,7 +29,13 @@ from tests.process import HOST, IO_TIMEOUT, RunningServer, temp_dir
 from tests.test_proxyheader import wait_for_log
 from tests.tls_peers import make_certificate, ssl_description
 from twisted_echo.log.buffer import BufferedLogObserver
-from twisted_echo.log.classic import ClassicText, escape, message_text
+from twisted_echo.log.classic import (
+    ClassicText,
+    escape,
+    format_escaped,
+    is_plain,
+    message_text,
+)
 from twisted_echo.log.setup import json_record
 
 FORMATS = [
@@ -224,6 +230,31 @@ class EscapedFieldsTests(TestCase):
         ]:
             self.assertEqual(escape(text), expected, text)
             self.assertEqual(unescape(escape(text)), text)
+
+    def test_plain_ascii_fast_check_boundaries(self) -> None:
+        """
+        The byte-table check for plain ASCII decides as the full rule
+        (printable, and no backslash that reads as an escape) for every
+        character at its edges: C0 controls, space, tilde, DEL, C1
+        controls, the backslash, past ASCII; and a field holding one is
+        escaped in the direct path's line (L{format_escaped}).
+        """
+        samples = [chr(c) for c in range(0x00, 0xA1)] + [
+            "\u2028", "\u4f60", "\udcff", "\U000e0001",
+        ]  # fmt: skip
+        for char in samples:
+            for text in (f"a{char}b", char, f"tcp:127.0.0.1:7{char}", f"{char}\\"):
+                expected = text.isprintable() and (
+                    "\\" not in text or re.search(r"\\(?=[\\xuUrnt]|$)", text) is None
+                )
+                self.assertEqual(is_plain(text), expected, repr(text))
+                self.assertEqual(escape(text) == text, expected, repr(text))
+                fields = {"service": "echo", "peer": text, "via": ""}
+                self.assertEqual(
+                    format_escaped(CONNECTION, fields),
+                    "echo connection from " + escape(text),
+                    repr(text),
+                )
 
     @settings(max_examples=300, deadline=None)
     @given(peer=st.text(max_size=40), via=st.text(max_size=10))

@@ -10,7 +10,6 @@ import http.client
 import signal
 import socket
 import subprocess
-import time
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +28,7 @@ from tests.process import (
     start_server,
     tcp_exchange,
     udp_socket,
+    wait_until,
 )
 from twisted_echo.operations.metrics import (
     LocalCounters,
@@ -458,15 +458,17 @@ class MetricsProcessTests(unittest.TestCase):
         server.process.send_signal(signal.SIGTERM)
         server.wait_for(r"shutting down: no new connections; draining 1 open")
         # The drain closes a connection quiet for 1 s: keep this one busy.
-        deadline = time.monotonic() + IO_TIMEOUT
-        while True:
+        ready: list[tuple[int, str]] = []
+
+        def draining() -> bool:
             echo.sendall(b"b")
             self.assertEqual(echo.recv(1), b"b")
             status, _, body = http_get(port, "/readyz")
-            if status == 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.assertEqual((status, body), (503, "draining\n"))
+            ready[:] = [(status, body)]
+            return status == 503
+
+        wait_until(draining, IO_TIMEOUT, interval=0.05)
+        self.assertEqual(ready[0], (503, "draining\n"))
         self.assertEqual(http_get(port, "/healthz")[::2], (200, "ok\n"))
         status, _, text = http_get(port, "/metrics")
         self.assertEqual(status, 200)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 import unittest as pyunit
 
 from tests.process import (
@@ -23,6 +22,7 @@ from tests.process import (
     tcp_exchange,
     temp_dir,
     udp_socket,
+    wait_until,
 )
 from twisted_echo.operations.portsfile import (
     listener_entry,
@@ -39,14 +39,17 @@ def wait_for_file(server: RunningServer, path: str) -> dict[str, object]:
 
     @return: its JSON object.
     """
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while time.monotonic() < deadline:
+    found: list[dict[str, object]] = []
+
+    def written() -> bool:
         document = read_ports_file(path)
         if document is not None:
-            return document
-        if server.process.poll() is not None:
-            break
-        time.sleep(0.02)
+            found.append(document)
+        return bool(found) or server.process.poll() is not None
+
+    wait_until(written, STARTUP_TIMEOUT)
+    if found:
+        return found[0]
     raise AssertionError(
         f"no ports file at {path}; stdout:\n"
         + "\n".join(server.output[-20:])

@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import struct
-import time
 from typing import Any
 
 from twisted.internet import reactor
@@ -26,7 +25,7 @@ from twisted.trial.unittest import TestCase
 
 from tests.loopback import exchange
 from tests.memory import PEER
-from tests.process import IO_TIMEOUT, RunningServer, tcp_exchange, temp_dir
+from tests.process import IO_TIMEOUT, RunningServer, tcp_exchange, temp_dir, wait_until
 from twisted_echo._twisted.transport import use_lean_transport
 from twisted_echo.app import options as tap
 from twisted_echo.listening.proxyheader import (
@@ -607,18 +606,19 @@ def wait_for_log(path: str, pattern: str) -> re.Match[str]:
     @return: the match.
     @raise AssertionError: when it did not in time.
     """
-    deadline = time.monotonic() + IO_TIMEOUT
-    while True:
-        text = ""
+    seen: list[str] = [""]
+    found: list[re.Match[str]] = []
+
+    def matched() -> bool:
         if os.path.exists(path):
             with open(path, encoding="utf-8", errors="replace", newline="") as f:
-                text = f.read()
-        match = re.search(pattern, text)
-        if match:
-            return match
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{pattern!r} not in {text!r}")
-        time.sleep(0.05)
+                seen[0] = f.read()
+        found[:] = [m] if (m := re.search(pattern, seen[0])) else []
+        return bool(found)
+
+    if not wait_until(matched, IO_TIMEOUT, interval=0.05):
+        raise AssertionError(f"{pattern!r} not in {seen[0]!r}")
+    return found[0]
 
 
 class ForgedLogLineTests(TestCase):

@@ -18,7 +18,7 @@ from twisted.logger import capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial import unittest
 
-from tests.process import HOST, start_server, tcp_exchange
+from tests.process import HOST, shared_server, start_server, tcp_exchange
 from twisted_echo._twisted.reactor import (
     REACTOR_NAME,
     build_reactor,
@@ -366,7 +366,7 @@ class ReactorChoiceTests(unittest.TestCase):
         Without C{-r}, sockecho runs on its own reactor (on Linux), and says
         so in the log.
         """
-        server = start_server(self)
+        server = shared_server()
         if sys.platform == "linux":
             server.wait_for(rf"reactor class: {REACTOR_NAME}\.$", start=0)
         self.assertEqual(tcp_exchange(server.ports["echo"], b"ping"), b"ping")

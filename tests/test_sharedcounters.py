@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 import unittest as pyunit
 from collections import Counter
 from typing import Any
@@ -19,7 +18,7 @@ from twisted.internet.error import ProcessTerminated
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from tests.process import HOST, IO_TIMEOUT, tcp_exchange
+from tests.process import HOST, IO_TIMEOUT, tcp_exchange, wait_until
 from tests.test_metrics import http_get, samples
 from tests.test_supervisor import ProcessReactor, start_workers
 from twisted_echo.app.supervisor import Supervisor
@@ -47,12 +46,14 @@ def wait_metrics(port: int, check: Any, timeout: float = IO_TIMEOUT) -> Any:
 
     @return: the last samples.
     """
-    deadline = time.monotonic() + timeout
-    while True:
-        found = scrape(port)
-        if check(found) or time.monotonic() > deadline:
-            return found
-        time.sleep(0.05)
+    last: list[Any] = []
+
+    def checked() -> bool:
+        last[:] = [scrape(port)]
+        return bool(check(last[0]))
+
+    wait_until(checked, timeout, interval=0.05)
+    return last[0]
 
 
 def metrics_port() -> int:

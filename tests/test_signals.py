@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import time
 import unittest as pyunit
 
 from twisted.internet.testing import MemoryReactorClock
@@ -26,8 +25,9 @@ from tests.process import (
     start_server,
     tcp_exchange,
     temp_dir,
+    wait_until,
 )
-from tests.test_supervisor import Prober, alive, poll, start_workers
+from tests.test_supervisor import Prober, alive, start_workers
 from twisted_echo.app.signals import SignalService, log_status
 from twisted_echo.policies.counters import ServiceCounters
 
@@ -45,7 +45,7 @@ class SingleProcessTests(pyunit.TestCase):
         """
         path = os.path.join(temp_dir(self), "ports.json")
         server = start_server(self, ["--ports-file", path])
-        poll(lambda: os.path.exists(path), IO_TIMEOUT)
+        wait_until(lambda: os.path.exists(path), IO_TIMEOUT)
         self.assertTrue(os.path.exists(path))
         sock = socket.create_connection((HOST, server.ports["echo"]), timeout=10)
         self.addCleanup(sock.close)
@@ -111,12 +111,12 @@ class WorkersTests(pyunit.TestCase):
         during and after succeeds.
         """
         server = start_workers(self, 2)
-        poll(lambda: len(self.worker_pids(server)) == 2, IO_TIMEOUT)
+        wait_until(lambda: len(self.worker_pids(server)) == 2, IO_TIMEOUT)
         old = self.worker_pids(server)
         self.assertEqual(len(old), 2, server.output[-20:])
         prober = Prober(server.ports["echo"])
         self.addCleanup(prober.stop)
-        self.assertTrue(poll(lambda: prober.passed >= 20, IO_TIMEOUT))
+        self.assertTrue(wait_until(lambda: prober.passed >= 20, IO_TIMEOUT))
         mark = len(server.output)
         server.process.send_signal(signal.SIGHUP)
         server.wait_for(r"received SIGHUP, replacing the workers", start=mark)
@@ -126,7 +126,7 @@ class WorkersTests(pyunit.TestCase):
                 rf"worker {number}: old pid {pid} exited after its drain", start=mark
             )
         passed = prober.passed
-        self.assertTrue(poll(lambda: prober.passed >= passed + 20, IO_TIMEOUT))
+        self.assertTrue(wait_until(lambda: prober.passed >= passed + 20, IO_TIMEOUT))
         prober.stop()
         new = self.worker_pids(server)
         self.assertEqual(sorted(new), [1, 2])
@@ -158,7 +158,7 @@ class WorkersTests(pyunit.TestCase):
         server = RunningServer(
             self, [*any_port_args(), "--echo", f"unix:{path}", "--workers", "2"]
         )
-        poll(lambda: len(self.worker_pids(server)) == 2, IO_TIMEOUT)
+        wait_until(lambda: len(self.worker_pids(server)) == 2, IO_TIMEOUT)
         old = self.worker_pids(server)
         server.process.send_signal(signal.SIGHUP)
         for number, pid in old.items():
@@ -178,22 +178,24 @@ class WorkersTests(pyunit.TestCase):
 
     def test_sigusr1_logs_the_workers_and_the_summed_counters(self) -> None:
         server = start_workers(self, 2)
-        poll(lambda: len(self.worker_pids(server)) == 2, IO_TIMEOUT)
+        wait_until(lambda: len(self.worker_pids(server)) == 2, IO_TIMEOUT)
         for _ in range(4):
             tcp_exchange(server.ports["echo"], b"x")
         # The workers report their counters every second.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        echo_status = [""]
+
+        def summed() -> bool:
             mark = len(server.output)
             server.process.send_signal(signal.SIGUSR1)
             server.wait_for(
                 r"\] status: 2 worker\(s\) serving: 1 \(pid \d+, up", start=mark
             )
             match = server.wait_for(r"\] status: echo: (.*)$", start=mark)
-            if match.group(1).startswith("connections=4 "):
-                break
-            poll(lambda: False, 0.5)
-        self.assertTrue(match.group(1).startswith("connections=4 "), match.group(1))
+            echo_status[0] = match.group(1)
+            return echo_status[0].startswith("connections=4 ")
+
+        wait_until(summed, 10, interval=0.5)
+        self.assertTrue(echo_status[0].startswith("connections=4 "), echo_status[0])
         # A worker ignores SIGHUP (a terminal's hang-up reaches the whole
         # process group) and logs its own status on SIGUSR1.
         pid = self.worker_pids(server)[1]

@@ -379,13 +379,13 @@ class StallTests(TestCase):
     async def test_slow_reader_gets_every_byte(self) -> None:
         """
         The plain TCP test of L{tests.test_stream.KernelQueueLoopbackTests},
-        over TLS: 6 MiB echoed to a client reading 50 KB every 0.1 s, stall
-        timeout 1 s (the issue's 10 MiB at 100 KB/s and 3 s, scaled). It
-        gets every byte and no stall is counted.
+        over TLS: 6 MiB echoed to a client reading 100 KB every 0.1 s,
+        stall timeout 1 s (the issue's 10 MiB at 100 KB/s and 3 s, scaled).
+        It gets every byte and no stall is counted.
         """
         factory = EchoFactory(reactor, timeouts=Timeouts(stall=1.0))
         total = 6 * MIB
-        client = await self.connect(factory, total, 50_000, None)
+        client = await self.connect(factory, total, 100_000, None)
         client.until = lambda: client.received >= total
         outcome = await client.finished
         self.assertEqual(
@@ -473,9 +473,8 @@ class UnfinishedHandshakeTests(TestCase):
         silent = await self.connect_raw(port)
         # The start of a ClientHello record, never finished.
         partial = await self.connect_raw(port, b"\x16\x03\x01\x02\x00\x01\x00")
-        for sock in (silent, partial):
-            took = await deferToThread(wait_closed, sock, 5.0)
-            self.assertLess(took, 0.4 * 1.25 + 1.0)
+        for sock in (silent, partial):  # closed by a deadline (wait_closed)
+            await deferToThread(wait_closed, sock, 0.4 * 1.25 + 1.0)
         await poll(lambda: counters.connections_open == 0)
         self.assertEqual(counters.timeouts["idle"], 2)
         self.assertEqual(limits.open_total, 0)
@@ -491,8 +490,7 @@ class UnfinishedHandshakeTests(TestCase):
         factory = WelcomeFactory(reactor, counters, timeouts=Timeouts(idle=0.4))
         port = serve_tls(self, factory, self.certificate).getHost().port
         sock = await self.connect_raw(port)
-        took = await deferToThread(wait_closed, sock, 5.0)
-        self.assertLess(took, 0.4 * 1.25 + 0.3 + 1.0)
+        await deferToThread(wait_closed, sock, 0.4 * 1.25 + 0.3 + 1.0)
         await poll(lambda: counters.connections_open == 0)
 
     async def test_counts_toward_the_limits(self) -> None:
@@ -508,8 +506,7 @@ class UnfinishedHandshakeTests(TestCase):
         holder = await self.connect_raw(port)
         await poll(lambda: limits.open_total == 1)
         refused = await self.connect_raw(port)
-        took = await deferToThread(wait_closed, refused, 5.0)
-        self.assertLess(took, 2.0)
+        await deferToThread(wait_closed, refused, 2.0)
         self.assertEqual(counters.refused["max_connections"], 1)
         holder.close()
         await poll(lambda: limits.open_total == 0)
@@ -545,8 +542,7 @@ class UnfinishedHandshakeTests(TestCase):
         await self.connect_raw(port)
         await poll(lambda: limits.open_total == 1)
         refused = await self.connect_raw(port)
-        took = await deferToThread(wait_closed, refused, 5.0)
-        self.assertLess(took, 0.3 + 1.0)
+        await deferToThread(wait_closed, refused, 0.3 + 1.0)
 
 
 class ListenerTests(TestCase):

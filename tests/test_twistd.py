@@ -53,6 +53,7 @@ from tests.process import (
     missing,
     require_tool,
     run_twistd,
+    shared_server,
     start_server,
     tcp_exchange,
     temp_dir,
@@ -78,7 +79,7 @@ class TelnetTests(unittest.TestCase):
         except ImportError:
             missing(self, "pexpect is not installed", "pip install pexpect")
 
-        server = start_server(self)
+        server = shared_server()
         port = server.ports["welcome"]
         transcript = io.BytesIO()
         # "-PORT" makes telnet negotiate options as on the telnet port.
@@ -125,7 +126,7 @@ class TelnetTests(unittest.TestCase):
         the banner and one C{OK...} line per line, and every command it
         sends is a refusal (C{WONT}/C{DONT}).
         """
-        server = start_server(self)
+        server = shared_server()
         request = (
             bytes([IAC, DO, SGA, IAC, WILL, TTYPE, IAC, WILL, NAWS, IAC, DO, ECHO])
             + b"hi\r\n"
@@ -150,7 +151,7 @@ class NetcatTests(unittest.TestCase):
 
     def setUp(self) -> None:
         self.nc = require_tool(self, "nc", _is_openbsd_netcat)
-        self.server = start_server(self)
+        self.server = shared_server()
 
     def netcat(self, service: str, data: bytes) -> bytes:
         """
@@ -209,7 +210,7 @@ class UDPTests(unittest.TestCase):
         A 65507-byte datagram (the IPv4 maximum) comes back whole, from the
         address it was sent to.
         """
-        server = start_server(self)
+        server = shared_server()
         address = (HOST, server.ports["udp"])
         sock = udp_socket(self)
         data = os.urandom(65507)
@@ -313,11 +314,10 @@ class FlowControlTests(unittest.TestCase):
             f"the server accepted {sent / MB:.1f} MB from a client that never reads",
         )
 
-        began = time.monotonic()
+        # Promptly: within a 2 s deadline (tcp_exchange fails past it).
         self.assertEqual(
-            tcp_exchange(port, b"still there?", timeout=5.0), b"still there?"
+            tcp_exchange(port, b"still there?", timeout=2.0), b"still there?"
         )
-        self.assertLess(time.monotonic() - began, 2.0)
 
         # Nothing was lost while the server held back.
         flooder.settimeout(IO_TIMEOUT)
@@ -355,7 +355,7 @@ class ListenFailureTests(unittest.TestCase):
         naming the address to standard error and exits 1; the first server
         keeps serving.
         """
-        server = start_server(self)
+        server = shared_server()
         port = server.ports["echo"]
         self.assert_busy("echo", f"tcp:{port}:interface={HOST}")
         self.assertEqual(tcp_exchange(port, b"alive"), b"alive")
@@ -364,7 +364,7 @@ class ListenFailureTests(unittest.TestCase):
         """
         The same for a busy UDP port.
         """
-        server = start_server(self)
+        server = shared_server()
         self.assert_busy("udp", f"udp:{server.ports['udp']}:interface={HOST}")
 
 

@@ -37,8 +37,9 @@ keeps every value exact (JSON escapes them).
 
 The escaping is done here, for every field of every event (and for the
 connection lines made without an event, L{format_escaped}), so that no log
-line can forget it. A line with nothing to escape costs one
-C{str.isprintable} more, and a regular expression search when it holds a
+line can forget it. A line with nothing to escape costs a check more: for
+plain ASCII without a backslash a byte-table check (L{_MARK_SPECIAL}), else
+one C{str.isprintable}, and a regular expression search when it holds a
 backslash, as IPv6 addresses do: 0.2 to 0.5 µs (0.5 to 0.9 µs for IPv6)
 here, in CPU time with C{benchmarks/logline.py}; a line with something to
 escape is made again through L{string.Formatter}: 8 µs more on the
@@ -73,10 +74,27 @@ def _code(char: str) -> str:
     return f"\\U{number:08x}"
 
 
+#: Each byte of printable ASCII (0x20 to 0x7E) but the backslash as it is;
+#: every other byte (C0 controls, DEL, the backslash, any byte past ASCII)
+#: a backslash. For an ASCII C{text}, C{0x5C not in
+#: text.encode().translate(_MARK_SPECIAL)} says it holds only printable
+#: characters and no backslash, so L{escape} leaves it as it is: the fast
+#: check of L{is_plain} (and L{format_escaped}), false saying nothing (the
+#: full check decides). C{str.isascii} tests one flag and
+#: C{bytes.translate} looks each byte up in this table, where
+#: C{str.isprintable} looks each character up in Unicode's tables: 1,300
+#: instructions less for a connection's two lines (cachegrind).
+_MARK_SPECIAL = bytes(
+    c if 0x20 <= c <= 0x7E and c != 0x5C else 0x5C for c in range(256)
+)
+
+
 def is_plain(text: str) -> bool:
     """
     @return: whether L{escape} leaves C{text} as it is.
     """
+    if text.isascii() and 0x5C not in text.encode().translate(_MARK_SPECIAL):
+        return True  # plain ASCII (_MARK_SPECIAL)
     return text.isprintable() and ("\\" not in text or _AMBIGUOUS.search(text) is None)
 
 
@@ -170,7 +188,11 @@ def format_escaped(format: str, fields: Mapping[str, Any]) -> str:
     @raise Exception: whatever C{format.format_map(fields)} raises.
     """
     text = format.format_map(fields)
-    if is_plain(text):
+    # is_plain's fast check (_MARK_SPECIAL) inlined: the connection lines'
+    # direct path makes no call for plain ASCII.
+    if (
+        text.isascii() and 0x5C not in text.encode().translate(_MARK_SPECIAL)
+    ) or is_plain(text):
         return text
     return _ESCAPING.vformat(format, (), fields)
 
