@@ -40,17 +40,17 @@ class RunningServices(Addresses):
     addresses (L{Addresses}: C{.echo}, C{.echo_endpoint}, ...) and
     L{stop}.
 
+    Its connection records (L{twisted_echo.records}, read from the ring in
+    this process): L{records}, L{assert_no_connections} at once, and
+    L{wait_for}, L{expect_close} as C{Deferred}s (the test's reactor must
+    run for connections to close), each record the dict of
+    C{twisted_echo/records/schema.json}; L{reset_records} moves the mark
+    they count from.
+
     @ivar service: the running L{SockechoService} (its C{counters} say what
         each service did).
     @ivar ca_file: with C{tls=True}, the certificate the TLS listeners
         serve, to trust as a CA; else L{None}.
-
-    Its connection records (L{twisted_echo.records}, read from the ring in
-    this process): L{records}, L{assert_no_connections} at once, and
-    L{wait_for}, L{expect_close} as L{Deferred}s (the test's reactor must
-    run for connections to close), each record the dict of
-    C{twisted_echo/records/schema.json}; L{reset_records} moves the mark
-    they count from.
     """
 
     def __init__(
@@ -139,9 +139,9 @@ class RunningServices(Addresses):
         self, n: int, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> Deferred[list[Record]]:
         """
-        @return: a L{Deferred} firing with the records once C{n}
+        @return: a C{Deferred} firing with the records once C{n}
             connections (of C{service}) have closed, or failing with an
-            L{AssertionError} listing what came after C{timeout} seconds.
+            C{AssertionError} listing what came after C{timeout} seconds.
         """
         return self._wait(
             lambda found: found if len(found) >= n else None,
@@ -157,9 +157,9 @@ class RunningServices(Addresses):
         self, cause: str, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> Deferred[Record]:
         """
-        @return: a L{Deferred} firing with the record of the next
+        @return: a C{Deferred} firing with the record of the next
             connection (of C{service}) to close, in order, if it ended with
-            C{cause}; else failing with an L{AssertionError} saying how it
+            C{cause}; else failing with an C{AssertionError} saying how it
             ended, or that none closed within C{timeout} seconds.
         """
 
