@@ -116,6 +116,7 @@ class TwistdTests(TestCase):
         server = start_server(
             self, ["--metrics", f"tcp:0:interface={HOST}", "--admin", *args]
         )
+        self.server = server
         match = server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$")
         return server.ports, f"http://{HOST}:{match.group(1)}/faults"
 
@@ -138,6 +139,10 @@ class TwistdTests(TestCase):
         self.assertEqual((status, json.loads(text)["seed"]), (200, 9))
         self.assertEqual(tcp_exchange(ports["echo"], b"hello world"), b"hello")
         self.assertEqual(tcp_exchange(ports["upper"], b"hello world"), b"HELLO WORLD")
+        self.server.wait_for(
+            r"\] faults of echo set at run time: close-after=5;seed=9 \(seed 9\)$"
+        )
+        self.server.wait_for(r"faults close-after=5 \(connection 1, seed 9\)$")
 
         status, text = call(url + "/echo", "PUT", b"close-after=5,p=2")
         self.assertEqual(status, 400)
@@ -148,6 +153,7 @@ class TwistdTests(TestCase):
 
         status, text = call(url + "/echo", "DELETE")
         self.assertEqual((status, json.loads(text)["profile"]), (200, None))
+        self.server.wait_for(r"\] faults of echo cleared at run time$")
         self.assertEqual(tcp_exchange(ports["echo"], b"hello world"), b"hello world")
 
     def test_udp_and_errors(self) -> None:

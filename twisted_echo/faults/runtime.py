@@ -21,10 +21,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 
 from twisted_echo.faults.datagrams import DatagramFaults
 from twisted_echo.faults.engine import ListenerFaults
 from twisted_echo.faults.profile import FaultProfile, parse_profile
+
+_log = Logger(namespace="twisted_echo.faults")
 
 
 class SwapRefusedError(Exception):
@@ -78,6 +81,12 @@ class FaultSlot:
         profile = parse_profile(text, datagram=self.datagram)
         _check_refuse(self.current()[0], profile)
         self._set(profile)
+        _log.info(
+            "faults of {key} set at run time: {profile} (seed {seed})",
+            key=self.key,
+            profile=profile.text,
+            seed=self.current()[1],
+        )
 
     def clear(self) -> None:
         """
@@ -87,6 +96,7 @@ class FaultSlot:
         """
         _check_refuse(self.current()[0], None)
         self._set(None)
+        _log.info("faults of {key} cleared at run time", key=self.key)
 
     def describe(self) -> dict[str, Any]:
         """
