@@ -177,6 +177,21 @@ class TwistdTests(TestCase):
         status, _ = call(url + "/echo", "POST", b"delay=1s")
         self.assertEqual(status, 405)
 
+    def test_bounded(self) -> None:
+        """
+        A profile over 4 KiB is a 400; a body over the listener's 8 KiB
+        bound loses its connection (httpbounds); neither changes anything.
+        """
+        ports, url = self.start()
+        status, text = call(url + "/echo", "PUT", b"delay=1s;" * 560)
+        self.assertEqual(status, 400)
+        self.assertIn("at most 4096 bytes", text)
+        with self.assertRaises(OSError):  # URLError, reset or closed
+            call(url + "/echo", "PUT", b"x" * 9000)
+        status, text = call(url + "/echo")
+        self.assertIsNone(json.loads(text)["profile"])
+        self.assertEqual(tcp_exchange(ports["echo"], b"hi"), b"hi")
+
     def test_non_loopback_refused(self) -> None:
         """
         A real twistd with C{--admin} on every address: one clear line,
