@@ -15,6 +15,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from twisted_echo.app.interfaces import IServer
+from twisted_echo.faults.runtime import FaultSlot
 from twisted_echo.listening.listen import ListenError, ListenerService
 from twisted_echo.policies.counters import ServiceCounters, with_open_connections
 from twisted_echo.policies.limits import DEFAULT_DRAIN_TIMEOUT
@@ -61,6 +62,9 @@ class SockechoService(MultiService):
         self.drain_ended: list[Callable[[], object]] = []
         #: The connection records of its services (C{--records}), or L{None}.
         self.records: RecordRing | None = None
+        #: Each listener key's fault profile, changeable at run time
+        #: (L{twisted_echo.faults.runtime}: C{--admin}, the test helpers).
+        self.fault_slots: dict[str, FaultSlot] = {}
 
     #: Labels of the figures L{snapshot} gives: none.
     labels: Mapping[str, str] = {}
