@@ -7,7 +7,7 @@ puts the previous one back afterwards, even when the block raises.
 
 L{AdminClient} changes a spawned server's profiles over its admin API
 (C{--admin}: C{/faults} on its loopback C{--metrics} listener,
-docs/faults.md); L{profile_for} does it in this process, on the slots of
+docs/faults.md); L{profile_block} does it in this process, on the slots of
 a server in the test's reactor (L{twisted_echo.testing.trial}). This
 module imports nothing from Twisted.
 """

@@ -77,7 +77,7 @@ class RunningServices(Addresses):
         Deferreds, use it around the whole C{yield}ed wait
         (C{inlineCallbacks}).
 
-        @raise twisted_echo.faults.profile.ProfileError: (a L{ValueError})
+        @raise twisted_echo.faults.profile.ProfileError: (a C{ValueError})
             the profile does not parse.
         @raise LookupError: no such listener.
         @raise twisted_echo.faults.runtime.SwapRefusedError: a change that
