@@ -47,14 +47,9 @@ from twisted.trial.unittest import SynchronousTestCase
 PACKAGE = Path(__file__).resolve().parent.parent / "twisted_echo"
 #: Classes outside C{_twisted/} (C{"path:Class"}, the path under
 #: C{twisted_echo/}) allowed to override or use private names of the Twisted
-#: class they subclass, with why. Each is to move to C{_twisted/} (issue 20).
-SUBCLASS_ALLOWED = {
-    "operations/httpbounds.py:BoundedChannel": (
-        "HTTPChannel's _waitingForTransport (and _networkProducer, state set "
-        "in its methods, which this lint does not see): found by this lint, "
-        "not yet moved"
-    ),
-}
+#: class they subclass, with why. Each is to move to C{_twisted/} (issue 20);
+#: none is left (the TLS layer and the metrics channel moved there).
+SUBCLASS_ALLOWED: dict[str, str] = {}
 #: Names whose private attributes count as Twisted's.
 TRANSPORT_OR_REACTOR = ("transport", "reactor")
 ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")
