@@ -11,6 +11,7 @@ is in L{tests.test_haproxy}.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import unittest as pyunit
 
@@ -231,6 +232,11 @@ class SupervisorDelayTests(TestCase):
             self.supervisor.worker_ended(protocol, Failure(ProcessTerminated(0)))
 
     def test_workers_serve_through_the_delay(self) -> None:
+        """
+        With workers, the supervisor's C{/readyz} is 503 during the delay
+        while the workers serve (a SIGINT sent to them changes nothing);
+        a second SIGTERM makes the supervisor tell them to drain.
+        """
         d = self.supervisor.stopService()
         self.assertEqual(self.started, [0])
         self.reactor.advance(4.9)
@@ -406,6 +412,11 @@ class TwistdTests(pyunit.TestCase):
         self.assertNotIn("Traceback", text)
 
     def test_workers_serve_through_the_delay(self) -> None:
+        """
+        With workers, the supervisor's C{/readyz} is 503 during the delay
+        while the workers serve (a SIGINT sent to them changes nothing);
+        a second SIGTERM makes the supervisor tell them to drain.
+        """
         server = RunningServer(
             self,
             [
@@ -419,8 +430,15 @@ class TwistdTests(pyunit.TestCase):
             ],
         )
         server.wait_listening()
+        pids = []
         for number in (1, 2):
             server.wait_for(rf"\[worker {number} .*\] udp listening")
+            started = server.wait_for(rf"worker {number} started \(pid (\d+)\)")
+            pids.append(int(started.group(1)))
+        # A terminal's Ctrl-C reaches the workers too: they leave it to the
+        # supervisor, which waits out the delay.
+        for pid in pids:
+            os.kill(pid, signal.SIGINT)
         self.delay_then_drain(server)
         self.assertFalse(
             [line for line in server.output if "draining" in line and "worker" in line]
@@ -430,4 +448,5 @@ class TwistdTests(pyunit.TestCase):
         text = "\n".join(server.output)
         self.assertIn("received SIGTERM during the drain delay; draining now", text)
         self.assertRegex(text, r"\[worker 1 .*\] received SIGTERM, draining")
+        self.assertNotRegex(text, r"\[worker \d .*\] received SIGINT")
         self.assertNotIn("Traceback", text)
