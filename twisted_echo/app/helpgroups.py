@@ -71,6 +71,7 @@ _OTHER_HELP_GROUPS = (
             "line-timeout",
             "handshake-timeout",
             "drain-timeout",
+            "drain-delay",
             "metrics-request-timeout",
         ),
     ),

@@ -237,6 +237,16 @@ class Options(usage.Options):
             seconds("drain-timeout"),
         ],
         [
+            "drain-delay",
+            None,
+            "0",
+            "On SIGTERM/SIGINT (and SIGHUP without --workers), keep accepting "
+            "and serving this many seconds with /readyz at 503 before the "
+            "drain (a load balancer's preStop); a second SIGTERM/SIGINT drains "
+            "at once.",
+            number("drain-delay", float, 0, "a number of seconds (0: drain at once)"),
+        ],
+        [
             "backlog",
             None,
             str(DEFAULT_BACKLOG),
@@ -724,6 +734,8 @@ def makeService(
         counters,
         factories=list(factories.values()),
         drain_timeout=config["drain-timeout"],
+        drain_delay=config["drain-delay"],
+        clock=reactor,
     )
     top.records = records
     for name, factory in factories.items():
