@@ -301,13 +301,15 @@ class RealServerTests(TestCase):
     async def test_seeded_faults_match_the_replay(self) -> None:
         """
         Behind C{--faults udp=loss,p=10%;duplicate,p=5%;reorder=2,p=5%;
-        truncate=8,p=5%;seed=21}, the probe's counts of 1,000 datagrams
-        are exactly those the engine's replay of that seed gives.
+        truncate=8,p=5%;seed=21}, the probe's counts of 600 datagrams are
+        exactly those the engine's replay of that seed gives. 300/s stays
+        well under the server's --udp-rate and its socket buffer, above
+        reorder's K per second.
         """
         profile = "loss,p=10%;duplicate,p=5%;reorder=2,p=5%;truncate=8,p=5%;seed=21"
         server = start_server(self, ["--faults", f"udp={profile}"])
-        report = await self.probe(server.ports["udp"], 1000, 500.0)
-        expected = replayed(profile, 1000)
+        report = await self.probe(server.ports["udp"], 600, 300.0)
+        expected = replayed(profile, 600)
         self.assertEqual(counts(report), expected)
         for name in ("lost", "duplicated", "reordered", "truncated"):
             self.assertGreater(expected[name], 0, name)
