@@ -240,6 +240,27 @@ class OptionTests(TestCase):
         )
 
 
+class RefusedTests(TestCase):
+    async def test_nothing_listens(self) -> None:
+        """
+        A probe of a UDP port nothing listens on (found by binding and
+        closing one) ends early, says so and exits 1: no traceback.
+        """
+        import socket
+
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((HOST, 0))
+        port = sock.getsockname()[1]
+        sock.close()
+        out = io.StringIO()
+        config = ProbeConfig.of(f"udp:{HOST}:{port}", 100.0, 20, None, SIZE, 0.5)
+        status = await run_probe(reactor, config, False, out)
+        self.assertEqual(status, 1)
+        self.assertIn("nothing listens there (ICMP port unreachable)", out.getvalue())
+        self.assertIn("ended early", out.getvalue())
+        self.assertEqual(self.flushLoggedErrors(), [])
+
+
 def replayed(profile: str, count: int) -> dict[str, Any]:
     """
     @return: the counts a probe of C{count} datagrams sees behind a UDP

@@ -146,6 +146,7 @@ class ProbeProtocol(DatagramProtocol):
         self.send_errors = 0
         self.started = 0.0
         self.elapsed = 0.0
+        self.ended_early = False
         self._call: Any = None
 
     def startProtocol(self) -> None:
@@ -155,6 +156,8 @@ class ProbeProtocol(DatagramProtocol):
 
     def _send_due(self) -> None:
         self._call = None
+        if self.transport is None:
+            return
         config = self.config
         elapsed = self.clock.seconds() - self.started
         due = min(config.count, math.floor(elapsed * config.rate + 1e-9) + 1)
@@ -162,7 +165,7 @@ class ProbeProtocol(DatagramProtocol):
         while account.sent < due:
             datagram = account.record_sent(self.now_ns())
             try:
-                self.transport.write(datagram)  # type: ignore[union-attr,call-arg]
+                self.transport.write(datagram)  # type: ignore[call-arg]
             except (OSError, error.MessageLengthError) as e:
                 self.send_errors += 1
                 self._problem(f"cannot send a datagram: {e}")
@@ -173,6 +176,20 @@ class ProbeProtocol(DatagramProtocol):
         next_due = account.sent / config.rate
         wait = max(next_due - (self.clock.seconds() - self.started), 0.0)
         self._call = self.clock.callLater(max(wait, TICK), self._send_due)
+
+    def stopProtocol(self) -> None:
+        """
+        The socket closed: on the run's end, or before it (Twisted closes a
+        connected UDP socket whose peer's host reports the port
+        unreachable): then the run ends early.
+        """
+        if not self.done.called:
+            self.ended_early = True
+            self._problem(
+                "the socket closed before the run's end: nothing listens there "
+                "(ICMP port unreachable)"
+            )
+            self.stop()
 
     def datagramReceived(self, datagram: bytes, addr: Any) -> None:
         self.account.record_arrival(datagram, self.now_ns())
@@ -221,6 +238,7 @@ class ProbeProtocol(DatagramProtocol):
         report["refused"] = self.refused
         report["send_errors"] = self.send_errors
         report["problems"] = list(self.problems)
+        report["ended_early"] = self.ended_early
         return report
 
 
@@ -249,6 +267,8 @@ def format_probe_report(report: dict[str, Any]) -> str:
         f"max {rtt['max']}",
     ]
     lines.extend(f"  problem: {p}" for p in report["problems"])
+    if report["ended_early"]:
+        lines.append("result      ended early: the figures are of a partial run")
     return "\n".join(lines)
 
 
@@ -267,7 +287,8 @@ async def run_probe(
     @param json_output: print one JSON object instead of the text report.
     @param now_ns: the clock of send times and round trips, nanoseconds.
     @return: the exit status: 0 once the report is printed (a probe
-        measures; losses are its result, not a failure).
+        measures; losses are its result, not a failure); 1 when the run
+        ended early (nothing listens: ICMP port unreachable).
     @raise twisted_echo.client.endpoints.EndpointError: for a bad
         endpoint or a host name that does not resolve.
     """
@@ -291,7 +312,7 @@ async def run_probe(
         print(json.dumps(report), file=stdout, flush=True)
     else:
         print(format_probe_report(report), file=stdout, flush=True)
-    return 0
+    return 1 if protocol.ended_early else 0
 
 
 def _rate_argument(text: str) -> float:
