@@ -36,6 +36,7 @@ NAMES = [
     "telnet bound",
     "exit signal",
     "TLS internals",
+    "HTTP channel",
 ]
 
 

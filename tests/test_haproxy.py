@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import unittest as pyunit
@@ -22,11 +23,13 @@ from pathlib import Path
 
 from tests.process import (
     BANNER,
+    CLEAN_SIGTERM_EXIT,
     HOST,
     IO_TIMEOUT,
     MB,
     EchoReader,
     RunningServer,
+    child_env,
     missing,
     tcp_exchange,
     temp_dir,
@@ -245,3 +248,136 @@ class HAProxyTests(pyunit.TestCase):
         self.assertNotRegex(text, r"#(error|warn|critical)\]")
         self.assertNotIn("Traceback", text)
         self.assertNotIn("refused[proxy_", text)
+
+
+READYZ_CONFIG = CONFIG.with_name("sockecho-readyz.cfg")
+#: HAProxy's check interval and fall count in the test (the documented file
+#: says 2 s and 3): a server is marked down after 2 failed checks 200 ms
+#: apart.
+CHECK_INTER, CHECK_FALL = "200ms", 2
+#: sockecho's --drain-delay in the test, seconds: far longer than
+#: CHECK_INTER x CHECK_FALL (0.4 s), so HAProxy has taken the server out of
+#: rotation well before it stops accepting.
+TEST_DRAIN_DELAY = 5
+
+
+def readyz_config(front: int, backs: list[tuple[int, int]]) -> str:
+    """
+    C{contrib/haproxy/sockecho-readyz.cfg} for this test: the echo frontend
+    on C{front}, its two servers at C{backs} (echo port, metrics port), a
+    200 ms check interval.
+    """
+    text = READYZ_CONFIG.read_text()
+    text = text.replace("bind 127.0.0.1:17007", f"bind 127.0.0.1:{front}")
+    for (echo, metrics), (old_echo, old_metrics) in zip(
+        backs, [(7007, 9107), (7107, 9207)], strict=True
+    ):
+        text = text.replace(
+            f"127.0.0.1:{old_echo} send-proxy-v2 check port {old_metrics}",
+            f"127.0.0.1:{echo} send-proxy-v2 check port {metrics}",
+        )
+    return text.replace(
+        "inter 2s fall 3 rise 2", f"inter {CHECK_INTER} fall {CHECK_FALL} rise 1"
+    )
+
+
+class DrainDelayBehindHAProxyTests(pyunit.TestCase):
+    """
+    Issue 21's acceptance for C{--drain-delay}: two sockecho behind a real
+    HAProxy checking C{/readyz} on their metrics ports
+    (C{contrib/haproxy/sockecho-readyz.cfg}); one gets SIGTERM while
+    clients loop echo exchanges through HAProxy.
+    """
+
+    def start_backend(self) -> tuple[RunningServer, int, int]:
+        server = RunningServer(
+            self,
+            [
+                "--echo",
+                f"haproxy:tcp:0:interface={HOST}",
+                "--no-upper",
+                "--no-welcome",
+                "--no-udp",
+                "--metrics",
+                f"tcp:0:interface={HOST}",
+                "--drain-delay",
+                str(TEST_DRAIN_DELAY),
+            ],
+        )
+        echo = server.wait_listening(["echo"])["echo"]
+        metrics = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        return server, echo, metrics
+
+    def test_no_failed_request_during_a_drain_with_delay(self) -> None:
+        from tests.test_supervisor import Prober
+
+        haproxy = _require_haproxy(self)
+        leaving, leaving_echo, leaving_metrics = self.start_backend()
+        staying, staying_echo, staying_metrics = self.start_backend()
+        front = free_port()
+        directory = temp_dir(self)
+        config = os.path.join(directory, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.write(
+                readyz_config(
+                    front,
+                    [(leaving_echo, leaving_metrics), (staying_echo, staying_metrics)],
+                )
+            )
+        balancer = RunningServer.__new__(RunningServer)
+        # HAProxy writes its server state changes on standard error.
+        balancer._spawn(
+            self, ["sh", "-c", f'exec "{haproxy}" -f "{config}" -db 2>&1'], child_env()
+        )
+
+        def accepting() -> bool:
+            if balancer.process.poll() is not None:
+                output = "\n".join(balancer.output)
+                raise AssertionError(f"haproxy did not start: {output}")
+            try:
+                socket.create_connection((HOST, front), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        self.assertTrue(wait_until(accepting, IO_TIMEOUT, interval=0.05))
+        served = re.compile(r"\] echo connection from .* closed: \d+ bytes in")
+
+        def served_by(server: RunningServer) -> int:
+            return sum(bool(served.search(line)) for line in server.output)
+
+        # Both servers up in HAProxy: requests reach both.
+        probers = [Prober(front, limit=100_000) for _ in range(2)]
+        self.addCleanup(lambda: [p.stop() for p in probers])
+        self.assertTrue(
+            wait_until(lambda: served_by(leaving) >= 5 and served_by(staying) >= 5),
+            (served_by(leaving), served_by(staying), [p.failed[:5] for p in probers]),
+        )
+        leaving.process.send_signal(signal.SIGTERM)
+        leaving.wait_for(r"shutting down in \S+ s \(--drain-delay\)")
+        down = balancer.wait_for(
+            r"Server echo/sockecho1 is DOWN, reason: Layer7 wrong status, code: 503"
+        )
+        # HAProxy took it out of rotation while it still accepted: its drain
+        # had not begun.
+        self.assertFalse(
+            [line for line in leaving.output if "no new connections" in line],
+            down.string,
+        )
+        status = leaving.process.wait(TEST_DRAIN_DELAY + IO_TIMEOUT)
+        self.assertIn(status, CLEAN_SIGTERM_EXIT)
+        after = sum(p.passed for p in probers)
+        self.assertTrue(
+            wait_until(lambda: sum(p.passed for p in probers) >= after + 20),
+            [p.failed[:5] for p in probers],
+        )
+        for prober in probers:
+            prober.stop()
+        failed = [f for p in probers for f in p.failed]
+        passed = sum(p.passed for p in probers)
+        self.assertEqual(failed[:5], [], f"{len(failed)} failed, {passed} passed")
+        self.assertGreater(passed, 40)
+        self.assertNotIn("Traceback", "\n".join(leaving.output))
+        print(f"\n{passed} exchanges through HAProxy, none failed")

@@ -25,9 +25,13 @@ name of that Twisted class the class overrides (defines in its body) or
 uses on C{self} (L{subclass_privates}), except the classes of
 L{SUBCLASS_ALLOWED}.
 
+Private state a Twisted class sets only in its methods (not on the class,
+e.g. C{TLSMemoryBIOProtocol._tlsConnection}) counts too: the lint reads
+the assignments to C{self} in the Twisted class's source
+(L{set_in_methods}).
+
 What it does not see, on purpose (a type checker's job, not a lint's):
-private names reached through a variable of another name, and private
-state a Twisted class sets only in its methods (not on the class).
+private names reached through a variable of another name.
 docs/operations.md lists the reaches.
 """
 
@@ -43,18 +47,9 @@ from twisted.trial.unittest import SynchronousTestCase
 PACKAGE = Path(__file__).resolve().parent.parent / "twisted_echo"
 #: Classes outside C{_twisted/} (C{"path:Class"}, the path under
 #: C{twisted_echo/}) allowed to override or use private names of the Twisted
-#: class they subclass, with why. Each is to move to C{_twisted/} (issue 20).
-SUBCLASS_ALLOWED = {
-    "listening/tls.py:HalfCloseTLSProtocol": (
-        "TLSMemoryBIOProtocol's private methods and state, listed and called "
-        "through _twisted/tlsmemorybio.py, checked by tls_layer_misfit"
-    ),
-    "operations/httpbounds.py:BoundedChannel": (
-        "HTTPChannel's _waitingForTransport (and _networkProducer, state set "
-        "in its methods, which this lint does not see): found by this lint, "
-        "not yet moved"
-    ),
-}
+#: class they subclass, with why. Each is to move to C{_twisted/} (issue 20);
+#: none is left (the TLS layer and the metrics channel moved there).
+SUBCLASS_ALLOWED: dict[str, str] = {}
 #: Names whose private attributes count as Twisted's.
 TRANSPORT_OR_REACTOR = ("transport", "reactor")
 ACCESSORS = ("getattr", "setattr", "hasattr", "delattr")
@@ -169,6 +164,40 @@ def _twisted_bases(cls: type) -> list[type]:
     ]
 
 
+_SET_IN_METHODS: dict[type, frozenset[str]] = {}
+
+
+def set_in_methods(cls: type) -> frozenset[str]:
+    """
+    @param cls: a Twisted class.
+    @return: the private names its own methods set on C{self} (state that
+        is not on the class, e.g. C{TLSMemoryBIOProtocol._tlsConnection}).
+    """
+    if cls not in _SET_IN_METHODS:
+        names: set[str] = set()
+        try:
+            tree = ast.parse(inspect.getsource(cls).lstrip())
+        except (OSError, TypeError, SyntaxError, IndentationError):
+            tree = None
+        for node in ast.walk(tree) if tree is not None else ():
+            targets: list[ast.expr] = []
+            if isinstance(node, ast.Assign):
+                targets = list(node.targets)
+            elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+                targets = [node.target]
+            for target in targets:
+                for child in ast.walk(target):
+                    if (
+                        isinstance(child, ast.Attribute)
+                        and isinstance(child.value, ast.Name)
+                        and child.value.id == "self"
+                        and is_private(child.attr)
+                    ):
+                        names.add(child.attr)
+        _SET_IN_METHODS[cls] = frozenset(names)
+    return _SET_IN_METHODS[cls]
+
+
 def subclass_privates(package: Path = PACKAGE) -> list[str]:
     """
     @param package: the C{twisted_echo} directory to walk.
@@ -207,7 +236,10 @@ def subclass_privates(package: Path = PACKAGE) -> list[str]:
                 and is_private(child.attr)
             )
             for name in sorted(names):
-                if any(hasattr(base, name) for base in bases):
+                if any(
+                    hasattr(base, name) or name in set_in_methods(base)
+                    for base in bases
+                ):
                     found.append(f"{key}: {name}")
     return found
 
@@ -282,3 +314,17 @@ class PrivateAccessTests(SynchronousTestCase):
                 "getattr(transport, '_tempDataBuffer', None)",
             ],
         )
+
+    def test_state_set_in_methods_counts(self) -> None:
+        """
+        Private state a Twisted class sets only in its methods (not on the
+        class) is known to the lint: the TLS layer's SSL connection, the
+        HTTP channel's network producer.
+        """
+        from twisted.protocols.tls import TLSMemoryBIOProtocol
+        from twisted.web.http import HTTPChannel
+
+        self.assertIn("_tlsConnection", set_in_methods(TLSMemoryBIOProtocol))
+        self.assertIn("_appSendBuffer", set_in_methods(TLSMemoryBIOProtocol))
+        self.assertIn("_networkProducer", set_in_methods(HTTPChannel))
+        self.assertNotIn("transport", set_in_methods(HTTPChannel))

@@ -231,6 +231,20 @@ class HelpTests(TestCase):
         self.assertIn("slower readers need a longer timeout", text)
         self.assertIn("[default: 60]", text)
 
+    def test_drain_delay_says_what_it_keeps_and_how_to_cut_it(self) -> None:
+        """
+        C{--drain-delay} is listed with the timeouts, default 0, saying that
+        listeners keep accepting with C{/readyz} at 503 and that a second
+        signal drains at once.
+        """
+        text = " ".join(self.entries["drain-delay"].split())
+        self.assertIn("keep accepting and serving", text)
+        self.assertIn("/readyz at 503", text)
+        self.assertIn("a second SIGTERM/SIGINT drains at once", text)
+        self.assertIn("[default: 0]", text)
+        timeouts = dict(HELP_GROUPS)["Timeouts, in seconds"]
+        self.assertIn("drain-delay", timeouts)
+
     def test_listeners_come_first(self) -> None:
         """
         The listener options come first, under the first heading, in the

@@ -90,3 +90,28 @@ class RecordsDocExamplesTests(unittest.TestCase):
         output = result.stdout + result.stderr
         self.assertEqual(result.returncode, 0, output)
         return output
+
+
+FAULTS_SECTION = "## A fault for one test: `server.faults(listener, profile)`"
+
+
+class FaultsDocExamplesTests(RecordsDocExamplesTests):
+    """
+    The examples of docs/testing.md's section on C{server.faults()}: the
+    pytest one with the C{sockecho} fixture, the trial one under trial.
+    """
+
+    def blocks(self) -> list[str]:
+        with open(DOC, encoding="utf-8") as f:
+            return section_blocks(f.read(), FAULTS_SECTION)
+
+    def test_examples_pass_under_xdist(self) -> None:
+        """
+        The pytest example passes (no xdist needed).
+        """
+        blocks = [b for b in self.blocks() if "twisted.trial" not in b]
+        self.assertEqual(len(blocks), 1)
+        output = self.run_examples(
+            blocks, "-m", "pytest", "-q", "-p", "no:cacheprovider"
+        )
+        self.assertIn("1 passed", output)

@@ -51,6 +51,7 @@ from tests.tls_peers import (
     serve_tls,
     ssl_description,
 )
+from twisted_echo._twisted.tlsmemorybio import HookedTLSMemoryBIOProtocol
 from twisted_echo.app.options import Options, makeService
 from twisted_echo.client.endpoints import stream_endpoint
 from twisted_echo.client.tls import TLSSettings
@@ -140,8 +141,8 @@ class TLSLayerCheckTests(TestCase):
         """
         self.patch(
             HalfCloseTLSProtocol,
-            "_flushReceiveBIO",
-            TLSMemoryBIOProtocol._flushReceiveBIO,
+            "close_notify_received",
+            HookedTLSMemoryBIOProtocol.close_notify_received,
         )
         problem = tls_layer_misfit()
         assert problem is not None
@@ -149,7 +150,9 @@ class TLSLayerCheckTests(TestCase):
 
     def test_finds_close_waiting_for_the_peer(self) -> None:
         self.patch(
-            HalfCloseTLSProtocol, "_shutdownTLS", TLSMemoryBIOProtocol._shutdownTLS
+            HalfCloseTLSProtocol,
+            "shutdown_tls",
+            HookedTLSMemoryBIOProtocol.shutdown_tls,
         )
         self.assertEqual(
             tls_layer_misfit(), "closing did not send close_notify and close at once"
@@ -157,7 +160,9 @@ class TLSLayerCheckTests(TestCase):
 
     def test_finds_a_greeting_hanging_the_handshake(self) -> None:
         self.patch(
-            HalfCloseTLSProtocol, "_bufferedWrite", TLSMemoryBIOProtocol._bufferedWrite
+            HalfCloseTLSProtocol,
+            "buffered_write",
+            HookedTLSMemoryBIOProtocol.buffered_write,
         )
         problem = tls_layer_misfit()
         assert problem is not None
@@ -767,7 +772,7 @@ class HandshakeTimeoutUnitTests(TestCase):
                 source.clear()
                 if data:
                     target.dataReceived(data)
-        self.assertTrue(server._handshakeDone)
+        self.assertTrue(server.handshake_done)
         return client
 
     def test_silent_client_aborted_counted_logged(self) -> None:
@@ -911,7 +916,7 @@ class HandshakeMemoryTests(TestCase):
 
         def note(protocol: Any, transport: Any) -> None:
             original(protocol, transport)
-            seen.append(weakref.ref(protocol._tlsConnection))
+            seen.append(weakref.ref(protocol.getHandle()))
 
         self.patch(HalfCloseTLSProtocol, "makeConnection", note)
         socks = await deferToThread(

@@ -102,6 +102,7 @@ def makeService(config: Options) -> TwistdService:
             config["workers"],
             reactor,
             config["drain-timeout"],
+            config["drain-delay"],
         )
     else:
         tune_process(config)

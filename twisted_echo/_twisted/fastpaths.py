@@ -8,11 +8,12 @@ to Twisted's own way, e.g.::
     log flatten on, ...; fell back: none
 
 Checks made once at import (write queue, log publisher, log flatten, line
-buffer) and cheap ones (telnet bound, exit signal, TLS internals) are run by
-L{fast_paths}; checks made where the fast path is taken (the lean TCP
-transport, per listener; the TLS half-close probe, when a TLS listener
-opens; socket adoption, when a listening socket is inherited) are reported
-by their module through L{note} and appear once they ran.
+buffer, HTTP channel) and cheap ones (telnet bound, exit signal, TLS
+internals) are run by L{fast_paths}; checks made where the fast path is
+taken (the lean TCP transport, per listener; the TLS half-close probe,
+when a TLS listener opens; socket adoption, when a listening socket is
+inherited) are reported by their module through L{note} and appear once
+they ran.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def fast_paths(reactor: Any) -> dict[str, str | None]:
     """
     from twisted_echo._twisted import (
         exitsignal,
+        httpchannel,
         linereceiver,
         logflatten,
         logpublisher,
@@ -80,6 +82,7 @@ def fast_paths(reactor: Any) -> dict[str, str | None]:
         "telnet bound": telnet.conch_bound_misfit(),
         "exit signal": exitsignal.exit_signal_misfit(reactor),
         "TLS internals": tlsmemorybio.twisted_tls_missing(),
+        "HTTP channel": httpchannel.HTTP_CHANNEL_MISFIT,
     }
     for name, reason in _noted.items():
         results.setdefault(name, reason)

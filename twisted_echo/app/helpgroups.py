@@ -71,11 +71,12 @@ _OTHER_HELP_GROUPS = (
             "line-timeout",
             "handshake-timeout",
             "drain-timeout",
+            "drain-delay",
             "metrics-request-timeout",
         ),
     ),
     ("Running", ("workers", "log-format", "log-level", "records", "record-bytes")),
-    ("Faults, on purpose (docs/faults.md)", ("faults",)),
+    ("Faults, on purpose (docs/faults.md)", ("faults", "admin", "admin-public")),
 )
 HELP_GROUPS = help_groups()
 #: The first line of an option's entry in C{usage.Options}' help.

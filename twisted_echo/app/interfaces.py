@@ -55,6 +55,15 @@ class IServer(Interface):
             listed, those with nothing counted yet too.
         """
 
+    def end_drain_delay(cause: str) -> bool:  # noqa: N805
+        """
+        Start the drain now if the C{--drain-delay} wait is running (a
+        second SIGTERM or SIGINT: L{twisted_echo.app.signals}), with a log
+        line giving C{cause} (C{"received SIGTERM"}).
+
+        @return: whether the wait was running.
+        """
+
     def bound_addresses() -> list[tuple[str, Any, str]]:
         """
         @return: C{(service name, bound

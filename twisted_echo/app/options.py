@@ -59,6 +59,7 @@ from twisted_echo.app.server import SockechoService
 from twisted_echo.faults.datagrams import DatagramFaults
 from twisted_echo.faults.engine import ListenerFaults
 from twisted_echo.faults.profile import FaultProfile, ProfileError, parse_profile
+from twisted_echo.faults.runtime import DatagramFaultSlot, FaultSlot, StreamFaultSlot
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.listen import (
     DatagramListenerService,
@@ -146,7 +147,22 @@ class Options(usage.Options):
         "endpoint strings; giving one replaces that service's default."
     )
     #: --no-NAME for each registered service: L{add_service_options}.
-    optFlags: list[list[Any]] = []
+    optFlags: list[list[Any]] = [
+        [
+            "admin",
+            None,
+            "Serve the admin API on the --metrics listener: GET/PUT/DELETE "
+            "/faults/LISTENER reads, replaces, clears a fault profile at run "
+            "time (docs/faults.md); refused unless --metrics is on loopback "
+            "[default: off]",
+        ],
+        [
+            "admin-public",
+            None,
+            "Let --admin serve on a --metrics address that is not loopback "
+            "(anyone who reaches it can make the server misbehave).",
+        ],
+    ]
     optParameters: list[list[Any]] = [
         ["banner", None, DEFAULT_BANNER, "First line the welcome service sends."],
         [
@@ -219,6 +235,16 @@ class Options(usage.Options):
             "On SIGTERM/SIGINT (and SIGHUP without --workers), give open "
             "connections this many seconds to finish, then abort them.",
             seconds("drain-timeout"),
+        ],
+        [
+            "drain-delay",
+            None,
+            "0",
+            "On SIGTERM/SIGINT (and SIGHUP without --workers), keep accepting "
+            "and serving this many seconds with /readyz at 503 before the "
+            "drain (a load balancer's preStop); a second SIGTERM/SIGINT drains "
+            "at once.",
+            number("drain-delay", float, 0, "a number of seconds (0: drain at once)"),
         ],
         [
             "backlog",
@@ -448,6 +474,31 @@ class Options(usage.Options):
         if self["metrics"] is not None:
             self._check_address("metrics", self["metrics"], metrics=True)
         self["faults"] = self._fault_profiles()
+        self._check_admin()
+
+    def _check_admin(self) -> None:
+        """
+        C{--admin} needs C{--metrics} on a loopback address (or a UNIX
+        socket), unless C{--admin-public}.
+
+        @raise usage.UsageError: one line saying which and how to fix it.
+        """
+        if not self["admin"]:
+            if self["admin-public"]:
+                raise usage.UsageError("--admin-public is given without --admin")
+            return
+        metrics = self["metrics"]
+        if metrics is None:
+            raise usage.UsageError(
+                "--admin serves on the --metrics listener: give --metrics, "
+                "e.g. --metrics tcp:9107:interface=127.0.0.1"
+            )
+        if not self["admin-public"] and not is_loopback_description(metrics):
+            raise usage.UsageError(
+                f"--admin refused: --metrics {metrics!r} is not a loopback "
+                "address (give interface=127.0.0.1 or ::1, or a unix: socket; "
+                "or --admin-public to serve it there on purpose)"
+            )
 
     def _fault_profiles(self) -> dict[str, FaultProfile]:
         """
@@ -683,6 +734,8 @@ def makeService(
         counters,
         factories=list(factories.values()),
         drain_timeout=config["drain-timeout"],
+        drain_delay=config["drain-delay"],
+        clock=reactor,
     )
     top.records = records
     for name, factory in factories.items():
@@ -712,6 +765,7 @@ def makeService(
             else:
                 listener = StreamListenerService(description, endpoint, factory, name)
             top.addService(listener)
+    datagram_protocols: dict[str, tuple[str, list[Any]]] = {}
     for service in running:
         build = service.datagram
         key = service.listener_key(datagram=True)
@@ -719,6 +773,7 @@ def makeService(
         for index, description in enumerate(listeners[service.name][1]):
             assert build is not None
             protocol = build(contexts[service.name])
+            datagram_protocols.setdefault(key, (service.name, []))[1].append(protocol)
             if profile is not None:
                 protocol.faults = DatagramFaults(  # type: ignore[attr-defined]
                     profile,
@@ -737,8 +792,11 @@ def makeService(
                     inherited=inherited.get((key, index)),
                 )
             )
+    top.fault_slots = fault_slots(
+        factories, datagram_protocols, counters, reactor, log_connections
+    )
     if config["metrics"] is not None:
-        add_metrics(top, config, reactor)
+        add_metrics(top, config, reactor, top.fault_slots)
     return top
 
 
@@ -762,7 +820,62 @@ def connection_records(
     return ring
 
 
-def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
+def is_loopback_description(description: str) -> bool:
+    """
+    @param description: a stream endpoint string (C{--metrics}'s).
+    @return: whether it listens on loopback only: a C{tcp}/C{tcp6} (or
+        C{ssl}) endpoint whose C{interface} is a loopback address, or a
+        C{unix:} socket. Without C{interface} a TCP endpoint listens on
+        every address: not loopback.
+    """
+    import ipaddress
+
+    parsed = parse_description(description)
+    if parsed.kind == "unix":
+        return True
+    if parsed.kind not in ("tcp", "tcp6", "ssl"):
+        return False
+    kwargs = dict(parsed.options)
+    interface = str(kwargs.get("interface", ""))
+    if interface == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return False
+
+
+def fault_slots(
+    factories: Mapping[str, StreamFactory],
+    datagram_protocols: Mapping[str, tuple[str, list[Any]]],
+    counters: Mapping[str, ServiceCounters],
+    reactor: Any,
+    log_connections: bool,
+) -> dict[str, FaultSlot]:
+    """
+    @param factories: each running stream service's factory, by name.
+    @param datagram_protocols: each UDP listener key's service name and
+        listeners' protocols.
+    @return: each listener key's L{FaultSlot}, for C{--admin}'s C{/faults}.
+    """
+    slots: dict[str, FaultSlot] = {}
+    for name, factory in factories.items():
+        slots[name] = StreamFaultSlot(
+            factory, name, reactor, counters[name].faults, log_connections
+        )
+    for key, (name, protocols) in datagram_protocols.items():
+        slots[key] = DatagramFaultSlot(
+            protocols, key, reactor, counters[name], log_connections
+        )
+    return slots
+
+
+def add_metrics(
+    top: SockechoService,
+    config: Options,
+    reactor: Any,
+    slots: Mapping[str, FaultSlot] | None = None,
+) -> None:
     """
     Add the C{--metrics} listener to C{top}, as its last child (started
     once every other listener is), reading C{top}'s counters, turning
@@ -771,7 +884,9 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
     @param top: the server.
     @param config: parsed and validated L{Options} with C{--metrics}.
     @param reactor: the reactor to listen with.
+    @param slots: with C{--admin}, the profiles C{/faults} changes.
     """
+    from twisted_echo.operations.adminpage import FaultsPage
     from twisted_echo.operations.metrics import MetricsService
 
     description = config["metrics"]
@@ -784,6 +899,7 @@ def add_metrics(top: SockechoService, config: Options, reactor: Any) -> None:
         request_timeout=config["metrics-request-timeout"],
         datagram_services=registry.datagram_only(),
         records=top.records,
+        admin=FaultsPage(slots or {}) if config["admin"] else None,
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)

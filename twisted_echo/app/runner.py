@@ -271,6 +271,7 @@ def add_supervisor_metrics(
     moment the drain starts. Its connections count towards the
     supervisor's open files.
     """
+    from twisted_echo.operations.adminpage import FaultsPage
     from twisted_echo.operations.metrics import MetricsService
 
     description = config["metrics"]
@@ -282,6 +283,7 @@ def add_supervisor_metrics(
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],
         datagram_services=datagram_only(),
+        admin=FaultsPage(None) if config["admin"] else None,
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)

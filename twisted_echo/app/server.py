@@ -14,7 +14,9 @@ from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from twisted_echo.app.draindelay import DEFAULT_DRAIN_DELAY, DrainDelay
 from twisted_echo.app.interfaces import IServer
+from twisted_echo.faults.runtime import FaultSlot
 from twisted_echo.listening.listen import ListenError, ListenerService
 from twisted_echo.policies.counters import ServiceCounters, with_open_connections
 from twisted_echo.policies.limits import DEFAULT_DRAIN_TIMEOUT
@@ -34,7 +36,9 @@ class SockechoService(MultiService):
     status is L{twisted_echo.app.runner}'s work).
 
     Shutdown (twistd runs L{stopService} before the reactor stops, on
-    SIGTERM or SIGINT): stop accepting at once, let open connections finish
+    SIGTERM or SIGINT): with C{drain_delay}, keep accepting and serving
+    that many seconds first, C{/readyz} at 503
+    (L{twisted_echo.app.draindelay}); then stop accepting, let open connections finish
     what they are owed for up to C{drain_timeout} seconds, abort the rest,
     then log each service's counters once every connection has reported.
 
@@ -52,8 +56,19 @@ class SockechoService(MultiService):
         counters: dict[str, ServiceCounters],
         factories: list[StreamFactory] | None = None,
         drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        drain_delay: float = DEFAULT_DRAIN_DELAY,
+        clock: Any = None,
     ) -> None:
+        """
+        @param drain_timeout: C{--drain-timeout}, seconds.
+        @param drain_delay: C{--drain-delay}, seconds (0: drain at once).
+        @param clock: keeps the drain delay's time (the global reactor
+            by default).
+        """
         MultiService.__init__(self)
+        if clock is None:
+            from twisted.internet import reactor as clock
+        self.delay = DrainDelay(drain_delay, clock)
         self.counters = counters
         self.factories = factories or []
         self.drain_timeout = drain_timeout
@@ -61,6 +76,9 @@ class SockechoService(MultiService):
         self.drain_ended: list[Callable[[], object]] = []
         #: The connection records of its services (C{--records}), or L{None}.
         self.records: RecordRing | None = None
+        #: Each listener key's fault profile, changeable at run time
+        #: (L{twisted_echo.faults.runtime}: C{--admin}, the test helpers).
+        self.fault_slots: dict[str, FaultSlot] = {}
 
     #: Labels of the figures L{snapshot} gives: none.
     labels: Mapping[str, str] = {}
@@ -115,13 +133,26 @@ class SockechoService(MultiService):
 
     def stopService(self) -> Deferred[None]:
         """
-        Stop accepting, drain open connections, log the summary.
+        Run the C{drain_started} hooks; after the drain delay (if any),
+        stop accepting, drain open connections, log the summary.
 
         @return: a L{twisted.internet.defer.Deferred} that fires once every
             connection is closed or the drain timeout has passed.
         """
+        self.running = 0
         for hook in self.drain_started:
             hook()
+        done: Deferred[None] = Deferred()
+        self.delay.start(lambda: self._drain(done))
+        return done
+
+    def end_drain_delay(self, cause: str) -> bool:
+        """
+        See L{IServer.end_drain_delay}.
+        """
+        return self.delay.cut_short(cause)
+
+    def _drain(self, done: Deferred[None]) -> None:
         open_now = sum(len(f.open_protocols) for f in self.factories)
         for factory in self.factories:
             factory.counters.held_bytes = factory.held_bytes()
@@ -134,7 +165,6 @@ class SockechoService(MultiService):
         )
         stopped: list[Deferred[Any]] = [maybeDeferred(MultiService.stopService, self)]
         stopped.extend(f.drain(self.drain_timeout) for f in self.factories)
-        done: Deferred[None] = Deferred()
 
         def summarize(_: object) -> None:
             for name, counters in self.counters.items():
@@ -146,4 +176,3 @@ class SockechoService(MultiService):
             done.callback(None)
 
         DeferredList(stopped, consumeErrors=True).addCallback(summarize)
-        return done

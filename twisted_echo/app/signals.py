@@ -9,6 +9,10 @@ L{twisted_echo.app.server}):
    without, drain as on SIGTERM and then end by SIGHUP as twistd ends by the
    signal it stopped on. Neither twistd nor Twisted's reactor handles
    SIGHUP, whose default action ends a process at once.
+ - SIGTERM or SIGINT once the drain has started (L{stop_again}): during
+   C{--drain-delay}'s wait, start the drain at once
+   (L{twisted_echo.app.draindelay}); during the drain itself, a log line
+   and nothing else (the drain timeout already bounds it).
  - SIGUSR1: log a status summary (L{log_status}); when twistd logs to a
    file, it keeps rotating that file on SIGUSR1 first
    (C{twisted.scripts._twistd_unix.UnixAppLogger}), so the summary opens
@@ -124,9 +128,32 @@ class SignalService(Service):
 
     def drain_started(self) -> None:
         """
-        The drain has started: SIGHUP is logged and changes nothing.
+        The drain (or C{--drain-delay}'s wait before it) has started: SIGHUP
+        is logged and changes nothing; SIGTERM and SIGINT are handled here
+        from now on (L{stop_again}), instead of by the reactor, which has
+        already stopped and would log a C{ReactorNotRunning} traceback.
         """
         self.draining = True
+        if not self._previous:
+            return  # no handlers installed (not the main thread)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signum not in self._previous:
+                self._previous[signum] = signal.signal(signum, self._on_stop_again)
+
+    def _on_stop_again(self, signum: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.stop_again, signum)
+
+    def stop_again(self, signum: int) -> None:
+        """
+        SIGTERM or SIGINT arrived once the drain had started (called in the
+        reactor thread): end C{--drain-delay}'s wait now
+        (L{IServer.end_drain_delay}); during the drain itself, nothing.
+
+        @param signum: the signal's number.
+        """
+        name = signal.Signals(signum).name
+        if not self.server.end_drain_delay(f"received {name}"):
+            _log.info("received {signal} while draining; ignored", signal=name)
 
     def _on_hup(self, signum: int, frame: FrameType | None) -> None:
         self.reactor.callFromThread(self.hang_up)

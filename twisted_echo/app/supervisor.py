@@ -41,9 +41,11 @@ The supervisor:
  - serves C{--metrics} (with L{twisted_echo.app.runner}) from every worker's
    table and last report; a dead worker's gauges drop out at once and its
    counters are kept (C{Supervisor.retired}), to its last count;
- - on SIGTERM/SIGINT sends SIGTERM to every worker (each drains as a
-   single process does), waits for them all, then logs every service's
-   counters summed over all workers, those that died included.
+ - on SIGTERM/SIGINT, after C{--drain-delay} (its C{/readyz} at 503 at
+   once while the workers serve on; L{twisted_echo.app.draindelay}), sends
+   SIGTERM to every worker (each drains as a single process does), waits
+   for them all, then logs every service's counters summed over all
+   workers, those that died included.
 
 The listening sockets stay open in the supervisor while workers come and
 go, so a connection that arrives while a worker is replaced waits in the
@@ -70,6 +72,7 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_echo.app.draindelay import DEFAULT_DRAIN_DELAY, DrainDelay
 from twisted_echo.app.inherit import (
     REUSEPORT_KINDS,
     open_datagram_sockets,
@@ -270,6 +273,7 @@ class Supervisor(Service):
         count: int,
         reactor: Any,
         drain_timeout: float,
+        drain_delay: float = DEFAULT_DRAIN_DELAY,
     ) -> None:
         """
         @param args: the sockecho options, as given on the command line
@@ -281,6 +285,9 @@ class Supervisor(Service):
         @param count: how many workers.
         @param reactor: spawns processes and keeps time.
         @param drain_timeout: the workers' C{--drain-timeout}, seconds.
+        @param drain_delay: C{--drain-delay}, seconds: the supervisor waits
+            that long before telling the workers to drain (they are given
+            0 and leave SIGINT to it).
         """
         self.args = list(args)
         self.listener_keys = list(listeners)
@@ -288,6 +295,7 @@ class Supervisor(Service):
         self.count = count
         self.reactor = reactor
         self.drain_timeout = drain_timeout
+        self.delay = DrainDelay(drain_delay, reactor)
         self.listeners: list[Listener] = []
         self.workers: dict[int, WorkerProtocol] = {}
         self.retired: dict[str, ServiceCounters] = {}
@@ -694,6 +702,22 @@ class Supervisor(Service):
             cancel_call(call)
         self._respawns.clear()
         self._reload_queue.clear()
+        self.delay.start(self._drain_workers)
+        return done
+
+    def end_drain_delay(self, cause: str) -> bool:
+        """
+        See L{IServer.end_drain_delay}.
+        """
+        return self.delay.cut_short(cause)
+
+    def _drain_workers(self) -> None:
+        """
+        Tell every worker to drain (SIGTERM), SIGKILL those left after the
+        drain timeout and L{KILL_GRACE}.
+        """
+        if self._stopping is None:
+            return  # every worker ended during the delay
         _log.info(
             "shutting down: draining {count} worker(s) for up to {timeout} s",
             count=len(self.workers),
@@ -701,13 +725,12 @@ class Supervisor(Service):
         )
         if not self._alive():
             self._all_stopped()
-            return done
+            return
         for protocol in self._alive():
             _signal(protocol, signal.SIGTERM)
         self._kill_call = self.reactor.callLater(
             self.drain_timeout + KILL_GRACE, self._kill_remaining
         )
-        return done
 
     def _kill_remaining(self) -> None:
         self._kill_call = None
@@ -718,6 +741,7 @@ class Supervisor(Service):
             _signal(protocol, signal.SIGKILL)
 
     def _all_stopped(self) -> None:
+        self.delay.cancel()
         cancel_call(self._kill_call)
         self._close_sockets()
         totals = self.totals()

@@ -12,7 +12,9 @@ log as JSON events to standard output, in batches at most 0.1 s apart
 memory the supervisor reads (C{counters_fd}, L{twisted_echo.operations.sharedcounters}:
 nothing counted is lost if it is killed), reports its counters every second
 (for what it measures: bytes held, bytes of open connections) and once more
-after its drain, and drains on SIGTERM or SIGINT like a single process. Once
+after its drain, and drains on SIGTERM or SIGINT like a single process
+(with C{--drain-delay}, the supervisor waits it out and sends SIGTERM;
+the worker ignores SIGINT, which a terminal sends the supervisor too). Once
 its listeners are up it logs a ready event
 (L{twisted_echo.app.supervisor.READY_FIELD}), from which on the supervisor counts
 its death as a crash, not a start-up failure.
@@ -116,6 +118,10 @@ def main() -> None:
     config = tap.Options()
     config.parseOptions(orders["args"])  # type: ignore[no-untyped-call]
     config["metrics"] = None  # the supervisor serves the metrics
+    # The supervisor waits out --drain-delay before it sends SIGTERM; a
+    # terminal's SIGINT, which reaches this worker too, is left to it.
+    supervisor_delays = config["drain-delay"] > 0
+    config["drain-delay"] = 0.0
     tune_process(config)
     inherited = {
         (service, index): (fd, family)
@@ -161,7 +167,7 @@ def main() -> None:
             reactor.callFromThread(reactor.stop)  # type: ignore[attr-defined]
 
     signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGINT, signal.SIG_IGN if supervisor_delays else on_signal)
     from twisted_echo.app.signals import log_status
 
     signal.signal(

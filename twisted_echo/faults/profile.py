@@ -95,7 +95,7 @@ def parse_probability(text: str) -> float:
 def parse_after(text: str) -> float | int:
     """
     @param text: a number of bytes (C{1000}) or a duration (C{2s}).
-    @return: the bytes (L{int}) or seconds (L{float}).
+    @return: the bytes (C{int}) or seconds (C{float}).
     @raise ValueError: if C{text} is neither.
     """
     try:

@@ -47,9 +47,11 @@ the TLS transport's producer is paused and resumed by the TCP transport's
 buffer (Twisted's C{_ProducerMembrane}); C{pauseProducing} on the TLS
 transport stops reading from TCP.
 
-The layer overrides Twisted internals of L{TLSMemoryBIOProtocol}
-(C{_flushReceiveBIO}, C{_shutdownTLS}, C{_checkHandshakeStatus} and the
-state they keep). L{tls_layer_misfit} checks at start-up, on a TLS
+The layer reaches no Twisted private itself: it implements the public
+hooks of L{twisted_echo._twisted.tlsmemorybio.HookedTLSMemoryBIOProtocol},
+which overrides Twisted internals of L{TLSMemoryBIOProtocol}
+(C{_flushReceiveBIO}, C{_shutdownTLS}, C{_checkHandshakeStatus}, ...) and
+reads the state they keep. L{tls_layer_misfit} checks at start-up, on a TLS
 conversation held in memory, that the installed Twisted still behaves as
 the layer expects; when it does not, listeners and clients use Twisted's
 stock TLS (a peer's close_notify then closes at once) and say so in the
@@ -63,7 +65,6 @@ from types import TracebackType
 from typing import Any
 
 from OpenSSL import SSL
-from OpenSSL.SSL import Error, WantReadError, ZeroReturnError
 from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -75,7 +76,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper, TimeoutMixin
+from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import (
     BufferingTLSTransport,
     TLSMemoryBIOFactory,
@@ -86,9 +87,7 @@ from zope.interface import implementer
 
 from twisted_echo._twisted.fastpaths import note
 from twisted_echo._twisted.tlsmemorybio import (
-    check_handshake_status,
-    flush_send_bio,
-    tls_shutdown_finished,
+    HookedTLSMemoryBIOProtocol,
     twisted_tls_missing,
 )
 from twisted_echo.listening.address import describe_address, tls_address
@@ -118,6 +117,7 @@ HANDSHAKE_BYTES = 48 * 1024
 #: Bytes read from a TLS connection's TCP socket at once (as the plain TCP
 #: services read: L{twisted_echo.services.stream.READ_SIZE}).
 TLS_READ_SIZE = 262144
+
 
 class _NamedTLS:
     """
@@ -196,7 +196,7 @@ class StockTLSProtocol(_NamedTLS, BufferingTLSTransport):
 
 
 @implementer(IHalfCloseableProtocol)
-class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
+class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, HookedTLSMemoryBIOProtocol):
     """
     A TLS connection on which a close_notify closes one direction only (see
     the module's description).
@@ -224,7 +224,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         self._tune(transport)
         TLSMemoryBIOProtocol.makeConnection(self, transport)
         factory = self.factory
-        if factory.is_client or self._handshakeDone or self._lost:
+        if factory.is_client or self.handshake_done or self._lost:
             return
         if factory.handshake_timeout:
             self.setTimeout(factory.handshake_timeout)  # type: ignore[no-untyped-call]
@@ -283,7 +283,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
             reason the connection was lost before.
         """
         waiter: Deferred[None] = Deferred(lambda d: self._abort())
-        if self._handshakeDone:
+        if self.handshake_done:
             waiter.callback(None)
         elif self._lost:
             waiter.errback(self._failure or Failure(ConnectionError("closed")))
@@ -296,36 +296,48 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
     def _abort(self) -> None:
         TLSMemoryBIOProtocol.abortConnection(self)
 
-    def _checkHandshakeStatus(self) -> None:
-        check_handshake_status(self)
-        if self._handshakeDone:
+    # The hooks of HookedTLSMemoryBIOProtocol.
+
+    def handshake_status_checked(self) -> None:
+        """
+        Once the handshake is done: stop its timeout, give back what it
+        held of the budget, and fire L{when_handshaken}'s waiters.
+        """
+        if self.handshake_done:
             self._handshake_over()
-        if self._handshakeDone and not self._aborted:
+        if self.handshake_done and not self.aborted:
             waiters, self._handshake_waiters = self._handshake_waiters, None
             for waiter in waiters or []:
                 if not waiter.called:
                     waiter.callback(None)
 
-    def _tlsShutdownFinished(self, reason: Failure | None) -> None:
+    def tls_shutdown_finished(self, reason: Failure | None) -> None:
+        """
+        The TLS session is over: keep the first failure (for
+        L{when_handshaken}'s waiters), then lose the TCP connection as
+        Twisted does.
+        """
         if reason is not None and self._failure is None:
             self._failure = reason
-        tls_shutdown_finished(self, reason)
+        super().tls_shutdown_finished(reason)
         # Twisted may pass on another failure than C{reason} (a peer's EOF
         # becomes a ConnectionLost, made while OpenSSL's error is handled)
         # and forgets it once passed on: note it, to lighten it at close.
-        passed_on = getattr(self, "_reason", None)
-        if isinstance(passed_on, Failure) and passed_on is not reason:
+        passed_on = self.passed_on_reason
+        if passed_on is not None and passed_on is not reason:
             self._passed_on = passed_on
 
-    def _bufferedWrite(self, octets: bytes) -> None:
-        # TLSMemoryBIOProtocol._bufferedWrite pauses the producer while
-        # bytes wait for the handshake; a protocol that is its transport's
-        # producer (StreamProtocol) then stops reading, and the handshake
-        # never finishes: the welcome banner, written on connection, would
-        # hang the connection. Before the handshake, only buffer.
-        self._appSendBuffer.append(octets)
-        if self._producer is not None and self._handshakeDone:
-            self._producer.pauseProducing()
+    def buffered_write(self, octets: bytes) -> None:
+        """
+        Bytes wait for the handshake: only keep them. Twisted pauses the
+        producer meanwhile; a protocol that is its transport's producer
+        (StreamProtocol) then stops reading, and the handshake never
+        finishes: the welcome banner, written on connection, would hang the
+        connection. After the handshake (OpenSSL's buffer full), pause it.
+        """
+        producer = self.registered_producer
+        if producer is not None and self.handshake_done:
+            producer.pauseProducing()
 
     # Reading: the peer's close_notify is an end of input.
 
@@ -339,33 +351,10 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         TLSMemoryBIOProtocol.dataReceived(self, data)
         self._close_write_if_ready()
 
-    def _flushReceiveBIO(self) -> None:
-        # TLSMemoryBIOProtocol._flushReceiveBIO, but for the close_notify.
-        while not self._lostTLSConnection:
-            try:
-                data = self._tlsConnection.recv(2**15)
-            except WantReadError:
-                break
-            except ZeroReturnError:
-                if self._end_of_input():
-                    break
-                # Twisted's way: answer with our close_notify and close.
-                self._shutdownTLS()
-                self._tlsShutdownFinished(None)
-            except Error:
-                self._tlsShutdownFinished(Failure())
-            else:
-                if not self._aborted:
-                    ProtocolWrapper.dataReceived(self, data)
-        if self._tlsConnection is not None:
-            # (The connection may have been lost meanwhile: a half-closed
-            # TCP transport closes at once.)
-            flush_send_bio(self)
-
-    def _end_of_input(self) -> bool:
+    def close_notify_received(self) -> bool:
         """
         The peer's close_notify came: tell the wrapped protocol its input
-        ended, if it can go on writing.
+        ended, if it can go on writing (RFC 8446 section 6.1).
 
         @return: whether it was told (else Twisted's way applies: the
             connection closes).
@@ -373,7 +362,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         if self._peer_closed:
             return True
         half = IHalfCloseableProtocol(self.wrappedProtocol, None)
-        if half is None or self.disconnecting or self._aborted:
+        if half is None or self.disconnecting or self.aborted:
             return False
         self._peer_closed = True
         half.readConnectionLost()
@@ -390,7 +379,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         nothing to do; otherwise the stream was cut short: abort, and the
         wrapped protocol is told the connection was lost.
         """
-        if self._peer_closed or self.disconnecting or self._lostTLSConnection:
+        if self._peer_closed or self.disconnecting or self.tls_lost:
             return
         self.transport.abortConnection()
 
@@ -429,18 +418,14 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         if not (
             self._close_write_wanted
             and not self._write_closed
-            and self._handshakeDone
-            and not self._appSendBuffer
+            and self.handshake_done
+            and not self.writes_pending
             and not self.disconnecting
-            and not self._lostTLSConnection
+            and not self.tls_lost
         ):
             return
         self._write_closed = True
-        try:
-            self._tlsConnection.shutdown()
-        except Error:
-            pass
-        flush_send_bio(self)
+        self.send_close_notify()
         if self._peer_closed:
             # Both sides are done.
             self.loseConnection()
@@ -460,7 +445,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         """
         if self.disconnecting or not self.connected:
             return
-        if not self._handshakeDone and self._appSendBuffer:
+        if not self.handshake_done and self.writes_pending:
             grace = self.factory.close_grace
             self._grace_call = self.factory.clock.callLater(grace, self._grace_over)
         TLSMemoryBIOProtocol.loseConnection(self)
@@ -470,19 +455,16 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
         if self.connected:
             TLSMemoryBIOProtocol.abortConnection(self)
 
-    def _shutdownTLS(self) -> None:
-        # TLSMemoryBIOProtocol._shutdownTLS closes the TCP connection only
-        # once the peer's close_notify came; this closes it once our own is
-        # sent, whatever the peer does.
-        if self._tlsConnection is None:
+    def shutdown_tls(self) -> None:
+        """
+        Send our close_notify and close the TCP connection once it is sent,
+        whatever the peer does (Twisted closes only once the peer's
+        close_notify came). Mid-handshake OpenSSL cannot send one: close
+        all the same.
+        """
+        if not self.send_close_notify():
             return
-        try:
-            self._tlsConnection.shutdown()
-        except Error:
-            # Mid-handshake, OpenSSL cannot send a close_notify.
-            pass
-        flush_send_bio(self)
-        if not self._aborted:
+        if not self.aborted:
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -513,8 +495,7 @@ class HalfCloseTLSProtocol(_NamedTLS, TimeoutMixin, TLSMemoryBIOProtocol):
                 forget_traceback(held)
         # The wrapped protocol registered as our producer (Twisted's
         # _ProducerMembrane) holds us as its transport: another cycle.
-        self._producer = None
-        self._appSendBuffer = []
+        self.release_buffers()
         if not self.factory.is_client:
             self.factory.heap_trimmer.freed(HANDSHAKE_BYTES)
 
@@ -940,7 +921,7 @@ def _probe() -> str | None:
     @return: L{None} when they went so, else what went otherwise.
     """
     server, server_tls, server_wire, client, client_tls, client_wire, pump = _pair()
-    if not client_tls._handshakeDone or not server_tls._handshakeDone:
+    if not client_tls.handshake_done or not server_tls.handshake_done:
         return "the handshake did not finish (with a greeting written before it)"
     if client.received != b"hi ":
         return f"the greeting written before the handshake came as {client.received!r}"

@@ -43,6 +43,7 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 from twisted.web.server import Request, Site
 
+from twisted_echo._twisted.httpchannel import PacedHTTPChannel
 from twisted_echo.policies.idle import cancel_call
 from twisted_echo.policies.limits import (
     DEFAULT_METRICS_MAX_CONNECTIONS,
@@ -125,10 +126,11 @@ class BoundedRequest(Request):
         Request.handleContentChunk(self, data)
 
 
-class BoundedChannel(HTTPChannel):
+class BoundedChannel(PacedHTTPChannel):
     """
     An L{HTTPChannel} with a request-read timeout, a response-taken timeout,
-    and at most one response in flight (see the module docstring).
+    and at most one response in flight (see the module docstring). Its base,
+    L{PacedHTTPChannel}, holds what it needs of Twisted's private state.
 
     @ivar request_timeout: seconds (0: no timeout), set by L{BoundedSite}.
     """
@@ -156,7 +158,7 @@ class BoundedChannel(HTTPChannel):
         if (
             data
             and self._read_call is None
-            and not self._handlingRequest
+            and not self.handling_request
             and self.request_timeout
         ):
             self._read_call = self.callLater(  # type: ignore[no-untyped-call]
@@ -181,7 +183,7 @@ class BoundedChannel(HTTPChannel):
         transport: Any = self.transport
         if queued_bytes(transport) and not transport.disconnecting:
             self._held = request
-            self._networkProducer.pauseProducing()
+            self.pause_reading()
             # The transport calls our resumeProducing once its buffer is
             # empty only when it believes it paused us.
             transport.producerPaused = True
@@ -203,7 +205,7 @@ class BoundedChannel(HTTPChannel):
             return
         cancel_call(self._flush_call)
         self._flush_call = None
-        self._waitingForTransport = False
+        self.transport_flushed()
         HTTPChannel.requestDone(self, held)
 
     def _read_timed_out(self) -> None:

@@ -494,6 +494,7 @@ def metrics_site(
     request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     reactor: Any = None,
     records: RecordRing | None = None,
+    admin: Resource | None = None,
 ) -> QuietSite:
     """
     @param registry: what C{/metrics} serves.
@@ -503,8 +504,12 @@ def metrics_site(
         response to be taken (0: no timeout).
     @param reactor: the clock for timeouts (the global reactor by default).
     @param records: what C{/records} serves (L{None}: it answers 501).
+    @param admin: with C{--admin}, what C{/faults} serves
+        (L{twisted_echo.operations.adminpage.FaultsPage}); L{None}: no
+        C{/faults} (404).
     @return: the HTTP site serving C{/metrics}, C{/healthz}, C{/readyz},
-        C{/records}, bounded (L{twisted_echo.operations.httpbounds}).
+        C{/records} (and C{/faults}), bounded
+        (L{twisted_echo.operations.httpbounds}).
     """
     root = Resource()
     root.putChild(b"", IndexPage())  # type: ignore[no-untyped-call]
@@ -512,6 +517,8 @@ def metrics_site(
     root.putChild(b"healthz", HealthPage())  # type: ignore[no-untyped-call]
     root.putChild(b"readyz", ReadyPage(readiness))
     root.putChild(b"records", RecordsPage(records))
+    if admin is not None:
+        root.putChild(b"faults", admin)
     return QuietSite(
         root,
         max_connections=max_connections,
@@ -543,6 +550,7 @@ class MetricsService(ListenerService):
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         datagram_services: Collection[str] = DATAGRAM_SERVICES,
         records: RecordRing | None = None,
+        admin: Resource | None = None,
     ) -> None:
         """
         @param description: the listening address as given.
@@ -556,6 +564,8 @@ class MetricsService(ListenerService):
         @param datagram_services: the services that take no connection.
         @param records: the connection records C{/records} serves (L{None}
             with C{--workers}: it answers 501).
+        @param admin: with C{--admin}, what C{/faults} serves (L{None}:
+            no admin routes).
         """
         super().__init__(description, "metrics")
         self.endpoint = endpoint
@@ -569,6 +579,7 @@ class MetricsService(ListenerService):
             max_connections,
             request_timeout,
             records=records,
+            admin=admin,
         )
         self.registry.register(ListenerCollector(self.site.counters))
 

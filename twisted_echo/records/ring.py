@@ -25,7 +25,7 @@ from twisted_echo.records.record import ConnectionRecord
 #: C{--records}' default: records kept.
 DEFAULT_RECORDS = 2000
 #: About the bytes one record held in the ring costs, without its
-#: C{first_bytes} (L{tests.test_records} measures it).
+#: C{first_bytes} (C{tests.test_records} measures it).
 RECORD_BYTES = 600
 
 

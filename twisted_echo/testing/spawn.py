@@ -21,6 +21,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager as ContextManager
 from typing import IO
 
 from twisted_echo.app import registry
@@ -28,6 +29,7 @@ from twisted_echo.app.registry import entry
 from twisted_echo.listening.certificate import self_signed_certificate, write_pem
 from twisted_echo.operations.portsfile import read_ports_file
 from twisted_echo.testing.addresses import Addresses
+from twisted_echo.testing.faults import AdminClient
 from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, RecordsView
 
 #: The only address servers started here listen on.
@@ -196,8 +198,11 @@ class SockechoProcess(Addresses):
             self.ca_file = certificate[0]
         defaults = default_listeners(options, certificate)
         if not any(o == "--metrics" or o.startswith("--metrics=") for o in options):
-            # The connection records' /records (records(), wait_for()...).
+            # The connection records' /records (records(), wait_for()...)
+            # and the admin API's /faults (faults()), on loopback.
             defaults += ["--metrics", f"tcp:0:interface={HOST}"]
+            if "--admin" not in options:
+                defaults.append("--admin")
         self._records: RecordsView | None = None
         self.command = [
             python or sys.executable,
@@ -245,6 +250,25 @@ class SockechoProcess(Addresses):
             host, port = self.address("metrics")
             self._records = RecordsView(f"http://{host}:{port}/records")
         return self._records
+
+    def faults(self, listener: str, profile: str) -> ContextManager[None]:
+        """
+        C{with server.faults("echo", "reset-after=10"): ...}: C{profile}
+        on C{listener} (C{echo}, C{udp}...: docs/faults.md) from the next
+        connection or datagram until the block ends, then the profile
+        before it again (same text and seed), even if the block raises.
+        Through the admin API (C{--admin}, on by default here unless the
+        options give their own C{--metrics}).
+
+        @raise ValueError: the profile does not parse (the server's reason).
+        @raise LookupError: no such listener, or no admin API.
+        @raise RuntimeError: a change the server refuses at run time (a
+            C{refuse} fault: 409).
+        """
+        host, port = self.address("metrics")
+        admin = AdminClient(f"http://{host}:{port}/faults")
+        block: ContextManager[None] = admin.faults(listener, profile)
+        return block
 
     def records(self, service: str | None = None) -> list[Record]:
         """

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -26,6 +27,7 @@ from twisted_echo.operations.announce import bound_listeners
 from twisted_echo.operations.portsfile import ports_document
 from twisted_echo.records.ring import RecordRing, matcher
 from twisted_echo.testing.addresses import Addresses
+from twisted_echo.testing.faults import profile_block
 from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, describe
 from twisted_echo.testing.spawn import (
     default_listeners,
@@ -40,17 +42,17 @@ class RunningServices(Addresses):
     addresses (L{Addresses}: C{.echo}, C{.echo_endpoint}, ...) and
     L{stop}.
 
+    Its connection records (L{twisted_echo.records}, read from the ring in
+    this process): L{records}, L{assert_no_connections} at once, and
+    L{wait_for}, L{expect_close} as C{Deferred}s (the test's reactor must
+    run for connections to close), each record the dict of
+    C{twisted_echo/records/schema.json}; L{reset_records} moves the mark
+    they count from.
+
     @ivar service: the running L{SockechoService} (its C{counters} say what
         each service did).
     @ivar ca_file: with C{tls=True}, the certificate the TLS listeners
         serve, to trust as a CA; else L{None}.
-
-    Its connection records (L{twisted_echo.records}, read from the ring in
-    this process): L{records}, L{assert_no_connections} at once, and
-    L{wait_for}, L{expect_close} as L{Deferred}s (the test's reactor must
-    run for connections to close), each record the dict of
-    C{twisted_echo/records/schema.json}; L{reset_records} moves the mark
-    they count from.
     """
 
     def __init__(
@@ -64,6 +66,43 @@ class RunningServices(Addresses):
         self._directory = directory
         self._mark = 0
         self._expected: set[int] = set()
+
+    def faults(self, listener: str, profile: str) -> ContextManager[None]:
+        """
+        C{with services.faults("echo", "reset-after=10"): ...}: C{profile}
+        on C{listener} (C{echo}, C{udp}...: docs/faults.md) from the next
+        connection or datagram until the block ends, then the profile
+        before it again (same text and seed), even if the block raises.
+        Set in this process (no admin API needed). For a block spanning
+        Deferreds, use it around the whole C{yield}ed wait
+        (C{inlineCallbacks}).
+
+        @raise twisted_echo.faults.profile.ProfileError: (a C{ValueError})
+            the profile does not parse.
+        @raise LookupError: no such listener.
+        @raise twisted_echo.faults.runtime.SwapRefusedError: a change that
+            cannot be made at run time (a C{refuse} fault).
+        """
+        slots = self.service.fault_slots
+        slot = slots.get(listener)
+        if slot is None:
+            raise LookupError(
+                f"no listener {listener!r} takes a profile here; "
+                f"listeners: {', '.join(slots) or 'none'}"
+            )
+
+        def read() -> tuple[str | None, int | None]:
+            profile, seed = slot.current()
+            return (profile.text if profile is not None else None), seed
+
+        def write(text: str | None) -> None:
+            if text is None:
+                slot.clear()
+            else:
+                slot.replace(text)
+
+        block: ContextManager[None] = profile_block(read, write, profile)
+        return block
 
     def _ring(self) -> RecordRing:
         ring = self.service.records
@@ -139,9 +178,9 @@ class RunningServices(Addresses):
         self, n: int, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> Deferred[list[Record]]:
         """
-        @return: a L{Deferred} firing with the records once C{n}
+        @return: a C{Deferred} firing with the records once C{n}
             connections (of C{service}) have closed, or failing with an
-            L{AssertionError} listing what came after C{timeout} seconds.
+            C{AssertionError} listing what came after C{timeout} seconds.
         """
         return self._wait(
             lambda found: found if len(found) >= n else None,
@@ -157,9 +196,9 @@ class RunningServices(Addresses):
         self, cause: str, service: str | None = None, timeout: float = DEFAULT_TIMEOUT
     ) -> Deferred[Record]:
         """
-        @return: a L{Deferred} firing with the record of the next
+        @return: a C{Deferred} firing with the record of the next
             connection (of C{service}) to close, in order, if it ended with
-            C{cause}; else failing with an L{AssertionError} saying how it
+            C{cause}; else failing with an C{AssertionError} saying how it
             ended, or that none closed within C{timeout} seconds.
         """
 

@@ -1,0 +1,155 @@
+# -*- test-case-name: tests.test_adminpage -*-
+"""
+C{/faults} on the C{--metrics} listener with C{--admin}: read, replace and
+clear each listener's fault profile while the server runs (issue 21,
+docs/faults.md "At run time").
+
+ - C{GET /faults}: C{{"listeners": [{"listener", "profile", "seed"},
+   ...]}}, every listener key that can take a profile (running services'
+   stream names, C{udp}, C{whoami-udp}), C{profile} and C{seed} L{None}
+   without one;
+ - C{GET /faults/LISTENER}: that listener's object alone;
+ - C{PUT /faults/LISTENER}: the body is the profile, as JSON
+   C{{"profile": "TEXT"}} or as the text itself; answered with the new
+   object. It applies from the next connection or datagram
+   (L{twisted_echo.faults.runtime});
+ - C{DELETE /faults/LISTENER}: no profile from the next connection on.
+
+Errors, one line of text: 400 the profile does not parse (the reason from
+L{twisted_echo.faults.profile.ProfileError}; the profile in force is
+unchanged), 404 no such listener, 405 another method, 409 a change the
+server cannot make at run time (a C{refuse} fault), 501 with C{--workers}
+(each worker has its own profiles; this slice does not forward to them).
+
+The listener's bounds apply (L{twisted_echo.operations.httpbounds}): the
+body is part of the request and bounded with it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import Request
+
+from twisted_echo.faults.profile import ProfileError
+from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
+
+#: The longest profile text taken, in bytes (a profile is a few dozen).
+MAX_PROFILE = 4096
+
+WORKERS_REASON = (
+    "fault profiles cannot be changed at run time with --workers: each "
+    "worker holds its own (restart with --faults, or run without --workers)\n"
+)
+
+
+def _text(request: Request, code: int, text: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    return text.encode("utf-8")
+
+
+def _json(request: Request, document: Any) -> bytes:
+    request.setHeader(b"content-type", b"application/json")
+    request.setHeader(b"cache-control", b"no-store")
+    return json.dumps(document).encode("utf-8") + b"\n"
+
+
+def profile_from_body(body: bytes) -> str:
+    """
+    @param body: a C{PUT}'s body: JSON C{{"profile": "TEXT"}}, or the
+        profile text itself (UTF-8).
+    @return: the profile text, stripped.
+    @raise ValueError: the body is neither (the message says why).
+    """
+    if len(body) > MAX_PROFILE:
+        raise ValueError(f"a profile of at most {MAX_PROFILE} bytes, not {len(body)}")
+    try:
+        text = body.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ValueError("the body is not UTF-8 text") from None
+    if text.startswith("{"):
+        try:
+            document = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"the body is not valid JSON: {e}") from None
+        profile = document.get("profile") if isinstance(document, dict) else None
+        if not isinstance(profile, str):
+            raise ValueError('a JSON body is {"profile": "TEXT"}')
+        text = profile.strip()
+    if not text:
+        raise ValueError("an empty profile (DELETE clears one)")
+    return text
+
+
+class FaultsPage(Resource):
+    """
+    C{/faults} (see the module's description).
+    """
+
+    def __init__(self, slots: Mapping[str, FaultSlot] | None) -> None:
+        """
+        @param slots: each listener key's L{FaultSlot}, in the order
+            C{GET /faults} lists them; L{None} with C{--workers} (every
+            request is answered 501).
+        """
+        Resource.__init__(self)
+        self.slots = slots
+
+    def getChild(self, path: bytes, request: Request) -> Resource:
+        if path == b"":
+            return self
+        return ListenerFaultsPage(self.slots, path.decode("utf-8", "replace"))
+
+    def render_GET(self, request: Request) -> bytes:
+        if self.slots is None:
+            return _text(request, 501, WORKERS_REASON)
+        return _json(
+            request, {"listeners": [slot.describe() for slot in self.slots.values()]}
+        )
+
+
+class ListenerFaultsPage(Resource):
+    """
+    C{/faults/LISTENER} (see the module's description).
+    """
+
+    isLeaf = True
+
+    def __init__(self, slots: Mapping[str, FaultSlot] | None, key: str) -> None:
+        Resource.__init__(self)
+        self.slots = slots
+        self.key = key
+
+    def render(self, request: Request) -> bytes:
+        method = request.method
+        if method not in (b"GET", b"HEAD", b"PUT", b"DELETE"):
+            request.setHeader(b"allow", b"GET, PUT, DELETE")
+            return _text(request, 405, "GET, PUT or DELETE\n")
+        if self.slots is None:
+            return _text(request, 501, WORKERS_REASON)
+        if request.postpath:
+            return _text(request, 404, "no such resource\n")
+        slot = self.slots.get(self.key)
+        if slot is None:
+            return _text(
+                request,
+                404,
+                f"no listener {self.key!r} takes a profile here; "
+                f"listeners: {', '.join(self.slots) or 'none'}\n",
+            )
+        try:
+            if method == b"PUT":
+                assert request.content is not None
+                slot.replace(profile_from_body(request.content.read()))
+            elif method == b"DELETE":
+                slot.clear()
+        except (ProfileError, ValueError) as e:
+            return _text(request, 400, f"bad profile for {self.key}: {e}\n")
+        except SwapRefusedError as e:
+            return _text(request, 409, f"{self.key}: {e}\n")
+        return _json(request, slot.describe())
