@@ -1,7 +1,8 @@
 # -*- test-case-name: tests.test_client_main -*-
 """
 C{sockecho-client} (also C{python -m twisted_echo.client}): argument parsing
-and dispatch to L{chat}, L{load}, L{check}, L{whoami} and L{records}.
+and dispatch to L{chat}, L{load}, L{check}, L{whoami}, L{records} and
+L{probe}.
 
 Exit status: 0 on success; 1 when a check or load run fails, the connection
 fails or ends badly; 2 for a bad option or endpoint string. Errors are one
@@ -21,6 +22,7 @@ from twisted_echo.client.check import DEFAULT_TIMEOUT
 from twisted_echo.client.contracts import SERVICES
 from twisted_echo.client.errors import ClientError, ClientUsageError
 from twisted_echo.client.load import MAX_DATAGRAM, MODES, LoadConfig
+from twisted_echo.client.probe import add_probe_command, run_probe_command
 from twisted_echo.client.records import add_records_command, run_records_command
 from twisted_echo.client.tls import TLSSettings, is_tls_endpoint
 from twisted_echo.client.websocket import is_websocket_url
@@ -290,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", action="store_true", help="print the answers as a JSON list"
     )
     add_records_command(commands)
+    add_probe_command(commands)
     return parser
 
 
@@ -407,6 +410,8 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
         )
     if args.command == "records":
         return await run_records_command(reactor, args)
+    if args.command == "probe":
+        return await run_probe_command(reactor, args)
     if args.command == "load":
         from twisted_echo.client.load import run_load
 
