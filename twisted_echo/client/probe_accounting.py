@@ -5,7 +5,7 @@ and what the echoes that came back say about the path (loss, duplication,
 reordering, damage, round-trip times). Pure logic: no sockets, no clock.
 
 A probe datagram is a header (magic C{SEPR}, the sequence number, the send
-time in nanoseconds; big-endian, L{HEADER_SIZE} bytes) and padding up to
+time in nanoseconds; big-endian, C{HEADER_SIZE} bytes) and padding up to
 the datagram's size, a pattern that depends on the sequence number, so any
 change to a byte is seen.
 """
@@ -28,7 +28,7 @@ def probe_datagram(seq: int, send_ns: int, size: int) -> bytes:
     """
     @param seq: the sequence number, 0 to 2**64 - 1.
     @param send_ns: the send time, nanoseconds (any monotonic clock).
-    @param size: the datagram's size in bytes, L{HEADER_SIZE} to 65,507.
+    @param size: the datagram's size in bytes, C{HEADER_SIZE} to 65,507.
     @return: the datagram.
     @raise ValueError: for a size outside those bounds.
     """
