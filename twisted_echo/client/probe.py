@@ -49,7 +49,7 @@ class ProbeConfig:
     @ivar endpoint: C{udp:HOST:PORT}.
     @ivar rate: datagrams per second, > 0.
     @ivar count: datagrams to send, 1 to L{MAX_COUNT}.
-    @ivar size: bytes per datagram, L{HEADER_SIZE} to L{MAX_SIZE}.
+    @ivar size: bytes per datagram, C{HEADER_SIZE} to L{MAX_SIZE}.
     @ivar grace: seconds to wait for echoes after the last send.
     """
 
