@@ -75,6 +75,7 @@ from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.records.flows import DEFAULT_FLOWS, DEFAULT_WINDOW, FlowTable
 from twisted_echo.records.log import log_record
 from twisted_echo.records.ring import DEFAULT_RECORDS, RecordRing
 from twisted_echo.services.stream import StreamFactory
@@ -249,6 +250,22 @@ class Options(usage.Options):
             "services (CVE-2024-2169); the ports sockecho's own UDP listeners "
             "are bound to are never answered either",
             udp_ports("udp-never-answer"),
+        ],
+        [
+            "udp-flow-window",
+            None,
+            f"{DEFAULT_WINDOW:g}",
+            "Seconds of silence that end a UDP peer flow (a source address and "
+            "port) and make its connection record.",
+            number("udp-flow-window", float, 0.001, "a number of seconds above 0"),
+        ],
+        [
+            "udp-flows",
+            None,
+            str(DEFAULT_FLOWS),
+            "Live UDP peer flows kept per UDP listener (about 0.6 KB each); over "
+            "it the least recently seen flow ends (udp_flow_evicted).",
+            number("udp-flows", int, 1, "a positive number of flows"),
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
         [
@@ -719,6 +736,14 @@ def makeService(
         for index, description in enumerate(listeners[service.name][1]):
             assert build is not None
             protocol = build(contexts[service.name])
+            if records is not None:
+                protocol.flows = FlowTable(  # type: ignore[attr-defined]
+                    service.name,
+                    records,
+                    reactor,
+                    config["udp-flow-window"],
+                    config["udp-flows"],
+                )
             if profile is not None:
                 protocol.faults = DatagramFaults(  # type: ignore[attr-defined]
                     profile,
