@@ -11,23 +11,22 @@ log, the fixtures), when
 
  - the source has been silent for the window (cause L{causes.UDP_FLOW_IDLE});
  - the listener already holds C{--udp-flows} live flows and a new source
-   arrives: the flow seen least recently ends (L{causes.UDP_FLOW_EVICTED}),
+   arrives: the oldest flow (the first started) ends (L{causes.UDP_FLOW_EVICTED}),
    so a flood of spoofed sources cannot grow memory past the bound;
  - the listener stops (shutdown; L{causes.DRAIN}).
 
-Memory: a live flow costs about L{FLOW_BYTES} bytes (its object, its key
-and the table's entry; C{sys.getsizeof} summed, CPython 3.11), so the
-default bound of L{DEFAULT_FLOWS} flows is about 2.5 MB per UDP listener,
-outside C{--max-buffer}.
+Memory: a live flow costs about L{FLOW_BYTES} bytes (its object, its key,
+the table's entry, a C{dropped} dictionary; C{sys.getsizeof} summed,
+CPython 3.11), so the default bound of L{DEFAULT_FLOWS} flows is about
+2.5 MB per UDP listener, outside C{--max-buffer}.
 
-Cost per datagram: one dictionary look-up (C{move_to_end} to keep the
-least recently seen first) and a few additions; one timer per listener
-(not per flow) ends the silent flows.
+Cost per datagram: one dictionary look-up, one clock reading and a few
+additions, inline in the listener; one timer per listener (not per flow)
+ends the silent flows.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -91,12 +90,13 @@ class Flow:
             dropped = self.dropped = {}
         dropped[reason] = dropped.get(reason, 0) + 1
 
-    def sent(self, size: int, now: float) -> None:
+    def sent(self, size: int) -> None:
         """
-        Count one reply of C{size} bytes sent at C{now}.
+        Count one reply of C{size} bytes, sent as its datagram arrived (the
+        listener does it inline).
         """
-        if self.first_out is None:
-            self.first_out = now
+        if not self.datagrams_out:
+            self.first_out = self.last
         self.datagrams_out += 1
         self.bytes_out += size
 
@@ -110,13 +110,20 @@ def _client_text(addr: Any) -> str:
 
 class FlowTable:
     """
-    The live flows of one UDP listener, the least recently seen first.
+    The live flows of one UDP listener, in the order they started.
+
+    The listener counts each datagram in its flow itself (the fast path of
+    L{twisted_echo.services.udp.UDPEcho.datagramReceived}: L{live}'s
+    C{get}, one clock reading, a few additions); L{start} makes a new one.
 
     @ivar service: the service's name (C{udp}, C{whoami-udp}...).
     @ivar listener: the listener's address as an endpoint description
         (C{udp:127.0.0.1:7007}), set once it listens.
     @ivar window: seconds of silence that end a flow (more than 0).
     @ivar most: live flows kept at most (at least 1).
+    @ivar live: the live flows by source C{(host, port)}, the oldest
+        started first.
+    @ivar seconds: the clock's C{seconds}.
     """
 
     def __init__(
@@ -147,64 +154,77 @@ class FlowTable:
         self.window = window
         self.most = most
         self.clock = clock
+        self.seconds = clock.seconds
+        self.live: dict[Any, Flow] = {}
         self._ring = ring
-        self._flows: OrderedDict[Any, Flow] = OrderedDict()
         self._timer: IDelayedCall | None = None
 
     def __len__(self) -> int:
-        return len(self._flows)
+        return len(self.live)
+
+    def start(self, addr: Any) -> Flow:
+        """
+        Start the flow of a source that has none live (the caller counts
+        its datagram); when L{most} are live, the oldest started ends first
+        (L{causes.UDP_FLOW_EVICTED}).
+
+        @param addr: the source, C{(host, port)}.
+        @return: its new flow.
+        """
+        now = self.clock.seconds()
+        live = self.live
+        if len(live) >= self.most:
+            oldest = next(iter(live))
+            self._end(oldest, live.pop(oldest), causes.UDP_FLOW_EVICTED, now)
+        flow = live[addr] = Flow(now)
+        if self._timer is None:
+            self._timer = self.clock.callLater(self.window, self._sweep)
+        return flow
 
     def seen(self, addr: Any, size: int) -> Flow:
         """
-        Count a datagram of C{size} bytes from C{addr}.
+        Count a datagram of C{size} bytes from C{addr} (what the listener
+        does inline).
 
-        @param addr: its source, C{(host, port)}.
-        @return: its flow (new if the source had none live: the least
-            recently seen flow ends first when the table is full).
+        @return: its flow.
         """
-        now = self.clock.seconds()
-        flows = self._flows
-        flow = flows.get(addr)
+        flow = self.live.get(addr)
         if flow is None:
-            if len(flows) >= self.most:
-                self._end(*flows.popitem(last=False), causes.UDP_FLOW_EVICTED, now)
-            flow = flows[addr] = Flow(now)
-            if self._timer is None:
-                self._timer = self.clock.callLater(self.window, self._sweep)
-        else:
-            flows.move_to_end(addr)
-            flow.last = now
+            flow = self.start(addr)
+        flow.last = self.seconds()
         flow.datagrams_in += 1
         flow.bytes_in += size
         return flow
 
     def end_all(self, cause: str = causes.DRAIN) -> None:
         """
-        End every live flow with C{cause} (the listener stops), the least
-        recently seen first.
+        End every live flow with C{cause} (the listener stops), the oldest
+        started first.
         """
         timer, self._timer = self._timer, None
         if timer is not None and timer.active():
             timer.cancel()
         now = self.clock.seconds()
-        flows = self._flows
-        while flows:
-            self._end(*flows.popitem(last=False), cause, now)
+        live, self.live = self.live, {}
+        for addr, flow in live.items():
+            self._end(addr, flow, cause, now)
 
     def _sweep(self) -> None:
+        """
+        End the flows silent for the window; come back when the next one
+        will be (at most every quarter window, so that a sweep, which reads
+        every live flow, stays rare).
+        """
         self._timer = None
         now = self.clock.seconds()
-        flows = self._flows
         window = self.window
-        while flows:
-            addr, flow = next(iter(flows.items()))
-            if now - flow.last < window:
-                self._timer = self.clock.callLater(
-                    flow.last + window - now, self._sweep
-                )
-                return
-            del flows[addr]
+        ended = [(a, f) for a, f in self.live.items() if now - f.last >= window]
+        for addr, flow in ended:
+            del self.live[addr]
             self._end(addr, flow, causes.UDP_FLOW_IDLE, flow.last + window)
+        if self.live:
+            due = min(f.last for f in self.live.values()) + window
+            self._timer = self.clock.callLater(max(due - now, window / 4), self._sweep)
 
     def _end(self, addr: Any, flow: Flow, cause: str, end: float) -> None:
         self._ring.add(self.record(addr, flow, cause, end))

@@ -155,7 +155,15 @@ class UDPEcho(DatagramProtocol):
         counters.datagrams_in += 1
         counters.bytes_in += len(datagram)
         flows = self.flows
-        flow = None if flows is None else flows.seen(addr, len(datagram))
+        if flows is None:
+            flow = None
+        else:  # FlowTable.seen, inline: this runs for every datagram
+            flow = flows.live.get(addr)
+            if flow is None:
+                flow = flows.start(addr)
+            flow.last = flows.seconds()
+            flow.datagrams_in += 1
+            flow.bytes_in += len(datagram)
         guard = self.loop_guard
         if addr[1] in guard.blocked:
             reason = guard.reason(addr[1])
@@ -185,8 +193,11 @@ class UDPEcho(DatagramProtocol):
             return
         counters.datagrams_out += 1
         counters.bytes_out += len(reply)
-        if flow is not None:
-            flow.sent(len(reply), flow.last)
+        if flow is not None:  # Flow.sent, inline
+            if not flow.datagrams_out:
+                flow.first_out = flow.last
+            flow.datagrams_out += 1
+            flow.bytes_out += len(reply)
 
     def reply_for(self, datagram: bytes, addr: Any) -> bytes:
         """
