@@ -237,3 +237,35 @@ class RealSocketTests(TestCase):
         self.assertEqual(record["cause"], "udp_flow_idle")
         self.assertEqual(problems(record), [])
         self.assertEqual(server.records("echo"), [])
+
+
+class OptionTests(TestCase):
+    """
+    C{--udp-flow-window} and C{--udp-flows}: defaults, and one clear error
+    for a value out of range.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        30 s of silence, 4,096 flows per listener.
+        """
+        from twisted_echo.app.options import Options
+
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual((options["udp-flow-window"], options["udp-flows"]), (30, 4096))
+
+    def test_out_of_range(self) -> None:
+        """
+        A window of 0 or no flows is refused, naming the option.
+        """
+        from twisted.python.usage import UsageError
+
+        from twisted_echo.app.options import Options
+
+        for given, named in (
+            (["--udp-flow-window", "0"], "--udp-flow-window takes"),
+            (["--udp-flows", "0"], "--udp-flows takes"),
+        ):
+            error = self.assertRaises(UsageError, Options().parseOptions, given)
+            self.assertIn(named, str(error))
