@@ -156,6 +156,40 @@ class FlowTableTests(TestCase):
         self.assertEqual(second.as_dict()["first_out"], None)
         self.assertEqual(problems(second.as_dict()), [])
 
+    def test_faults(self) -> None:
+        """
+        A reply that C{--faults udp=loss} dropped is counted not answered
+        (C{fault_loss}); the record names the faults the flow's replies had.
+        """
+        from twisted_echo.faults.datagrams import DatagramFaults
+        from twisted_echo.faults.profile import parse_profile
+        from twisted_echo.policies.counters import ServiceCounters
+
+        ring = RecordRing(10, self.clock)
+        counters = ServiceCounters()
+        echo = UDPEcho(counters)
+        echo.flows = FlowTable("udp", ring, self.clock)
+        echo.faults = DatagramFaults(
+            parse_profile("loss,p=1", datagram=True),
+            "udp",
+            self.clock,
+            counters,
+            log=False,
+        )
+        echo.transport = Sent()  # type: ignore[assignment]
+        echo.startProtocol()
+        echo.datagramReceived(b"ab", PEER)
+        echo.datagramReceived(b"cd", PEER)
+        echo.stopProtocol()
+        (record,) = ring.since()
+        self.assertEqual(
+            (record.reads_in, record.writes_out, record.bytes_out, record.dropped),
+            (2, 0, 0, {"fault_loss": 2}),
+        )
+        self.assertEqual(record.faults, ["loss"])
+        self.assertEqual(record.as_dict()["first_out"], None)
+        self.assertEqual(counters.datagrams_out, 0)
+
     def test_stop_ends_all_with_drain(self) -> None:
         """
         The listener's stop ends every live flow (C{drain}) and its timer.

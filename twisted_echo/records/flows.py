@@ -27,6 +27,7 @@ ends the silent flows.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -56,8 +57,10 @@ class Flow:
     @ivar dropped: datagrams not answered, by reason (the
         L{twisted_echo.services.udp.UDPEcho} C{counters.dropped} reasons:
         C{loop_port}, C{own_port}, C{rate_source}, C{rate_global},
-        C{send_error}: the kernel refused the reply, too large among others),
-        or L{None} while none were dropped.
+        C{send_error}: the kernel refused the reply, too large among others;
+        C{fault_loss}: a C{--faults} C{loss}), or L{None} while none were
+        dropped.
+    @ivar faults: the names of the faults its replies had, or L{None}.
     """
 
     __slots__ = (
@@ -69,6 +72,7 @@ class Flow:
         "datagrams_out",
         "bytes_out",
         "dropped",
+        "faults",
     )
 
     def __init__(self, now: float) -> None:
@@ -80,6 +84,7 @@ class Flow:
         self.datagrams_out = 0
         self.bytes_out = 0
         self.dropped: dict[str, int] | None = None
+        self.faults: set[str] | None = None
 
     def drop(self, reason: str) -> None:
         """
@@ -90,15 +95,33 @@ class Flow:
             dropped = self.dropped = {}
         dropped[reason] = dropped.get(reason, 0) + 1
 
+    def faulted(self, names: Iterable[str], size: int) -> None:
+        """
+        The reply of C{size} bytes to this flow's last datagram, not yet
+        counted as sent, had the faults C{names} (C{--faults udp=...},
+        L{twisted_echo.faults.datagrams}). With C{loss} it is counted not
+        answered (C{dropped["fault_loss"]}) instead of sent.
+        """
+        names = set(names)
+        if self.faults is None:
+            self.faults = names
+        else:
+            self.faults |= names
+        if "loss" in names:
+            self.drop("fault_loss")
+            # The listener counts the reply as sent when its send returns.
+            self.datagrams_out -= 1
+            self.bytes_out -= size
+
     def sent(self, size: int) -> None:
         """
         Count one reply of C{size} bytes, sent as its datagram arrived (the
         listener does it inline).
         """
-        if not self.datagrams_out:
-            self.first_out = self.last
         self.datagrams_out += 1
         self.bytes_out += size
+        if self.first_out is None and self.datagrams_out:
+            self.first_out = self.last
 
 
 def _client_text(addr: Any) -> str:
@@ -264,4 +287,6 @@ class FlowTable:
         record.transport = "udp"
         record.dropped = dict(flow.dropped) if flow.dropped else {}
         record.last_seen = flow.last - flow.start
+        if flow.faults:
+            record.faults = sorted(flow.faults)
         return record

@@ -194,10 +194,10 @@ class UDPEcho(DatagramProtocol):
         counters.datagrams_out += 1
         counters.bytes_out += len(reply)
         if flow is not None:  # Flow.sent, inline
-            if not flow.datagrams_out:
-                flow.first_out = flow.last
             flow.datagrams_out += 1
             flow.bytes_out += len(reply)
+            if flow.first_out is None and flow.datagrams_out:  # 0: a fault's loss
+                flow.first_out = flow.last
 
     def reply_for(self, datagram: bytes, addr: Any) -> bytes:
         """
