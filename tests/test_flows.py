@@ -248,7 +248,7 @@ class RealSocketTests(TestCase):
         window has passed, C{/records?service=udp} has one flow record for
         it: 3 in, 3 out, ended C{udp_flow_idle}.
         """
-        server = start_sockecho("--udp-flow-window", "0.3")
+        server = start_sockecho("--udp-flow-window", "0.3", "--udp-flows", "64")
         self.addCleanup(server.stop)
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(client.close)
@@ -281,17 +281,18 @@ class OptionTests(TestCase):
 
     def test_defaults(self) -> None:
         """
-        30 s of silence, 4,096 flows per listener.
+        30 s of silence; UDP flows not recorded (0) unless asked for.
         """
         from twisted_echo.app.options import Options
 
         options = Options()
         options.parseOptions([])
-        self.assertEqual((options["udp-flow-window"], options["udp-flows"]), (30, 4096))
+        self.assertEqual((options["udp-flow-window"], options["udp-flows"]), (30, 0))
 
     def test_out_of_range(self) -> None:
         """
-        A window of 0 or no flows is refused, naming the option.
+        A window of 0 or a negative number of flows is refused, naming the
+        option.
         """
         from twisted.python.usage import UsageError
 
@@ -299,7 +300,31 @@ class OptionTests(TestCase):
 
         for given, named in (
             (["--udp-flow-window", "0"], "--udp-flow-window takes"),
-            (["--udp-flows", "0"], "--udp-flows takes"),
+            (["--udp-flows", "-1"], "--udp-flows takes"),
         ):
             error = self.assertRaises(UsageError, Options().parseOptions, given)
             self.assertIn(named, str(error))
+
+    def test_flows_recorded_only_when_asked(self) -> None:
+        """
+        By default the UDP listeners record no flows (each datagram costs
+        what it did); C{--udp-flows N} gives each a flow table of N, and
+        C{--records 0} none at all.
+        """
+        from twisted_echo.app.options import Options, makeService
+        from twisted_echo.listening.listen import DatagramListenerService
+
+        def tables(*given: str) -> list[object]:
+            options = Options()
+            options.parseOptions(["--no-echo", "--no-upper", "--no-welcome", *given])
+            top = makeService(options)  # built, not started: nothing listens
+            return [
+                getattr(child.protocol, "flows", None)
+                for child in top
+                if isinstance(child, DatagramListenerService)
+            ]
+
+        self.assertEqual(tables(), [None])
+        (table,) = tables("--udp-flows", "16")
+        self.assertIsNotNone(table)
+        self.assertEqual(tables("--udp-flows", "16", "--records", "0"), [None])

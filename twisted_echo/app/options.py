@@ -75,7 +75,7 @@ from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
-from twisted_echo.records.flows import DEFAULT_FLOWS, DEFAULT_WINDOW, FlowTable
+from twisted_echo.records.flows import DEFAULT_WINDOW, FlowTable
 from twisted_echo.records.log import log_record
 from twisted_echo.records.ring import DEFAULT_RECORDS, RecordRing
 from twisted_echo.services.stream import StreamFactory
@@ -262,10 +262,12 @@ class Options(usage.Options):
         [
             "udp-flows",
             None,
-            str(DEFAULT_FLOWS),
-            "Live UDP peer flows kept per UDP listener (about 0.6 KB each); over "
-            "it the least recently seen flow ends (udp_flow_evicted).",
-            number("udp-flows", int, 1, "a positive number of flows"),
+            "0",
+            "Record UDP peer flows: live flows kept per UDP listener (about "
+            "0.6 KB each; e.g. 4096); over it the oldest-started flow ends "
+            "(udp_flow_evicted). 0: UDP flows are not recorded (they add "
+            "about a fifth to each datagram's cost).",
+            number("udp-flows", int, 0, "a number of flows, 0 for none"),
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
         [
@@ -736,7 +738,7 @@ def makeService(
         for index, description in enumerate(listeners[service.name][1]):
             assert build is not None
             protocol = build(contexts[service.name])
-            if records is not None:
+            if records is not None and config["udp-flows"]:
                 protocol.flows = FlowTable(  # type: ignore[attr-defined]
                     service.name,
                     records,
