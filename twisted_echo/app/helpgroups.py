@@ -60,6 +60,8 @@ _OTHER_HELP_GROUPS = (
             "udp-rate",
             "udp-global-rate",
             "udp-never-answer",
+            "udp-flow-window",
+            "udp-flows",
             "metrics-max-connections",
         ),
     ),

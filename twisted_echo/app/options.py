@@ -76,6 +76,7 @@ from twisted_echo.policies.budget import DEFAULT_MAX_BUFFER, MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.records.flows import DEFAULT_WINDOW, FlowTable
 from twisted_echo.records.log import log_record
 from twisted_echo.records.ring import DEFAULT_RECORDS, RecordRing
 from twisted_echo.services.stream import StreamFactory
@@ -275,6 +276,24 @@ class Options(usage.Options):
             "services (CVE-2024-2169); the ports sockecho's own UDP listeners "
             "are bound to are never answered either",
             udp_ports("udp-never-answer"),
+        ],
+        [
+            "udp-flow-window",
+            None,
+            f"{DEFAULT_WINDOW:g}",
+            "Seconds of silence that end a UDP peer flow (a source address and "
+            "port) and make its connection record.",
+            number("udp-flow-window", float, 0.001, "a number of seconds above 0"),
+        ],
+        [
+            "udp-flows",
+            None,
+            "0",
+            "Record UDP peer flows: live flows kept per UDP listener (about "
+            "0.6 KB each; e.g. 4096); over it the oldest-started flow ends "
+            "(udp_flow_evicted). 0: UDP flows are not recorded (they add "
+            "about a fifth to each datagram's cost).",
+            number("udp-flows", int, 0, "a number of flows, 0 for none"),
         ],
         ["log-format", None, "text", "Log format: text or json (one object a line)."],
         [
@@ -774,6 +793,14 @@ def makeService(
             assert build is not None
             protocol = build(contexts[service.name])
             datagram_protocols.setdefault(key, (service.name, []))[1].append(protocol)
+            if records is not None and config["udp-flows"]:
+                protocol.flows = FlowTable(  # type: ignore[attr-defined]
+                    service.name,
+                    records,
+                    reactor,
+                    config["udp-flow-window"],
+                    config["udp-flows"],
+                )
             if profile is not None:
                 protocol.faults = DatagramFaults(  # type: ignore[attr-defined]
                     profile,

@@ -5,7 +5,9 @@ C{truncate} and C{corrupt}, each drawn per datagram with its C{p=}.
 
 A UDP listener with a profile replies through L{DatagramFaults.send}
 instead of its socket's C{sendto} (the one hook in
-L{twisted_echo.services.udp.UDPEcho.startProtocol}). Decisions come from
+L{twisted_echo.services.udp.UDPEcho.startProtocol}); the faults a UDP peer
+flow's datagrams had, and those C{loss} dropped, are told to its flow
+(L{twisted_echo.records.flows.Flow.faulted}). Decisions come from
 one C{random.Random} per listener, seeded with the profile's seed and the
 listener's key: the same seed and the same sequence of datagrams give the
 same faults. A fault never makes a reply larger; each duplicate must pass
@@ -113,6 +115,11 @@ class DatagramFaults:
         drawn = self.draw()
         for name in drawn:
             counters.faults[name] += 1
+        flows = getattr(self.protocol, "flows", None)
+        if drawn and flows is not None:
+            flow = flows.live.get(addr)
+            if flow is not None:
+                flow.faulted(drawn, len(reply))
         due = []
         for item in self.held:
             item[0] -= 1

@@ -60,6 +60,15 @@ FAULT: Final = "fault"
 DRAIN: Final = "drain"
 #: sockecho failed: an exception in the service's code.
 SERVER_ERROR: Final = "server_error"
+#: A UDP peer flow (L{twisted_echo.records.flows}) ended: its source sent
+#: nothing for C{--udp-flow-window} seconds. Not in the issue's list (a
+#: datagram flow has no close), added.
+UDP_FLOW_IDLE: Final = "udp_flow_idle"
+#: A UDP peer flow ended early because its listener held C{--udp-flows}
+#: live flows and a new source arrived (the least recently seen ends).
+#: Added, as L{UDP_FLOW_IDLE}. (A UDP flow live at shutdown ends with
+#: L{DRAIN}.)
+UDP_FLOW_EVICTED: Final = "udp_flow_evicted"
 
 #: Every cause, in the order docs/testing.md lists them.
 CAUSES: Final = (
@@ -79,6 +88,8 @@ CAUSES: Final = (
     FAULT,
     DRAIN,
     SERVER_ERROR,
+    UDP_FLOW_IDLE,
+    UDP_FLOW_EVICTED,
 )
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 #: The version of the record's JSON form (C{schema.json}'s C{version}); a
 #: field added keeps it, a field removed or changed in meaning bumps it.
+#: (UDP flow records added the optional fields C{transport}, C{dropped},
+#: C{last_seen} and two causes, and kept version 1: a TCP record is as it
+#: was.)
 SCHEMA_VERSION = 1
 
 
@@ -58,6 +61,11 @@ class ConnectionRecord:
         L{twisted_echo.faults}), sorted; empty without.
     @ivar cause: how it ended (L{twisted_echo.records.causes}).
     @ivar limit: the limit that refused it (C{limit_refusal}), else L{None}.
+    @ivar transport: C{"tcp"}, or C{"udp"} for a UDP peer flow's record
+        (L{twisted_echo.records.flows}); only a UDP flow's JSON has the
+        field (and C{dropped}, C{last_seen}).
+    @ivar dropped: a UDP flow's datagrams not answered, by reason.
+    @ivar last_seen: seconds from C{start} to a UDP flow's last datagram.
     """
 
     __slots__ = (
@@ -80,6 +88,9 @@ class ConnectionRecord:
         "faults",
         "cause",
         "limit",
+        "transport",
+        "dropped",
+        "last_seen",
     )
 
     def __init__(
@@ -121,6 +132,9 @@ class ConnectionRecord:
         self.faults: list[str] = []
         self.cause = cause
         self.limit = limit
+        self.transport = "tcp"
+        self.dropped: dict[str, int] | None = None
+        self.last_seen: float | None = None
 
     def client_matches(self, client: str) -> bool:
         """
@@ -149,7 +163,7 @@ class ConnectionRecord:
             return None if value is None else round(value, 6)
 
         first = self.first_bytes
-        return {
+        made: dict[str, Any] = {
             "schema": SCHEMA_VERSION,
             "id": self.id,
             "service": self.service,
@@ -171,6 +185,11 @@ class ConnectionRecord:
             "cause": self.cause,
             "limit": self.limit,
         }
+        if self.transport != "tcp":
+            made["transport"] = self.transport
+            made["dropped"] = dict(self.dropped or {})
+            made["last_seen"] = seconds(self.last_seen)
+        return made
 
     def __repr__(self) -> str:
         return (

@@ -3,9 +3,9 @@
 The records' JSON schema (C{schema.json} beside this module, JSON Schema
 2020-12) and a small checker of the part of JSON Schema it uses: C{type}
 (one or a list), C{enum}, C{minimum}, C{required}, C{properties},
-C{additionalProperties: false} and C{items}. (The C{jsonschema} package is
-not a dependency of sockecho; a test suite that has it can validate with
-it against the same file.)
+C{additionalProperties} (C{false} or a schema) and C{items}. (The
+C{jsonschema} package is not a dependency of sockecho; a test suite that
+has it can validate with it against the same file.)
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def problems(
                 found.extend(problems(item, properties[name], inner))
             elif schema.get("additionalProperties") is False:
                 found.append(f"{where}: {name!r} is not a field of the schema")
+            elif isinstance(schema.get("additionalProperties"), dict):
+                found.extend(problems(item, schema["additionalProperties"], inner))
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             found.extend(problems(item, schema["items"], f"{where}[{index}]"))

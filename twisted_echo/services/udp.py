@@ -29,10 +29,12 @@ from twisted.internet.interfaces import ISystemHandle
 from twisted.internet.protocol import DatagramProtocol
 
 from twisted_echo.faults.datagrams import DatagramFaults
+from twisted_echo.listening.address import describe_address
 from twisted_echo.listening.datagram import DatagramPort
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.loopguard import LoopGuard
 from twisted_echo.policies.ratelimit import SourceRateLimiter, TokenBucket
+from twisted_echo.records.flows import FlowTable
 
 
 class UDPEcho(DatagramProtocol):
@@ -66,6 +68,9 @@ class UDPEcho(DatagramProtocol):
     _sendto: Callable[[bytes, Any], object]
     #: This listener's faults (C{--faults udp=...}), or L{None}.
     faults: DatagramFaults | None = None
+    #: This listener's UDP peer flows, whose records go to the server's
+    #: ring (L{twisted_echo.records.flows}), or L{None} (C{--records 0}).
+    flows: FlowTable | None = None
 
     def __init__(
         self,
@@ -111,8 +116,11 @@ class UDPEcho(DatagramProtocol):
         transport = self.transport
         get_host = getattr(transport, "getHost", None)
         if get_host is not None:
-            self._own_port = get_host().port
+            host = get_host()
+            self._own_port = host.port
             self.loop_guard.add_own_port(self._own_port)
+            if self.flows is not None:
+                self.flows.listener = describe_address(host)
         replier = transport.replier() if isinstance(transport, DatagramPort) else None
         handle = transport.getHandle() if ISystemHandle.providedBy(transport) else None
         if replier is not None:
@@ -126,8 +134,11 @@ class UDPEcho(DatagramProtocol):
 
     def stopProtocol(self) -> None:
         """
-        Take our port out of the loop guard's own ports.
+        Take our port out of the loop guard's own ports; end the live UDP
+        flows (their records say C{drain}).
         """
+        if self.flows is not None:
+            self.flows.end_all()
         if self.faults is not None:
             self.faults.stop()
         if self._own_port is not None:
@@ -138,31 +149,55 @@ class UDPEcho(DatagramProtocol):
         """
         Send C{datagram} (bytes) back to C{addr} (C{(host, port)}), unless
         its source port is in L{LoopGuard.blocked} or it is over a rate
-        limit.
+        limit. Count it in its peer flow (L{flows}) when there are records.
         """
         counters = self.counters
         counters.datagrams_in += 1
         counters.bytes_in += len(datagram)
+        flows = self.flows
+        if flows is None:
+            flow = None
+        else:  # FlowTable.seen, inline: this runs for every datagram
+            flow = flows.live.get(addr)
+            if flow is None:
+                flow = flows.start(addr)
+            flow.last = flows.seconds()
+            flow.datagrams_in += 1
+            flow.bytes_in += len(datagram)
         guard = self.loop_guard
         if addr[1] in guard.blocked:
-            counters.dropped[guard.reason(addr[1])] += 1
+            reason = guard.reason(addr[1])
+            counters.dropped[reason] += 1
+            if flow is not None:
+                flow.drop(reason)
             return
         source_limit = self.source_limit
         if source_limit is not None and not source_limit.allow(addr[0]):
             counters.dropped["rate_source"] += 1
+            if flow is not None:
+                flow.drop("rate_source")
             return
         global_limit = self.global_limit
         if global_limit is not None and not global_limit.allow():
             counters.dropped["rate_global"] += 1
+            if flow is not None:
+                flow.drop("rate_global")
             return
         reply = self.reply_for(datagram, addr)
         try:
             self._sendto(reply, addr)
         except (OSError, MessageLengthError):
             counters.dropped["send_error"] += 1
+            if flow is not None:
+                flow.drop("send_error")
             return
         counters.datagrams_out += 1
         counters.bytes_out += len(reply)
+        if flow is not None:  # Flow.sent, inline
+            flow.datagrams_out += 1
+            flow.bytes_out += len(reply)
+            if flow.first_out is None and flow.datagrams_out:  # 0: a fault's loss
+                flow.first_out = flow.last
 
     def reply_for(self, datagram: bytes, addr: Any) -> bytes:
         """
