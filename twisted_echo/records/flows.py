@@ -39,7 +39,7 @@ from twisted_echo.records.record import ConnectionRecord
 DEFAULT_WINDOW = 30.0
 #: C{--udp-flows}' default: live flows one UDP listener keeps at most.
 DEFAULT_FLOWS = 4096
-#: About the bytes one live flow costs (L{tests.test_flows} measures it).
+#: About the bytes one live flow costs (C{tests.test_flows} measures it).
 FLOW_BYTES = 600
 
 
