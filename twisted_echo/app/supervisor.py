@@ -3,8 +3,10 @@
 C{--workers N}: one supervisor process, N worker processes serving every
 listener.
 
-Long until the service registry (issue 20) takes the per-service listener and
-counter wiring out of it.
+Over 500 lines: L{Supervisor} is one state machine (start, replace a dead
+worker with back-off, SIGHUP replacement, the drain delay, the drain and
+its kill deadline) whose steps share the workers' table; the per-service
+wiring comes from the service registry (L{twisted_echo.app.registry}).
 
 The supervisor (the process twistd runs) opens every listener once, so a
 busy port is still one line and exit status 1 and port 0 is still logged

@@ -2,6 +2,9 @@
 """
 C{sockecho-client check}: a conformance run against any RFC 862 echo server.
 
+Over 500 lines: one function per check (about 40 lines each, each with
+its own timeout and detail line) and the runner that prints the rows.
+
 Each check has its own timeout, and a PASS or FAIL with one line of detail:
 
  - binary transparency: all 256 byte values come back identical;

@@ -3,6 +3,9 @@
 C{sockecho-client load}: many connections at once, every reply byte checked
 against the service's contract (L{twisted_echo.client.contracts}).
 
+Over 500 lines: the three TCP modes (rr, stream, connect), their shared
+pacing and the report; WebSocket load is in L{twisted_echo.client.ws_load}.
+
 Modes:
  - C{rr}: request/response; each connection sends one request of C{size}
    bytes, waits for its whole reply, and sends the next.

@@ -3,6 +3,10 @@
 The WebSocket (RFC 6455) client under C{sockecho-client chat}, C{load} and
 C{check} for C{ws://} and C{wss://} targets.
 
+Over 500 lines: the URL parsing, the frame-level client (reassembly, pings,
+the close handshake) and the connection helpers that chat, load and check
+share; each of those three modes is its own module.
+
 The handshake and frames are C{wsproto}'s (already a dependency of the
 service), over a Twisted stream client endpoint: C{ws://HOST:PORT/PATH} is
 C{tcp:HOST:PORT}, C{wss://HOST:PORT/PATH} is sockecho's TLS client endpoint

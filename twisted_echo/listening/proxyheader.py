@@ -4,6 +4,11 @@ The PROXY protocol header (HAProxy's C{proxy-protocol.txt}, versions 1 and
 2), read by sockecho's own protocol layer on listeners given as
 C{haproxy:ENDPOINT} (e.g. C{haproxy:tcp:7007:interface=127.0.0.1}).
 
+Over 500 lines: a parser for each of the two header versions (v1's text
+line and v2's binary header with its TLV list, each field checked as
+C{proxy-protocol.txt} says) and the protocol that reads one and hands the
+connection on.
+
 Twisted's C{haproxy:} endpoint cannot be used as it is: it wraps each
 protocol in a C{ProtocolWrapper}, which hides C{IHalfCloseableProtocol} (the
 tail of a half-closed echo is lost) and runs C{connectionMade} (the welcome

@@ -3,8 +3,12 @@
 What every TCP service of sockecho shares: half-close, flow control, limits,
 timeouts, graceful shutdown and per-connection accounting.
 
-Long until split (issue 20): the service base, Twisted fast paths and a
-logging bypass are one module here. The contract a service is written
+Over 500 lines: the service base is one class, L{StreamProtocol}, whose
+half-close, flow control, budget, idle and stall handling, drain and close
+path share state on every read and write (the counted cost of a request
+is spent here, so it is not spread over more calls); how records are made
+is in L{twisted_echo.services.recording}, faults in L{twisted_echo.faults}.
+The contract a service is written
 against (the hooks L{StreamProtocol.on_open}, L{StreamProtocol.handle_data},
 L{StreamProtocol.end_of_input}, L{StreamProtocol.on_close},
 L{StreamProtocol.held_bytes}, and L{StreamProtocol.send},

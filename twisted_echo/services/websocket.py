@@ -2,6 +2,12 @@
 """
 WebSocket echo (RFC 6455), and a page to try it from a browser.
 
+Over 500 lines: the WebSocket protocol is one state machine over h11 and
+wsproto (handshake, messages under the size, rate and budget bounds, the
+close handshake, drain), whose states share the connection; the HTTP side,
+deflate and the whoami flavour are in their own modules
+(C{websocket_http}, C{websocket_deflate}, C{websocket_whoami}).
+
 One listener (C{--websocket ENDPOINT}) answers HTTP/1.1 (RFC 9112, parsed by
 C{h11}) and upgrades to WebSocket (the handshake and frames by C{wsproto},
 the library Twisted's own L{twisted.web.websocket} is built on):
