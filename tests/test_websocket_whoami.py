@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import ssl
 import unittest as pyunit
 from typing import Any
@@ -119,8 +120,13 @@ class RealWhoamiTests(pyunit.TestCase):
         from websockets.exceptions import ConnectionClosedOK
 
         server, port = start_websocket_server(self)
-        with client.connect(f"ws://{HOST}:{port}/whoami") as ws:
-            local_port = ws.local_address[1]
+        # The client's port is read from a socket of the test's own: the
+        # server closes right after its report, and the client library may
+        # close its socket before the test could ask it.
+        sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+        self.addCleanup(sock.close)
+        local_port = sock.getsockname()[1]
+        with client.connect(f"ws://{HOST}:{port}/whoami", sock=sock) as ws:
             report = json.loads(ws.recv(timeout=IO_TIMEOUT))
             with self.assertRaises(ConnectionClosedOK) as closed:
                 ws.recv(timeout=IO_TIMEOUT)
