@@ -291,6 +291,8 @@ class SecondSignalTests(TestCase):
 
     def setUp(self) -> None:
         self.reactor = MemoryReactorClock()
+        # Twisted before 25 starts a MemoryReactor as stopped.
+        self.reactor.hasStopped = False
         self.server = DelayServer()
         self.service = SignalService(self.server, self.reactor)
 
