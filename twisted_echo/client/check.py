@@ -43,10 +43,10 @@ from typing import IO, Any
 
 from twisted.internet import defer, error
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IHalfCloseableProtocol, IStreamClientEndpoint
 from twisted.internet.protocol import (
     DatagramProtocol,
-    Factory,
     Protocol,
     connectionDone,
 )
@@ -207,13 +207,6 @@ class Exchange(Protocol):
         return waiter
 
 
-class _Prebuilt(Factory):
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return self._protocol
-
 
 class _Checker:
     """
@@ -228,7 +221,7 @@ class _Checker:
     async def connect(self, until: int | None = None, keep: bool = False) -> Exchange:
         exchange = Exchange(until, keep)
         self.exchanges.append(exchange)
-        await self.endpoint.connect(_Prebuilt(exchange))
+        await connectProtocol(self.endpoint, exchange)
         return exchange
 
     async def cleanup(self) -> None:
@@ -588,7 +581,7 @@ async def run_check(
     udp = parse_datagram_endpoint(udp_description) if udp_description else None
     probe = Exchange()
     try:
-        await endpoint.connect(_Prebuilt(probe)).addTimeout(timeout, reactor)
+        await connectProtocol(endpoint, probe).addTimeout(timeout, reactor)
     except Exception as e:
         why = explain_connect_failure(e)
         raise ClientError(f"cannot connect to {description}: {why}") from None

@@ -41,6 +41,7 @@ from twisted.internet.defer import (
     gatherResults,
     maybeDeferred,
 )
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import (
     IHalfCloseableProtocol,
     IReactorTime,
@@ -48,7 +49,6 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import (
     DatagramProtocol,
-    Factory,
     Protocol,
     connectionDone,
 )
@@ -351,17 +351,6 @@ class LoadConnection(Protocol):
         self.done.callback(None)
 
 
-class _Prebuilt(Factory):
-    """
-    Hands out one protocol instance already built.
-    """
-
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return self._protocol
-
 
 class DatagramLoadWorker(DatagramProtocol):
     """
@@ -625,7 +614,7 @@ async def _timed(
 def _connect(
     endpoint: IStreamClientEndpoint, protocol: Protocol, run: LoadRun
 ) -> Deferred[Any]:
-    connecting: Deferred[Any] = endpoint.connect(_Prebuilt(protocol))
+    connecting: Deferred[Any] = connectProtocol(endpoint, protocol)
     return connecting.addTimeout(run.config.timeout, run.clock)
 
 

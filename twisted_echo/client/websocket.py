@@ -29,8 +29,9 @@ from urllib.parse import urlsplit
 
 from twisted.internet import error
 from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.endpoints import connectProtocol
 from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
@@ -465,13 +466,6 @@ class WebSocketClient(Protocol):
         return waiter
 
 
-class _Prebuilt(Factory):
-    def __init__(self, protocol: Protocol) -> None:
-        self._protocol = protocol
-
-    def buildProtocol(self, addr: Any) -> Protocol:
-        return self._protocol
-
 
 def websocket_endpoint(
     reactor: Any, url: WebSocketURL, tls: TLSSettings | None = None
@@ -505,7 +499,7 @@ async def open_websocket(
     """
 
     async def connect() -> None:
-        await endpoint.connect(_Prebuilt(client))
+        await connectProtocol(endpoint, client)
         await client.opened
 
     attempt: Deferred[None] = Deferred.fromCoroutine(connect())
