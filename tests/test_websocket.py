@@ -572,6 +572,36 @@ class RealLimitsTests(pyunit.TestCase):
             self.assertEqual(ws.close_code, 1001)
         self.assertIn(server.process.wait(IO_TIMEOUT), CLEAN_SIGTERM_EXIT)
 
+    def test_frames_crossing_the_drain_close(self) -> None:
+        """
+        Over a real socket, as the 1,000-client benchmark met it: frames
+        the client sends after the server's close 1001 (a message, a ping,
+        a fragment) get no answer and no traceback in the log; the
+        client's own close ends the connection and the server exits
+        cleanly.
+        """
+        server, port = start_websocket_server(self)
+        sock = raw_upgrade(port)
+        self.addCleanup(sock.close)
+        server.process.send_signal(signal.SIGTERM)
+        self.assertEqual(read_close_code(sock), 1001)
+        sock.sendall(
+            masked_frame(0x2, b"crossing")
+            + masked_frame(0x9, b"ping")
+            + masked_frame(0x1, b"text", fin=False)
+            + masked_frame(0x0, b"more")
+            + masked_frame(0x8, struct.pack("!H", 1001))
+        )
+        rest = b""
+        while chunk := sock.recv(65536):
+            rest += chunk
+        self.assertEqual(rest, b"")
+        self.assertIn(server.process.wait(IO_TIMEOUT), CLEAN_SIGTERM_EXIT)
+        self.assertIn(server.stop(), CLEAN_SIGTERM_EXIT)  # its log read whole
+        log = "\n".join(server.output + server.errors)
+        self.assertNotIn("Traceback", log)
+        self.assertNotIn("LocalProtocolError", log)
+
 
 class RealServingTests(pyunit.TestCase):
     """
