@@ -927,6 +927,7 @@ def add_metrics(
         datagram_services=registry.datagram_only(),
         records=top.records,
         admin=FaultsPage(slots or {}) if config["admin"] else None,
+        health=top.health,
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)
