@@ -405,3 +405,23 @@ class TwistdTests(TestCase):
         self.assertEqual(call(url + "/readyz"), (503, "draining\n"))
         self.assertEqual(put(url, readyz="pass")[0], 200)
         self.assertEqual(call(url + "/readyz"), (503, "draining\n"))
+
+    def test_stop_while_paused(self) -> None:
+        """
+        SIGTERM while paused: the server drains and exits cleanly, no
+        traceback; a connect left in the backlog is closed, not hung.
+        """
+        from tests.process import CLEAN_SIGTERM_EXIT
+
+        url = self.start()
+        self.assertEqual(put(url, listeners="pause")[0], 200)
+        waiting = socket.create_connection(
+            (HOST, self.server.ports["echo"]), timeout=IO_TIMEOUT
+        )
+        self.addCleanup(waiting.close)
+        self.assertIn(self.server.stop(), CLEAN_SIGTERM_EXIT)
+        try:
+            self.assertEqual(waiting.recv(100), b"")
+        except ConnectionResetError:
+            pass  # the kernel resets what was never accepted
+        self.assertNotIn("Traceback", "\n".join(self.server.output))
