@@ -381,3 +381,130 @@ class DrainDelayBehindHAProxyTests(pyunit.TestCase):
         self.assertGreater(passed, 40)
         self.assertNotIn("Traceback", "\n".join(leaving.output))
         print(f"\n{passed} exchanges through HAProxy, none failed")
+
+
+class AdminSwitchBehindHAProxyTests(pyunit.TestCase):
+    """
+    Issue 21's acceptance for readiness switched at run time: two sockecho
+    with C{--admin} behind a real HAProxy checking C{/readyz}
+    (C{contrib/haproxy/sockecho-readyz.cfg}, inter 200 ms, fall 2, rise 1);
+    C{PUT /health {"readyz": "fail"}} on one takes it out of rotation, and
+    C{"pass"} puts it back, while clients loop echo exchanges through
+    HAProxy and none fails.
+    """
+
+    def start_backend(self) -> tuple[RunningServer, int, int]:
+        server = RunningServer(
+            self,
+            [
+                "--echo",
+                f"haproxy:tcp:0:interface={HOST}",
+                "--no-upper",
+                "--no-welcome",
+                "--no-udp",
+                "--metrics",
+                f"tcp:0:interface={HOST}",
+                "--admin",
+            ],
+        )
+        echo = server.wait_listening(["echo"])["echo"]
+        metrics = int(
+            server.wait_for(r"\] metrics listening on tcp:127\.0\.0\.1:(\d+)$").group(1)
+        )
+        return server, echo, metrics
+
+    def start_haproxy(self, config_text: str) -> RunningServer:
+        haproxy = _require_haproxy(self)
+        directory = temp_dir(self)
+        config = os.path.join(directory, "haproxy.cfg")
+        with open(config, "w") as f:
+            f.write(config_text)
+        balancer = RunningServer.__new__(RunningServer)
+        # HAProxy writes its server state changes on standard error.
+        balancer._spawn(
+            self, ["sh", "-c", f'exec "{haproxy}" -f "{config}" -db 2>&1'], child_env()
+        )
+        return balancer
+
+    def test_readyz_fail_takes_the_backend_out_and_pass_puts_it_back(self) -> None:
+        import urllib.request
+
+        switched, switched_echo, switched_metrics = self.start_backend()
+        other, other_echo, other_metrics = self.start_backend()
+        front = free_port()
+        balancer = self.start_haproxy(
+            readyz_config(
+                front, [(switched_echo, switched_metrics), (other_echo, other_metrics)]
+            )
+        )
+
+        def accepting() -> bool:
+            if balancer.process.poll() is not None:
+                output = "\n".join(balancer.output)
+                raise AssertionError(f"haproxy did not start: {output}")
+            try:
+                socket.create_connection((HOST, front), timeout=1).close()
+            except OSError:
+                return False
+            return True
+
+        self.assertTrue(wait_until(accepting, IO_TIMEOUT, interval=0.05))
+        served = re.compile(r"\] echo connection from .* closed: \d+ bytes in")
+
+        def served_by(server: RunningServer) -> int:
+            return sum(bool(served.search(line)) for line in server.output)
+
+        def accepted(metrics: int) -> float:
+            url = f"http://{HOST}:{metrics}/metrics"
+            with urllib.request.urlopen(url, timeout=IO_TIMEOUT) as response:
+                text = response.read().decode()
+            found = re.search(
+                r'^sockecho_connections_total\{service="echo"\} (\S+)$', text, re.M
+            )
+            assert found is not None, text
+            return float(found.group(1))
+
+        def put(readyz: str) -> None:
+            request = urllib.request.Request(
+                f"http://{HOST}:{switched_metrics}/health",
+                data=json.dumps({"readyz": readyz}).encode(),
+                method="PUT",
+            )
+            with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as response:
+                self.assertEqual(json.load(response)["readyz"], readyz)
+
+        from tests.test_supervisor import Prober
+
+        probers = [Prober(front, limit=100_000) for _ in range(2)]
+        self.addCleanup(lambda: [p.stop() for p in probers])
+        self.assertTrue(
+            wait_until(lambda: served_by(switched) >= 5 and served_by(other) >= 5),
+            (served_by(switched), served_by(other), [p.failed[:5] for p in probers]),
+        )
+
+        put("fail")
+        balancer.wait_for(
+            r"Server echo/sockecho1 is DOWN, reason: Layer7 wrong status, code: 503"
+        )
+        # Out of rotation: besides the exchanges HAProxy had already sent
+        # there (one per client at most), it gets no more connection while
+        # the other serves on (counted by its /metrics, read live).
+        out = accepted(switched_metrics)
+        at_other = accepted(other_metrics)
+        self.assertTrue(wait_until(lambda: accepted(other_metrics) >= at_other + 20))
+        self.assertLessEqual(accepted(switched_metrics), out + len(probers))
+
+        put("pass")
+        balancer.wait_for(r"Server echo/sockecho1 is UP")
+        back = accepted(switched_metrics)
+        self.assertTrue(
+            wait_until(lambda: accepted(switched_metrics) >= back + 5),
+            "no traffic reached the switched backend again",
+        )
+        for prober in probers:
+            prober.stop()
+        failed = [f for p in probers for f in p.failed]
+        passed = sum(p.passed for p in probers)
+        self.assertEqual(failed[:5], [], f"{len(failed)} failed, {passed} passed")
+        self.assertNotIn("Traceback", "\n".join(switched.output))
+        switched.wait_for(r"health switched at run time: readyz fail -> pass$")

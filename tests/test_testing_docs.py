@@ -115,3 +115,31 @@ class FaultsDocExamplesTests(RecordsDocExamplesTests):
             blocks, "-m", "pytest", "-q", "-p", "no:cacheprovider"
         )
         self.assertIn("1 passed", output)
+
+
+HEALTH_SECTION = (
+    "## A backend that fails its checks: `server.unready()`, `server.health(...)`"
+)
+
+
+class HealthDocExamplesTests(RecordsDocExamplesTests):
+    """
+    The examples of docs/testing.md's section on C{server.unready()} and
+    C{server.health()}: the pytest ones with the C{sockecho} fixture, the
+    trial one under trial.
+    """
+
+    def blocks(self) -> list[str]:
+        with open(DOC, encoding="utf-8") as f:
+            return section_blocks(f.read(), HEALTH_SECTION)
+
+    def test_examples_pass_under_xdist(self) -> None:
+        """
+        The pytest examples pass (no xdist needed).
+        """
+        blocks = [b for b in self.blocks() if "twisted.trial" not in b]
+        self.assertEqual(len(blocks), 1)
+        output = self.run_examples(
+            blocks, "-m", "pytest", "-q", "-p", "no:cacheprovider"
+        )
+        self.assertIn("2 passed", output)

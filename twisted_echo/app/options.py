@@ -154,8 +154,9 @@ class Options(usage.Options):
             None,
             "Serve the admin API on the --metrics listener: GET/PUT/DELETE "
             "/faults/LISTENER reads, replaces, clears a fault profile at run "
-            "time (docs/faults.md); refused unless --metrics is on loopback "
-            "[default: off]",
+            "time; GET/PUT/DELETE /health fails /readyz or /healthz (503) and "
+            "pauses the listeners on cue (docs/faults.md); refused unless "
+            "--metrics is on loopback [default: off]",
         ],
         [
             "admin-public",
@@ -927,6 +928,7 @@ def add_metrics(
         datagram_services=registry.datagram_only(),
         records=top.records,
         admin=FaultsPage(slots or {}) if config["admin"] else None,
+        health=top.health,
     )
     top.drain_started.append(metrics.drain_started)
     top.drain_ended.append(metrics.drain_ended)

@@ -42,6 +42,7 @@ class RefusingListenerService(StreamListenerService):
             self.fault,
             self.counts,
             f"{self.service_name} listener {self.description}",
+            held=lambda: self.paused,
         )
         self.windows.start()
         return port

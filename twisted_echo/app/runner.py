@@ -272,6 +272,7 @@ def add_supervisor_metrics(
     supervisor's open files.
     """
     from twisted_echo.operations.adminpage import FaultsPage
+    from twisted_echo.operations.health import HealthSwitch
     from twisted_echo.operations.metrics import MetricsService
 
     description = config["metrics"]
@@ -284,6 +285,9 @@ def add_supervisor_metrics(
         request_timeout=config["metrics-request-timeout"],
         datagram_services=datagram_only(),
         admin=FaultsPage(None) if config["admin"] else None,
+        # The supervisor serves /readyz and /healthz, so their switch works
+        # here; pausing needs each worker's listeners (501 for now).
+        health=HealthSwitch(None),
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)

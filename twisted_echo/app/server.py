@@ -18,6 +18,8 @@ from twisted_echo.app.draindelay import DEFAULT_DRAIN_DELAY, DrainDelay
 from twisted_echo.app.interfaces import IServer
 from twisted_echo.faults.runtime import FaultSlot
 from twisted_echo.listening.listen import ListenError, ListenerService
+from twisted_echo.listening.pause import pause_listeners
+from twisted_echo.operations.health import HealthSwitch
 from twisted_echo.policies.counters import ServiceCounters, with_open_connections
 from twisted_echo.policies.limits import DEFAULT_DRAIN_TIMEOUT
 from twisted_echo.records.ring import RecordRing
@@ -79,6 +81,10 @@ class SockechoService(MultiService):
         #: Each listener key's fault profile, changeable at run time
         #: (L{twisted_echo.faults.runtime}: C{--admin}, the test helpers).
         self.fault_slots: dict[str, FaultSlot] = {}
+        #: C{/readyz}, C{/healthz} and the listeners switched at run time
+        #: (L{twisted_echo.operations.health}: C{--admin}'s C{/health}, the
+        #: test helpers).
+        self.health = HealthSwitch(lambda paused: pause_listeners(self, paused))
 
     #: Labels of the figures L{snapshot} gives: none.
     labels: Mapping[str, str] = {}

@@ -12,6 +12,7 @@ C{stopReading}/C{startReading} on the listening port do it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -36,12 +37,15 @@ class RefuseWindows:
         fault: Fault,
         counts: Counter[str],
         label: str,
+        held: Callable[[], bool] | None = None,
     ) -> None:
         """
         @param port: the listening port (C{stopReading}, C{startReading}).
         @param fault: the C{refuse} fault: seconds, C{every=} seconds.
         @param counts: where each window is counted (C{refuse}).
         @param label: the listener, for the log.
+        @param held: whether the listener is paused otherwise (the admin
+            API's C{listeners: pause}): a window's end does not resume it.
         """
         self.clock = clock
         self.port = port
@@ -49,6 +53,7 @@ class RefuseWindows:
         self.every: float | None = fault.option("every")
         self.counts = counts
         self.label = label
+        self.held = held
         self.refusing = False
         self.call: IDelayedCall | None = None
 
@@ -71,7 +76,8 @@ class RefuseWindows:
 
     def _accept(self) -> None:
         self.refusing = False
-        self.port.startReading()
+        if self.held is None or not self.held():
+            self.port.startReading()
         self.call = None
         if self.every is not None:
             self.call = self.clock.callLater(

@@ -234,10 +234,13 @@ class ListenerService(Service):
     @ivar description: the address as the user wrote it.
     @ivar service_name: the service's name, for the log.
     @ivar port: the listening port once listening, else L{None}.
+    @ivar paused: whether its port is not read on purpose
+        (L{twisted_echo.listening.pause.pause_listeners}).
     """
 
     port: Any = None
     warn_if_exposed: bool = True
+    paused: bool = False
 
     def __init__(self, description: str, service_name: str) -> None:
         self.description = description

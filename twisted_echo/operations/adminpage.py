@@ -21,6 +21,21 @@ unchanged), 404 no such listener, 405 another method, 409 a change the
 server cannot make at run time (a C{refuse} fault), 501 with C{--workers}
 (each worker has its own profiles; this slice does not forward to them).
 
+C{/health}: readiness, health and the listeners switched at run time
+(L{twisted_echo.operations.health}, docs/faults.md "A backend that fails
+on cue"):
+
+ - C{GET /health}: C{{"readyz": "pass"|"fail", "healthz": "pass"|"fail",
+   "listeners": "serve"|"pause"}};
+ - C{PUT /health}: a JSON object with one or more of those fields (the
+   others stay as they are); answered with the new state;
+ - C{DELETE /health}: back to C{pass}, C{pass}, C{serve}.
+
+Errors, one line of text: 400 a body that is not such an object (not JSON,
+an unknown field, a bad value; nothing changes), 405 another method, 501
+C{"listeners": "pause"} with C{--workers} (nothing changes; the probes
+switch there, as the supervisor serves them).
+
 The listener's bounds apply (L{twisted_echo.operations.httpbounds}): the
 body is part of the request and bounded with it.
 """
@@ -36,6 +51,11 @@ from twisted.web.server import Request
 
 from twisted_echo.faults.profile import ProfileError
 from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
+from twisted_echo.operations.health import (
+    HealthSwitch,
+    UnsupportedChangeError,
+    changes_from_body,
+)
 
 #: The longest profile text taken, in bytes (a profile is a few dozen).
 MAX_PROFILE = 4096
@@ -153,3 +173,37 @@ class ListenerFaultsPage(Resource):
         except SwapRefusedError as e:
             return _text(request, 409, f"{self.key}: {e}\n")
         return _json(request, slot.describe())
+
+
+class HealthAdminPage(Resource):
+    """
+    C{/health} (see the module's description).
+    """
+
+    isLeaf = True
+
+    def __init__(self, switch: HealthSwitch) -> None:
+        """
+        @param switch: what it reads and changes.
+        """
+        Resource.__init__(self)
+        self.switch = switch
+
+    def render(self, request: Request) -> bytes:
+        method = request.method
+        if method not in (b"GET", b"HEAD", b"PUT", b"DELETE"):
+            request.setHeader(b"allow", b"GET, PUT, DELETE")
+            return _text(request, 405, "GET, PUT or DELETE\n")
+        if request.postpath and request.postpath != [b""]:
+            return _text(request, 404, "no such resource\n")
+        try:
+            if method == b"PUT":
+                assert request.content is not None
+                self.switch.change(changes_from_body(request.content.read()))
+            elif method == b"DELETE":
+                self.switch.reset()
+        except ValueError as e:
+            return _text(request, 400, f"bad /health change: {e}\n")
+        except UnsupportedChangeError as e:
+            return _text(request, 501, f"{e}\n")
+        return _json(request, self.switch.describe())

@@ -14,10 +14,13 @@ metrics.
    scraped: serving a connection or a datagram costs nothing more. The
    standard process metrics (C{process_*}: CPU seconds, resident memory,
    open descriptors...) and C{python_*} ones come with it.
- - C{/healthz}: 200 while the process serves (it answers at all).
+ - C{/healthz}: 200 while the process serves (it answers at all); 503
+   C{failed by the admin API} while switched to fail
+   (L{twisted_echo.operations.health}).
  - C{/readyz}: 200 while accepting new clients; 503 before every listener
    is up and from the moment a drain starts, so that a load balancer stops
-   sending new clients before connections close.
+   sending new clients before connections close; 503 C{failed by the
+   admin API} while switched to fail (a drain still answers C{draining}).
  - C{/records}: the last connection records, as JSON, with filters and a
    long-poll (L{twisted_echo.operations.recordspage}).
 
@@ -59,6 +62,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from twisted_echo.listening.listen import ListenerService, listen_at_once
+from twisted_echo.operations.adminpage import HealthAdminPage
+from twisted_echo.operations.health import ADMIN_FAILED, HealthCollector, HealthSwitch
 from twisted_echo.operations.httpbounds import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_REQUEST_TIMEOUT,
@@ -440,26 +445,50 @@ class MetricsPage(_Text):
 
 class HealthPage(_Text):
     """
-    C{/healthz}: 200 C{ok} while the process serves.
+    C{/healthz}: 200 C{ok} while the process serves; 503 C{failed by the
+    admin API} while the switch says so.
     """
 
+    def __init__(self, switch: HealthSwitch | None = None) -> None:
+        """
+        @param switch: the run-time switch (L{None}: never failed on
+            purpose).
+        """
+        Resource.__init__(self)
+        self.switch = switch
+
     def render_GET(self, request: Request) -> bytes:
+        if self.switch is not None and self.switch.failing("healthz"):
+            return self._reply(request, 503, f"{ADMIN_FAILED}\n")
         return self._reply(request, 200, "ok\n")
 
 
 class ReadyPage(_Text):
     """
     C{/readyz}: 200 C{ready} while accepting, else 503 with the state
-    (C{starting}, C{draining}).
+    (C{starting}, C{draining}), or C{failed by the admin API} while ready
+    but switched to fail: a lifecycle state wins over the switch.
     """
 
-    def __init__(self, readiness: Readiness) -> None:
+    def __init__(
+        self, readiness: Readiness, switch: HealthSwitch | None = None
+    ) -> None:
+        """
+        @param readiness: the lifecycle state.
+        @param switch: the run-time switch (L{None}: never failed on
+            purpose).
+        """
         Resource.__init__(self)
         self.readiness = readiness
+        self.switch = switch
 
     def render_GET(self, request: Request) -> bytes:
         state = self.readiness.state
-        return self._reply(request, 200 if state == "ready" else 503, f"{state}\n")
+        if state != "ready":
+            return self._reply(request, 503, f"{state}\n")
+        if self.switch is not None and self.switch.failing("readyz"):
+            return self._reply(request, 503, f"{ADMIN_FAILED}\n")
+        return self._reply(request, 200, "ready\n")
 
 
 class IndexPage(_Text):
@@ -495,6 +524,7 @@ def metrics_site(
     reactor: Any = None,
     records: RecordRing | None = None,
     admin: Resource | None = None,
+    health: HealthSwitch | None = None,
 ) -> QuietSite:
     """
     @param registry: what C{/metrics} serves.
@@ -507,18 +537,23 @@ def metrics_site(
     @param admin: with C{--admin}, what C{/faults} serves
         (L{twisted_echo.operations.adminpage.FaultsPage}); L{None}: no
         C{/faults} (404).
+    @param health: the run-time switch C{/readyz} and C{/healthz} obey
+        (L{None}: none); with C{admin} too, C{/health} changes it
+        (L{HealthAdminPage}).
     @return: the HTTP site serving C{/metrics}, C{/healthz}, C{/readyz},
-        C{/records} (and C{/faults}), bounded
+        C{/records} (and C{/faults}, C{/health}), bounded
         (L{twisted_echo.operations.httpbounds}).
     """
     root = Resource()
     root.putChild(b"", IndexPage())  # type: ignore[no-untyped-call]
     root.putChild(b"metrics", MetricsPage(registry))
-    root.putChild(b"healthz", HealthPage())  # type: ignore[no-untyped-call]
-    root.putChild(b"readyz", ReadyPage(readiness))
+    root.putChild(b"healthz", HealthPage(health))
+    root.putChild(b"readyz", ReadyPage(readiness, health))
     root.putChild(b"records", RecordsPage(records))
     if admin is not None:
         root.putChild(b"faults", admin)
+        if health is not None:
+            root.putChild(b"health", HealthAdminPage(health))
     return QuietSite(
         root,
         max_connections=max_connections,
@@ -551,6 +586,7 @@ class MetricsService(ListenerService):
         datagram_services: Collection[str] = DATAGRAM_SERVICES,
         records: RecordRing | None = None,
         admin: Resource | None = None,
+        health: HealthSwitch | None = None,
     ) -> None:
         """
         @param description: the listening address as given.
@@ -566,6 +602,9 @@ class MetricsService(ListenerService):
             with C{--workers}: it answers 501).
         @param admin: with C{--admin}, what C{/faults} serves (L{None}:
             no admin routes).
+        @param health: the run-time switch of C{/readyz}, C{/healthz}
+            and the listeners (changed at C{/health} with C{admin});
+            exported as gauges (L{HealthCollector}).
         """
         super().__init__(description, "metrics")
         self.endpoint = endpoint
@@ -580,8 +619,11 @@ class MetricsService(ListenerService):
             request_timeout,
             records=records,
             admin=admin,
+            health=health,
         )
         self.registry.register(ListenerCollector(self.site.counters))
+        if health is not None:
+            self.registry.register(HealthCollector(health))
 
     def listen(self) -> IListeningPort:
         """

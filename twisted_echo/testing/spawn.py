@@ -30,6 +30,7 @@ from twisted_echo.listening.certificate import self_signed_certificate, write_pe
 from twisted_echo.operations.portsfile import read_ports_file
 from twisted_echo.testing.addresses import Addresses
 from twisted_echo.testing.faults import AdminClient
+from twisted_echo.testing.health import HealthClient, requested
 from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, RecordsView
 
 #: The only address servers started here listen on.
@@ -269,6 +270,43 @@ class SockechoProcess(Addresses):
         admin = AdminClient(f"http://{host}:{port}/faults")
         block: ContextManager[None] = admin.faults(listener, profile)
         return block
+
+    def health(
+        self,
+        readyz: str | None = None,
+        healthz: str | None = None,
+        listeners: str | None = None,
+    ) -> ContextManager[None]:
+        """
+        C{with server.health(readyz="fail", listeners="pause"): ...}: the
+        probes and listeners switched as given (the others as they are)
+        for the block, then the state before it again, even if the block
+        raises. C{readyz}/C{healthz}: C{"fail"} answers 503 C{failed by
+        the admin API}, C{"pass"}; C{listeners}: C{"pause"} stops
+        accepting (connects wait in the backlog, datagrams in the socket's
+        buffer; open connections carry on), C{"serve"}
+        (docs/faults.md). Through the admin API (C{--admin}, on by
+        default here unless the options give their own C{--metrics}).
+
+        @raise ValueError: a bad value (the server's reason), or none given.
+        @raise LookupError: no admin API.
+        @raise RuntimeError: a change the server cannot make (C{pause}
+            with C{--workers}: 501).
+        """
+        changes = requested(readyz, healthz, listeners)
+        host, port = self.address("metrics")
+        block: ContextManager[None] = HealthClient(
+            f"http://{host}:{port}/health"
+        ).block(changes)
+        return block
+
+    def unready(self) -> ContextManager[None]:
+        """
+        C{with server.unready(): ...}: C{/readyz} answers 503 C{failed by
+        the admin API} for the block, while the services serve on
+        (L{health}C{(readyz="fail")}).
+        """
+        return self.health(readyz="fail")
 
     def records(self, service: str | None = None) -> list[Record]:
         """

@@ -28,6 +28,7 @@ from twisted_echo.operations.portsfile import ports_document
 from twisted_echo.records.ring import RecordRing, matcher
 from twisted_echo.testing.addresses import Addresses
 from twisted_echo.testing.faults import profile_block
+from twisted_echo.testing.health import health_block, requested
 from twisted_echo.testing.records import DEFAULT_TIMEOUT, Record, describe
 from twisted_echo.testing.spawn import (
     default_listeners,
@@ -103,6 +104,38 @@ class RunningServices(Addresses):
 
         block: ContextManager[None] = profile_block(read, write, profile)
         return block
+
+    def health(
+        self,
+        readyz: str | None = None,
+        healthz: str | None = None,
+        listeners: str | None = None,
+    ) -> ContextManager[None]:
+        """
+        C{with services.health(readyz="fail", listeners="pause"): ...}: the
+        probes (C{"fail"}: 503 C{failed by the admin API}, or C{"pass"};
+        served with C{--metrics}) and listeners (C{"pause"}: not
+        accepting, or C{"serve"}) switched as given for the block, the
+        others as they are; then the state before it again, even if the
+        block raises. Set in this process (no admin API needed). For a
+        block spanning Deferreds, use it around the whole C{yield}ed wait.
+
+        @raise ValueError: a bad value, or none given.
+        """
+        changes = requested(readyz, healthz, listeners)
+        switch = self.service.health
+        block: ContextManager[None] = health_block(
+            switch.describe, switch.change, changes
+        )
+        return block
+
+    def unready(self) -> ContextManager[None]:
+        """
+        C{with services.unready(): ...}: C{/readyz} answers 503 C{failed
+        by the admin API} for the block while the services serve on
+        (L{health}C{(readyz="fail")}).
+        """
+        return self.health(readyz="fail")
 
     def _ring(self) -> RecordRing:
         ring = self.service.records
