@@ -127,6 +127,26 @@ def _error_name(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+#: Linux's C{TCP_CLOSE}: the first byte of C{struct tcp_info} once the
+#: connection was reset (after a FIN alone it is C{TCP_CLOSE_WAIT}, 8).
+_TCP_CLOSE = 7
+
+
+def _was_reset(sock: socket.socket) -> bool:
+    """
+    @return: whether the kernel says C{sock}'s connection was reset (TCP
+        state C{CLOSE}, read with C{TCP_INFO}; L{False} where that
+        cannot be read).
+    """
+    option = getattr(socket, "TCP_INFO", None)
+    if option is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, option, 8)[0] == _TCP_CLOSE
+    except OSError:
+        return False
+
+
 class _Connection:
     """
     One connection's exchange, blocking; fills an L{Observation}.
@@ -241,6 +261,11 @@ class _Connection:
                 seen.ending, seen.error = "reset", "ECONNRESET"
                 return
             except ssl.SSLEOFError:
+                # Python's ssl says EOF for a TCP RST under TLS too (its
+                # SSL_read_ex's 0 is taken for an EOF): ask the kernel.
+                if _was_reset(sock):
+                    seen.ending, seen.error = "reset", "ECONNRESET"
+                    return
                 seen.close_notify = False
                 data = b""
             except (OSError, ssl.SSLError) as e:

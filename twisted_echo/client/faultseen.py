@@ -122,7 +122,7 @@ def classify(seen: Observation, slow: float) -> list[str]:
         gaps = sorted(seen.gaps)
         median = gaps[len(gaps) // 2] if gaps else 0.0
         names.append(
-            f"slice={size}" + (f",gap={_millis(median)}" if median > slow else "")
+            f"slice={size}" + (f",gap={_millis(median)}" if median >= 0.001 else "")
         )
     if seen.corrupted:
         names.append(_corrupt_of(seen.corrupted, seen.corrupted_count, seen.received))
