@@ -6,11 +6,19 @@ C{every=}, for T seconds of every S). The listening socket stays open:
 the kernel completes handshakes into the backlog (C{--backlog}) until it
 is full, then drops SYNs, so a client's connect hangs or its first reply
 waits; once the window ends the backlog is accepted. Twisted's
-C{stopReading}/C{startReading} on the listening port do it.
+C{stopReading}/C{startReading} on the listening port do it, through
+L{pause_accepting} and L{resume_accepting}: a port accepts again only
+once every reason it was paused for is lifted, so a C{refuse} window and
+another switch (an operator's "stop accepting") do not undo each other.
+
+A profile with C{refuse} set or cleared at run time
+(L{twisted_echo.faults.runtime}) starts its windows from the change on,
+or ends the one in force.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import Counter
 from typing import Any
 
@@ -20,6 +28,50 @@ from twisted.logger import Logger
 from twisted_echo.faults.profile import Fault
 
 _log = Logger(namespace="twisted_echo.faults")
+
+#: Why each paused listening port is not accepting (weakly: a port that
+#: is gone takes its reasons with it).
+_PAUSED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def pause_accepting(port: Any, reason: str) -> None:
+    """
+    Stop accepting connections on a listening port: the kernel's backlog
+    (C{--backlog}) takes connects until it is full, then they hang.
+
+    @param port: a listening port (Twisted's C{tcp.Port}, C{unix.Port}:
+        C{stopReading} and C{startReading}).
+    @param reason: why (C{"refuse"}...): the port accepts again once
+        L{resume_accepting} lifted every reason given. Pausing twice for
+        the same reason is pausing once.
+    """
+    reasons = _PAUSED.setdefault(port, set())
+    if not reasons:
+        port.stopReading()
+    reasons.add(reason)
+
+
+def resume_accepting(port: Any, reason: str) -> None:
+    """
+    Lift C{reason}'s pause of L{pause_accepting}; the port accepts again
+    (the backlog first) when no other reason holds it. Nothing happens
+    for a reason not in force, or a port that stopped listening.
+    """
+    reasons = _PAUSED.get(port)
+    if not reasons or reason not in reasons:
+        return
+    reasons.discard(reason)
+    if not reasons:
+        del _PAUSED[port]
+        if getattr(port, "connected", True):
+            port.startReading()
+
+
+def accepting(port: Any) -> bool:
+    """
+    @return: whether no L{pause_accepting} reason holds C{port}.
+    """
+    return not _PAUSED.get(port)
 
 
 class RefuseWindows:
@@ -61,7 +113,7 @@ class RefuseWindows:
     def _refuse(self) -> None:
         self.refusing = True
         self.counts["refuse"] += 1
-        self.port.stopReading()
+        pause_accepting(self.port, "refuse")
         _log.info(
             "{listener}: fault refuse: not accepting for {duration:g} s",
             listener=self.label,
@@ -71,7 +123,7 @@ class RefuseWindows:
 
     def _accept(self) -> None:
         self.refusing = False
-        self.port.startReading()
+        resume_accepting(self.port, "refuse")
         self.call = None
         if self.every is not None:
             self.call = self.clock.callLater(
@@ -80,8 +132,12 @@ class RefuseWindows:
 
     def stop(self) -> None:
         """
-        Stop the windows (the listener stops).
+        Stop the windows (the listener stops, or its profile changed at
+        run time): no more of them, and the one in force ends now.
         """
         call, self.call = self.call, None
         if call is not None and call.active():
             call.cancel()
+        if self.refusing:
+            self.refusing = False
+            resume_accepting(self.port, "refuse")
