@@ -24,7 +24,7 @@ the connection ended:
  - C{refused}: C{ECONNREFUSED}, nothing listens;
  - C{error}: another error, said in words.
 
-The socket work is plain Python (L{socket}, L{ssl}), so errors are the
+The socket work is plain Python (C{socket}, C{ssl}), so errors are the
 ones any client gets (C{ConnectionResetError}, C{ssl.SSLEOFError}); it
 runs in a thread of the reactor's pool, one connection after another.
 """
