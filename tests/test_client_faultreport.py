@@ -227,12 +227,13 @@ class RealServerTests(unittest.TestCase):
 
     def test_delay(self) -> None:
         """
-        The whole reply, intact, its first byte no sooner than 300 ms.
+        The whole reply, intact, its first byte held back past the 200 ms
+        the run calls slow: named C{delay=...}.
         """
         seen = self.observe("delay=300ms")
         self.assertEqual((seen.ending, seen.received), ("clean", 4096))
         assert seen.first_byte is not None
-        self.assertGreaterEqual(seen.first_byte, 0.3)
+        self.assertGreater(seen.first_byte, CONFIG.slow)
         [named] = seen.seen
         self.assertTrue(named.startswith("delay="), named)
 
@@ -243,7 +244,7 @@ class RealServerTests(unittest.TestCase):
         self.assertEqual(seen.seen, ["corrupt=1000"])
 
     def test_slice(self) -> None:
-        seen = self.observe("slice=1000,gap=20ms")
+        seen = self.observe("slice=1000,gap=100ms")
         self.assertEqual(seen.segments, [1000, 1000, 1000, 1000, 96])
         self.assertEqual(seen.ending, "clean")
         [named] = seen.seen
