@@ -248,3 +248,30 @@ class RunTimeTests(unittest.TestCase):
         seen = observe(self.target(server), CONFIG)
         self.assertEqual((seen.ending, seen.received), ("clean", 100))
         self.assertTrue(wait_until(lambda: faults_total(server, "delay") >= 1))
+
+    def test_backlog_full_is_a_connect_timeout(self) -> None:
+        """
+        With C{--backlog 1}, once connects made during a window fill the
+        backlog, the client's own connect timeout fires (named C{refuse});
+        once the profile is cleared, it connects and is answered.
+        """
+        server = self.start("--backlog", "1", "--faults", "echo=refuse=60s")
+        address = server.address("echo")
+        for _ in range(4):
+            sock = socket.socket()
+            self.addCleanup(sock.close)
+            sock.settimeout(0.3)
+            try:
+                sock.connect(address)
+            except TimeoutError:
+                break
+        quick = FaultRunConfig(size=100, timeout=1.0, connect_timeout=0.3)
+        seen = observe(self.target(server), quick)
+        self.assertEqual(seen.ending, "connect-timeout")
+        self.assertEqual(seen.seen, ["refuse (connect timed out: backlog full?)"])
+        admin(server).set("echo", None)
+        # The backlog is accepted as the reactor next turns; a SYN dropped
+        # before that is sent again (after 1 s): the default connect
+        # timeout covers it.
+        seen = observe(self.target(server), CONFIG)
+        self.assertEqual((seen.ending, seen.received), ("clean", 100))
