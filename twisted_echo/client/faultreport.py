@@ -4,6 +4,11 @@ C{sockecho-client faults ENDPOINT}: what a plain client meets at an echo
 server that misbehaves (sockecho's C{--faults}, docs/faults.md, or any
 other), one connection at a time, in the vocabulary of docs/faults.md.
 
+Over 500 lines: the blocking connection (connect, TLS, send, read, the
+half-close probe: one method each) and the command's options, each with
+its bounds; what a connection met and its words are in
+L{twisted_echo.client.faultseen}.
+
 Each connection connects, sends a known payload (seeded bytes), reads
 the reply with a plain blocking socket (C{TCP_NODELAY}, one C{recv} per
 segment seen), compares it byte for byte with what was sent and tells how
