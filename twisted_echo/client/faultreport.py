@@ -85,7 +85,7 @@ class FaultRunConfig:
     @ivar connect_timeout: seconds to connect (and to finish a TLS
         handshake).
     @ivar slow: seconds; a first byte later than this is reported as a
-        C{delay}, a gap between segments longer than this in C{gap=}.
+        C{delay}.
     @ivar half_close_wait: seconds an EOF before the whole reply is
         tested for a half-close (our writes must fail within it for a
         full close).

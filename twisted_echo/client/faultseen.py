@@ -103,8 +103,8 @@ def classify(seen: Observation, slow: float) -> list[str]:
     Name the faults an observation fits, as docs/faults.md's clauses.
 
     @param seen: what a connection met.
-    @param slow: seconds; a first byte later than this is a C{delay}, and
-        a sliced reply's median gap longer than this a C{gap=}.
+    @param slow: seconds; a first byte later than this is a C{delay}. A
+        sliced reply's median gap is given as C{gap=} from 1 ms.
     @return: clauses such as C{reset-after=1000}, C{close-after=3996 or
         truncate=100}, C{half-close-after=100}, C{blackhole},
         C{delay=503ms}, C{slice=100,gap=50ms}, C{corrupt=1000}; empty for
