@@ -23,7 +23,7 @@ C{udp:PORT[:interface=ADDR]}. Defaults listen on loopback only.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -758,6 +758,7 @@ def makeService(
         clock=reactor,
     )
     top.records = records
+    stream_listeners: dict[str, list[StreamListenerService]] = {}
     for name, factory in factories.items():
         for index, description in enumerate(listeners[name][0]):
             socket_given = inherited.get((name, index))
@@ -785,6 +786,7 @@ def makeService(
             else:
                 listener = StreamListenerService(description, endpoint, factory, name)
             top.addService(listener)
+            stream_listeners.setdefault(name, []).append(listener)
     datagram_protocols: dict[str, tuple[str, list[Any]]] = {}
     for service in running:
         build = service.datagram
@@ -821,7 +823,12 @@ def makeService(
                 )
             )
     top.fault_slots = fault_slots(
-        factories, datagram_protocols, counters, reactor, log_connections
+        factories,
+        datagram_protocols,
+        counters,
+        reactor,
+        log_connections,
+        stream_listeners,
     )
     if config["metrics"] is not None:
         add_metrics(top, config, reactor, top.fault_slots)
@@ -879,17 +886,26 @@ def fault_slots(
     counters: Mapping[str, ServiceCounters],
     reactor: Any,
     log_connections: bool,
+    stream_listeners: Mapping[str, Sequence[StreamListenerService]] | None = None,
 ) -> dict[str, FaultSlot]:
     """
     @param factories: each running stream service's factory, by name.
     @param datagram_protocols: each UDP listener key's service name and
         listeners' protocols.
+    @param stream_listeners: each stream service's listeners, by name,
+        whose accepting a C{refuse} set at run time stops (L{None}: such
+        a change is refused).
     @return: each listener key's L{FaultSlot}, for C{--admin}'s C{/faults}.
     """
     slots: dict[str, FaultSlot] = {}
     for name, factory in factories.items():
         slots[name] = StreamFaultSlot(
-            factory, name, reactor, counters[name].faults, log_connections
+            factory,
+            name,
+            reactor,
+            counters[name].faults,
+            log_connections,
+            None if stream_listeners is None else stream_listeners.get(name, []),
         )
     for key, (name, protocols) in datagram_protocols.items():
         slots[key] = DatagramFaultSlot(

@@ -1,7 +1,9 @@
 # -*- test-case-name: tests.test_faults_refuse -*-
 """
 A stream listener with a C{refuse} fault (C{--faults SERVICE=refuse=T}):
-L{twisted_echo.faults.refuse.RefuseWindows} on its listening port.
+L{twisted_echo.faults.refuse.RefuseWindows} on its listening port from
+the moment it listens (its C{windows}, which a change at run time,
+L{twisted_echo.faults.runtime.StreamFaultSlot}, stops or replaces).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ class RefusingListenerService(StreamListenerService):
         self.fault = fault
         self.clock = clock
         self.counts = counts
-        self.windows: RefuseWindows | None = None
 
     def listen(self) -> IListeningPort:
         port = super().listen()
@@ -42,12 +43,6 @@ class RefusingListenerService(StreamListenerService):
             self.fault,
             self.counts,
             f"{self.service_name} listener {self.description}",
-            held=lambda: self.paused,
         )
         self.windows.start()
         return port
-
-    def stopService(self) -> Any:
-        if self.windows is not None:
-            self.windows.stop()
-        return super().stopService()

@@ -1,8 +1,8 @@
 # -*- test-case-name: tests.test_client_main -*-
 """
 C{sockecho-client} (also C{python -m twisted_echo.client}): argument parsing
-and dispatch to L{chat}, L{load}, L{check}, L{whoami}, L{records} and
-L{probe}.
+and dispatch to L{chat}, L{load}, L{check}, L{whoami}, L{records},
+L{probe} and L{faultreport} (C{faults}).
 
 Exit status: 0 on success; 1 when a check or load run fails, the connection
 fails or ends badly; 2 for a bad option or endpoint string. Errors are one
@@ -21,6 +21,7 @@ from twisted.internet.task import react
 from twisted_echo.client.check import DEFAULT_TIMEOUT
 from twisted_echo.client.contracts import SERVICES
 from twisted_echo.client.errors import ClientError, ClientUsageError
+from twisted_echo.client.faultreport import add_faults_command, run_faults_command
 from twisted_echo.client.load import MAX_DATAGRAM, MODES, LoadConfig
 from twisted_echo.client.probe import add_probe_command, run_probe_command
 from twisted_echo.client.records import add_records_command, run_records_command
@@ -293,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_records_command(commands)
     add_probe_command(commands)
+    add_faults_command(commands, [tls])
     return parser
 
 
@@ -412,6 +414,8 @@ async def dispatch(reactor: Any, args: argparse.Namespace) -> int:
         return await run_records_command(reactor, args)
     if args.command == "probe":
         return await run_probe_command(reactor, args)
+    if args.command == "faults":
+        return await run_faults_command(reactor, args, tls_settings(args))
     if args.command == "load":
         from twisted_echo.client.load import run_load
 

@@ -200,3 +200,105 @@ def explain_connect_failure(reason: BaseException) -> str:
         return os.strerror(code).lower()
     text = str(reason).strip().rstrip(".")
     return text.splitlines()[0] if text else type(reason).__name__
+
+
+@dataclass(frozen=True)
+class StreamTarget:
+    """
+    Where to connect, from an endpoint string.
+
+    @ivar kind: C{tcp}, C{tcp6}, C{unix} or C{ssl}.
+    @ivar host: host name or address literal (not for C{unix}).
+    @ivar port: TCP port (0 for C{unix}).
+    @ivar path: the socket's path for C{unix}.
+    @ivar server_name: C{ssl}: the name checked and sent as SNI.
+    """
+
+    kind: str
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    server_name: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "unix":
+            return f"unix:{self.path}"
+        return f"{self.kind}:{self.host.replace(':', chr(92) + ':')}:{self.port}"
+
+
+def parse_stream_target(description: str) -> StreamTarget:
+    """
+    Parse C{tcp:HOST:PORT}, C{tcp6:HOST:PORT} (keyword forms C{host=},
+    C{port=}; C{timeout=} and C{bindAddress=} are not taken: see
+    C{--connect-timeout}), C{unix:PATH} (or C{unix:path=PATH}) or
+    C{ssl:HOST:PORT[:hostname=NAME]}. An IPv6 literal has its colons
+    escaped (C{tcp6:\\:\\:1:7}) or is bracketed (C{tcp6:[::1]:7}).
+
+    @return: the target.
+    @raise ClientUsageError: one line saying what is wrong.
+    """
+    text = description.strip()
+    kind, _, rest = text.partition(":")
+    kind = kind.lower()
+    if is_tls_endpoint(text):
+        try:
+            tls = parse_tls_endpoint(text)
+        except ValueError as e:
+            raise EndpointError(f"bad endpoint {description!r}: {e}") from None
+        return StreamTarget("ssl", tls.host, tls.port, server_name=tls.server_name)
+    if kind == "unix":
+        path = rest[5:] if rest.startswith("path=") else rest
+        if not path or ":" in path.replace("\\:", ""):
+            raise EndpointError(f"bad endpoint {description!r}: expected unix:PATH")
+        return StreamTarget("unix", path=path.replace("\\:", ":"))
+    if kind not in ("tcp", "tcp6"):
+        raise EndpointError(
+            f"bad endpoint {description!r}: faults takes tcp:HOST:PORT, "
+            "tcp6:HOST:PORT, unix:PATH or ssl:HOST:PORT"
+        )
+    positional: list[str] = []
+    fields: dict[str, str] = {}
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or not after.startswith(":"):
+            raise EndpointError(f"bad endpoint {description!r}: unclosed '['")
+        positional.append(host)
+        rest = after[1:]
+    part, parts, escaped = "", [], False
+    for char in rest:
+        if escaped:
+            part, escaped = part + char, False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(part)
+            part = ""
+        else:
+            part += char
+    if rest:
+        parts.append(part)
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if eq and key in ("host", "port"):
+            fields[key] = value
+        elif eq:
+            raise EndpointError(
+                f"bad endpoint {description!r}: faults takes no {key}= "
+                "(see --connect-timeout)"
+            )
+        else:
+            positional.append(part)
+    for key, value in zip(("host", "port"), positional, strict=False):
+        fields.setdefault(key, value)
+    if len(positional) > 2 or "host" not in fields or "port" not in fields:
+        raise EndpointError(f"bad endpoint {description!r}: expected {kind}:HOST:PORT")
+    try:
+        port = int(fields["port"])
+    except ValueError:
+        port = -1
+    if not fields["host"] or not 0 < port < 65536:
+        raise EndpointError(
+            f"bad endpoint {description!r}: expected {kind}:HOST:PORT "
+            "with a port 1-65535"
+        )
+    return StreamTarget(kind, fields["host"], port)

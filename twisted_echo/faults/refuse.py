@@ -6,22 +6,35 @@ C{every=}, for T seconds of every S). The listening socket stays open:
 the kernel completes handshakes into the backlog (C{--backlog}) until it
 is full, then drops SYNs, so a client's connect hangs or its first reply
 waits; once the window ends the backlog is accepted. Twisted's
-C{stopReading}/C{startReading} on the listening port do it.
+C{stopReading}/C{startReading} on the listening port do it, through
+L{twisted_echo.listening.pause.pause_accepting} and C{resume_accepting}:
+a port accepts again only once every reason it was paused for is lifted,
+so a C{refuse} window and another switch (the admin API's
+C{"listeners": "pause"}) do not undo each other.
+
+A profile with C{refuse} set or cleared at run time
+(L{twisted_echo.faults.runtime}) starts its windows from the change on,
+or ends the one in force.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from twisted_echo.faults.profile import Fault
+from twisted_echo.listening.pause import (
+    accepting,
+    pause_accepting,
+    resume_accepting,
+)
+
+__all__ = ["RefuseWindows", "accepting", "pause_accepting", "resume_accepting"]
 
 _log = Logger(namespace="twisted_echo.faults")
-
 
 class RefuseWindows:
     """
@@ -37,15 +50,12 @@ class RefuseWindows:
         fault: Fault,
         counts: Counter[str],
         label: str,
-        held: Callable[[], bool] | None = None,
     ) -> None:
         """
         @param port: the listening port (C{stopReading}, C{startReading}).
         @param fault: the C{refuse} fault: seconds, C{every=} seconds.
         @param counts: where each window is counted (C{refuse}).
         @param label: the listener, for the log.
-        @param held: whether the listener is paused otherwise (the admin
-            API's C{listeners: pause}): a window's end does not resume it.
         """
         self.clock = clock
         self.port = port
@@ -53,7 +63,6 @@ class RefuseWindows:
         self.every: float | None = fault.option("every")
         self.counts = counts
         self.label = label
-        self.held = held
         self.refusing = False
         self.call: IDelayedCall | None = None
 
@@ -66,7 +75,7 @@ class RefuseWindows:
     def _refuse(self) -> None:
         self.refusing = True
         self.counts["refuse"] += 1
-        self.port.stopReading()
+        pause_accepting(self.port, "refuse")
         _log.info(
             "{listener}: fault refuse: not accepting for {duration:g} s",
             listener=self.label,
@@ -76,8 +85,7 @@ class RefuseWindows:
 
     def _accept(self) -> None:
         self.refusing = False
-        if self.held is None or not self.held():
-            self.port.startReading()
+        resume_accepting(self.port, "refuse")
         self.call = None
         if self.every is not None:
             self.call = self.clock.callLater(
@@ -86,8 +94,12 @@ class RefuseWindows:
 
     def stop(self) -> None:
         """
-        Stop the windows (the listener stops).
+        Stop the windows (the listener stops, or its profile changed at
+        run time): no more of them, and the one in force ends now.
         """
         call, self.call = self.call, None
         if call is not None and call.active():
             call.cancel()
+        if self.refusing:
+            self.refusing = False
+            resume_accepting(self.port, "refuse")

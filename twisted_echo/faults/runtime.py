@@ -11,8 +11,11 @@ they opened) or the next reply datagram (UDP: replies held back by the
 old profile's C{reorder} or C{latency} are dropped); it starts its own
 seeded sequence (connection 1, datagram 1), so a seeded profile set at
 run time replays as it would from start-up. A C{refuse} fault is the
-listener's own (its listening port is wrapped at start-up), so a change
-that adds or removes one is refused with L{SwapRefusedError}.
+listeners' own: a change that adds, replaces or removes one starts its
+windows on every listening port of the service from the change on, or
+ends the window in force (L{twisted_echo.faults.refuse}); a slot that
+was not given its listeners refuses such a change with
+L{SwapRefusedError}.
 """
 
 from __future__ import annotations
@@ -25,7 +28,8 @@ from twisted.logger import Logger
 
 from twisted_echo.faults.datagrams import DatagramFaults
 from twisted_echo.faults.engine import ListenerFaults
-from twisted_echo.faults.profile import FaultProfile, parse_profile
+from twisted_echo.faults.profile import Fault, FaultProfile, parse_profile
+from twisted_echo.faults.refuse import RefuseWindows
 
 _log = Logger(namespace="twisted_echo.faults")
 
@@ -37,17 +41,8 @@ class SwapRefusedError(Exception):
     """
 
 
-def _refuses(profile: FaultProfile | None) -> bool:
-    return profile is not None and profile.listener_fault("refuse") is not None
-
-
-def _check_refuse(old: FaultProfile | None, new: FaultProfile | None) -> None:
-    if _refuses(old) or _refuses(new):
-        raise SwapRefusedError(
-            "refuse is a listener fault, set on the listening port at "
-            "start-up: a profile with refuse cannot be set, replaced or "
-            "cleared at run time (restart with --faults)"
-        )
+def _refuse_of(profile: FaultProfile | None) -> Fault | None:
+    return None if profile is None else profile.listener_fault("refuse")
 
 
 class FaultSlot:
@@ -79,7 +74,7 @@ class FaultSlot:
         @raise SwapRefusedError: the change cannot be made at run time.
         """
         profile = parse_profile(text, datagram=self.datagram)
-        _check_refuse(self.current()[0], profile)
+        self._check(profile)
         self._set(profile)
         _log.info(
             "faults of {key} set at run time: {profile} (seed {seed})",
@@ -92,9 +87,9 @@ class FaultSlot:
         """
         Clean behaviour from the next connection or datagram on.
 
-        @raise SwapRefusedError: the profile in force has a C{refuse}.
+        @raise SwapRefusedError: the change cannot be made at run time.
         """
-        _check_refuse(self.current()[0], None)
+        self._check(None)
         self._set(None)
         _log.info("faults of {key} cleared at run time", key=self.key)
 
@@ -110,6 +105,11 @@ class FaultSlot:
             "seed": seed,
         }
 
+    def _check(self, profile: FaultProfile | None) -> None:
+        """
+        @raise SwapRefusedError: C{profile} cannot replace the one in force.
+        """
+
     def _set(self, profile: FaultProfile | None) -> None:
         raise NotImplementedError()
 
@@ -117,7 +117,8 @@ class FaultSlot:
 class StreamFaultSlot(FaultSlot):
     """
     A stream service's profile: its factory's C{faults}
-    (L{ListenerFaults}), read by the stream base as each connection opens.
+    (L{ListenerFaults}), read by the stream base as each connection opens;
+    and its listeners' C{refuse} windows.
     """
 
     datagram = False
@@ -129,16 +130,24 @@ class StreamFaultSlot(FaultSlot):
         clock: IReactorTime,
         counts: Any,
         log_connections: bool = True,
+        listeners: Sequence[Any] | None = None,
     ) -> None:
         """
         @param factory: the service's L{twisted_echo.services.stream.StreamFactory}.
         @param counts: where faults are counted (its C{counters.faults}).
+        @param listeners: the service's stream listeners
+            (L{twisted_echo.listening.listen.StreamListenerService}: their
+            C{port} while listening, C{description}, and C{windows}, the
+            L{RefuseWindows} in force or L{None}), whose accepting a
+            C{refuse} set at run time stops; L{None}: unknown, and a
+            change to or from a C{refuse} is refused.
         """
         self.factory = factory
         self.key = key
         self.clock = clock
         self.counts = counts
         self.log_connections = log_connections
+        self.listeners = listeners
 
     def current(self) -> tuple[FaultProfile | None, int | None]:
         faults: ListenerFaults | None = self.factory.faults
@@ -146,7 +155,19 @@ class StreamFaultSlot(FaultSlot):
             return None, None
         return faults.profile, faults.seed
 
+    def _check(self, profile: FaultProfile | None) -> None:
+        if self.listeners is not None:
+            return
+        if _refuse_of(self.current()[0]) or _refuse_of(profile):
+            raise SwapRefusedError(
+                "refuse is a listener fault and this server did not give "
+                "its listeners for a change at run time: a profile with "
+                "refuse cannot be set, replaced or cleared here (restart "
+                "with --faults)"
+            )
+
     def _set(self, profile: FaultProfile | None) -> None:
+        old = _refuse_of(self.current()[0])
         self.factory.faults = (
             None
             if profile is None
@@ -154,6 +175,30 @@ class StreamFaultSlot(FaultSlot):
                 profile, self.key, self.clock, self.counts, self.log_connections
             )
         )
+        new = _refuse_of(profile)
+        if old is not None or new is not None:
+            self._refuse(new)
+
+    def _refuse(self, fault: Fault | None) -> None:
+        """
+        End every listener's C{refuse} windows; with C{fault}, start its
+        windows on every listening port from now on.
+        """
+        for listener in self.listeners or ():
+            windows: RefuseWindows | None = getattr(listener, "windows", None)
+            if windows is not None:
+                windows.stop()
+            listener.windows = None
+            if fault is None or listener.port is None:
+                continue
+            listener.windows = RefuseWindows(
+                self.clock,
+                listener.port,
+                fault,
+                self.counts,
+                f"{self.key} listener {listener.description}",
+            )
+            listener.windows.start()
 
 
 class DatagramFaultSlot(FaultSlot):

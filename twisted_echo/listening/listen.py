@@ -305,7 +305,13 @@ class ListenerService(Service):
 class StreamListenerService(ListenerService):
     """
     Listens on one stream endpoint (TCP, UNIX, TLS...) while running.
+
+    @ivar windows: a C{refuse} fault's windows on its port
+        (L{twisted_echo.faults.refuse.RefuseWindows}, set at start-up or at
+        run time), or L{None}; stopped when it stops.
     """
+
+    windows: Any = None
 
     def __init__(
         self,
@@ -327,6 +333,12 @@ class StreamListenerService(ListenerService):
         port = listen_at_once(self.endpoint, self.factory, self.description)
         use_lean_transport(port)
         return port
+
+    def stopService(self) -> Deferred[None] | None:
+        windows, self.windows = self.windows, None
+        if windows is not None:
+            windows.stop()
+        return super().stopService()
 
     def bound_address(self) -> str:
         """

@@ -5,8 +5,9 @@ backend"): the admin API's C{{"listeners": "pause"}}
 (L{twisted_echo.operations.health}).
 
 A paused listener keeps its socket open but is no longer read, with
-Twisted's C{stopReading}, as the C{refuse} fault does
-(L{twisted_echo.faults.refuse}):
+Twisted's C{stopReading}, as the C{refuse} fault does, through the same
+L{pause_accepting} with its own reason
+(L{ADMIN_REASON}), so neither undoes the other:
 
  - TCP (and TLS, PROXY-protocol, UNIX) listeners: the kernel still
    completes handshakes into the listen backlog (C{--backlog}); once it
@@ -25,6 +26,7 @@ own server (L{pause_listeners}).
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,7 +36,64 @@ from twisted_echo.listening.listen import (
     StreamListenerService,
 )
 
-__all__ = ["pause_listeners", "service_listeners"]
+__all__ = [
+    "ADMIN_REASON",
+    "accepting",
+    "pause_accepting",
+    "pause_listeners",
+    "resume_accepting",
+    "service_listeners",
+]
+
+#: The reason a listener is paused by the admin API, beside a C{refuse}
+#: fault's (L{pause_accepting}).
+ADMIN_REASON = "admin"
+
+
+#: Why each paused listening port is not accepting (weakly: a port that
+#: is gone takes its reasons with it).
+_PAUSED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def pause_accepting(port: Any, reason: str) -> None:
+    """
+    Stop accepting connections on a listening port: the kernel's backlog
+    (C{--backlog}) takes connects until it is full, then they hang.
+
+    @param port: a listening port (Twisted's C{tcp.Port}, C{unix.Port}:
+        C{stopReading} and C{startReading}).
+    @param reason: why (C{"refuse"}...): the port accepts again once
+        L{resume_accepting} lifted every reason given. Pausing twice for
+        the same reason is pausing once.
+    """
+    reasons = _PAUSED.setdefault(port, set())
+    if not reasons:
+        port.stopReading()
+    reasons.add(reason)
+
+
+def resume_accepting(port: Any, reason: str) -> None:
+    """
+    Lift C{reason}'s pause of L{pause_accepting}; the port accepts again
+    (the backlog first) when no other reason holds it. Nothing happens
+    for a reason not in force, or a port that stopped listening.
+    """
+    reasons = _PAUSED.get(port)
+    if not reasons or reason not in reasons:
+        return
+    reasons.discard(reason)
+    if not reasons:
+        del _PAUSED[port]
+        if getattr(port, "connected", True):
+            port.startReading()
+
+
+def accepting(port: Any) -> bool:
+    """
+    @return: whether no L{pause_accepting} reason holds C{port}.
+    """
+    return not _PAUSED.get(port)
+
 
 
 def service_listeners(service: Iterable[Any]) -> list[ListenerService]:
@@ -71,13 +130,8 @@ def pause_listeners(service: Iterable[Any], paused: bool) -> int:
         if port is None:
             continue
         if paused:
-            port.stopReading()
-        elif not _refusing(listener):
-            port.startReading()
+            pause_accepting(port, ADMIN_REASON)
+        else:
+            resume_accepting(port, ADMIN_REASON)
         changed += 1
     return changed
-
-
-def _refusing(listener: ListenerService) -> bool:
-    windows = getattr(listener, "windows", None)
-    return bool(windows is not None and windows.refusing)

@@ -18,7 +18,8 @@ docs/faults.md "At run time").
 Errors, one line of text: 400 the profile does not parse (the reason from
 L{twisted_echo.faults.profile.ProfileError}; the profile in force is
 unchanged), 404 no such listener, 405 another method, 409 a change the
-server cannot make at run time (a C{refuse} fault), 501 with C{--workers}
+server cannot make at run time (none in C{twistd}: a C{refuse} fault is
+taken from the change on), 501 with C{--workers}
 (each worker has its own profiles; this slice does not forward to them).
 
 C{/health}: readiness, health and the listeners switched at run time

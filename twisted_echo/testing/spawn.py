@@ -263,8 +263,8 @@ class SockechoProcess(Addresses):
 
         @raise ValueError: the profile does not parse (the server's reason).
         @raise LookupError: no such listener, or no admin API.
-        @raise RuntimeError: a change the server refuses at run time (a
-            C{refuse} fault: 409).
+        @raise RuntimeError: a change the server refuses at run time
+            (409, 501).
         """
         host, port = self.address("metrics")
         admin = AdminClient(f"http://{host}:{port}/faults")

@@ -82,7 +82,8 @@ class RunningServices(Addresses):
             the profile does not parse.
         @raise LookupError: no such listener.
         @raise twisted_echo.faults.runtime.SwapRefusedError: a change that
-            cannot be made at run time (a C{refuse} fault).
+            cannot be made at run time (a C{refuse} fault on a slot
+            built without its listeners).
         """
         slots = self.service.fault_slots
         slot = slots.get(listener)
