@@ -28,7 +28,10 @@
  *
  * By default the generator polls without sleeping (epoll_wait with a zero
  * timeout), so a reply is answered at once, not after a wake-up; --block waits
- * in epoll_wait instead. "gen_work" is the share of the measured time spent
+ * in epoll_wait instead (at most 10 ms, and with --rate no later than the next
+ * turn, to the millisecond), leaving the CPU to others: benchmarks/
+ * records_follow.py shares the generator's CPU with the follower it measures.
+ * "gen_work" is the share of the measured time spent
  * handling events (after a poll that returned some): the rest is headroom.
  * "gen_cpu" is its CPU share (getrusage).
  *
