@@ -28,7 +28,10 @@
  *
  * By default the generator polls without sleeping (epoll_wait with a zero
  * timeout), so a reply is answered at once, not after a wake-up; --block waits
- * in epoll_wait instead. "gen_work" is the share of the measured time spent
+ * in epoll_wait instead (at most 10 ms, and with --rate no later than the next
+ * turn, to the millisecond), leaving the CPU to others: benchmarks/
+ * records_follow.py shares the generator's CPU with the follower it measures.
+ * "gen_work" is the share of the measured time spent
  * handling events (after a poll that returned some): the rest is headroom.
  * "gen_cpu" is its CPU share (getrusage).
  *
@@ -519,11 +522,17 @@ static void setup_connections(void) {
     }
 }
 
-/* --rate: start the operations whose turn has come. */
-static void release_paced(uint64_t t) {
+/* --rate: start the operations whose turn has come; return when the next
+ * paced one is due (UINT64_MAX: none waits). */
+static uint64_t release_paced(uint64_t t) {
+    uint64_t next = UINT64_MAX;
     for (int i = 0; i < o.conns; i++) {
         struct conn *c = &conns[i];
-        if (c->state != S_PACED || t < c->due) continue;
+        if (c->state != S_PACED) continue;
+        if (t < c->due) {
+            if (c->due < next) next = c->due;
+            continue;
+        }
         c->state = S_RECEIVING;
         if (o.mode == STREAM) stream_write(c);
         else if (o.mode == CONNECT) {
@@ -534,6 +543,7 @@ static void release_paced(uint64_t t) {
         if (measuring) work_ns += now_ns() - t;
         t = now_ns();
     }
+    return next;
 }
 
 static int alive(void) {
@@ -585,8 +595,18 @@ static void run_tcp(void) {
             if (t >= t_end || ops >= o.max_ops || !alive()) break;
             if (o.mode == CONNECT && errors > 100000) break;
         }
-        if (pace_ns) release_paced(t);
-        int k = epoll_wait(ep, evs, 256, o.spin ? 0 : 10);
+        /* --block waits at most 10 ms, and with --rate no later than the
+         * next turn (rounded up to a millisecond), so turns are kept */
+        int wait_ms = o.spin ? 0 : 10;
+        if (pace_ns) {
+            uint64_t next = release_paced(t);
+            if (wait_ms && next != UINT64_MAX) {
+                uint64_t now = now_ns();
+                uint64_t ms = next > now ? (next - now + 999999) / 1000000 : 0;
+                if (ms < (uint64_t)wait_ms) wait_ms = (int)ms;
+            }
+        }
+        int k = epoll_wait(ep, evs, 256, wait_ms);
         if (k <= 0) continue;
         t = now_ns();
         for (int i = 0; i < k; i++) {

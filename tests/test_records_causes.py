@@ -7,8 +7,7 @@ once, with the bytes the client saw. The drain is tested in this process's
 reactor (the trial helper), whose records outlive the server's stop.
 
 Not produced here: C{server_error} (no client makes sockecho's code raise;
-tested on a L{StringTransport} in C{tests.test_records}),
-and C{memory_budget} (the budget never closes a connection: reserved).
+tested on a L{StringTransport} in C{tests.test_records}).
 """
 
 from __future__ import annotations
@@ -389,6 +388,45 @@ class TLSTests(ServerTestCase):
         read_all(sock)
         record = self.only_record("tls_error", "echo")
         self.assertEqual((record["bytes_in"], record["bytes_out"]), (0, 0))
+
+
+class MemoryBudgetTests(ServerTestCase):
+    """
+    A welcome line the memory budget cannot admit: sockecho stops reading
+    it (C{--max-buffer} 64 KiB: one welcome connection is promised 32 KiB,
+    the line may hold the other 32 KiB), and the line timeout ends the
+    connection while it is not read: C{memory_budget}, not the client's
+    slow line (C{line_timeout}).
+    """
+
+    options: ClassVar[dict[str, Any]] = {
+        "max_buffer": 65536,
+        "max_line": 1 << 20,
+        "line_timeout": 1,
+        "idle_timeout": 0,
+    }
+
+    def test_line_over_the_budget(self) -> None:
+        sock = self.connect("welcome")
+        sent = fill(sock, time.monotonic() + 20, most=200_000)
+        got = read_all(sock)
+        self.assertIn(b"ERROR: line not finished", got)
+        record = self.only_record("memory_budget", "welcome")
+        self.assertEqual(record["bytes_out"], len(got))
+        # The budget let the line grow past the 32 KiB left, then stopped
+        # reading: the server read more than that, and not all that was sent.
+        self.assertGreater(record["bytes_in"], 32768)
+        self.assertLess(record["bytes_in"], sent)
+
+    def test_slow_line_within_the_budget(self) -> None:
+        """
+        A short unfinished line, read whole: still C{line_timeout}.
+        """
+        sock = self.connect("welcome")
+        sock.sendall(b"x" * 1000)
+        got = read_all(sock)
+        record = self.only_record("line_timeout", "welcome")
+        self.assertEqual((record["bytes_in"], record["bytes_out"]), (1000, len(got)))
 
 
 class LimitTests(ServerTestCase):

@@ -953,3 +953,52 @@ class WelcomeRealPathsTests(TestCase):
             )
             self.assertTrue(conversation.closed, over)
             conversation.assert_released(self)
+
+
+class BudgetCauseTests(TestCase):
+    """
+    A welcome connection the memory budget stopped reading (its unfinished
+    line could not be admitted) ends with C{memory_budget} when its line or
+    idle timeout fires meanwhile; a slow line read whole keeps
+    C{line_timeout}. (Over real sockets: tests.test_records_causes
+    MemoryBudgetTests.)
+    """
+
+    def open(self, timeouts: Timeouts) -> tuple[Welcome, Clock]:
+        clock = Clock()
+        factory = WelcomeFactory(
+            clock,
+            max_line=1 << 20,
+            timeouts=timeouts,
+            budget=MemoryBudget(64 * 1024),
+        )
+        protocol, _ = connect(factory, Welcome)
+        return protocol, clock
+
+    def test_line_timeout_while_held_back(self) -> None:
+        protocol, clock = self.open(Timeouts(idle=0, stall=10, line=1))
+        protocol.dataReceived(b"x" * 40000)
+        transport = protocol.transport
+        self.assertTrue(protocol.factory.budget.holds_back(protocol))
+        self.assertEqual(transport.producerState, "paused")  # type: ignore[union-attr]
+        clock.advance(1)
+        self.assertEqual(protocol.close_cause, "memory_budget")
+        self.assertTrue(
+            transport.value().endswith(  # type: ignore[union-attr]
+                b"ERROR: line not finished within 1 s (not read: --max-buffer "
+                b"spent); closing connection\r\n"
+            )
+        )
+
+    def test_idle_timeout_while_held_back(self) -> None:
+        protocol, clock = self.open(Timeouts(idle=1, stall=10, line=0))
+        protocol.dataReceived(b"x" * 40000)
+        clock.pump([0.1] * 20)  # the idle sweeper's ticks
+        self.assertEqual(protocol.close_cause, "memory_budget")
+
+    def test_slow_line_read_whole(self) -> None:
+        protocol, clock = self.open(Timeouts(idle=0, stall=10, line=1))
+        protocol.dataReceived(b"x" * 1000)
+        self.assertFalse(protocol.factory.budget.holds_back(protocol))
+        clock.advance(1)
+        self.assertEqual(protocol.close_cause, "line_timeout")

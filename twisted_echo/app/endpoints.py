@@ -19,6 +19,7 @@ from twisted_echo.listening.activation import (
 from twisted_echo.listening.endpoints import BACKLOG_KINDS, parse_description
 from twisted_echo.listening.proxyheader import ProxyHeaderEndpoint
 from twisted_echo.listening.tls import TLSListeningReactor
+from twisted_echo.listening.tlsextras import split_tls_extras
 
 
 def with_backlog(description: str, backlog: int) -> str:
@@ -57,8 +58,11 @@ def stream_endpoint(
         systemd, with or without C{LISTEN_FDNAMES}
         (L{twisted_echo.listening.activation}); C{haproxy:ENDPOINT} ones read
         a PROXY header on each connection before the service starts
-        (L{twisted_echo.listening.proxyheader}).
-    @raise ValueError: for C{haproxy:} around a kind it does not take.
+        (L{twisted_echo.listening.proxyheader}); C{ssl:} ones take
+        sockecho's C{clientCA=} and C{alpn=}
+        (L{twisted_echo.listening.tlsextras}).
+    @raise ValueError: for C{haproxy:} around a kind it does not take, or
+        a bad C{clientCA=} or C{alpn=}.
     @raise Exception: whatever the endpoint parser raises for a bad one.
     """
     parsed = parse_description(description)
@@ -75,10 +79,13 @@ def stream_endpoint(
         )
     if parsed.systemd:
         return SystemdStreamEndpoint(reactor, parse_systemd_description(parsed.inner))
-    if parsed.tls and tls_layer:
-        reactor = TLSListeningReactor(reactor, handshake_timeout)
+    inner = parsed.inner
+    if parsed.tls:
+        inner, extras = split_tls_extras(parsed)
+        if tls_layer:
+            reactor = TLSListeningReactor(reactor, handshake_timeout, extras)
     endpoint: IStreamServerEndpoint = serverFromString(
-        reactor, with_backlog(parsed.inner, backlog)
+        reactor, with_backlog(inner, backlog)
     )
     return endpoint
 

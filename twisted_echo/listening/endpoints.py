@@ -90,6 +90,19 @@ class EndpointDescription:
             return self.inner
         return f"{self.inner}:{key}={value}"
 
+    def without(self, *keys: str) -> str:
+        """
+        @return: C{inner} without its C{key=} fields for each of C{keys}
+            (the other fields as given, escapes kept).
+        """
+        fields = _UNESCAPED_COLON.split(self.inner)
+        kept = [fields[0]]
+        for field in fields[1:]:
+            key, sep, _ = field.partition("=")
+            if not (sep and not key.endswith("\\") and _unescape(key) in keys):
+                kept.append(field)
+        return ":".join(kept)
+
 
 def parse_description(text: str) -> EndpointDescription:
     """

@@ -100,6 +100,7 @@ from twisted_echo.listening.certificate import (
 )
 from twisted_echo.listening.endpoints import parse_description
 from twisted_echo.listening.nodelay import no_delay
+from twisted_echo.listening.tlsextras import TLSExtras
 from twisted_echo.policies.budget import MemoryBudget
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.records import causes
@@ -668,13 +669,21 @@ class TLSListeningReactor:
     the reactor's.
     """
 
-    def __init__(self, reactor: Any, handshake_timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        handshake_timeout: float | None = None,
+        extras: TLSExtras | None = None,
+    ) -> None:
         """
         @param handshake_timeout: seconds each connection is given to finish
             its handshake (0: no limit; L{None}: L{DEFAULT_HANDSHAKE_TIMEOUT}).
+        @param extras: sockecho's own C{ssl:} parameters (client
+            certificates, ALPN), set on the listener's context.
         """
         self._reactor = reactor
         self._handshake_timeout = handshake_timeout
+        self._extras = extras or TLSExtras()
 
     def listenSSL(
         self,
@@ -693,6 +702,10 @@ class TLSListeningReactor:
         no_renegotiation = getattr(SSL, "OP_NO_RENEGOTIATION", 0)
         if get_context is not None and no_renegotiation:
             get_context().set_options(no_renegotiation)
+        if self._extras:
+            if get_context is None:
+                raise ValueError("clientCA= and alpn= need an OpenSSL context")
+            self._extras.apply(get_context())
         wrapper = server_tls_factory(
             contextFactory,
             factory,

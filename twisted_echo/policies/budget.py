@@ -183,6 +183,15 @@ class MemoryBudget:
         elif delta < 0:
             self._resume_lines()
 
+    def holds_back(self, connection: LineHolder) -> bool:
+        """
+        @return: whether C{connection} is not read from now because the
+            budget cannot admit more of its unfinished line
+            (L{hold_line}): what ends it meanwhile (its line or idle
+            timeout) ends it for the budget (the record's C{memory_budget}).
+        """
+        return connection in self.line_paused
+
     def hold_handshake(self, delta: int) -> None:
         """
         TLS handshakes under way hold C{delta} more bytes (fewer, when

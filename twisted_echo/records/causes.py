@@ -50,8 +50,11 @@ LIMIT_REFUSAL: Final = "limit_refusal"
 #: common version or cipher, a certificate refused): not in the issue's
 #: list, added.
 TLS_ERROR: Final = "tls_error"
-#: Closed to keep C{--max-buffer}: reserved. The memory budget never closes
-#: a connection today (it stops reading from it), so no record has it.
+#: Ended while the memory budget (C{--max-buffer}) had stopped reading it:
+#: a welcome line the budget could not admit more of, then its line (or
+#: idle) timeout fired (L{twisted_echo.policies.budget.MemoryBudget.holds_back}).
+#: The budget itself never closes a connection; this names why it could not
+#: finish its line.
 MEMORY_BUDGET: Final = "memory_budget"
 #: Ended by a fault profile (C{--faults}: C{close-after}, C{reset-after},
 #: C{half-close-after}, C{blackhole}; set by L{twisted_echo.faults.engine}).

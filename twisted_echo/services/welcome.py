@@ -254,10 +254,17 @@ class WelcomeLines(basic.LineReceiver, telnet.TelnetProtocol):
             # Closing already (sending what is owed): no error line.
             return
         self.factory.counters.timeouts["line"] += 1
-        self.set_close_cause(causes.LINE_TIMEOUT)
+        writer = getattr(self.transport, "transport", None)
+        if isinstance(writer, _ConnectionWriter) and writer.held_back():
+            # Not the client's slow line: sockecho stopped reading it.
+            self.set_close_cause(causes.MEMORY_BUDGET)
+            why = b" (not read: --max-buffer spent)"
+        else:
+            self.set_close_cause(causes.LINE_TIMEOUT)
+            why = b""
         self.error(
-            b"line not finished within %g s; closing connection"
-            % (self.factory.timeouts.line,)
+            b"line not finished within %g s%s; closing connection"
+            % (self.factory.timeouts.line, why)
         )
 
     def lineReceived(self, line: bytes) -> None:
@@ -384,6 +391,14 @@ class _ConnectionWriter:
     def set_close_cause(self, cause: str, limit: str | None = None) -> None:
         self._connection.set_close_cause(cause, limit)
 
+    def held_back(self) -> bool:
+        """
+        @return: whether the memory budget stopped reading the connection
+            (L{twisted_echo.policies.budget.MemoryBudget.holds_back}).
+        """
+        connection = self._connection
+        return connection.factory.budget.holds_back(connection)
+
     def getPeer(self) -> IAddress:
         return self._connection.transport.getPeer()  # type: ignore[union-attr]
 
@@ -429,6 +444,22 @@ class Welcome(StreamProtocol):
         lines.factory = factory
         telnet_layer.connect(_ConnectionWriter(self), lines)
         self._between_lines = not self.closing
+
+    def timeoutConnection(self) -> None:
+        """
+        The idle timeout: as for any stream service, except while the
+        memory budget stops reading the unfinished line (then the budget,
+        not the client, left the connection idle: C{memory_budget}); the
+        drain's own quiet timeout stays C{drain}.
+        """
+        factory = self.factory
+        if (
+            not self.closing
+            and factory._draining is None
+            and factory.budget.holds_back(self)
+        ):
+            self.set_close_cause(causes.MEMORY_BUDGET)
+        super().timeoutConnection()
 
     def handle_data(self, data: bytes) -> None:
         """
