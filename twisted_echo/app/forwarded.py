@@ -1,0 +1,232 @@
+# -*- test-case-name: tests.test_forwarded -*-
+"""
+What the C{--workers} supervisor serves on behalf of its workers, over the
+control channel (L{twisted_echo.app.control}):
+
+ - C{/faults} (C{--admin}): L{ForwardedFaultSlot} holds each listener
+   key's profile in force. A change is checked once, here (a profile that
+   does not parse, or a C{refuse} swap, is refused before anything is
+   sent), becomes the state every worker started later gets, and is sent
+   to every live worker (command L{FAULTS_COMMAND}, handled in the worker
+   by L{worker_handlers}); it is answered once every worker applied it.
+   A profile without C{seed=} is given one here, so every worker draws
+   from the same seed (each numbering its own connections from 1 after
+   the change; docs/faults.md "Seeds and replay").
+ - C{/records}: the workers send each connection record as it closes (an
+   event C{{"record": {...}}}); the supervisor numbers them in its own
+   ring (L{ForwardedRecord}), so ids are unique across the workers and the
+   filters and the long-poll work as with one process. The JSON log's
+   record event is logged by the supervisor, with that number.
+
+Adding a command (a run-time switch such as "pause accepting"): a handler
+in L{worker_handlers} (the worker's side: a callable of the command's
+C{args} returning what to answer, or raising
+L{twisted_echo.app.control.CommandError}), and on the supervisor's side
+C{supervisor.control.broadcast(NAME, args, keep=KEY)}, which fires once
+every live worker confirmed; C{keep} makes it the state workers started
+later apply before they listen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from twisted_echo.app.control import CommandError, Handler, WorkerControl
+from twisted_echo.app.registry import is_datagram_key
+from twisted_echo.faults.profile import FaultProfile, parse_profile
+from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
+from twisted_echo.records.record import ConnectionRecord
+from twisted_echo.records.ring import RecordRing
+
+#: The command that sets or clears a listener's fault profile:
+#: C{{"listener": KEY, "profile": TEXT or null}} (the text with its seed).
+FAULTS_COMMAND = "faults"
+#: The event a worker sends each connection record in.
+RECORD_EVENT = "record"
+#: The event a worker sends the count of events it dropped in.
+SKIPPED_EVENT = "skipped"
+
+_log = Logger()
+
+
+def with_seed(text: str, seed: int) -> str:
+    """
+    @return: profile C{text} with C{;seed=SEED} added, unless it gives one.
+    """
+    clauses = [c.strip() for c in text.split(";")]
+    if any(c.startswith("seed=") for c in clauses):
+        return text
+    return f"{text};seed={seed}"
+
+
+def _refuses(profile: FaultProfile | None) -> bool:
+    return profile is not None and profile.listener_fault("refuse") is not None
+
+
+class ForwardedFaultSlot:
+    """
+    One listener key's profile in a supervisor of workers: the state in
+    force (read by C{GET /faults}), changed on every worker by L{replace}
+    and L{clear}.
+
+    @ivar key: the listener key (C{echo}, C{udp}...).
+    @ivar datagram: whether it is a UDP listener key.
+    @ivar profile: the profile in force (L{None}: none).
+    @ivar seed: its seed: given, or picked here for a run-time change;
+        L{None} for a C{--faults} profile without one (each worker then
+        picked its own at start).
+    """
+
+    def __init__(
+        self, key: str, control: WorkerControl, profile: FaultProfile | None = None
+    ) -> None:
+        self.key = key
+        self.datagram = is_datagram_key(key)
+        self.control = control
+        self.profile = profile
+        self.seed = None if profile is None else profile.seed
+
+    def describe(self) -> dict[str, Any]:
+        """
+        @return: C{{"listener", "profile", "seed"}}, as L{FaultSlot.describe}.
+        """
+        return {
+            "listener": self.key,
+            "profile": None if self.profile is None else self.profile.text,
+            "seed": self.seed,
+        }
+
+    def replace(self, text: str) -> Deferred[dict[str, Any]]:
+        """
+        Put profile C{text} in force on every worker.
+
+        @return: fires with L{describe} and C{workers}, the numbers of the
+            workers that applied it, once all live ones did; fails with
+            L{twisted_echo.app.control.NotConfirmedError} otherwise (the
+            state is changed all the same: workers started later get it).
+        @raise twisted_echo.faults.profile.ProfileError: it does not parse
+            (nothing is sent).
+        @raise SwapRefusedError: a change to or from a C{refuse} fault.
+        """
+        profile = parse_profile(text, datagram=self.datagram)
+        self._check_refuse(profile)
+        seed = profile.seed
+        if seed is None:
+            seed = random.SystemRandom().randrange(1 << 32)
+        self.profile, self.seed = profile, seed
+        return self._send(with_seed(profile.text, seed))
+
+    def clear(self) -> Deferred[dict[str, Any]]:
+        """
+        No profile on any worker: see L{replace}.
+
+        @raise SwapRefusedError: the profile in force has a C{refuse}.
+        """
+        self._check_refuse(None)
+        self.profile, self.seed = None, None
+        return self._send(None)
+
+    def _check_refuse(self, new: FaultProfile | None) -> None:
+        if _refuses(self.profile) or _refuses(new):
+            raise SwapRefusedError(
+                "refuse is a listener fault, set on the listening port at "
+                "start-up: a profile with refuse cannot be set, replaced or "
+                "cleared at run time (restart with --faults)"
+            )
+
+    def _send(self, text: str | None) -> Deferred[dict[str, Any]]:
+        described = self.describe()
+        sent = self.control.broadcast(
+            FAULTS_COMMAND,
+            {"listener": self.key, "profile": text},
+            keep=f"{FAULTS_COMMAND}/{self.key}",
+        )
+
+        def answer(results: Mapping[int, Any]) -> dict[str, Any]:
+            return {**described, "workers": sorted(results)}
+
+        return sent.addCallback(answer)
+
+
+def forwarded_fault_slots(
+    keys: Iterable[str],
+    profiles: Mapping[str, FaultProfile],
+    control: WorkerControl,
+) -> dict[str, ForwardedFaultSlot]:
+    """
+    @param keys: the listener keys of the running listeners
+        (L{twisted_echo.app.options.listener_keys}' first items).
+    @param profiles: C{--faults}' profiles, by listener key.
+    @return: each key's slot, stream keys first, as a single process lists
+        them.
+    """
+    ordered = list(dict.fromkeys(keys))
+    ordered.sort(key=is_datagram_key)
+    return {key: ForwardedFaultSlot(key, control, profiles.get(key)) for key in ordered}
+
+
+class ForwardedRecord(ConnectionRecord):
+    """
+    A worker's connection record, as its JSON form came over the control
+    channel: numbered again by the supervisor's ring; filtered by service
+    and client as any record.
+    """
+
+    __slots__ = ("document",)
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        # The fields the ring's filters, the log event and repr read; the
+        # JSON form is the worker's, with the supervisor's number.
+        self.document = dict(document)
+        self.id = None
+        self.service = str(document.get("service"))
+        self.client = str(document.get("client"))
+        self.cause = str(document.get("cause"))
+        self.limit = document.get("limit")
+        self.bytes_in = int(document.get("bytes_in") or 0)
+        self.bytes_out = int(document.get("bytes_out") or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """
+        @return: the worker's JSON form, its C{id} the supervisor's.
+        """
+        made = dict(self.document)
+        made["id"] = self.id
+        return made
+
+
+def add_forwarded_record(ring: RecordRing, document: Any) -> None:
+    """
+    Keep a worker's record (a C{record} event) in the supervisor's ring.
+    """
+    if isinstance(document, dict):
+        ring.add(ForwardedRecord(document))
+
+
+def worker_handlers(fault_slots: Mapping[str, FaultSlot]) -> dict[str, Handler]:
+    """
+    @param fault_slots: the worker's profiles
+        (L{twisted_echo.app.server.SockechoService.fault_slots}).
+    @return: the worker's command handlers, by command name.
+    """
+
+    def faults(args: Mapping[str, Any]) -> Any:
+        slot = fault_slots.get(str(args.get("listener")))
+        if slot is None:
+            raise CommandError(f"no listener {args.get('listener')!r} here")
+        text = args.get("profile")
+        try:
+            if text is None:
+                slot.clear()
+            else:
+                slot.replace(str(text))
+        except (ValueError, SwapRefusedError) as e:
+            raise CommandError(str(e)) from None
+        return slot.describe()
+
+    return {FAULTS_COMMAND: faults}
