@@ -323,7 +323,8 @@ class WorkersTests(TestCase):
     def test_replacement_worker_applies_profile(self) -> None:
         """
         A worker killed with SIGKILL is replaced; the replacement applies
-        the profile set at run time before it serves.
+        the profile set at run time before it serves; so do the workers a
+        reload (SIGHUP) starts.
         """
         server, url = self.start()
         port = server.ports["echo"]
@@ -350,6 +351,20 @@ class WorkersTests(TestCase):
             r"\S+: faults close-after=7 \(connection 1, seed 5\)$",
             start=start,
         )
+
+        # A reload (SIGHUP) replaces both: each new worker starts with it.
+        start = len(server.output)
+        server.process.send_signal(signal.SIGHUP)
+        server.wait_for(r"\] reload done: 2 worker\(s\) serve$", 30.0, start)
+        for number in (1, 2):
+            server.wait_for(
+                rf"\[worker {number} twisted_echo.faults#info\] faults of echo set "
+                r"at run time: close-after=7;seed=5 \(seed 5\)$",
+                start=start,
+            )
+        start = len(server.output)
+        results = self.connect_until_both(server, port, start)
+        self.assertEqual({(r[0], r[1]) for r in results}, {(b"x" * 7, "eof")})
 
     def test_records_from_both_workers_once_each(self) -> None:
         """
