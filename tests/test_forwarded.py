@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import threading
+import tracemalloc
 import urllib.error
 import urllib.request
 from typing import Any
@@ -27,6 +28,7 @@ from tests.process import IO_TIMEOUT, RunningServer, start_server, wait_until
 from tests.test_control import FakeWorker
 from twisted_echo.app.control import CommandError, WorkerControl
 from twisted_echo.app.forwarded import (
+    FORWARDED_RECORD_BYTES,
     ForwardedRecord,
     add_forwarded_record,
     forwarded_fault_slots,
@@ -174,6 +176,48 @@ class RecordTests(SynchronousTestCase):
         self.assertIsInstance(found, ForwardedRecord)
         self.assertIn("upper", repr(found))
 
+    def test_memory_held(self) -> None:
+        """
+        A worker's record held in the supervisor's ring costs at most
+        L{FORWARDED_RECORD_BYTES} (measured with C{tracemalloc}, a typical
+        TCP record as JSON brings it).
+        """
+        line = json.dumps(
+            {
+                **record(),
+                "listener": "tcp:127.0.0.1:7007",
+                "proxy": None,
+                "local": "tcp:127.0.0.1:7007",
+                "tls": None,
+                "start": 1765143000.123456,
+                "first_in": 0.000123,
+                "first_out": 0.000234,
+                "duration": 0.001234,
+                "bytes_in": 100,
+                "bytes_out": 100,
+                "reads_in": 1,
+                "writes_out": 1,
+                "first_bytes": None,
+                "faults": [],
+                "limit": None,
+            }
+        )
+        ring = RecordRing(2000, Clock())
+        for _ in range(10):  # names and shared strings kept once, before
+            add_forwarded_record(ring, json.loads(line))
+        tracemalloc.start()
+        try:
+            for n in range(2000):
+                add_forwarded_record(
+                    ring, json.loads(line.replace("5000", str(10000 + n)))
+                )
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        self.assertLessEqual(held / 2000, FORWARDED_RECORD_BYTES)
+        last = ring.since(ring.last_id - 1)[0].as_dict()
+        self.assertEqual((last["id"], last["client"]), (2010, "tcp:127.0.0.1:11999"))
+
 
 class _Factory:
     faults = None
@@ -211,20 +255,27 @@ def exchange(port: int, data: bytes = b"x" * 100) -> tuple[bytes, str, int]:
     """
     Send C{data}, half-close, read until the server ends.
 
-    @return: what was read, how it ended (C{eof} or C{reset}) and the
-        client's port.
+    @return: what was read, how it ended (C{eof}, or C{reset} when any
+        step met the server's reset) and the client's port.
     """
+    ended = "eof"
     with socket.create_connection((HOST, port), timeout=IO_TIMEOUT) as sock:
         client_port = sock.getsockname()[1]
         read = b""
         try:
             sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            ended = "reset"
+        try:
             sock.shutdown(socket.SHUT_WR)
+        except OSError:  # ENOTCONN: reset already
+            ended = "reset"
+        try:
             while chunk := sock.recv(65536):
                 read += chunk
         except ConnectionResetError:
-            return read, "reset", client_port
-    return read, "eof", client_port
+            ended = "reset"
+    return read, ended, client_port
 
 
 class WorkersTests(TestCase):
