@@ -175,12 +175,24 @@ def forwarded_fault_slots(
 #: (C{sys.intern}).
 _SHARED_FIELDS = frozenset({"service", "listener", "local", "cause", "limit"})
 #: Each distinct tuple of field names seen (a TCP record's, a UDP flow's),
-#: kept once; at most L{_MAX_KEY_SETS}.
-_KEY_SETS: dict[tuple[str, ...], tuple[str, ...]] = {}
+#: kept once with the places of its L{_SHARED_FIELDS}; at most
+#: L{_MAX_KEY_SETS}.
+_KEY_SETS: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
 _MAX_KEY_SETS = 16
 #: About the bytes one worker's record held in the supervisor's ring costs
 #: (C{tests.test_forwarded} measures it), without its C{first_bytes}.
 FORWARDED_RECORD_BYTES = 1024
+
+
+def _names(document: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    names = tuple(document)
+    found = _KEY_SETS.get(names)
+    if found is None:
+        shared = tuple(i for i, name in enumerate(names) if name in _SHARED_FIELDS)
+        found = (names, shared)
+        if len(_KEY_SETS) < _MAX_KEY_SETS:
+            _KEY_SETS[names] = found
+    return found
 
 
 class ForwardedRecord(ConnectionRecord):
@@ -195,26 +207,22 @@ class ForwardedRecord(ConnectionRecord):
     __slots__ = ("names", "values")
 
     def __init__(self, document: Mapping[str, Any]) -> None:
-        names = tuple(document)
-        shared = _KEY_SETS.get(names)
-        if shared is None and len(_KEY_SETS) < _MAX_KEY_SETS:
-            shared = _KEY_SETS[names] = names
-        self.names = shared or names
-        self.values = tuple(
-            sys.intern(value)
-            if name in _SHARED_FIELDS and isinstance(value, str)
-            else value
-            for name, value in document.items()
-        )
+        self.names, shared = _names(document)
+        values = list(document.values())
+        for place in shared:
+            value = values[place]
+            if type(value) is str:
+                values[place] = sys.intern(value)
+        self.values = tuple(values)
         # The fields the ring's filters, the log event and repr read.
-        fields = dict(zip(self.names, self.values, strict=True))
+        get = document.get
         self.id = None
-        self.service = str(fields.get("service"))
-        self.client = str(fields.get("client"))
-        self.cause = str(fields.get("cause"))
-        self.limit = fields.get("limit")
-        self.bytes_in = int(fields.get("bytes_in") or 0)
-        self.bytes_out = int(fields.get("bytes_out") or 0)
+        self.service = str(get("service"))
+        self.client = str(get("client"))
+        self.cause = str(get("cause"))
+        self.limit = get("limit")
+        self.bytes_in = int(get("bytes_in") or 0)
+        self.bytes_out = int(get("bytes_out") or 0)
 
     def as_dict(self) -> dict[str, Any]:
         """
