@@ -4,14 +4,16 @@ record to the supervisor over the control channel, and the supervisor
 numbers and keeps it (twisted_echo/app/forwarded.py).
 
     python benchmarks/workers_records.py [--rounds 3] [--seconds 5] [--rate 2000]
+    python benchmarks/workers_records.py --workers 1   # one process, to compare
 
 Each round starts `twistd sockecho --workers 2` (echo only, limits off,
-`--log-level warn`) with `--records 2000` and then with `--records 0` (the
-order alternates), every sockecho process pinned to CPU 0 and the C load
-generator to CPU 1 (benchmarks/run.py's), runs the `connect` workload (8 at
-a time, 64 B echoed, then closed) at a fixed rate, and prints the CPU time
-per connection of the supervisor and of all sockecho processes together,
-in microseconds; medians over the rounds.
+`--log-level warn`, `--metrics` on loopback: the records are sent to the
+supervisor only when something reads them) with `--records 2000` and then
+with `--records 0` (the order alternates), every sockecho process pinned
+to CPU 0 and the C load generator to CPU 1 (benchmarks/run.py's), runs
+the `connect` workload (8 at a time, 64 B echoed, then closed) at a fixed
+rate, and prints the CPU time per connection of the supervisor and of all
+sockecho processes together, in microseconds; medians over the rounds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ sys.path.insert(0, str(HERE))
 
 import run  # noqa: E402  (benchmarks/run.py: build, loadgen, CPUs, ports)
 import workers  # noqa: E402  (benchmarks/workers.py: start, stop, tree_ticks)
+
+#: --workers of the server measured (--workers on this script's command line).
+WORKERS = 2
 
 
 def measure(records: int, seconds: float, rate: int) -> tuple[float, float, int]:
@@ -73,8 +78,9 @@ def start_quiet(records: int) -> tuple[subprocess.Popen[str], int, list[str]]:
         "taskset", "-c", run.SERVER_CPU,
         str(Path(sys.executable).parent / "twistd"), "-n", "--pidfile=",
         "sockecho", "--echo", f"tcp:{port}:interface={run.HOST}",
-        "--no-upper", "--no-welcome", "--no-udp", "--workers", "2",
+        "--no-upper", "--no-welcome", "--no-udp", "--workers", str(WORKERS),
         *workers.LIMITS_OFF, "--records", str(records), "--log-level", "warn",
+        "--metrics", f"tcp:0:interface={run.HOST}",
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=run.ROOT
@@ -95,7 +101,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
+    global WORKERS
+    WORKERS = args.workers
     run.build()
     results: dict[int, list[tuple[float, float, int]]] = {2000: [], 0: []}
     for round_number in range(args.rounds):
@@ -107,7 +116,8 @@ def main() -> None:
         tree = statistics.median(r[1] for r in found)
         made = [r[2] for r in found]
         print(
-            f"--records {records}: CPU per connection at {args.rate}/s: "
+            f"--workers {WORKERS} --records {records}: CPU per connection at "
+            f"{args.rate}/s: "
             f"supervisor {supervisor:.1f} µs, all processes {tree:.1f} µs "
             f"(connections per round: {made})"
         )

@@ -17,6 +17,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_echo.app.control import (
+    EVENT_BATCH,
+    EVENT_DELAY,
     MAX_BACKLOG,
     CommandError,
     JsonLines,
@@ -213,7 +215,8 @@ def handlers() -> dict[str, Any]:
 class WorkerChannelTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.transport = StringTransport()
-        self.channel = WorkerChannel(handlers())
+        self.clock = Clock()
+        self.channel = WorkerChannel(handlers(), self.clock)
         self.channel.makeConnection(self.transport)
 
     def answers(self) -> list[dict[str, Any]]:
@@ -257,7 +260,29 @@ class WorkerChannelTests(SynchronousTestCase):
         dropped = tries - sent
         self.assertEqual(self.channel.skipped, dropped)
         self.channel.resumeProducing()
-        self.assertEqual(self.answers()[-1], {"skipped": dropped})
+        written = self.answers()
+        self.assertEqual(written[-1], {"skipped": dropped})
+        self.clock.advance(1)
+        written += self.answers()
+        records = [w for w in written if "record" in w]
+        self.assertEqual(len(records), sent + 1)
+
+    def test_events_gathered(self) -> None:
+        """
+        Events closed within L{EVENT_DELAY} are written together after
+        it; L{EVENT_BATCH} bytes of them at once.
+        """
+        for n in range(3):
+            self.channel.send_event("record", {"n": n})
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(EVENT_DELAY)
+        self.assertEqual(self.answers(), [{"record": {"n": n}} for n in range(3)])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        value = "x" * 1000
+        while not self.transport.value():
+            self.channel.send_event("record", {"v": value})
+        self.assertGreaterEqual(len(self.transport.value()), EVENT_BATCH)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_too_long_event_not_sent(self) -> None:
         self.assertFalse(self.channel.send_event("record", {"v": "x" * (2 << 20)}))

@@ -267,14 +267,19 @@ def forward_to_workers(
     Give C{supervisor} what it serves for its workers
     (L{twisted_echo.app.forwarded}): the ring their connection records are
     numbered and kept in (C{--records}; each logged as one event with
-    C{--log-format json}), and each listener key's fault profile, which
+    C{--log-format json}; none without C{--metrics} or that log, and then
+    the workers make none), and each listener key's fault profile, which
     C{--admin}'s C{/faults} changes on every worker.
     """
     from twisted_echo.app.forwarded import forwarded_fault_slots
     from twisted_echo.log.buffer import LEVELS, levels_from
 
     log_info = LEVELS["info"] in levels_from(config["log-level"])
-    supervisor.keep_records(tap.connection_records(config, reactor, log_info))
+    logged = log_info and config["log-format"] == "json"
+    if config["metrics"] is not None or logged:
+        # Only where something reads them (/records, the JSON log): the
+        # workers make and send no record otherwise.
+        supervisor.keep_records(tap.connection_records(config, reactor, log_info))
     supervisor.fault_slots = forwarded_fault_slots(
         [key for key, _, _ in tap.listener_keys(config)],
         config["faults"],

@@ -82,6 +82,7 @@ from zope.interface import implementer
 
 from twisted_echo.app.control import (
     CONTROL_FD_ORDER,
+    RECORDS_ORDER,
     STATE_ORDER,
     JsonLines,
     WorkerControl,
@@ -369,7 +370,8 @@ class Supervisor(Service):
         self.control.targets = lambda: [*self.workers.values(), *self.incoming.values()]
         self.control.events[SKIPPED_EVENT] = _log_skipped
         #: The workers' connection records (C{--records}), numbered here;
-        #: L{None} with C{--records 0}. Set with L{keep_records}.
+        #: L{None} with C{--records 0} or when nothing reads them (then the
+        #: workers make none). Set with L{keep_records}.
         self.records: RecordRing | None = None
         #: Each listener key's profile, changed on every worker (C{--admin}).
         self.fault_slots: dict[str, ForwardedFaultSlot] = {}
@@ -508,6 +510,7 @@ class Supervisor(Service):
         child_fds[control_fd] = "r"
         orders[CONTROL_FD_ORDER] = control_fd
         orders[STATE_ORDER] = self.control.replay()
+        orders[RECORDS_ORDER] = self.records is not None
         env = dict(os.environ)
         env[WORKER_ENV] = json.dumps(orders)
         env.pop("LISTEN_FDS", None)

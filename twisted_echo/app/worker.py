@@ -23,7 +23,8 @@ Its control channel (L{twisted_echo.app.control}): the supervisor's
 commands on standard input (L{twisted_echo.app.forwarded.worker_handlers}:
 C{faults}), answers and events on C{control_fd}; each connection record
 goes to the supervisor as an event (the supervisor keeps and logs them, so
-this worker keeps only the last one); the commands in its orders'
+this worker keeps only the last one; it makes none when the supervisor
+keeps none: without C{--metrics} and a JSON log); the commands in its orders'
 C{state} (the profiles changed at run time before it started) are applied
 before it listens.
 
@@ -127,8 +128,8 @@ def main() -> None:
     config.parseOptions(orders["args"])  # type: ignore[no-untyped-call]
     config["metrics"] = None  # the supervisor serves the metrics
     # The supervisor keeps the records (and logs them): this worker's ring
-    # only hands each one over.
-    config["records"] = min(config["records"], 1)
+    # only hands each one over; none at all when the supervisor keeps none.
+    config["records"] = min(config["records"], 1) if orders.get("records") else 0
     # The supervisor waits out --drain-delay before it sends SIGTERM; a
     # terminal's SIGINT, which reaches this worker too, is left to it.
     supervisor_delays = config["drain-delay"] > 0
@@ -162,7 +163,7 @@ def main() -> None:
 
     handlers = worker_handlers(service.fault_slots)
     apply_state(handlers, orders.get(STATE_ORDER, []))
-    channel = WorkerChannel(handlers)
+    channel = WorkerChannel(handlers, reactor)
     if orders.get(CONTROL_FD_ORDER) is not None:
         # mypy sees the Windows StandardIO, which has no stdin/stdout.
         StandardIO(  # type: ignore[call-arg,unused-ignore]
