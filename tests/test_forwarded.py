@@ -476,6 +476,37 @@ class WorkersTests(TestCase):
 
 
 class FixtureTests(SynchronousTestCase):
+    def test_json_log_records_once_with_ids(self) -> None:
+        """
+        With C{--log-format json}, each connection's record event is logged
+        once, by the supervisor, with the number C{/records} gives it.
+        """
+        with start_sockecho("--workers", "2", "--log-format", "json") as server:
+            clients = sorted(exchange(server.echo[1])[2] for _ in range(20))
+            listed = server.wait_for(20, "echo")
+
+            def events() -> list[dict[str, Any]]:
+                found = []
+                for line in server.log_lines():
+                    text = line.lstrip("\x1e").strip()
+                    if '"record"' in text:
+                        event = json.loads(text)
+                        if "record" in event:
+                            found.append(event)
+                return found
+
+            self.assertTrue(wait_until(lambda: len(events()) >= 20))
+            logged = events()
+        self.assertEqual(
+            sorted(int(e["record"]["client"].rsplit(":", 1)[1]) for e in logged),
+            clients,
+        )
+        self.assertEqual(
+            sorted((e["record"]["id"], e["record"]["client"]) for e in logged),
+            [(r["id"], r["client"]) for r in listed],
+        )
+        self.assertTrue(all(e["record_id"] == e["record"]["id"] for e in logged))
+
     def test_records_and_faults_helpers(self) -> None:
         """
         The fixtures' server with C{--workers 2}: C{faults()} applies on
