@@ -36,7 +36,7 @@ from twisted_echo.app.forwarded import (
     worker_handlers,
 )
 from twisted_echo.faults.profile import ProfileError, parse_profile
-from twisted_echo.faults.runtime import StreamFaultSlot, SwapRefusedError
+from twisted_echo.faults.runtime import StreamFaultSlot
 from twisted_echo.operations.adminpage import FaultsPage
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.records.ring import RecordRing, matcher
@@ -77,15 +77,13 @@ class SlotTests(SynchronousTestCase):
 
     def test_bad_profile_sends_nothing(self) -> None:
         """
-        A profile that does not parse, or a refuse swap, is refused in the
-        supervisor: nothing is sent, the state stays.
+        A profile that does not parse is refused in the supervisor: nothing
+        is sent, the state stays.
         """
         with self.assertRaises(ProfileError):
             self.slots["echo"].replace("close-after=5,p=2")
         with self.assertRaises(ProfileError):
             self.slots["udp"].replace("reset-after=5")
-        with self.assertRaises(SwapRefusedError):
-            self.slots["echo"].replace("refuse=1s")
         self.assertEqual([w.sent for w in self.workers], [[], []])
         self.assertIsNone(self.slots["echo"].describe()["profile"])
         self.assertEqual(self.control.replay(), [])

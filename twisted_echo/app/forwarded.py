@@ -5,10 +5,10 @@ control channel (L{twisted_echo.app.control}):
 
  - C{/faults} (C{--admin}): L{ForwardedFaultSlot} holds each listener
    key's profile in force. A change is checked once, here (a profile that
-   does not parse, or a C{refuse} swap, is refused before anything is
-   sent), becomes the state every worker started later gets, and is sent
-   to every live worker (command L{FAULTS_COMMAND}, handled in the worker
-   by L{worker_handlers}); it is answered once every worker applied it.
+   does not parse is refused before anything is sent), becomes the state
+   every worker started later gets, and is sent to every live worker
+   (command L{FAULTS_COMMAND}, handled in the worker by
+   L{worker_handlers}); it is answered once every worker applied it.
    A profile without C{seed=} is given one here, so every worker draws
    from the same seed (each numbering its own connections from 1 after
    the change; docs/faults.md "Seeds and replay").
@@ -65,10 +65,6 @@ def with_seed(text: str, seed: int) -> str:
     return f"{text};seed={seed}"
 
 
-def _refuses(profile: FaultProfile | None) -> bool:
-    return profile is not None and profile.listener_fault("refuse") is not None
-
-
 class ForwardedFaultSlot:
     """
     One listener key's profile in a supervisor of workers: the state in
@@ -112,10 +108,8 @@ class ForwardedFaultSlot:
             state is changed all the same: workers started later get it).
         @raise twisted_echo.faults.profile.ProfileError: it does not parse
             (nothing is sent).
-        @raise SwapRefusedError: a change to or from a C{refuse} fault.
         """
         profile = parse_profile(text, datagram=self.datagram)
-        self._check_refuse(profile)
         seed = profile.seed
         if seed is None:
             seed = random.SystemRandom().randrange(1 << 32)
@@ -125,20 +119,9 @@ class ForwardedFaultSlot:
     def clear(self) -> Deferred[dict[str, Any]]:
         """
         No profile on any worker: see L{replace}.
-
-        @raise SwapRefusedError: the profile in force has a C{refuse}.
         """
-        self._check_refuse(None)
         self.profile, self.seed = None, None
         return self._send(None)
-
-    def _check_refuse(self, new: FaultProfile | None) -> None:
-        if _refuses(self.profile) or _refuses(new):
-            raise SwapRefusedError(
-                "refuse is a listener fault, set on the listening port at "
-                "start-up: a profile with refuse cannot be set, replaced or "
-                "cleared at run time (restart with --faults)"
-            )
 
     def _send(self, text: str | None) -> Deferred[dict[str, Any]]:
         described = self.describe()
