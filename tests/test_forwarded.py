@@ -415,6 +415,47 @@ class WorkersTests(TestCase):
         results = self.connect_until_both(server, port, start)
         self.assertEqual({(r[0], r[1]) for r in results}, {(b"x" * 7, "eof")})
 
+    def test_pause_every_worker_and_replacement(self) -> None:
+        """
+        C{/health}'s C{"listeners": "pause"} pauses every worker's
+        listeners (answered once all confirmed): new connections wait in
+        the backlog, also through a worker replaced meanwhile (it starts
+        paused); C{serve} answers them all.
+        """
+        server, url = self.start()
+        port = server.ports["echo"]
+        body = json.dumps({"listeners": "pause"}).encode()
+        status, text = call(url + "/health", "PUT", body)
+        self.assertEqual((status, json.loads(text)["listeners"]), (200, "pause"))
+        for number in (1, 2):
+            server.wait_for(
+                rf"\[worker {number} \S+\] health switched at run time: "
+                r"listeners serve -> pause$"
+            )
+        pid = int(server.wait_for(r"\] worker 2 ready \(pid (\d+)\)$").group(1))
+        start = len(server.output)
+        os.kill(pid, signal.SIGKILL)
+        server.wait_for(r"\] worker 2 ready \(pid \d+\)$", 20.0, start)
+        server.wait_for(
+            r"\[worker 2 \S+\] health switched at run time: "
+            r"listeners serve -> pause$",
+            start=start,
+        )
+        held = []
+        for _ in range(20):
+            sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT)
+            self.addCleanup(sock.close)
+            sock.sendall(b"held")
+            held.append(sock)
+        for sock in held:
+            sock.settimeout(0.2)
+            self.assertRaises(TimeoutError, sock.recv, 10)
+        body = json.dumps({"listeners": "serve"}).encode()
+        self.assertEqual(call(url + "/health", "PUT", body)[0], 200)
+        for sock in held:
+            sock.settimeout(IO_TIMEOUT)
+            self.assertEqual(sock.recv(10), b"held")
+
     def test_records_from_both_workers_once_each(self) -> None:
         """
         C{/records} lists the connections of both workers, each exactly

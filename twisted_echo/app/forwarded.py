@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import random
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -41,12 +41,16 @@ from twisted_echo.app.control import CommandError, Handler, WorkerControl
 from twisted_echo.app.registry import is_datagram_key
 from twisted_echo.faults.profile import FaultProfile, parse_profile
 from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
+from twisted_echo.operations.health import HealthSwitch
 from twisted_echo.records.record import ConnectionRecord
 from twisted_echo.records.ring import RecordRing
 
 #: The command that sets or clears a listener's fault profile:
 #: C{{"listener": KEY, "profile": TEXT or null}} (the text with its seed).
 FAULTS_COMMAND = "faults"
+#: The command that pauses a worker's listeners or has them serve again
+#: (C{/health}'s C{listeners}): C{{"paused": true|false}}.
+PAUSE_COMMAND = "pause"
 #: The event a worker sends each connection record in.
 RECORD_EVENT = "record"
 #: The event a worker sends the count of events it dropped in.
@@ -224,10 +228,13 @@ def add_forwarded_record(ring: RecordRing, document: Any) -> None:
         ring.add(ForwardedRecord(document))
 
 
-def worker_handlers(fault_slots: Mapping[str, FaultSlot]) -> dict[str, Handler]:
+def worker_handlers(
+    fault_slots: Mapping[str, FaultSlot], health: HealthSwitch | None = None
+) -> dict[str, Handler]:
     """
     @param fault_slots: the worker's profiles
         (L{twisted_echo.app.server.SockechoService.fault_slots}).
+    @param health: the worker's switch (its listeners), for L{PAUSE_COMMAND}.
     @return: the worker's command handlers, by command name.
     """
 
@@ -245,4 +252,23 @@ def worker_handlers(fault_slots: Mapping[str, FaultSlot]) -> dict[str, Handler]:
             raise CommandError(str(e)) from None
         return slot.describe()
 
-    return {FAULTS_COMMAND: faults}
+    def pause(args: Mapping[str, Any]) -> Any:
+        if health is None:
+            raise CommandError("no listeners to pause here")
+        return health.change({"listeners": "pause" if args.get("paused") else "serve"})
+
+    return {FAULTS_COMMAND: faults, PAUSE_COMMAND: pause}
+
+
+def pause_workers(control: WorkerControl) -> Callable[[bool], Deferred[Any]]:
+    """
+    @return: the supervisor's C{pause} for its
+        L{twisted_echo.operations.health.HealthSwitch}: every worker's
+        listeners paused (C{True}) or serving again, also the state workers
+        started later take.
+    """
+
+    def pause(paused: bool) -> Deferred[Any]:
+        return control.broadcast(PAUSE_COMMAND, {"paused": paused}, keep=PAUSE_COMMAND)
+
+    return pause

@@ -299,6 +299,7 @@ def add_supervisor_metrics(
     C{--admin}, C{/faults} forwarded to every worker (L{forward_to_workers}).
     Its connections count towards the supervisor's open files.
     """
+    from twisted_echo.app.forwarded import pause_workers
     from twisted_echo.operations.adminpage import FaultsPage
     from twisted_echo.operations.health import HealthSwitch
     from twisted_echo.operations.metrics import MetricsService
@@ -315,8 +316,8 @@ def add_supervisor_metrics(
         records=supervisor.records,
         admin=FaultsPage(supervisor.fault_slots) if config["admin"] else None,
         # The supervisor serves /readyz and /healthz, so their switch works
-        # here; pausing needs each worker's listeners (501 for now).
-        health=HealthSwitch(None),
+        # here; pausing is sent to every worker (twisted_echo.app.forwarded).
+        health=HealthSwitch(pause_workers(supervisor.control)),
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)

@@ -161,8 +161,7 @@ def main() -> None:
     )
     from twisted_echo.app.forwarded import RECORD_EVENT, worker_handlers
 
-    handlers = worker_handlers(service.fault_slots)
-    apply_state(handlers, orders.get(STATE_ORDER, []))
+    handlers = worker_handlers(service.fault_slots, service.health)
     channel = WorkerChannel(handlers, reactor)
     if orders.get(CONTROL_FD_ORDER) is not None:
         # mypy sees the Windows StandardIO, which has no stdin/stdout.
@@ -178,6 +177,9 @@ def main() -> None:
     listen.ListenerService.warn_if_exposed = False
     service.privilegedStartService()
     service.startService()  # type: ignore[no-untyped-call]
+    # The state in force (profiles, pause) before the reactor runs, so
+    # before the first connection or datagram is taken.
+    apply_state(handlers, orders.get(STATE_ORDER, []))
     _log.debug("ready", **{READY_FIELD: True})
     reporter = LoopingCall(report, service)
     reporter.clock = reactor

@@ -226,7 +226,7 @@ def _answer_later(request: Request, key: str, done: Deferred[Any]) -> int:
     def failed(failure: Failure) -> bytes:
         if failure.check(ChangeNotConfirmedError):
             return _text(request, 504, f"{key}: {failure.getErrorMessage()}\n")
-        _log.failure("changing the faults of {key}", failure, key=key)
+        _log.failure("changing {key} on the workers", failure, key=key)
         return _text(request, 500, f"{key}: internal error (logged)\n")
 
     def send(body: bytes) -> None:
@@ -252,7 +252,7 @@ class HealthAdminPage(Resource):
         Resource.__init__(self)
         self.switch = switch
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         method = request.method
         if method not in (b"GET", b"HEAD", b"PUT", b"DELETE"):
             request.setHeader(b"allow", b"GET, PUT, DELETE")
@@ -269,4 +269,10 @@ class HealthAdminPage(Resource):
             return _text(request, 400, f"bad /health change: {e}\n")
         except UnsupportedChangeError as e:
             return _text(request, 501, f"{e}\n")
+        waiting, self.switch.confirming = self.switch.confirming, None
+        if isinstance(waiting, Deferred):
+            # With --workers: once every worker paused or resumed.
+            state = self.switch.describe()
+            waiting.addCallback(lambda _: state)
+            return _answer_later(request, "health", waiting)
         return _json(request, self.switch.describe())
