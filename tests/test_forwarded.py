@@ -415,6 +415,34 @@ class WorkersTests(TestCase):
         results = self.connect_until_both(server, port, start)
         self.assertEqual({(r[0], r[1]) for r in results}, {(b"x" * 7, "eof")})
 
+    def test_refuse_on_every_worker(self) -> None:
+        """
+        A C{refuse} window set at run time starts on every worker's
+        listening port (connects wait in the backlog); DELETE ends it and
+        they are answered.
+        """
+        server, url = self.start()
+        status, text = call(url + "/faults/echo", "PUT", b"refuse=60s")
+        self.assertEqual((status, json.loads(text)["workers"]), (200, [1, 2]), text)
+        for number in (1, 2):
+            server.wait_for(
+                rf"\[worker {number} \S+\] echo listener tcp:\S+: fault refuse: "
+                r"not accepting for 60 s$"
+            )
+        held = []
+        for _ in range(20):
+            sock = socket.create_connection((HOST, server.ports["echo"]), IO_TIMEOUT)
+            self.addCleanup(sock.close)
+            sock.sendall(b"held")
+            held.append(sock)
+        for sock in held:
+            sock.settimeout(0.2)
+            self.assertRaises(TimeoutError, sock.recv, 10)
+        self.assertEqual(call(url + "/faults/echo", "DELETE")[0], 200)
+        for sock in held:
+            sock.settimeout(IO_TIMEOUT)
+            self.assertEqual(sock.recv(10), b"held")
+
     def test_pause_every_worker_and_replacement(self) -> None:
         """
         C{/health}'s C{"listeners": "pause"} pauses every worker's
