@@ -22,7 +22,8 @@ refused or did not answer within L{CONFIRM_TIMEOUT} seconds. A command sent
 with C{keep=KEY} is also the state under C{KEY}: the last such command of
 each key is given to every worker started later (a crash's replacement, a
 SIGHUP reload) in its orders (L{WorkerControl.replay}), and the worker
-applies it before it listens, so a replacement starts as its peers serve.
+applies it before it takes any connection (once its listeners are up,
+before its reactor runs), so a replacement starts as its peers serve.
 
 L{WorkerChannel} is the worker's end: it runs each command's handler (a
 callable of the command's C{args} returning a JSON value, or raising
@@ -247,8 +248,8 @@ class WorkerControl:
 
     def replay(self) -> list[Message]:
         """
-        @return: the commands a worker started now applies before it
-            listens: the last one sent under each C{keep} key, in the order
+        @return: the commands a worker started now applies before it takes
+            any connection: the last one sent under each C{keep} key, in the order
             their keys were last set.
         """
         return list(self._state.values())
@@ -377,7 +378,7 @@ def run_command(handlers: Mapping[str, Handler], message: Message) -> Message:
 def apply_state(handlers: Mapping[str, Handler], commands: Iterable[Message]) -> None:
     """
     Apply the commands a worker's orders replay (L{WorkerControl.replay}),
-    before it listens; one that fails is logged and the rest applied.
+    before it takes any connection; one that fails is logged and the rest applied.
     """
     for message in commands:
         answer = run_command(handlers, message)

@@ -24,7 +24,7 @@ C{args} returning what to answer, or raising
 L{twisted_echo.app.control.CommandError}), and on the supervisor's side
 C{supervisor.control.broadcast(NAME, args, keep=KEY)}, which fires once
 every live worker confirmed; C{keep} makes it the state workers started
-later apply before they listen.
+later apply before they take any connection.
 """
 
 from __future__ import annotations

@@ -25,8 +25,9 @@ C{faults}), answers and events on C{control_fd}; each connection record
 goes to the supervisor as an event (the supervisor keeps and logs them, so
 this worker keeps only the last one; it makes none when the supervisor
 keeps none: without C{--metrics} and a JSON log); the commands in its orders'
-C{state} (the profiles changed at run time before it started) are applied
-before it listens.
+C{state} (the profiles changed at run time before it started, a pause)
+are applied once its listeners are up, before its reactor runs: before
+it takes any connection or datagram.
 
 SIGHUP is ignored: a terminal's hang-up reaches the whole process group,
 and the supervisor, which gets it too, replaces the workers itself. SIGUSR1
