@@ -12,6 +12,11 @@ latency. Prints the median, 90th percentile and maximum over the rounds.
 
     python benchmarks/records_latency.py               # 200 rounds, ~30 s
     python benchmarks/records_latency.py --rounds 50
+    python benchmarks/records_latency.py --workers 2   # the supervisor's ring
+
+With `--workers N` the record travels from the worker that served the
+connection to the supervisor over the control channel
+(twisted_echo/app/control.py) before the supervisor's `/records` answers.
 
 Everything stays on 127.0.0.1 and is bounded (rounds, and 10 s per wait).
 """
@@ -32,9 +37,13 @@ from twisted_echo.testing.spawn import start_sockecho
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=200)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     latencies: list[float] = []
-    with start_sockecho("--log-level", "warn") as server:
+    options = ["--log-level", "warn"]
+    if args.workers > 1:
+        options += ["--workers", str(args.workers)]
+    with start_sockecho(*options) as server:
         host, port = server.address("metrics")
         http_connection = http.client.HTTPConnection(host, port, timeout=15)
         last = server.records_view._get(limit=0)["last_id"]
@@ -67,7 +76,8 @@ def main() -> None:
     latencies.sort()
     ms = [x * 1000 for x in latencies]
     print(
-        f"{len(ms)} rounds: long-poll answer after the close: "
+        f"{len(ms)} rounds, --workers {args.workers}: long-poll answer after "
+        "the close: "
         f"median {statistics.median(ms):.2f} ms, "
         f"p90 {ms[int(len(ms) * 0.9) - 1]:.2f} ms, max {ms[-1]:.2f} ms"
     )

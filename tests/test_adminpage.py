@@ -210,14 +210,3 @@ class TwistdTests(TestCase):
             ),
             result.stdout,
         )
-
-    def test_workers_501(self) -> None:
-        """
-        With C{--workers}, C{/faults} answers 501 with the reason.
-        """
-        _, url = self.start("--workers", "2")
-        status, text = call(url)
-        self.assertEqual(status, 501)
-        self.assertIn("cannot be changed at run time with --workers", text)
-        status, _ = call(url + "/echo", "PUT", b"delay=1s")
-        self.assertEqual(status, 501)

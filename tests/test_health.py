@@ -379,14 +379,15 @@ class TwistdTests(TestCase):
     def test_workers(self) -> None:
         """
         With C{--workers} the supervisor serves the probes: their switch
-        works; pausing is a 501 with the reason, and changes nothing.
+        works; pausing reaches every worker (tests.test_forwarded pauses
+        and resumes them).
         """
         url = self.start("--workers", "2")
         self.assertTrue(wait_until(lambda: call(url + "/readyz")[0] == 200))
-        status, text = put(url, readyz="fail", listeners="pause")
-        self.assertEqual(status, 501)
-        self.assertIn('"listeners": "pause" cannot be set with --workers', text)
+        status, text = put(url, listeners="pause")
+        self.assertEqual((status, json.loads(text)["listeners"]), (200, "pause"))
         self.assertEqual(call(url + "/readyz")[0], 200)
+        self.assertEqual(put(url, listeners="serve")[0], 200)
         self.assertEqual(put(url, readyz="fail")[0], 200)
         self.assertEqual(call(url + "/readyz"), (503, "failed by the admin API\n"))
         self.assertEqual(tcp_exchange(self.server.ports["echo"], b"hi"), b"hi")

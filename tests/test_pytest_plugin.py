@@ -205,7 +205,7 @@ class PluginTests(unittest.TestCase):
     def test_session_records_reset(self) -> None:
         """
         A session server's records are reset before each test (each sees
-        its own connection only); one without records (C{--workers 2}:
+        its own connection only); one without records (C{--records 0}:
         its C{/records} answers 501) does not fail the tests that do not
         ask for them, and tells the one that does why.
         """
@@ -216,7 +216,7 @@ class PluginTests(unittest.TestCase):
 
             @pytest.fixture(scope="session")
             def workers(sockecho_session_factory):
-                return sockecho_session_factory(workers=2)
+                return sockecho_session_factory(records=0)
             """
         )
         pytester.makepyfile(

@@ -102,12 +102,11 @@ class RecordsPageTests(TestCase):
 
     def test_no_ring(self) -> None:
         """
-        Without records (C{--records 0}, a supervisor of workers): 501,
-        saying why.
+        Without records (C{--records 0}): 501, saying why.
         """
         request, body = get(RecordsPage(None))
         self.assertEqual(request.responseCode, 501)
-        self.assertIn(b"--workers", body)
+        self.assertIn(b"--records 0", body)
 
     def test_long_poll(self) -> None:
         """

@@ -29,6 +29,7 @@ from twisted_echo.app.runner import (
     add_ports_file,
     add_signal_handlers,
     add_supervisor_metrics,
+    forward_to_workers,
     notify_systemd,
     open_files_wanted,
     raise_open_files_limit,
@@ -115,6 +116,7 @@ def makeService(config: Options) -> TwistdService:
     add_signal_handlers(top, server, reactor)
     if supervisor is not None:
         supervisor.on_give_up = top.give_up
+        forward_to_workers(supervisor, config, reactor)
         if config["metrics"] is not None:
             # The supervisor serves no service connection: its open files
             # are the listeners, the workers' pipes and the metrics

@@ -260,6 +260,33 @@ def add_ports_file(top: MultiService, server: IServer, path: str) -> None:
     top.addService(ports_file)
 
 
+def forward_to_workers(
+    supervisor: Supervisor, config: tap.Options, reactor: Any
+) -> None:
+    """
+    Give C{supervisor} what it serves for its workers
+    (L{twisted_echo.app.forwarded}): the ring their connection records are
+    numbered and kept in (C{--records}; each logged as one event with
+    C{--log-format json}; none without C{--metrics} or that log, and then
+    the workers make none), and each listener key's fault profile, which
+    C{--admin}'s C{/faults} changes on every worker.
+    """
+    from twisted_echo.app.forwarded import forwarded_fault_slots
+    from twisted_echo.log.buffer import LEVELS, levels_from
+
+    log_info = LEVELS["info"] in levels_from(config["log-level"])
+    logged = log_info and config["log-format"] == "json"
+    if config["metrics"] is not None or logged:
+        # Only where something reads them (/records, the JSON log): the
+        # workers make and send no record otherwise.
+        supervisor.keep_records(tap.connection_records(config, reactor, log_info))
+    supervisor.fault_slots = forwarded_fault_slots(
+        [key for key, _, _ in tap.listener_keys(config)],
+        config["faults"],
+        supervisor.control,
+    )
+
+
 def add_supervisor_metrics(
     top: MultiService, supervisor: Supervisor, config: tap.Options, reactor: Any
 ) -> None:
@@ -268,9 +295,11 @@ def add_supervisor_metrics(
     over every worker, read from the tables they count into
     (L{twisted_echo.operations.sharedcounters}; what they measure, such as held bytes,
     as each last reported it, at most a second old), C{/readyz} 503 from the
-    moment the drain starts. Its connections count towards the
-    supervisor's open files.
+    moment the drain starts; C{/records} from the supervisor's ring and, with
+    C{--admin}, C{/faults} forwarded to every worker (L{forward_to_workers}).
+    Its connections count towards the supervisor's open files.
     """
+    from twisted_echo.app.forwarded import pause_workers
     from twisted_echo.operations.adminpage import FaultsPage
     from twisted_echo.operations.health import HealthSwitch
     from twisted_echo.operations.metrics import MetricsService
@@ -284,10 +313,11 @@ def add_supervisor_metrics(
         max_connections=config["metrics-max-connections"],
         request_timeout=config["metrics-request-timeout"],
         datagram_services=datagram_only(),
-        admin=FaultsPage(None) if config["admin"] else None,
+        records=supervisor.records,
+        admin=FaultsPage(supervisor.fault_slots) if config["admin"] else None,
         # The supervisor serves /readyz and /healthz, so their switch works
-        # here; pausing needs each worker's listeners (501 for now).
-        health=HealthSwitch(None),
+        # here; pausing is sent to every worker (twisted_echo.app.forwarded).
+        health=HealthSwitch(pause_workers(supervisor.control)),
     )
     supervisor.drain_started.append(metrics.drain_started)
     supervisor.drain_ended.append(metrics.drain_ended)

@@ -43,6 +43,12 @@ The supervisor:
  - serves C{--metrics} (with L{twisted_echo.app.runner}) from every worker's
    table and last report; a dead worker's gauges drop out at once and its
    counters are kept (C{Supervisor.retired}), to its last count;
+ - talks to each worker over a control channel (L{twisted_echo.app.control}:
+   commands on the worker's standard input, answers and connection records
+   back on one more pipe): C{--admin}'s C{/faults} changes every worker's
+   profiles, and C{/records} serves one ring fed by every worker's records
+   (L{twisted_echo.app.forwarded}); a worker started later gets the state
+   in force (the profiles changed at run time) in its orders;
  - on SIGTERM/SIGINT, after C{--drain-delay} (its C{/readyz} at 503 at
    once while the workers serve on; L{twisted_echo.app.draindelay}), sends
    SIGTERM to every worker (each drains as a single process does), waits
@@ -74,7 +80,20 @@ from twisted.logger import Logger, eventFromJSON, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from twisted_echo.app.control import (
+    CONTROL_FD_ORDER,
+    RECORDS_ORDER,
+    STATE_ORDER,
+    JsonLines,
+    WorkerControl,
+)
 from twisted_echo.app.draindelay import DEFAULT_DRAIN_DELAY, DrainDelay
+from twisted_echo.app.forwarded import (
+    RECORD_EVENT,
+    SKIPPED_EVENT,
+    ForwardedFaultSlot,
+    add_forwarded_record,
+)
 from twisted_echo.app.inherit import (
     REUSEPORT_KINDS,
     open_datagram_sockets,
@@ -98,6 +117,7 @@ from twisted_echo.listening.listen import (
 from twisted_echo.operations.sharedcounters import CounterTable, combine, without_gauges
 from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import cancel_call
+from twisted_echo.records.ring import RecordRing
 
 _log = Logger()
 
@@ -186,12 +206,22 @@ class Listener:
 class WorkerProtocol(ProcessProtocol):
     """
     Talks to one worker process: its JSON log events on standard output,
-    anything else it prints on standard error.
+    anything else it prints on standard error, its control channel
+    (L{twisted_echo.app.control}: commands to its standard input, answers
+    and events from C{control_fd}).
     """
 
-    def __init__(self, supervisor: Supervisor, number: int) -> None:
+    def __init__(
+        self, supervisor: Supervisor, number: int, control_fd: int | None = None
+    ) -> None:
         self.supervisor = supervisor
         self.number = number
+        #: The descriptor its answers and events arrive on.
+        self.control_fd = control_fd
+        self._control = JsonLines(
+            lambda message: supervisor.control.received(self, message),
+            self._bad_control_line,
+        )
         self.counters: dict[str, ServiceCounters] = {}
         #: When it was started and when it reported ready (reactor seconds).
         self.started_at = supervisor.reactor.seconds()
@@ -211,7 +241,23 @@ class WorkerProtocol(ProcessProtocol):
             return self.counters
         return combine(self.table.snapshot(), self.counters)
 
+    def send_control(self, data: bytes) -> None:
+        """
+        Write C{data} (commands) to the worker's standard input.
+        """
+        self.transport.writeToChild(0, data)  # type: ignore[union-attr]
+
+    def _bad_control_line(self, reason: str) -> None:
+        _log.error(
+            "worker {number}: control channel: {reason}",
+            number=self.number,
+            reason=reason,
+        )
+
     def childDataReceived(self, childFD: int, data: bytes) -> None:  # noqa: N803
+        if childFD == self.control_fd:
+            self._control.feed(data)
+            return
         lines = (self._pending.get(childFD, b"") + data).split(b"\n")
         self._pending[childFD] = lines.pop()
         for line in lines:
@@ -318,6 +364,29 @@ class Supervisor(Service):
         #: systemd readiness).
         self.drain_started: list[Callable[[], object]] = []
         self.drain_ended: list[Callable[[], object]] = []
+        #: The control channels (L{twisted_echo.app.control}): commands go
+        #: to every worker alive and not draining.
+        self.control = WorkerControl(reactor)
+        self.control.targets = lambda: [*self.workers.values(), *self.incoming.values()]
+        self.control.events[SKIPPED_EVENT] = _log_skipped
+        #: The workers' connection records (C{--records}), numbered here;
+        #: L{None} with C{--records 0} or when nothing reads them (then the
+        #: workers make none). Set with L{keep_records}.
+        self.records: RecordRing | None = None
+        #: Each listener key's profile, changed on every worker (C{--admin}).
+        self.fault_slots: dict[str, ForwardedFaultSlot] = {}
+
+    def keep_records(self, ring: RecordRing | None) -> None:
+        """
+        Keep the records the workers send in C{ring} (L{None}: none kept).
+        """
+        self.records = ring
+        if ring is None:
+            self.control.events.pop(RECORD_EVENT, None)
+        else:
+            self.control.events[RECORD_EVENT] = lambda worker, document: (
+                add_forwarded_record(ring, document)
+            )
 
     # Start-up
 
@@ -435,12 +504,19 @@ class Supervisor(Service):
         table, table_fd = CounterTable.create()
         orders["counters_fd"] = table_fd
         child_fds[table_fd] = table_fd
+        # The worker's answers and events: a pipe on a descriptor the
+        # inherited ones leave free.
+        control_fd = max(child_fds) + 1
+        child_fds[control_fd] = "r"
+        orders[CONTROL_FD_ORDER] = control_fd
+        orders[STATE_ORDER] = self.control.replay()
+        orders[RECORDS_ORDER] = self.records is not None
         env = dict(os.environ)
         env[WORKER_ENV] = json.dumps(orders)
         env.pop("LISTEN_FDS", None)
         env.pop("LISTEN_PID", None)
         env.pop("NOTIFY_SOCKET", None)
-        protocol = WorkerProtocol(self, number)
+        protocol = WorkerProtocol(self, number, control_fd)
         protocol.table = table
         if incoming:
             self.incoming[number] = protocol
@@ -457,7 +533,6 @@ class Supervisor(Service):
         finally:
             os.close(table_fd)
         protocol.pid = protocol.transport.pid  # type: ignore[union-attr]
-        protocol.transport.closeStdin()  # type: ignore[union-attr]
         _log.info(
             "worker {number} started (pid {pid})", number=number, pid=protocol.pid
         )
@@ -511,6 +586,7 @@ class Supervisor(Service):
         old worker drained by a reload or a reload's replacement, say so.
         """
         number = protocol.number
+        self.control.worker_gone(protocol)
         # Everything it counted, to its last increment; its connections and
         # the bytes they held are gone.
         final = protocol.figures()
@@ -775,6 +851,15 @@ class Supervisor(Service):
                             pass
                 sock.close()
         self.listeners = []
+
+
+def _log_skipped(worker: Any, count: Any) -> None:
+    _log.warn(
+        "worker {number}: {count} connection record(s) dropped on their way "
+        "here (this supervisor read them too slowly)",
+        number=worker.number,
+        count=count,
+    )
 
 
 def _signal(protocol: WorkerProtocol, signum: int) -> None:

@@ -19,6 +19,16 @@ its listeners are up it logs a ready event
 (L{twisted_echo.app.supervisor.READY_FIELD}), from which on the supervisor counts
 its death as a crash, not a start-up failure.
 
+Its control channel (L{twisted_echo.app.control}): the supervisor's
+commands on standard input (L{twisted_echo.app.forwarded.worker_handlers}:
+C{faults}), answers and events on C{control_fd}; each connection record
+goes to the supervisor as an event (the supervisor keeps and logs them, so
+this worker keeps only the last one; it makes none when the supervisor
+keeps none: without C{--metrics} and a JSON log); the commands in its orders'
+C{state} (the profiles changed at run time before it started, a pause)
+are applied once its listeners are up, before its reactor runs: before
+it takes any connection or datagram.
+
 SIGHUP is ignored: a terminal's hang-up reaches the whole process group,
 and the supervisor, which gets it too, replaces the workers itself. SIGUSR1
 logs this worker's status (L{twisted_echo.app.signals.log_status}).
@@ -118,6 +128,9 @@ def main() -> None:
     config = tap.Options()
     config.parseOptions(orders["args"])  # type: ignore[no-untyped-call]
     config["metrics"] = None  # the supervisor serves the metrics
+    # The supervisor keeps the records (and logs them): this worker's ring
+    # only hands each one over; none at all when the supervisor keeps none.
+    config["records"] = min(config["records"], 1) if orders.get("records") else 0
     # The supervisor waits out --drain-delay before it sends SIGTERM; a
     # terminal's SIGINT, which reaches this worker too, is left to it.
     supervisor_delays = config["drain-delay"] > 0
@@ -139,11 +152,35 @@ def main() -> None:
             CounterTable.open(orders["counters_fd"]), unshared=datagram_only()
         )
     service = tap.makeService(config, reactor, inherited, new_counters)
+    from twisted.internet.stdio import StandardIO
+
+    from twisted_echo.app.control import (
+        CONTROL_FD_ORDER,
+        STATE_ORDER,
+        WorkerChannel,
+        apply_state,
+    )
+    from twisted_echo.app.forwarded import RECORD_EVENT, worker_handlers
+
+    handlers = worker_handlers(service.fault_slots, service.health)
+    channel = WorkerChannel(handlers, reactor)
+    if orders.get(CONTROL_FD_ORDER) is not None:
+        # mypy sees the Windows StandardIO, which has no stdin/stdout.
+        StandardIO(  # type: ignore[call-arg,unused-ignore]
+            channel, stdin=0, stdout=orders[CONTROL_FD_ORDER], reactor=reactor
+        )
+        if service.records is not None:
+            service.records.observers[:] = [
+                lambda record: channel.send_event(RECORD_EVENT, record.as_dict())
+            ]
     # Listen on the inherited sockets, without the exposure warning: the
     # supervisor gave it once for each listener.
     listen.ListenerService.warn_if_exposed = False
     service.privilegedStartService()
     service.startService()  # type: ignore[no-untyped-call]
+    # The state in force (profiles, pause) before the reactor runs, so
+    # before the first connection or datagram is taken.
+    apply_state(handlers, orders.get(STATE_ORDER, []))
     _log.debug("ready", **{READY_FIELD: True})
     reporter = LoopingCall(report, service)
     reporter.clock = reactor

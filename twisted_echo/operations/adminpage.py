@@ -19,8 +19,14 @@ Errors, one line of text: 400 the profile does not parse (the reason from
 L{twisted_echo.faults.profile.ProfileError}; the profile in force is
 unchanged), 404 no such listener, 405 another method, 409 a change the
 server cannot make at run time (none in C{twistd}: a C{refuse} fault is
-taken from the change on), 501 with C{--workers}
-(each worker has its own profiles; this slice does not forward to them).
+taken from the change on).
+
+With C{--workers}, the supervisor serves it: its slots
+(L{twisted_echo.app.forwarded.ForwardedFaultSlot}) check a change once,
+then send it to every worker; C{replace} and C{clear} return a L{Deferred}
+that fires with the answer once every live worker applied it (the answer
+adds C{"workers": [1, 2]}), or fails: then 504 with one line naming the
+workers that did not confirm (or refused) in time.
 
 C{/health}: readiness, health and the listeners switched at run time
 (L{twisted_echo.operations.health}, docs/faults.md "A backend that fails
@@ -45,13 +51,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from twisted_echo.faults.profile import ProfileError
-from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
+from twisted_echo.faults.runtime import SwapRefusedError
 from twisted_echo.operations.health import (
     HealthSwitch,
     UnsupportedChangeError,
@@ -61,11 +70,33 @@ from twisted_echo.operations.health import (
 #: The longest profile text taken, in bytes (a profile is a few dozen).
 MAX_PROFILE = 4096
 
-WORKERS_REASON = (
-    "fault profiles cannot be changed at run time with --workers: each "
-    "worker holds its own (restart with --faults, or run without --workers)\n"
-)
+_log = Logger()
 
+
+#: The answer where no profile can change here.
+NO_FAULTS_REASON = "no fault profiles can be changed here\n"
+
+
+class ChangeNotConfirmedError(Exception):
+    """
+    What a slot's L{Deferred} fails with when a change did not reach every
+    worker in time (answered 504); the message names them.
+    """
+
+
+class ProfileSlot(Protocol):
+    """
+    What C{/faults} changes: a L{twisted_echo.faults.runtime.FaultSlot}
+    (one process), or a supervisor's slot whose changes reach its workers
+    later (their C{replace} and C{clear} return a L{Deferred} of the
+    answer).
+    """
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def replace(self, text: str) -> object: ...
+
+    def clear(self) -> object: ...
 
 def _text(request: Request, code: int, text: str) -> bytes:
     request.setResponseCode(code)
@@ -112,11 +143,12 @@ class FaultsPage(Resource):
     C{/faults} (see the module's description).
     """
 
-    def __init__(self, slots: Mapping[str, FaultSlot] | None) -> None:
+    def __init__(self, slots: Mapping[str, ProfileSlot] | None) -> None:
         """
-        @param slots: each listener key's L{FaultSlot}, in the order
-            C{GET /faults} lists them; L{None} with C{--workers} (every
-            request is answered 501).
+        @param slots: each listener key's
+            L{twisted_echo.faults.runtime.FaultSlot} (or a supervisor's
+            L{ProfileSlot}), in the order C{GET /faults} lists them;
+            L{None}: every request is answered 501.
         """
         Resource.__init__(self)
         self.slots = slots
@@ -128,7 +160,7 @@ class FaultsPage(Resource):
 
     def render_GET(self, request: Request) -> bytes:
         if self.slots is None:
-            return _text(request, 501, WORKERS_REASON)
+            return _text(request, 501, NO_FAULTS_REASON)
         return _json(
             request, {"listeners": [slot.describe() for slot in self.slots.values()]}
         )
@@ -141,18 +173,18 @@ class ListenerFaultsPage(Resource):
 
     isLeaf = True
 
-    def __init__(self, slots: Mapping[str, FaultSlot] | None, key: str) -> None:
+    def __init__(self, slots: Mapping[str, ProfileSlot] | None, key: str) -> None:
         Resource.__init__(self)
         self.slots = slots
         self.key = key
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         method = request.method
         if method not in (b"GET", b"HEAD", b"PUT", b"DELETE"):
             request.setHeader(b"allow", b"GET, PUT, DELETE")
             return _text(request, 405, "GET, PUT or DELETE\n")
         if self.slots is None:
-            return _text(request, 501, WORKERS_REASON)
+            return _text(request, 501, NO_FAULTS_REASON)
         if request.postpath:
             return _text(request, 404, "no such resource\n")
         slot = self.slots.get(self.key)
@@ -163,17 +195,47 @@ class ListenerFaultsPage(Resource):
                 f"no listener {self.key!r} takes a profile here; "
                 f"listeners: {', '.join(self.slots) or 'none'}\n",
             )
+        done: object = None
         try:
             if method == b"PUT":
                 assert request.content is not None
-                slot.replace(profile_from_body(request.content.read()))
+                done = slot.replace(profile_from_body(request.content.read()))
             elif method == b"DELETE":
-                slot.clear()
+                done = slot.clear()
         except (ProfileError, ValueError) as e:
             return _text(request, 400, f"bad profile for {self.key}: {e}\n")
         except SwapRefusedError as e:
             return _text(request, 409, f"{self.key}: {e}\n")
+        if isinstance(done, Deferred):
+            return _answer_later(request, self.key, done)
         return _json(request, slot.describe())
+
+
+def _answer_later(request: Request, key: str, done: Deferred[Any]) -> int:
+    """
+    Answer C{request} once C{done} fires: 200 with its document, or 504
+    with the one line of its L{ChangeNotConfirmedError} (any other failure
+    is logged, and answered 500).
+    """
+    gone: list[bool] = []
+    request.notifyFinish().addErrback(lambda _: gone.append(True))
+
+    def answer(document: Any) -> bytes:
+        return _json(request, document)
+
+    def failed(failure: Failure) -> bytes:
+        if failure.check(ChangeNotConfirmedError):
+            return _text(request, 504, f"{key}: {failure.getErrorMessage()}\n")
+        _log.failure("changing {key} on the workers", failure, key=key)
+        return _text(request, 500, f"{key}: internal error (logged)\n")
+
+    def send(body: bytes) -> None:
+        if not gone:
+            request.write(body)
+            request.finish()
+
+    done.addCallbacks(answer, failed).addCallback(send)
+    return NOT_DONE_YET
 
 
 class HealthAdminPage(Resource):
@@ -190,7 +252,7 @@ class HealthAdminPage(Resource):
         Resource.__init__(self)
         self.switch = switch
 
-    def render(self, request: Request) -> bytes:
+    def render(self, request: Request) -> bytes | int:
         method = request.method
         if method not in (b"GET", b"HEAD", b"PUT", b"DELETE"):
             request.setHeader(b"allow", b"GET, PUT, DELETE")
@@ -207,4 +269,10 @@ class HealthAdminPage(Resource):
             return _text(request, 400, f"bad /health change: {e}\n")
         except UnsupportedChangeError as e:
             return _text(request, 501, f"{e}\n")
+        waiting, self.switch.confirming = self.switch.confirming, None
+        if isinstance(waiting, Deferred):
+            # With --workers: once every worker paused or resumed.
+            state = self.switch.describe()
+            waiting.addCallback(lambda _: state)
+            return _answer_later(request, "health", waiting)
         return _json(request, self.switch.describe())

@@ -20,8 +20,9 @@ The state, as the admin API reads and writes it (JSON)::
    new connections wait in the backlog; UDP: datagrams wait in the
    socket's buffer) until C{serve} again; open connections carry on
    (L{twisted_echo.listening.pause}). With C{--workers} the listening
-   sockets are the workers', so C{pause} is refused
-   (L{UnsupportedChangeError}, answered 501).
+   sockets are the workers': the supervisor sends the change to every
+   worker (L{twisted_echo.app.forwarded.pause_workers}), and C{/health}
+   answers once every one confirmed (a 504 naming those that did not).
 
 Each change is logged on one line and exported as gauges
 (L{HealthCollector}).
@@ -71,8 +72,8 @@ WORKERS_PAUSE = (
 
 class UnsupportedChangeError(Exception):
     """
-    A change this server cannot make (C{pause} with C{--workers}); the
-    message says why. Nothing was changed.
+    A change this server cannot make (C{pause} where nothing can pause
+    the listeners); the message says why. Nothing was changed.
     """
 
 
@@ -134,11 +135,16 @@ class HealthSwitch:
         @param pause: called with C{True} to stop the listeners accepting,
             C{False} to start again
             (L{twisted_echo.listening.pause.pause_listeners} on the
-            server); L{None} where this process cannot (the supervisor of
-            C{--workers}).
+            server, L{twisted_echo.app.forwarded.pause_workers} on a
+            supervisor of workers); L{None} where this process cannot
+            (C{pause} is then refused: L{UnsupportedChangeError}).
         """
         self.pause = pause
         self.state: dict[str, str] = dict(DEFAULTS)
+        #: What the last C{pause} call returned, until taken: with
+        #: C{--workers}, a L{twisted.internet.defer.Deferred} of the
+        #: workers' confirmations (C{/health} answers once it fires).
+        self.confirming: object = None
 
     def failing(self, probe: str) -> bool:
         """
@@ -173,7 +179,7 @@ class HealthSwitch:
         moved = [f for f in VALUES if before[f] != self.state[f]]
         if "listeners" in moved:
             assert self.pause is not None
-            self.pause(self.state["listeners"] == "pause")
+            self.confirming = self.pause(self.state["listeners"] == "pause")
         if moved:
             _log.info(
                 "health switched at run time: {changes}",

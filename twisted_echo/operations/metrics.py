@@ -599,7 +599,7 @@ class MetricsService(ListenerService):
         @param request_timeout: C{--metrics-request-timeout}, seconds.
         @param datagram_services: the services that take no connection.
         @param records: the connection records C{/records} serves (L{None}
-            with C{--workers}: it answers 501).
+            with C{--records 0}: it answers 501).
         @param admin: with C{--admin}, what C{/faults} serves (L{None}:
             no admin routes).
         @param health: the run-time switch of C{/readyz}, C{/healthz}

@@ -22,8 +22,9 @@ M, "records": [...]}}: C{last_id} the number of the last record made,
 whether it matched or not (a test remembers it to see only what comes
 next), each record as C{twisted_echo/records/schema.json} says. A bad
 parameter is answered 400 with one line saying which. With C{--workers}
-the supervisor's listener answers 501: each worker keeps its own records
-and this slice does not merge them.
+the supervisor serves its own ring, fed by every worker's records and
+numbered there (L{twisted_echo.app.forwarded}): the same answers, ids
+unique across the workers.
 
 The bounds of the listener apply (L{twisted_echo.operations.httpbounds}):
 a waiting request holds its connection (at most
@@ -87,8 +88,8 @@ class RecordsPage(Resource):
 
     def __init__(self, ring: RecordRing | None) -> None:
         """
-        @param ring: the server's records, or L{None} where none are kept
-            here (C{--records 0}, or a supervisor of workers).
+        @param ring: the server's records (a supervisor's: its workers'),
+            or L{None} where none are kept (C{--records 0}).
         """
         Resource.__init__(self)
         self.ring = ring
@@ -99,8 +100,7 @@ class RecordsPage(Resource):
             return _text(
                 request,
                 501,
-                "no connection records here: --records 0, or --workers "
-                "(each worker keeps its own)\n",
+                "no connection records here: --records 0\n",
             )
         try:
             since = _number(request, "since", int, float("inf"))

@@ -108,7 +108,8 @@ class AdminClient:
 
         @raise ValueError: the profile does not parse (the server's reason).
         @raise LookupError: no such listener, or no admin API.
-        @raise RuntimeError: the server refused the change (409, 501).
+        @raise RuntimeError: the server refused the change (409), or a
+            worker of C{--workers} did not confirm it (504).
         """
         if profile is None:
             self._request(listener, "DELETE")

@@ -84,7 +84,7 @@ class ServerPool:
                 try:
                     server.reset_records()
                 except AssertionError:
-                    # No records there (--workers, --records 0): the test
+                    # No records there (--records 0): the test
                     # that asks for them is told why; the others run.
                     pass
 

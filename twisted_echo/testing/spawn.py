@@ -290,8 +290,8 @@ class SockechoProcess(Addresses):
 
         @raise ValueError: a bad value (the server's reason), or none given.
         @raise LookupError: no admin API.
-        @raise RuntimeError: a change the server cannot make (C{pause}
-            with C{--workers}: 501).
+        @raise RuntimeError: a change the server cannot make (501), or
+            one a worker of C{--workers} did not confirm (504).
         """
         changes = requested(readyz, healthz, listeners)
         host, port = self.address("metrics")

@@ -1,0 +1,274 @@
+# -*- test-case-name: tests.test_forwarded -*-
+"""
+What the C{--workers} supervisor serves on behalf of its workers, over the
+control channel (L{twisted_echo.app.control}):
+
+ - C{/faults} (C{--admin}): L{ForwardedFaultSlot} holds each listener
+   key's profile in force. A change is checked once, here (a profile that
+   does not parse is refused before anything is sent), becomes the state
+   every worker started later gets, and is sent to every live worker
+   (command L{FAULTS_COMMAND}, handled in the worker by
+   L{worker_handlers}); it is answered once every worker applied it.
+   A profile without C{seed=} is given one here, so every worker draws
+   from the same seed (each numbering its own connections from 1 after
+   the change; docs/faults.md "Seeds and replay").
+ - C{/records}: the workers send each connection record as it closes (an
+   event C{{"record": {...}}}); the supervisor numbers them in its own
+   ring (L{ForwardedRecord}), so ids are unique across the workers and the
+   filters and the long-poll work as with one process. The JSON log's
+   record event is logged by the supervisor, with that number.
+
+Adding a command (a run-time switch such as "pause accepting"): a handler
+in L{worker_handlers} (the worker's side: a callable of the command's
+C{args} returning what to answer, or raising
+L{twisted_echo.app.control.CommandError}), and on the supervisor's side
+C{supervisor.control.broadcast(NAME, args, keep=KEY)}, which fires once
+every live worker confirmed; C{keep} makes it the state workers started
+later apply before they take any connection.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+
+from twisted_echo.app.control import CommandError, Handler, WorkerControl
+from twisted_echo.app.registry import is_datagram_key
+from twisted_echo.faults.profile import FaultProfile, parse_profile
+from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
+from twisted_echo.operations.health import HealthSwitch
+from twisted_echo.records.record import ConnectionRecord
+from twisted_echo.records.ring import RecordRing
+
+#: The command that sets or clears a listener's fault profile:
+#: C{{"listener": KEY, "profile": TEXT or null}} (the text with its seed).
+FAULTS_COMMAND = "faults"
+#: The command that pauses a worker's listeners or has them serve again
+#: (C{/health}'s C{listeners}): C{{"paused": true|false}}.
+PAUSE_COMMAND = "pause"
+#: The event a worker sends each connection record in.
+RECORD_EVENT = "record"
+#: The event a worker sends the count of events it dropped in.
+SKIPPED_EVENT = "skipped"
+
+_log = Logger()
+
+
+def with_seed(text: str, seed: int) -> str:
+    """
+    @return: profile C{text} with C{;seed=SEED} added, unless it gives one.
+    """
+    clauses = [c.strip() for c in text.split(";")]
+    if any(c.startswith("seed=") for c in clauses):
+        return text
+    return f"{text};seed={seed}"
+
+
+class ForwardedFaultSlot:
+    """
+    One listener key's profile in a supervisor of workers: the state in
+    force (read by C{GET /faults}), changed on every worker by L{replace}
+    and L{clear}.
+
+    @ivar key: the listener key (C{echo}, C{udp}...).
+    @ivar datagram: whether it is a UDP listener key.
+    @ivar profile: the profile in force (L{None}: none).
+    @ivar seed: its seed: given, or picked here for a run-time change;
+        L{None} for a C{--faults} profile without one (each worker then
+        picked its own at start).
+    """
+
+    def __init__(
+        self, key: str, control: WorkerControl, profile: FaultProfile | None = None
+    ) -> None:
+        self.key = key
+        self.datagram = is_datagram_key(key)
+        self.control = control
+        self.profile = profile
+        self.seed = None if profile is None else profile.seed
+
+    def describe(self) -> dict[str, Any]:
+        """
+        @return: C{{"listener", "profile", "seed"}}, as L{FaultSlot.describe}.
+        """
+        return {
+            "listener": self.key,
+            "profile": None if self.profile is None else self.profile.text,
+            "seed": self.seed,
+        }
+
+    def replace(self, text: str) -> Deferred[dict[str, Any]]:
+        """
+        Put profile C{text} in force on every worker.
+
+        @return: fires with L{describe} and C{workers}, the numbers of the
+            workers that applied it, once all live ones did; fails with
+            L{twisted_echo.app.control.NotConfirmedError} otherwise (the
+            state is changed all the same: workers started later get it).
+        @raise twisted_echo.faults.profile.ProfileError: it does not parse
+            (nothing is sent).
+        """
+        profile = parse_profile(text, datagram=self.datagram)
+        seed = profile.seed
+        if seed is None:
+            seed = random.SystemRandom().randrange(1 << 32)
+        self.profile, self.seed = profile, seed
+        return self._send(with_seed(profile.text, seed))
+
+    def clear(self) -> Deferred[dict[str, Any]]:
+        """
+        No profile on any worker: see L{replace}.
+        """
+        self.profile, self.seed = None, None
+        return self._send(None)
+
+    def _send(self, text: str | None) -> Deferred[dict[str, Any]]:
+        described = self.describe()
+        sent = self.control.broadcast(
+            FAULTS_COMMAND,
+            {"listener": self.key, "profile": text},
+            keep=f"{FAULTS_COMMAND}/{self.key}",
+        )
+
+        def answer(results: Mapping[int, Any]) -> dict[str, Any]:
+            return {**described, "workers": sorted(results)}
+
+        return sent.addCallback(answer)
+
+
+def forwarded_fault_slots(
+    keys: Iterable[str],
+    profiles: Mapping[str, FaultProfile],
+    control: WorkerControl,
+) -> dict[str, ForwardedFaultSlot]:
+    """
+    @param keys: the listener keys of the running listeners
+        (L{twisted_echo.app.options.listener_keys}' first items).
+    @param profiles: C{--faults}' profiles, by listener key.
+    @return: each key's slot, stream keys first, as a single process lists
+        them.
+    """
+    ordered = list(dict.fromkeys(keys))
+    ordered.sort(key=is_datagram_key)
+    return {key: ForwardedFaultSlot(key, control, profiles.get(key)) for key in ordered}
+
+
+#: Record fields whose text repeats from record to record, kept once
+#: (C{sys.intern}).
+_SHARED_FIELDS = frozenset({"service", "listener", "local", "cause", "limit"})
+#: Each distinct tuple of field names seen (a TCP record's, a UDP flow's),
+#: kept once with the places of its L{_SHARED_FIELDS}; at most
+#: L{_MAX_KEY_SETS}.
+_KEY_SETS: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
+_MAX_KEY_SETS = 16
+#: About the bytes one worker's record held in the supervisor's ring costs
+#: (C{tests.test_forwarded} measures it), without its C{first_bytes}.
+FORWARDED_RECORD_BYTES = 1024
+
+
+def _names(document: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    names = tuple(document)
+    found = _KEY_SETS.get(names)
+    if found is None:
+        shared = tuple(i for i, name in enumerate(names) if name in _SHARED_FIELDS)
+        found = (names, shared)
+        if len(_KEY_SETS) < _MAX_KEY_SETS:
+            _KEY_SETS[names] = found
+    return found
+
+
+class ForwardedRecord(ConnectionRecord):
+    """
+    A worker's connection record, as its JSON form came over the control
+    channel: numbered again by the supervisor's ring; filtered by service
+    and client as any record. Its fields are kept as a tuple of values
+    beside a shared tuple of names (about L{FORWARDED_RECORD_BYTES} bytes
+    held, against about 2 KB for the decoded dict).
+    """
+
+    __slots__ = ("names", "values")
+
+    def __init__(self, document: Mapping[str, Any]) -> None:
+        self.names, shared = _names(document)
+        values = list(document.values())
+        for place in shared:
+            value = values[place]
+            if type(value) is str:
+                values[place] = sys.intern(value)
+        self.values = tuple(values)
+        # The fields the ring's filters, the log event and repr read.
+        get = document.get
+        self.id = None
+        self.service = str(get("service"))
+        self.client = str(get("client"))
+        self.cause = str(get("cause"))
+        self.limit = get("limit")
+        self.bytes_in = int(get("bytes_in") or 0)
+        self.bytes_out = int(get("bytes_out") or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        """
+        @return: the worker's JSON form, its C{id} the supervisor's.
+        """
+        made = dict(zip(self.names, self.values, strict=True))
+        made["id"] = self.id
+        return made
+
+
+def add_forwarded_record(ring: RecordRing, document: Any) -> None:
+    """
+    Keep a worker's record (a C{record} event) in the supervisor's ring.
+    """
+    if isinstance(document, dict):
+        ring.add(ForwardedRecord(document))
+
+
+def worker_handlers(
+    fault_slots: Mapping[str, FaultSlot], health: HealthSwitch | None = None
+) -> dict[str, Handler]:
+    """
+    @param fault_slots: the worker's profiles
+        (L{twisted_echo.app.server.SockechoService.fault_slots}).
+    @param health: the worker's switch (its listeners), for L{PAUSE_COMMAND}.
+    @return: the worker's command handlers, by command name.
+    """
+
+    def faults(args: Mapping[str, Any]) -> Any:
+        slot = fault_slots.get(str(args.get("listener")))
+        if slot is None:
+            raise CommandError(f"no listener {args.get('listener')!r} here")
+        text = args.get("profile")
+        try:
+            if text is None:
+                slot.clear()
+            else:
+                slot.replace(str(text))
+        except (ValueError, SwapRefusedError) as e:
+            raise CommandError(str(e)) from None
+        return slot.describe()
+
+    def pause(args: Mapping[str, Any]) -> Any:
+        if health is None:
+            raise CommandError("no listeners to pause here")
+        return health.change({"listeners": "pause" if args.get("paused") else "serve"})
+
+    return {FAULTS_COMMAND: faults, PAUSE_COMMAND: pause}
+
+
+def pause_workers(control: WorkerControl) -> Callable[[bool], Deferred[Any]]:
+    """
+    @return: the supervisor's C{pause} for its
+        L{twisted_echo.operations.health.HealthSwitch}: every worker's
+        listeners paused (C{True}) or serving again, also the state workers
+        started later take.
+    """
+
+    def pause(paused: bool) -> Deferred[Any]:
+        return control.broadcast(PAUSE_COMMAND, {"paused": paused}, keep=PAUSE_COMMAND)
+
+    return pause
