@@ -133,7 +133,6 @@ CLOSE_LINE = (
     "{service} connection from {peer} closed: {bytes_in} bytes in, "
     "{bytes_out} bytes out, {duration:.3f} s"
 )
-_NO_FIELDS: dict[str, object] = {}
 #: The L{twisted.logger.Logger} of each protocol class (see
 #: L{StreamProtocol._log_connection}).
 _CLASS_LOGGERS: dict[type[Protocol], Logger] = {}
@@ -1052,7 +1051,7 @@ class StreamProtocol(Protocol):
             record = recording.connection_record(self, reason, owed, now)
             record.logged = factory.log_connections and factory.records_in_log
             records.add(record)  # numbers it: the close line's record_id
-            if factory.log_connections:
+            if record.logged:  # the JSON log: one event, the record on it
                 self._log_connection(
                     CLOSE_LINE,
                     service=record.service,
@@ -1060,7 +1059,16 @@ class StreamProtocol(Protocol):
                     bytes_in=record.bytes_in,
                     bytes_out=record.bytes_out,
                     duration=record.duration,
-                    **(record_fields(record) if record.logged else _NO_FIELDS),
+                    **record_fields(record),
+                )
+            elif factory.log_connections:
+                self._log_connection(
+                    CLOSE_LINE,
+                    service=record.service,
+                    peer=record.client,
+                    bytes_in=record.bytes_in,
+                    bytes_out=record.bytes_out,
+                    duration=record.duration,
                 )
         elif factory.log_connections:
             self._log_connection(
