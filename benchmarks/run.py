@@ -1447,10 +1447,33 @@ COUNT_PEERS = {
         ("echo",),
         options=("--log-level=warn",),
     ),
+    # sockecho logging JSON (the connection records in the log too).
+    "sockecho-json": PEER_BY_KEY["sockecho-json"],
+    # sockecho keeping no connection records (--records 0): what the
+    # records cost per connection, next to the default's.
+    "sockecho-norecords": Peer(
+        "sockecho-norecords",
+        "sockecho, --records 0",
+        ("echo",),
+        options=("--records=0",),
+    ),
+    # sockecho recording UDP peer flows (--udp-flows, off by default): what
+    # the flows cost per datagram, next to the default's.
+    "sockecho-flows": Peer(
+        "sockecho-flows",
+        "sockecho, --udp-flows 4096",
+        ("udp",),
+        options=("--udp-flows=4096",),
+    ),
     "asyncio-protocol": PEER_BY_KEY["asyncio-protocol"],
     "uvloop-protocol": PEER_BY_KEY["uvloop-protocol"],
 }
-COUNT_DEFAULT_LOADS = {"sockecho-warn": ("connect",)}
+COUNT_DEFAULT_LOADS = {
+    "sockecho-warn": ("connect",),
+    "sockecho-json": ("connect",),
+    "sockecho-norecords": ("connect",),
+    "sockecho-flows": ("udp",),
+}
 COUNT_TOOLS = {"instructions": "valgrind", "syscalls": "strace"}
 
 

@@ -86,6 +86,16 @@ class NothingLostTests(pyunit.TestCase):
         ]
         self.assertEqual(len(closed), CONNECTIONS)
         self.assertEqual(records[-1]["log_format"], "Server Shut Down.")
+        # Each close line carries its connection's record (one event, not
+        # two): the same client and bytes, numbered 1, 2, ...
+        self.assertEqual(
+            [r["record"]["id"] for r in closed], list(range(1, CONNECTIONS + 1))
+        )
+        for line in closed:
+            self.assertEqual(line["record"]["client"], line["peer"])
+            self.assertEqual(line["record"]["bytes_in"], line["bytes_in"])
+            self.assertEqual(line["record"]["cause"], "client_fin")
+        self.assertEqual([r for r in records if "record" in r], closed)
 
 
 class CrashTests(pyunit.TestCase):

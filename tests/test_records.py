@@ -14,7 +14,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import LogPublisher, globalLogPublisher
+from twisted.logger import LogPublisher, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -437,3 +437,92 @@ class StreamRecordTests(TestCase):
         protocol, _ = connect(self.factory, Echo)
         protocol.dataReceived(b"x")
         protocol.connectionLost(Failure(ConnectionDone()))
+
+
+class CloseLineRecordTests(TestCase):
+    """
+    A connection's close line is made from its record (the same client,
+    bytes and duration) and, with the records in the log
+    (C{--log-format json}), is the one event that carries the record: the
+    record is not logged again on its own.
+    """
+
+    def setUp(self) -> None:
+        self.events: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(self.events.append)
+        self.addCleanup(globalLogPublisher.removeObserver, self.events.append)
+        self.clock = Clock()
+        self.ring = RecordRing(100, self.clock)
+        self.factory = EchoFactory(self.clock)
+        self.factory.records = self.ring
+
+    def close_one(self) -> ConnectionRecord:
+        protocol, _ = connect(self.factory, Echo)
+        self.clock.advance(0.25)
+        protocol.dataReceived(b"hello")
+        protocol.readConnectionLost()
+        self.clock.advance(0.5)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        (record,) = self.ring.since(0)
+        return record
+
+    def logged(self) -> list[dict[str, object]]:
+        return [
+            e
+            for e in self.events
+            if e.get("log_namespace") == "twisted_echo.services.echo.Echo"
+            or e.get("log_namespace") == "twisted_echo.records"
+        ]
+
+    def test_text_line_from_the_record(self) -> None:
+        """
+        The close line says what the record says (client, bytes, duration),
+        and carries no record when the records are not in the log.
+        """
+        record = self.close_one()
+        opened, closed = self.logged()
+        self.assertEqual(
+            formatEvent(closed),
+            f"echo connection from {record.client} closed: 5 bytes in, "
+            "5 bytes out, 0.750 s",
+        )
+        self.assertEqual(record.duration, 0.75)
+        self.assertNotIn("record", closed)
+
+    def test_json_one_event_per_close(self) -> None:
+        """
+        With C{records_in_log}, the close line's event holds the record
+        (fitting the schema, numbered) and the ring's log observer logs
+        nothing more: two events per connection, not three.
+        """
+        self.factory.records_in_log = True
+        self.ring.observers.append(log_record)
+        record = self.close_one()
+        events = self.logged()
+        self.assertEqual(len(events), 2, events)
+        document = json.loads(event_as_json(events[-1]))
+        self.assertEqual(
+            document["log_format"],
+            "{service} connection from {peer} closed: {bytes_in} bytes in, "
+            "{bytes_out} bytes out, {duration:.3f} s",
+        )
+        self.assertEqual(document["record"], record.as_dict())
+        self.assertEqual(problems(document["record"]), [])
+        self.assertEqual(
+            (document["record_id"], document["cause"], document["record_schema"]),
+            (1, "client_fin", SCHEMA_VERSION),
+        )
+        self.assertEqual(document["peer"], document["record"]["client"])
+
+    def test_json_without_connection_lines(self) -> None:
+        """
+        With the connection lines off, the record is still logged, on its
+        own.
+        """
+        self.factory.records_in_log = True
+        self.factory.log_connections = False
+        self.ring.observers.append(log_record)
+        record = self.close_one()
+        (event,) = self.logged()
+        self.assertEqual(event["record"], record.as_dict())
+        self.assertEqual(event["log_namespace"], "twisted_echo.records")

@@ -740,6 +740,10 @@ def makeService(
             factory = factories[service.name] = service.stream(context)
             factory.log_connections = log_connections
             factory.records = records
+            # The JSON log's record events ride on the close lines.
+            factory.records_in_log = records is not None and log_record in (
+                records.observers
+            )
             factory.record_bytes = config["record-bytes"]
             profile = config["faults"].get(service.name)
             if profile is not None:

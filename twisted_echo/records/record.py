@@ -7,6 +7,7 @@ this module (L{SCHEMA_VERSION}; checked by L{twisted_echo.records.schema}).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 #: The version of the record's JSON form (C{schema.json}'s C{version}); a
@@ -58,7 +59,8 @@ class ConnectionRecord:
     @ivar writes_out: writes (replies sent).
     @ivar first_bytes: the first bytes read (C{--record-bytes}), or L{None}.
     @ivar faults: the names of the faults the connection had (C{--faults},
-        L{twisted_echo.faults}), sorted; empty without.
+        L{twisted_echo.faults}), sorted; empty without (a shared empty
+        tuple: no list made per record).
     @ivar cause: how it ended (L{twisted_echo.records.causes}).
     @ivar limit: the limit that refused it (C{limit_refusal}), else L{None}.
     @ivar transport: C{"tcp"}, or C{"udp"} for a UDP peer flow's record
@@ -66,6 +68,9 @@ class ConnectionRecord:
         field (and C{dropped}, C{last_seen}).
     @ivar dropped: a UDP flow's datagrams not answered, by reason.
     @ivar last_seen: seconds from C{start} to a UDP flow's last datagram.
+    @ivar logged: whether the record is in the log already, carried by its
+        connection's close line (L{twisted_echo.records.log.record_fields}),
+        so that L{twisted_echo.records.log.log_record} does not log it again.
     """
 
     __slots__ = (
@@ -91,6 +96,7 @@ class ConnectionRecord:
         "transport",
         "dropped",
         "last_seen",
+        "logged",
     )
 
     def __init__(
@@ -129,12 +135,13 @@ class ConnectionRecord:
         self.reads_in = reads_in
         self.writes_out = writes_out
         self.first_bytes = first_bytes
-        self.faults: list[str] = []
+        self.faults: Sequence[str] = ()
         self.cause = cause
         self.limit = limit
         self.transport = "tcp"
         self.dropped: dict[str, int] | None = None
         self.last_seen: float | None = None
+        self.logged = False
 
     def client_matches(self, client: str) -> bool:
         """

@@ -88,16 +88,22 @@ def refused_record(
 
 
 def connection_record(
-    protocol: StreamProtocol, reason: Failure | None, owed: bool
+    protocol: StreamProtocol,
+    reason: Failure | None,
+    owed: bool,
+    now: float | None = None,
 ) -> ConnectionRecord:
     """
     @param protocol: a connection of the stream base, closing (its
         transport still set).
     @param reason: what Twisted's C{connectionLost} reported.
     @param owed: whether replies were still owed to the peer.
+    @param now: the time of the close, seconds since the epoch; L{None}:
+        the factory's clock now.
     @return: the connection's record: its cause as set
         (C{set_close_cause}), else worked out from C{reason}
-        (L{causes.cause_of_loss}).
+        (L{causes.cause_of_loss}); its client as the connection's log
+        lines wrote it (C{client_text}, made once).
     """
     factory = protocol.factory
     cause = protocol.close_cause
@@ -107,27 +113,32 @@ def connection_record(
             protocol._peer_finished,
             owed,
         )
+    if now is None:
+        now = factory.clock.seconds()
     opened = protocol._opened_at
     first_in = protocol._first_in
     first_out = protocol._first_out
     listener = protocol._listener
-    proxy = protocol.proxy_address()
     header = protocol.proxy_header
-    if header is not None and header.destination is not None:
-        local = describe_address(header.destination)
-    else:
+    if header is None:
+        proxy = None
         local = listener
+    else:
+        address = protocol.proxy_address()
+        proxy = None if address is None else describe_address(address)
+        destination = header.destination
+        local = listener if destination is None else describe_address(destination)
     record = ConnectionRecord(
         factory.service_name,
         listener,
         protocol.client_text(),
-        None if proxy is None else describe_address(proxy),
+        proxy,
         local,
         None if protocol._socket is not None else tls_details(protocol.transport),
         opened,
         None if first_in is None else first_in - opened,
         None if first_out is None else first_out - opened,
-        factory.clock.seconds() - opened,
+        now - opened,
         protocol.bytes_in,
         protocol.bytes_out,
         protocol.reads_in,

@@ -92,6 +92,7 @@ from twisted_echo.policies.counters import ServiceCounters
 from twisted_echo.policies.idle import IdleSweeper, cancel_call
 from twisted_echo.policies.limits import DRAIN_QUIET, ConnectionLimits, Timeouts
 from twisted_echo.records import causes
+from twisted_echo.records.log import record_fields
 from twisted_echo.records.ring import RecordRing
 from twisted_echo.services import recording
 
@@ -124,6 +125,14 @@ def transport_layout_fits() -> bool:
 #: (a L{Failure} costs about 1 µs to build).
 _CONNECTION_DONE = Failure(ConnectionDone("Connection done"))
 
+#: The line logged as a connection closes (C{info}), with the fields
+#: C{service}, C{peer}, C{bytes_in}, C{bytes_out} and C{duration} (seconds);
+#: with C{records_in_log}, the record's too
+#: (L{twisted_echo.records.log.record_fields}).
+CLOSE_LINE = (
+    "{service} connection from {peer} closed: {bytes_in} bytes in, "
+    "{bytes_out} bytes out, {duration:.3f} s"
+)
 #: The L{twisted.logger.Logger} of each protocol class (see
 #: L{StreamProtocol._log_connection}).
 _CLASS_LOGGERS: dict[type[Protocol], Logger] = {}
@@ -193,6 +202,9 @@ class StreamFactory(Factory):
         then not even made).
     @ivar records: where each connection's record goes when it closes
         (L{twisted_echo.records}), or L{None} for no records.
+    @ivar records_in_log: whether the records go to the log too
+        (C{--log-format json}): then a connection's close line is one event
+        with its record (L{twisted_echo.records.log.record_fields}).
     @ivar record_bytes: how many of the first bytes read a record keeps
         (C{--record-bytes}; 0: none).
     """
@@ -204,6 +216,7 @@ class StreamFactory(Factory):
     noisy = False
     log_connections = True
     records: RecordRing | None = None
+    records_in_log = False
     record_bytes = 0
     #: The fault profile of this service's listeners (C{--faults}), or
     #: L{None}: then connections cost what they cost without faults.
@@ -270,9 +283,14 @@ class StreamFactory(Factory):
     def listener_text(self, transport: Any) -> str:
         """
         @return: the listening address C{transport}'s connection arrived
-            at, for records (L{recording.listener_text}; ask at its start).
+            at, for records (L{recording.listener_text}; ask at its start):
+            on plain TCP, the description made for its port already.
         """
-        return recording.listener_text(self._listener_names, transport)
+        names = self._listener_names
+        text = names.get(getattr(transport, "server", None))
+        if text is None:
+            text = recording.listener_text(names, transport)
+        return text
 
     def record_refused(
         self,
@@ -420,6 +438,9 @@ class StreamProtocol(Protocol):
         self.close_cause: str | None = None
         self.close_limit: str | None = None
         self._listener = ""
+        # The client's address as logs and records write it (client_text),
+        # made once, as the connection opens.
+        self._client = ""
         # The connection's fault plan (twisted_echo.faults), if it has one.
         self._faults: ConnectionPlan | None = None
 
@@ -477,8 +498,11 @@ class StreamProtocol(Protocol):
         @return: L{client_address} as an endpoint description
             (L{describe_address}), for log lines: C{tcp:HOST:PORT} made
             straight from the transport's peer tuple on a plain IPv4
-            connection, without the address object C{getPeer} builds.
+            connection, without the address object C{getPeer} builds; made
+            once (the connection's log lines and its record share it).
         """
+        if self._client:
+            return self._client
         if self._socket is not None and self.proxy_header is None:
             client = getattr(self.transport, "client", None)
             if type(client) is tuple and len(client) == 2 and type(client[1]) is int:
@@ -574,12 +598,14 @@ class StreamProtocol(Protocol):
         factory.open_protocols.add(self)
         factory.counters.connections_open += 1
         factory.counters.connections_total += 1
+        if factory.log_connections or factory.records is not None:
+            self._client = self.client_text()
         if factory.log_connections:
             proxy = self.proxy_address()
             self._log_connection(
                 "{service} connection from {peer}{via}",
                 service=factory.service_name,
-                peer=self.client_text(),
+                peer=self._client,
                 via="" if proxy is None else f" via {describe_address(proxy)}",
             )
         factory.idle_sweeper.wake()
@@ -1003,8 +1029,9 @@ class StreamProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         """
         Tell the service (L{on_close}), then account for the closed
-        connection, log its totals and record it. Services do not override
-        it.
+        connection, record it and log its totals (the close line is made
+        from the record when there is one, and carries it with
+        C{records_in_log}: one event). Services do not override it.
         """
         owed = self._stall_call is not None or bool(queued_bytes(self.transport))
         self._cancel_stall()
@@ -1018,16 +1045,38 @@ class StreamProtocol(Protocol):
         counters.connections_open -= 1
         counters.bytes_in += self.bytes_in
         counters.bytes_out += self.bytes_out
-        if factory.log_connections:
+        now = factory.clock.seconds()
+        records = factory.records
+        if records is not None and self.transport is not None:
+            record = recording.connection_record(self, reason, owed, now)
+            record.logged = factory.log_connections and factory.records_in_log
+            records.add(record)  # numbers it: the close line's record_id
+            if record.logged:  # the JSON log: one event, the record on it
+                self._log_connection(
+                    CLOSE_LINE,
+                    service=record.service,
+                    peer=record.client,
+                    bytes_in=record.bytes_in,
+                    bytes_out=record.bytes_out,
+                    duration=record.duration,
+                    **record_fields(record),
+                )
+            elif factory.log_connections:
+                self._log_connection(
+                    CLOSE_LINE,
+                    service=record.service,
+                    peer=record.client,
+                    bytes_in=record.bytes_in,
+                    bytes_out=record.bytes_out,
+                    duration=record.duration,
+                )
+        elif factory.log_connections:
             self._log_connection(
-                "{service} connection from {peer} closed: {bytes_in} bytes in, "
-                "{bytes_out} bytes out, {duration:.3f} s",
+                CLOSE_LINE,
                 service=factory.service_name,
-                peer=self.client_text() if self.transport else "?",
+                peer=self._client or "?",
                 bytes_in=self.bytes_in,
                 bytes_out=self.bytes_out,
-                duration=factory.clock.seconds() - self._opened_at,
+                duration=now - self._opened_at,
             )
-        if factory.records is not None and self.transport is not None:
-            factory.records.add(recording.connection_record(self, reason, owed))
         factory.connection_closed(self)
