@@ -202,6 +202,25 @@ class BroadcastTests(SynchronousTestCase):
         self.control.received(self.workers[1], {"record": {"id": 3}, "other": 1})
         self.assertEqual(seen, [(2, {"id": 3})])
 
+    def test_event_handler_error_logged_channel_goes_on(self) -> None:
+        """
+        An event its handler cannot take is logged as an error naming the
+        worker; the next events are still taken (a record the supervisor
+        could not keep once took every later one with it).
+        """
+        seen: list[Any] = []
+
+        def take(worker: Any, value: Any) -> None:
+            if value == "bad":
+                raise AttributeError("logged")
+            seen.append(value)
+
+        self.control.events["record"] = take
+        self.control.received(self.workers[0], {"record": "bad"})
+        self.control.received(self.workers[0], {"record": "good"})
+        self.assertEqual(seen, ["good"])
+        self.assertEqual(len(self.flushLoggedErrors(AttributeError)), 1)
+
 
 def handlers() -> dict[str, Any]:
     def echo(args: Mapping[str, Any]) -> Any:

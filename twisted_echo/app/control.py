@@ -304,7 +304,15 @@ class WorkerControl:
             for name, value in message.items():
                 handler = self.events.get(name)
                 if handler is not None:
-                    handler(worker, value)
+                    try:
+                        handler(worker, value)
+                    except Exception:
+                        # One bad event is logged; the channel goes on.
+                        _log.failure(
+                            "worker {number}: its {name} event not taken",
+                            number=worker.number,
+                            name=name,
+                        )
             return
         sent = self._pending.get(number) if isinstance(number, int) else None
         if sent is None or worker not in sent.waiting:

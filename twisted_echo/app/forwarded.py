@@ -204,6 +204,8 @@ class ForwardedRecord(ConnectionRecord):
         # The fields the ring's filters, the log event and repr read.
         get = document.get
         self.id = None
+        # Not logged yet: the supervisor's JSON log has it (log_record).
+        self.logged = False
         self.service = str(get("service"))
         self.client = str(get("client"))
         self.cause = str(get("cause"))

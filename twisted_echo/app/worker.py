@@ -173,6 +173,10 @@ def main() -> None:
             service.records.observers[:] = [
                 lambda record: channel.send_event(RECORD_EVENT, record.as_dict())
             ]
+            # The supervisor logs each record once, numbered there: this
+            # worker's close lines do not carry its own numbering.
+            for factory in service.factories:
+                factory.records_in_log = False
     # Listen on the inherited sockets, without the exposure warning: the
     # supervisor gave it once for each listener.
     listen.ListenerService.warn_if_exposed = False
