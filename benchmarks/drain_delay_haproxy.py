@@ -104,6 +104,52 @@ def exchange(port: int, data: bytes) -> bytes:
         return got
 
 
+
+class ExchangeLoops:
+    """
+    Echo exchanges through C{front} in two threads until L{stop}: each
+    thread at most 100,000 exchanges, each with a 5 s timeout.
+
+    @ivar passed: exchanges answered intact.
+    @ivar failed: exchanges that failed or came back wrong.
+    """
+
+    def __init__(self, front: int) -> None:
+        self.front = front
+        self.passed = [0, 0]
+        self.failed = [0, 0]
+        self._stop = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._loop, args=(i,)) for i in range(2)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _loop(self, index: int) -> None:
+        for i in range(100_000):
+            if self._stop.is_set():
+                return
+            data = b"probe %d" % i
+            try:
+                ok = exchange(self.front, data) == data
+            except OSError:
+                ok = False
+            if ok:
+                self.passed[index] += 1
+            else:
+                self.failed[index] += 1
+
+    def stop(self) -> tuple[int, int]:
+        """
+        Stop the threads (waiting at most 30 s for each).
+
+        @return: exchanges passed and failed, over both threads.
+        """
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+        return sum(self.passed), sum(self.failed)
+
 def run(delay: float, fall: int) -> tuple[float, int, int, int]:
     leaving, echo1, metrics1 = backend(delay)
     staying, echo2, metrics2 = backend(delay)
@@ -122,27 +168,7 @@ def run(delay: float, fall: int) -> tuple[float, int, int, int]:
                 if time.monotonic() > deadline:
                     raise SystemExit("haproxy did not start") from None
                 time.sleep(0.05)
-        passed = [0, 0]
-        failed = [0, 0]
-        stop = threading.Event()
-
-        def loop(index: int) -> None:
-            for i in range(100_000):
-                if stop.is_set():
-                    return
-                data = b"probe %d" % i
-                try:
-                    ok = exchange(front, data) == data
-                except OSError:
-                    ok = False
-                if ok:
-                    passed[index] += 1
-                else:
-                    failed[index] += 1
-
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
+        loops = ExchangeLoops(front)
         time.sleep(1)
         served = re.compile(r"echo connection from .* closed: \d+ bytes in")
         signalled = time.monotonic()
@@ -150,13 +176,11 @@ def run(delay: float, fall: int) -> tuple[float, int, int, int]:
         down_at, _ = balancer.wait_for(r"Server echo/sockecho1 is DOWN")
         leaving.process.wait(delay + 20)
         time.sleep(0.5)
-        stop.set()
-        for thread in threads:
-            thread.join(30)
+        passed, failed = loops.stop()
         after = sum(
             1 for at, line in leaving.lines if at > signalled and served.search(line)
         )
-        return down_at - signalled, sum(passed), sum(failed), after
+        return down_at - signalled, passed, failed, after
     finally:
         for process in (balancer, leaving, staying):
             process.kill()

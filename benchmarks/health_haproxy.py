@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -35,6 +34,7 @@ sys.path.insert(0, str(REPO))
 from benchmarks.drain_delay_haproxy import (  # noqa: E402
     HOST,
     TWISTD,
+    ExchangeLoops,
     Process,
     exchange,
     free_port,
@@ -85,27 +85,7 @@ def run(fall: int) -> tuple[float, float, int, int]:
                 if time.monotonic() > deadline:
                     raise SystemExit("haproxy did not start") from None
                 time.sleep(0.05)
-        passed = [0, 0]
-        failed = [0, 0]
-        stop = threading.Event()
-
-        def loop(index: int) -> None:
-            for i in range(100_000):
-                if stop.is_set():
-                    return
-                data = b"probe %d" % i
-                try:
-                    ok = exchange(front, data) == data
-                except OSError:
-                    ok = False
-                if ok:
-                    passed[index] += 1
-                else:
-                    failed[index] += 1
-
-        threads = [threading.Thread(target=loop, args=(i,)) for i in range(2)]
-        for thread in threads:
-            thread.start()
+        loops = ExchangeLoops(front)
         time.sleep(1)
         failed_at = put(metrics1, "fail")
         down_at, _ = balancer.wait_for(r"Server echo/sockecho1 is DOWN")
@@ -113,10 +93,8 @@ def run(fall: int) -> tuple[float, float, int, int]:
         passed_at = put(metrics1, "pass")
         up_at, _ = balancer.wait_for(r"Server echo/sockecho1 is UP")
         time.sleep(0.5)
-        stop.set()
-        for thread in threads:
-            thread.join(30)
-        return down_at - failed_at, up_at - passed_at, sum(passed), sum(failed)
+        passed, failed = loops.stop()
+        return down_at - failed_at, up_at - passed_at, passed, failed
     finally:
         for process in (balancer, switched, other):
             process.kill()
