@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,43 @@ from typing import Any
 
 #: Seconds an admin request may take.
 ADMIN_TIMEOUT = 10.0
+
+
+def admin_request(
+    url: str,
+    method: str,
+    body: bytes | None = None,
+    not_found: Callable[[str], str | None] = lambda reason: None,
+) -> Any:
+    """
+    One request to a spawned server's admin API (C{/faults}, C{/health}).
+
+    @param url: the route's URL.
+    @param method: C{GET}, C{PUT}, C{DELETE}.
+    @param body: a JSON body, or L{None}.
+    @param not_found: given a 404's text, the message of the
+        C{LookupError} to raise (L{None}: the server has no admin API).
+    @return: the decoded JSON answer.
+    @raise ValueError: 400, with the server's reason.
+    @raise LookupError: 404.
+    @raise RuntimeError: another error status, with the server's reason.
+    """
+    request = urllib.request.Request(url, data=body, method=method)
+    if body is not None:
+        request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
+            return json.load(response)
+    except urllib.error.HTTPError as e:
+        reason = e.read().decode("utf-8", "replace").strip()
+        if e.code == 400:
+            raise ValueError(reason) from None
+        if e.code == 404:
+            raise LookupError(
+                not_found(reason) or "no admin API (start the server with --admin)"
+            ) from None
+        route = urllib.parse.urlsplit(url).path
+        raise RuntimeError(f"sockecho's {route} answered {e.code}: {reason}") from None
 
 
 def pinned(profile: str | None, seed: int | None) -> str | None:
@@ -72,27 +110,12 @@ class AdminClient:
         self.url = url
 
     def _request(self, listener: str, method: str, body: bytes | None = None) -> Any:
-        request = urllib.request.Request(
-            f"{self.url}/{listener}", data=body, method=method
+        return admin_request(
+            f"{self.url}/{listener}",
+            method,
+            body,
+            not_found=lambda reason: reason if "takes a profile" in reason else None,
         )
-        if body is not None:
-            request.add_header("content-type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as e:
-            reason = e.read().decode("utf-8", "replace").strip()
-            if e.code == 400:
-                raise ValueError(reason) from None
-            if e.code == 404:
-                raise LookupError(
-                    "no admin API (start the server with --admin)"
-                    if "takes a profile" not in reason
-                    else reason
-                ) from None
-            raise RuntimeError(
-                f"sockecho's /faults answered {e.code}: {reason}"
-            ) from None
 
     def get(self, listener: str) -> tuple[str | None, int | None]:
         """

@@ -16,13 +16,11 @@ nothing from Twisted.
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from twisted_echo.testing.faults import ADMIN_TIMEOUT
+from twisted_echo.testing.faults import admin_request
 
 __all__ = ["HealthClient", "health_block", "requested"]
 
@@ -85,23 +83,7 @@ class HealthClient:
         self.url = url
 
     def _request(self, method: str, body: bytes | None = None) -> Any:
-        request = urllib.request.Request(self.url, data=body, method=method)
-        if body is not None:
-            request.add_header("content-type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=ADMIN_TIMEOUT) as response:
-                return json.load(response)
-        except urllib.error.HTTPError as e:
-            reason = e.read().decode("utf-8", "replace").strip()
-            if e.code == 400:
-                raise ValueError(reason) from None
-            if e.code == 404:
-                raise LookupError(
-                    "no admin API (start the server with --admin)"
-                ) from None
-            raise RuntimeError(
-                f"sockecho's /health answered {e.code}: {reason}"
-            ) from None
+        return admin_request(self.url, method, body)
 
     def get(self) -> dict[str, str]:
         """
