@@ -28,6 +28,7 @@ from twisted_echo.client.tls import (
     TLSSettings,
     is_tls_endpoint,
     parse_tls_endpoint,
+    split_endpoint_fields,
 )
 
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
@@ -256,27 +257,11 @@ def parse_stream_target(description: str) -> StreamTarget:
             f"bad endpoint {description!r}: faults takes tcp:HOST:PORT, "
             "tcp6:HOST:PORT, unix:PATH or ssl:HOST:PORT"
         )
-    positional: list[str] = []
+    try:
+        positional, parts = split_endpoint_fields(rest)
+    except ValueError as e:
+        raise EndpointError(f"bad endpoint {description!r}: {e}") from None
     fields: dict[str, str] = {}
-    if rest.startswith("["):
-        host, bracket, after = rest[1:].partition("]")
-        if not bracket or not after.startswith(":"):
-            raise EndpointError(f"bad endpoint {description!r}: unclosed '['")
-        positional.append(host)
-        rest = after[1:]
-    part, parts, escaped = "", [], False
-    for char in rest:
-        if escaped:
-            part, escaped = part + char, False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append(part)
-            part = ""
-        else:
-            part += char
-    if rest:
-        parts.append(part)
     for part in parts:
         key, eq, value = part.partition("=")
         if eq and key in ("host", "port"):

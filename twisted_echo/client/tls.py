@@ -143,30 +143,8 @@ def parse_tls_endpoint(description: str) -> TLSTarget:
     kind, _, rest = description.strip().partition(":")
     if kind.lower() != "ssl":
         raise ValueError("not an ssl: endpoint")
-    positional: list[str] = []
+    positional, parts = split_endpoint_fields(rest)
     fields: dict[str, str] = {}
-    if rest.startswith("["):
-        host, bracket, after = rest[1:].partition("]")
-        if not bracket or not (after == "" or after.startswith(":")):
-            raise ValueError("unclosed '['")
-        positional.append(host)
-        rest = after[1:]
-    part = ""
-    parts: list[str] = []
-    escaped = False
-    for char in rest:
-        if escaped:
-            part += char
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == ":":
-            parts.append(part)
-            part = ""
-        else:
-            part += char
-    if rest:
-        parts.append(part)
     for part in parts:
         key, eq, value = part.partition("=")
         if eq:
@@ -206,6 +184,44 @@ def parse_tls_endpoint(description: str) -> TLSTarget:
         fields.get("bindAddress") or None,
     )
 
+
+
+def split_endpoint_fields(rest: str) -> tuple[list[str], list[str]]:
+    """
+    Split what follows an endpoint string's C{KIND:} into its fields, as
+    Twisted's endpoint syntax does: fields are separated by C{:}, a
+    backslash escapes the next character (C{\\:\\:1}); a leading
+    bracketed host (C{[::1]:7207}) is one field.
+
+    @param rest: the endpoint string after C{KIND:}.
+    @return: the bracketed host (a list of zero or one) and the other
+        fields, in order, unescaped.
+    @raise ValueError: a C{[} not closed by C{]} followed by C{:} or the end.
+    """
+    positional: list[str] = []
+    if rest.startswith("["):
+        host, bracket, after = rest[1:].partition("]")
+        if not bracket or not (after == "" or after.startswith(":")):
+            raise ValueError("unclosed '['")
+        positional.append(host)
+        rest = after[1:]
+    part = ""
+    parts: list[str] = []
+    escaped = False
+    for char in rest:
+        if escaped:
+            part += char
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == ":":
+            parts.append(part)
+            part = ""
+        else:
+            part += char
+    if rest:
+        parts.append(part)
+    return positional, parts
 
 def _is_ip_address(name: str) -> bool:
     try:
