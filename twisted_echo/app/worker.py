@@ -160,7 +160,7 @@ def main() -> None:
         WorkerChannel,
         apply_state,
     )
-    from twisted_echo.app.forwarded import RECORD_EVENT, worker_handlers
+    from twisted_echo.app.forwarded import record_item, worker_handlers
 
     handlers = worker_handlers(service.fault_slots, service.health)
     channel = WorkerChannel(handlers, reactor)
@@ -171,7 +171,7 @@ def main() -> None:
         )
         if service.records is not None:
             service.records.observers[:] = [
-                lambda record: channel.send_event(RECORD_EVENT, record.as_dict())
+                lambda record: channel.send_record(record_item(record))
             ]
     # Listen on the inherited sockets, without the exposure warning: the
     # supervisor gave it once for each listener.
