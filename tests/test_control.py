@@ -17,8 +17,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_echo.app.control import (
+    BUSY_RECORDS,
     EVENT_BATCH,
     EVENT_DELAY,
+    EVENT_DELAY_BUSY,
     MAX_BACKLOG,
     MAX_LINE,
     RECORDS_TAG,
@@ -334,6 +336,42 @@ class WorkerChannelTests(SynchronousTestCase):
         )
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_gathers_longer_while_busy(self) -> None:
+        """
+        While every line carries L{BUSY_RECORDS} records or more, the
+        worker gathers twice as long each time, up to L{EVENT_DELAY_BUSY}
+        (fewer wake-ups of the supervisor); a record closing alone after
+        a quiet spell, or a short line, waits L{EVENT_DELAY} again.
+        """
+        waits = []
+        for _ in range(6):
+            for _ in range(BUSY_RECORDS):
+                self.channel.send_record("r")
+            [call] = self.clock.getDelayedCalls()
+            waits.append(round(call.getTime() - self.clock.seconds(), 6))
+            self.clock.advance(waits[-1])
+        self.assertEqual(waits[0], EVENT_DELAY)
+        self.assertEqual(waits[1], 2 * EVENT_DELAY)
+        self.assertEqual(waits[-1], EVENT_DELAY_BUSY)
+        self.assertEqual(len(self.records_lines()), 6)
+        # A short line brings the gathering back.
+        self.channel.send_record("r")
+        self.clock.advance(EVENT_DELAY_BUSY)
+        self.channel.send_record("r")
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(round(call.getTime() - self.clock.seconds(), 6), EVENT_DELAY)
+        self.clock.advance(EVENT_DELAY)
+        # So does a quiet spell after a busy one.
+        for _ in range(3):
+            for _ in range(BUSY_RECORDS):
+                self.channel.send_record("r")
+            self.clock.advance(EVENT_DELAY_BUSY)
+        self.assertGreater(self.channel.delay, EVENT_DELAY)
+        self.clock.advance(1.0)
+        self.channel.send_record("r")
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(round(call.getTime() - self.clock.seconds(), 6), EVENT_DELAY)
+
     def test_records_lines_bounded(self) -> None:
         """
         L{EVENT_BATCH} bytes of records are written at once; a line never
@@ -370,7 +408,7 @@ class WorkerChannelTests(SynchronousTestCase):
         sent = sum(self.channel.send_record(item) for _ in range(tries))
         self.assertEqual(sent, MAX_BACKLOG // 1000)
         self.channel.resumeProducing()
-        self.clock.advance(EVENT_DELAY)
+        self.clock.advance(EVENT_DELAY_BUSY)
         written = self.transport.value().split(b"\n")
         self.assertIn(b'{"skipped":' + str(tries - sent).encode() + b"}", written)
         items = sum(

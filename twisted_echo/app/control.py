@@ -66,6 +66,14 @@ MAX_BACKLOG = 4 << 20
 #: it, instead of one per record (the records' latency grows by at most
 #: this).
 EVENT_DELAY = 0.005
+#: The longest a worker gathers while records close fast: a line of at
+#: least L{BUSY_RECORDS} records doubles the next gathering, up to this
+#: (seconds); a shorter line, or a quiet spell, brings it back to
+#: L{EVENT_DELAY}. Fewer wake-ups of the supervisor under load, the
+#: latency of a record closing alone unchanged.
+EVENT_DELAY_BUSY = 0.025
+#: Records in one line that make the worker gather longer (above).
+BUSY_RECORDS = 4
 #: Bytes of events gathered that are written at once, without waiting.
 EVENT_BATCH = 64 << 10
 #: The first byte of a line of connection records (not JSON): the rest of
@@ -427,14 +435,16 @@ class WorkerChannel(TwistedProtocol):
     out on the control descriptor (run on a
     L{twisted.internet.stdio.StandardIO} with that C{stdout}).
 
-    Events and records are gathered for L{EVENT_DELAY} seconds (or
-    L{EVENT_BATCH} bytes) and written together, the records in one line
+    Events and records are gathered for L{EVENT_DELAY} seconds (up to
+    L{EVENT_DELAY_BUSY} while records close fast; or L{EVENT_BATCH}
+    bytes) and written together, the records in one line
     (L{send_record}). They are dropped, and counted, only when
     the supervisor reads so slowly that over L{MAX_BACKLOG} bytes wait
     beyond the pipe's buffer; the count is sent (C{{"skipped": N}}) once
     the pipe drains.
 
     @ivar skipped: events dropped so far.
+    @ivar delay: seconds the next gathering lasts.
     """
 
     def __init__(self, handlers: Mapping[str, Handler], clock: IReactorTime) -> None:
@@ -454,6 +464,8 @@ class WorkerChannel(TwistedProtocol):
         self._records: list[str] = []
         self._records_size = 0
         self._flush_call: IDelayedCall | None = None
+        self.delay = EVENT_DELAY
+        self._flushed_at = clock.seconds()
 
     def connectionMade(self) -> None:  # noqa: N802
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -532,7 +544,9 @@ class WorkerChannel(TwistedProtocol):
         if self._events_size + self._records_size >= EVENT_BATCH:
             self.flush()
         elif self._flush_call is None:
-            self._flush_call = self.clock.callLater(EVENT_DELAY, self.flush)
+            if self.clock.seconds() - self._flushed_at > 2 * self.delay:
+                self.delay = EVENT_DELAY  # a quiet spell
+            self._flush_call = self.clock.callLater(self.delay, self.flush)
 
     def flush(self) -> None:
         """
@@ -547,6 +561,11 @@ class WorkerChannel(TwistedProtocol):
             data = b"".join(events)
         if self._records:
             records, self._records, self._records_size = self._records, [], 0
+            if len(records) >= BUSY_RECORDS:
+                self.delay = min(self.delay * 2, EVENT_DELAY_BUSY)
+            else:
+                self.delay = EVENT_DELAY
+            self._flushed_at = self.clock.seconds()
             text = RECORD_SEPARATOR.join(records)
             data += RECORDS_TAG + text.encode("ascii") + b"\n"
         if data:
