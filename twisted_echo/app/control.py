@@ -10,8 +10,9 @@ carry JSON objects, one per line (UTF-8, C{\\n}-terminated), each line at
 most L{MAX_LINE} bytes: a longer line is dropped whole, with one error
 reported, and the next line is read as usual (L{JsonLines}). One kind of
 line is not JSON: a worker's connection records, gathered for
-L{EVENT_DELAY} seconds, go in one line that starts with L{RECORDS_TAG}
-(L{WorkerChannel.send_record}), handed to the supervisor's
+L{EVENT_DELAY} seconds (up to L{EVENT_DELAY_BUSY} under load), go in one
+line that starts with L{RECORDS_TAG} (L{WorkerChannel.send_record}),
+handed to the supervisor's
 L{WorkerControl.records} as it came, without decoding: records are the
 channel's bulk, one per connection.
 
@@ -64,7 +65,7 @@ MAX_BACKLOG = 4 << 20
 #: Seconds a worker gathers events before it writes them in one go: one
 #: write and one wake-up of the supervisor for every record closed within
 #: it, instead of one per record (the records' latency grows by at most
-#: this).
+#: this, or L{EVENT_DELAY_BUSY} while records close fast).
 EVENT_DELAY = 0.005
 #: The longest a worker gathers while records close fast: a line of at
 #: least L{BUSY_RECORDS} records doubles the next gathering, up to this
