@@ -17,9 +17,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from twisted_echo.app.control import (
+    BUSY_RECORDS,
     EVENT_BATCH,
     EVENT_DELAY,
+    EVENT_DELAY_BUSY,
     MAX_BACKLOG,
+    MAX_LINE,
+    RECORDS_TAG,
     CommandError,
     JsonLines,
     NotConfirmedError,
@@ -81,6 +85,26 @@ class FramingTests(SynchronousTestCase):
         self.assertEqual(len(got.errors), 2)
         self.assertIn("not JSON", got.errors[0])
         self.assertIn("not a JSON object", got.errors[1])
+
+    def test_records_lines_not_decoded(self) -> None:
+        """
+        A line of records goes to the records handler as it came (tag and
+        newline taken off), between objects, in order; without a handler
+        it is a line that is not JSON.
+        """
+        got = Lines()
+        lines: list[bytes] = []
+        got.lines.records = lines.append
+        got.lines.feed(b'{"a":1}\nRx\x1fy\x1e{not json\n{"b":2}\n')
+        self.assertEqual(got.messages, [{"a": 1}, {"b": 2}])
+        self.assertEqual(lines, [b"x\x1fy\x1e{not json"])
+        self.assertEqual(got.errors, [])
+        got.lines.feed(b"R" + b"x" * 80 + b"\n")
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(got.errors, ["a line over 64 bytes; dropped"])
+        got.lines.records = None
+        got.lines.feed(b"Rx\n")
+        self.assertIn("not JSON", got.errors[-1])
 
     def test_encode_bounded(self) -> None:
         self.assertEqual(encode({"a": 1}), b'{"a":1}\n')
@@ -302,6 +326,114 @@ class WorkerChannelTests(SynchronousTestCase):
             self.channel.send_event("record", {"v": value})
         self.assertGreaterEqual(len(self.transport.value()), EVENT_BATCH)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def records_lines(self) -> list[list[bytes]]:
+        """
+        @return: the lines of records written so far, each as its items.
+        """
+        lines = self.transport.value().splitlines()
+        self.transport.clear()
+        self.assertTrue(all(line[:1] == RECORDS_TAG for line in lines), lines)
+        return [line[1:].split(b"\x1e") for line in lines]
+
+    def test_records_one_line_per_batch(self) -> None:
+        """
+        Records closed within L{EVENT_DELAY} are written in one line, in
+        order; with an event gathered meanwhile, the event's line first.
+        """
+        for n in range(5):
+            self.assertTrue(self.channel.send_record(f"item{n}"))
+        self.channel.send_event("skipped", 1)
+        self.assertEqual(self.transport.value(), b"")
+        self.clock.advance(EVENT_DELAY)
+        written = self.transport.value().split(b"\n")
+        self.assertEqual(written[0], b'{"skipped":1}')
+        self.transport.clear()
+        self.transport.write(written[1] + b"\n")
+        self.assertEqual(
+            self.records_lines(), [[f"item{n}".encode() for n in range(5)]]
+        )
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_gathers_longer_while_busy(self) -> None:
+        """
+        While every line carries L{BUSY_RECORDS} records or more, the
+        worker gathers twice as long each time, up to L{EVENT_DELAY_BUSY}
+        (fewer wake-ups of the supervisor); a record closing alone after
+        a quiet spell, or a short line, waits L{EVENT_DELAY} again.
+        """
+        waits = []
+        for _ in range(6):
+            for _ in range(BUSY_RECORDS):
+                self.channel.send_record("r")
+            [call] = self.clock.getDelayedCalls()
+            waits.append(round(call.getTime() - self.clock.seconds(), 6))
+            self.clock.advance(waits[-1])
+        self.assertEqual(waits[0], EVENT_DELAY)
+        self.assertEqual(waits[1], 2 * EVENT_DELAY)
+        self.assertEqual(waits[-1], EVENT_DELAY_BUSY)
+        self.assertEqual(len(self.records_lines()), 6)
+        # A short line brings the gathering back.
+        self.channel.send_record("r")
+        self.clock.advance(EVENT_DELAY_BUSY)
+        self.channel.send_record("r")
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(round(call.getTime() - self.clock.seconds(), 6), EVENT_DELAY)
+        self.clock.advance(EVENT_DELAY)
+        # So does a quiet spell after a busy one.
+        for _ in range(3):
+            for _ in range(BUSY_RECORDS):
+                self.channel.send_record("r")
+            self.clock.advance(EVENT_DELAY_BUSY)
+        self.assertGreater(self.channel.delay, EVENT_DELAY)
+        self.clock.advance(1.0)
+        self.channel.send_record("r")
+        [call] = self.clock.getDelayedCalls()
+        self.assertEqual(round(call.getTime() - self.clock.seconds(), 6), EVENT_DELAY)
+
+    def test_records_lines_bounded(self) -> None:
+        """
+        L{EVENT_BATCH} bytes of records are written at once; a line never
+        grows over L{MAX_LINE}; a record longer than a line is not sent.
+        """
+        item = "x" * 1000
+        while not self.transport.value():
+            self.channel.send_record(item)
+        [line] = self.records_lines()
+        self.assertGreaterEqual(len(line) * 1001, EVENT_BATCH)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        big = "y" * (MAX_LINE // 2)
+        for _ in range(3):
+            self.assertTrue(self.channel.send_record(big))
+        self.channel.flush()
+        lines = self.transport.value().split(b"\n")[:-1]
+        self.assertEqual(len(lines), 3)
+        self.assertTrue(all(len(line) <= MAX_LINE for line in lines))
+        self.transport.clear()
+        self.assertFalse(self.channel.send_record("z" * MAX_LINE))
+        self.assertEqual(self.channel.skipped, 1)
+        self.channel.flush()
+        self.assertEqual(self.transport.value(), b"")
+        self.flushLoggedErrors()
+
+    def test_records_bounded_when_paused(self) -> None:
+        """
+        While the pipe is full, records queue up to L{MAX_BACKLOG} bytes,
+        then are dropped and counted, as events.
+        """
+        self.channel.pauseProducing()
+        item = "x" * 999
+        tries = MAX_BACKLOG // 1000 + 100
+        sent = sum(self.channel.send_record(item) for _ in range(tries))
+        self.assertEqual(sent, MAX_BACKLOG // 1000)
+        self.channel.resumeProducing()
+        self.clock.advance(EVENT_DELAY_BUSY)
+        written = self.transport.value().split(b"\n")
+        self.assertIn(b'{"skipped":' + str(tries - sent).encode() + b"}", written)
+        items = sum(
+            len(line[1:].split(b"\x1e")) for line in written if line[:1] == b"R"
+        )
+        self.assertEqual(items, sent)
 
     def test_too_long_event_not_sent(self) -> None:
         self.assertFalse(self.channel.send_event("record", {"v": "x" * (2 << 20)}))

@@ -26,12 +26,14 @@ from twisted.web.test.requesthelper import DummyRequest
 
 from tests.process import IO_TIMEOUT, RunningServer, start_server, wait_until
 from tests.test_control import FakeWorker
+from tests.test_records import a_record
 from twisted_echo.app.control import CommandError, WorkerControl
 from twisted_echo.app.forwarded import (
     FORWARDED_RECORD_BYTES,
     ForwardedRecord,
-    add_forwarded_record,
+    add_forwarded_records,
     forwarded_fault_slots,
+    record_item,
     with_seed,
     worker_handlers,
 )
@@ -39,20 +41,31 @@ from twisted_echo.faults.profile import ProfileError, parse_profile
 from twisted_echo.faults.runtime import StreamFaultSlot
 from twisted_echo.operations.adminpage import FaultsPage
 from twisted_echo.policies.counters import ServiceCounters
+from twisted_echo.records import causes
+from twisted_echo.records.record import ConnectionRecord
 from twisted_echo.records.ring import RecordRing, matcher
 from twisted_echo.testing.spawn import start_sockecho
 
 HOST = "127.0.0.1"
 
 
-def record(service: str = "echo", client: str = "tcp:127.0.0.1:5000") -> dict[str, Any]:
-    return {
-        "schema": 1,
-        "id": 7,
-        "service": service,
-        "client": client,
-        "cause": "client_fin",
-    }
+def record(
+    service: str = "echo", client: str = "tcp:127.0.0.1:5000", **fields: Any
+) -> ConnectionRecord:
+    """
+    @return: a typical TCP record closed in a worker (its worker's id 7).
+    """
+    made = a_record(service, client, **fields)
+    made.id = 7
+    return made
+
+
+def line(*records: ConnectionRecord) -> bytes:
+    """
+    @return: the line of records a worker writes for C{records}, tag and
+        newline taken off.
+    """
+    return "\x1e".join(record_item(r) for r in records).encode("ascii")
 
 
 class SlotTests(SynchronousTestCase):
@@ -159,14 +172,17 @@ class RecordTests(SynchronousTestCase):
     def test_numbered_filtered_waited_for(self) -> None:
         """
         Workers' records are numbered by the supervisor's ring, filtered as
-        any record, and end a long-poll's wait.
+        any record, and end a long-poll's wait; an item that is not a
+        record is dropped and counted.
         """
         ring = RecordRing(10, Clock())
         waited: list[Any] = []
         ring.wait(0, matcher("upper"), 10.0).addCallback(waited.append)
-        add_forwarded_record(ring, record())
-        add_forwarded_record(ring, record("upper", "tcp:127.0.0.1:5001"))
-        add_forwarded_record(ring, "not a record")
+        bad = add_forwarded_records(
+            ring,
+            line(record(), record("upper", "tcp:127.0.0.1:5001")) + b"\x1enot a record",
+        )
+        self.assertEqual(bad, 1)
         self.assertEqual([r.as_dict()["id"] for r in ring.since(0)], [1, 2])
         [[found]] = waited
         self.assertEqual(found.as_dict()["client"], "tcp:127.0.0.1:5001")
@@ -174,41 +190,59 @@ class RecordTests(SynchronousTestCase):
         self.assertIsInstance(found, ForwardedRecord)
         self.assertIn("upper", repr(found))
 
+    def test_as_the_worker_made_it(self) -> None:
+        """
+        A record read back from the supervisor's ring is the worker's,
+        field for field, but its id; client addresses with quotes,
+        backslashes and control characters included.
+        """
+        ring = RecordRing(10, Clock())
+        sent = [
+            record(),
+            record(client='unix:/tmp/a"b\\c\n\x1e\x1f\u00e9', first_bytes=b"\x1e\x1f"),
+            record(cause=causes.LIMIT_REFUSAL, limit="max-connections"),
+        ]
+        self.assertEqual(add_forwarded_records(ring, line(*sent)), 0)
+        kept = ring.since(0)
+        for number, (made, forwarded) in enumerate(zip(sent, kept, strict=True), 1):
+            expected = {**made.as_dict(), "id": number}
+            self.assertEqual(forwarded.as_dict(), expected)
+            self.assertEqual(json.loads(forwarded.as_json()), expected)
+            self.assertEqual(
+                (forwarded.service, forwarded.client, forwarded.cause),
+                (made.service, made.client, made.cause),
+            )
+        self.assertEqual(len(ring.since(0, matcher(client=sent[1].client))), 1)
+
+    def test_not_decoded(self) -> None:
+        """
+        The supervisor keeps a record without decoding its JSON text: a
+        record whose text is not JSON is kept all the same (the worker's
+        text is trusted: it made it with L{fields_json}).
+        """
+        ring = RecordRing(10, Clock())
+        item = b'"echo"\x1f"tcp:127.0.0.1:5000"\x1f"client_fin"\x1fNOT JSON'
+        self.assertEqual(add_forwarded_records(ring, item), 0)
+        [kept] = ring.since(0)
+        self.assertEqual(kept.as_json(), b'{"schema":1,"id":1,NOT JSON')
+
     def test_memory_held(self) -> None:
         """
         A worker's record held in the supervisor's ring costs at most
         L{FORWARDED_RECORD_BYTES} (measured with C{tracemalloc}, a typical
-        TCP record as JSON brings it).
+        TCP record as a worker sends it).
         """
-        line = json.dumps(
-            {
-                **record(),
-                "listener": "tcp:127.0.0.1:7007",
-                "proxy": None,
-                "local": "tcp:127.0.0.1:7007",
-                "tls": None,
-                "start": 1765143000.123456,
-                "first_in": 0.000123,
-                "first_out": 0.000234,
-                "duration": 0.001234,
-                "bytes_in": 100,
-                "bytes_out": 100,
-                "reads_in": 1,
-                "writes_out": 1,
-                "first_bytes": None,
-                "faults": [],
-                "limit": None,
-            }
-        )
         ring = RecordRing(2000, Clock())
-        for _ in range(10):  # names and shared strings kept once, before
-            add_forwarded_record(ring, json.loads(line))
+        for _ in range(10):  # shared strings kept once, before
+            add_forwarded_records(ring, line(record()))
+        lines = [
+            line(record(client=f"tcp:127.0.0.1:{10000 + n}", start=1765143000.123456))
+            for n in range(2000)
+        ]
         tracemalloc.start()
         try:
-            for n in range(2000):
-                add_forwarded_record(
-                    ring, json.loads(line.replace("5000", str(10000 + n)))
-                )
+            for each in lines:
+                add_forwarded_records(ring, each)
             held, _ = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()

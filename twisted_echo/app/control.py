@@ -8,12 +8,18 @@ supervisor's commands, and one more descriptor (L{CONTROL_FD_ORDER} in its
 orders) carries its answers and its events (connection records) back. Both
 carry JSON objects, one per line (UTF-8, C{\\n}-terminated), each line at
 most L{MAX_LINE} bytes: a longer line is dropped whole, with one error
-reported, and the next line is read as usual (L{JsonLines}).
+reported, and the next line is read as usual (L{JsonLines}). One kind of
+line is not JSON: a worker's connection records, gathered for
+L{EVENT_DELAY} seconds (up to L{EVENT_DELAY_BUSY} under load), go in one
+line that starts with L{RECORDS_TAG} (L{WorkerChannel.send_record}),
+handed to the supervisor's
+L{WorkerControl.records} as it came, without decoding: records are the
+channel's bulk, one per connection.
 
 A command is C{{"id": N, "command": NAME, "args": {...}}}; the worker
 answers C{{"id": N, "ok": true, "result": ...}} or C{{"id": N, "ok": false,
-"error": "one line"}}. An event is an object without C{id}: C{{"record":
-{...}}}, C{{"skipped": N}}.
+"error": "one line"}}. An event is an object without C{id}: C{{"skipped":
+N}}.
 
 L{WorkerControl} is the supervisor's end: L{WorkerControl.broadcast} sends
 one command to every live worker and fires with their answers once every
@@ -59,10 +65,25 @@ MAX_BACKLOG = 4 << 20
 #: Seconds a worker gathers events before it writes them in one go: one
 #: write and one wake-up of the supervisor for every record closed within
 #: it, instead of one per record (the records' latency grows by at most
-#: this).
+#: this, or L{EVENT_DELAY_BUSY} while records close fast).
 EVENT_DELAY = 0.005
+#: The longest a worker gathers while records close fast: a line of at
+#: least L{BUSY_RECORDS} records doubles the next gathering, up to this
+#: (seconds); a shorter line, or a quiet spell, brings it back to
+#: L{EVENT_DELAY}. Fewer wake-ups of the supervisor under load, the
+#: latency of a record closing alone unchanged.
+EVENT_DELAY_BUSY = 0.025
+#: Records in one line that make the worker gather longer (above).
+BUSY_RECORDS = 4
 #: Bytes of events gathered that are written at once, without waiting.
 EVENT_BATCH = 64 << 10
+#: The first byte of a line of connection records (not JSON): the rest of
+#: the line is the records, each an item of L{twisted_echo.app.forwarded},
+#: separated by L{RECORD_SEPARATOR}.
+RECORDS_TAG = b"R"
+#: Between two records of one line (a control character: JSON text never
+#: holds one unescaped).
+RECORD_SEPARATOR = "\x1e"
 #: The key of a worker's orders giving the descriptor it answers on.
 CONTROL_FD_ORDER = "control_fd"
 #: The key of a worker's orders saying whether to send its connection
@@ -137,7 +158,8 @@ class JsonLines:
     Cuts a byte stream into JSON objects, one per line, each line at most
     C{max_line} bytes: a longer line is dropped whole (its bytes are not
     kept while it lasts) and reported once to C{error}; so is a line that
-    is not a JSON object. Empty lines are skipped.
+    is not a JSON object. Empty lines are skipped. A line that starts with
+    L{RECORDS_TAG} goes to C{records}, when given, undecoded.
     """
 
     def __init__(
@@ -145,15 +167,19 @@ class JsonLines:
         deliver: Callable[[Message], object],
         error: Callable[[str], object],
         max_line: int = MAX_LINE,
+        records: Callable[[bytes], object] | None = None,
     ) -> None:
         """
         @param deliver: called with each object, in order.
         @param error: called with one line saying what was dropped.
         @param max_line: the longest line taken, bytes without its newline.
+        @param records: called with each records line, its tag and newline
+            taken off.
         """
         self.deliver = deliver
         self.error = error
         self.max_line = max_line
+        self.records = records
         self._pending = b""
         self._skipping = False
 
@@ -186,6 +212,9 @@ class JsonLines:
     def _line(self, line: bytes) -> None:
         if len(line) > self.max_line:
             self.error(f"a line over {self.max_line} bytes; dropped")
+            return
+        if line[:1] == RECORDS_TAG and self.records is not None:
+            self.records(line[1:])
             return
         if not line.strip():
             return
@@ -232,8 +261,10 @@ class WorkerControl:
 
     @ivar targets: gives the workers a command goes to: those alive and
         not told to drain (set by the supervisor).
-    @ivar events: a handler for each event name (C{record}...), called
+    @ivar events: a handler for each event name (C{skipped}...), called
         with the worker and the event's value.
+    @ivar records: called with the worker and each of its records lines
+        (L{RECORDS_TAG}, taken off), or L{None}: they are dropped.
     @ivar timeout: seconds a broadcast waits for its answers.
     """
 
@@ -242,6 +273,7 @@ class WorkerControl:
         self.timeout = timeout
         self.targets: Callable[[], Iterable[Worker]] = list
         self.events: dict[str, Callable[[Worker, Any], object]] = {}
+        self.records: Callable[[Worker, bytes], object] | None = None
         self._state: dict[str, Message] = {}
         self._pending: dict[int, _Broadcast] = {}
         self._next_id = 0
@@ -325,6 +357,13 @@ class WorkerControl:
         if not sent.waiting:
             self._finish(number)
 
+    def received_records(self, worker: Worker, records: bytes) -> None:
+        """
+        A line of records from C{worker} (L{RECORDS_TAG} taken off).
+        """
+        if self.records is not None:
+            self.records(worker, records)
+
     def worker_gone(self, worker: Worker) -> None:
         """
         C{worker} ended: stop waiting for its answers.
@@ -405,13 +444,16 @@ class WorkerChannel(TwistedProtocol):
     out on the control descriptor (run on a
     L{twisted.internet.stdio.StandardIO} with that C{stdout}).
 
-    Events are gathered for L{EVENT_DELAY} seconds (or L{EVENT_BATCH}
-    bytes) and written together. They are dropped, and counted, only when
+    Events and records are gathered for L{EVENT_DELAY} seconds (up to
+    L{EVENT_DELAY_BUSY} while records close fast; or L{EVENT_BATCH}
+    bytes) and written together, the records in one line
+    (L{send_record}). They are dropped, and counted, only when
     the supervisor reads so slowly that over L{MAX_BACKLOG} bytes wait
     beyond the pipe's buffer; the count is sent (C{{"skipped": N}}) once
     the pipe drains.
 
     @ivar skipped: events dropped so far.
+    @ivar delay: seconds the next gathering lasts.
     """
 
     def __init__(self, handlers: Mapping[str, Handler], clock: IReactorTime) -> None:
@@ -428,7 +470,11 @@ class WorkerChannel(TwistedProtocol):
         self._unreported = 0
         self._events: list[bytes] = []
         self._events_size = 0
+        self._records: list[str] = []
+        self._records_size = 0
         self._flush_call: IDelayedCall | None = None
+        self.delay = EVENT_DELAY
+        self._flushed_at = clock.seconds()
 
     def connectionMade(self) -> None:  # noqa: N802
         self.transport.registerProducer(self, True)  # type: ignore[union-attr]
@@ -467,11 +513,49 @@ class WorkerChannel(TwistedProtocol):
             self._backlog += len(line)
         self._events.append(line)
         self._events_size += len(line)
-        if self._events_size >= EVENT_BATCH:
+        self._gathered()
+        return True
+
+    def send_record(self, item: str) -> bool:
+        """
+        Send one connection record to the supervisor, in the next line of
+        records.
+
+        @param item: the record as L{twisted_echo.app.forwarded.record_item}
+            makes it (ASCII, no control character but its field
+            separators).
+        @return: whether it was sent (not dropped: too long for a line, or
+            over the backlog).
+        """
+        size = len(item) + 1
+        if size > MAX_LINE - 1:
+            _log.warn(
+                "record not sent to the supervisor: {size} bytes, over {max}",
+                size=size,
+                max=MAX_LINE,
+            )
+            self.skipped += 1
+            return False
+        if self._paused:
+            if self._backlog + size > MAX_BACKLOG:
+                self.skipped += 1
+                self._unreported += 1
+                return False
+            self._backlog += size
+        if self._records_size + size > MAX_LINE:
+            self.flush()
+        self._records.append(item)
+        self._records_size += size
+        self._gathered()
+        return True
+
+    def _gathered(self) -> None:
+        if self._events_size + self._records_size >= EVENT_BATCH:
             self.flush()
         elif self._flush_call is None:
-            self._flush_call = self.clock.callLater(EVENT_DELAY, self.flush)
-        return True
+            if self.clock.seconds() - self._flushed_at > 2 * self.delay:
+                self.delay = EVENT_DELAY  # a quiet spell
+            self._flush_call = self.clock.callLater(self.delay, self.flush)
 
     def flush(self) -> None:
         """
@@ -480,9 +564,21 @@ class WorkerChannel(TwistedProtocol):
         call, self._flush_call = self._flush_call, None
         if call is not None and call.active():
             call.cancel()
+        data = b""
         if self._events:
             events, self._events, self._events_size = self._events, [], 0
-            self._write(b"".join(events))
+            data = b"".join(events)
+        if self._records:
+            records, self._records, self._records_size = self._records, [], 0
+            if len(records) >= BUSY_RECORDS:
+                self.delay = min(self.delay * 2, EVENT_DELAY_BUSY)
+            else:
+                self.delay = EVENT_DELAY
+            self._flushed_at = self.clock.seconds()
+            text = RECORD_SEPARATOR.join(records)
+            data += RECORDS_TAG + text.encode("ascii") + b"\n"
+        if data:
+            self._write(data)
 
     # IPushProducer: the pipe's buffer is full (paused) or drained again.
 
@@ -504,4 +600,5 @@ class WorkerChannel(TwistedProtocol):
         if call is not None and call.active():
             call.cancel()
         self._events = []
+        self._records = []
         self.transport = None

@@ -12,11 +12,14 @@ control channel (L{twisted_echo.app.control}):
    A profile without C{seed=} is given one here, so every worker draws
    from the same seed (each numbering its own connections from 1 after
    the change; docs/faults.md "Seeds and replay").
- - C{/records}: the workers send each connection record as it closes (an
-   event C{{"record": {...}}}); the supervisor numbers them in its own
-   ring (L{ForwardedRecord}), so ids are unique across the workers and the
-   filters and the long-poll work as with one process. The JSON log's
-   record event is logged by the supervisor, with that number.
+ - C{/records}: the workers send each connection record as it closes
+   (L{record_item}, in a line of records: L{WorkerChannel.send_record});
+   the supervisor numbers them in its own ring (L{ForwardedRecord}), so
+   ids are unique across the workers and the filters and the long-poll
+   work as with one process. It does not decode them: it keeps each
+   record's JSON text as it came, beside the fields its filters read, and
+   C{/records} puts the supervisor's C{id} in front of the text. The JSON
+   log's record event is logged by the supervisor, with that number.
 
 Adding a command (a run-time switch such as "pause accepting"): a handler
 in L{worker_handlers} (the worker's side: a callable of the command's
@@ -29,6 +32,7 @@ later apply before they take any connection.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from collections.abc import Callable, Iterable, Mapping
@@ -37,12 +41,18 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
-from twisted_echo.app.control import CommandError, Handler, WorkerControl
+from twisted_echo.app.control import (
+    RECORD_SEPARATOR,
+    CommandError,
+    Handler,
+    WorkerControl,
+)
 from twisted_echo.app.registry import is_datagram_key
 from twisted_echo.faults.profile import FaultProfile, parse_profile
 from twisted_echo.faults.runtime import FaultSlot, SwapRefusedError
 from twisted_echo.operations.health import HealthSwitch
-from twisted_echo.records.record import ConnectionRecord
+from twisted_echo.records.record import SCHEMA_VERSION, ConnectionRecord
+from twisted_echo.records.recordjson import fields_json, json_string
 from twisted_echo.records.ring import RecordRing
 
 #: The command that sets or clears a listener's fault profile:
@@ -51,8 +61,6 @@ FAULTS_COMMAND = "faults"
 #: The command that pauses a worker's listeners or has them serve again
 #: (C{/health}'s C{listeners}): C{{"paused": true|false}}.
 PAUSE_COMMAND = "pause"
-#: The event a worker sends each connection record in.
-RECORD_EVENT = "record"
 #: The event a worker sends the count of events it dropped in.
 SKIPPED_EVENT = "skipped"
 
@@ -158,76 +166,126 @@ def forwarded_fault_slots(
     return {key: ForwardedFaultSlot(key, control, profiles.get(key)) for key in ordered}
 
 
-#: Record fields whose text repeats from record to record, kept once
-#: (C{sys.intern}).
-_SHARED_FIELDS = frozenset({"service", "listener", "local", "cause", "limit"})
-#: Each distinct tuple of field names seen (a TCP record's, a UDP flow's),
-#: kept once with the places of its L{_SHARED_FIELDS}; at most
-#: L{_MAX_KEY_SETS}.
-_KEY_SETS: dict[tuple[str, ...], tuple[tuple[str, ...], tuple[int, ...]]] = {}
-_MAX_KEY_SETS = 16
+#: Between the fields of one record item (L{record_item}).
+FIELD_SEPARATOR = "\x1f"
+_FIELD_SEPARATOR = FIELD_SEPARATOR.encode("ascii")
+_RECORD_SEPARATOR = RECORD_SEPARATOR.encode("ascii")
 #: About the bytes one worker's record held in the supervisor's ring costs
 #: (C{tests.test_forwarded} measures it), without its C{first_bytes}.
-FORWARDED_RECORD_BYTES = 1024
+FORWARDED_RECORD_BYTES = 750
+#: The text of the few fields that repeat from record to record (service
+#: names, causes), kept once; at most L{_MAX_SHARED} of them.
+_SHARED: dict[bytes, str] = {}
+_MAX_SHARED = 256
 
 
-def _names(document: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    names = tuple(document)
-    found = _KEY_SETS.get(names)
+def record_item(record: ConnectionRecord) -> str:
+    """
+    @return: C{record} as a worker sends it: its C{service}, C{client} and
+        C{cause} as JSON strings, then its JSON text without C{schema} and
+        C{id} (L{fields_json}), separated by L{FIELD_SEPARATOR}; ASCII,
+        with no other control character.
+    """
+    return FIELD_SEPARATOR.join(
+        (
+            json_string(record.service),
+            json_string(record.client),
+            json_string(record.cause),
+            fields_json(record),
+        )
+    )
+
+
+def _text(field: bytes) -> str:
+    """
+    @return: a JSON string's value (read without the decoder when it
+        holds no escape).
+    @raise ValueError: it is not a JSON string.
+    """
+    if b"\\" in field or len(field) < 2 or field[:1] != b'"' or field[-1:] != b'"':
+        value = json.loads(field)
+        if not isinstance(value, str):
+            raise ValueError("not a string")
+        return value
+    return field[1:-1].decode("ascii")
+
+
+def _shared(field: bytes) -> str:
+    found = _SHARED.get(field)
     if found is None:
-        shared = tuple(i for i, name in enumerate(names) if name in _SHARED_FIELDS)
-        found = (names, shared)
-        if len(_KEY_SETS) < _MAX_KEY_SETS:
-            _KEY_SETS[names] = found
+        found = sys.intern(_text(field))
+        if len(_SHARED) < _MAX_SHARED:
+            _SHARED[field] = found
     return found
 
 
 class ForwardedRecord(ConnectionRecord):
     """
-    A worker's connection record, as its JSON form came over the control
-    channel: numbered again by the supervisor's ring; filtered by service
-    and client as any record. Its fields are kept as a tuple of values
-    beside a shared tuple of names (about L{FORWARDED_RECORD_BYTES} bytes
-    held, against about 2 KB for the decoded dict).
+    A worker's connection record, as it came over the control channel:
+    numbered again by the supervisor's ring; filtered by service and client
+    as any record. Only C{service}, C{client}, C{cause} and C{id} are read
+    from it; the rest stays the worker's JSON text (L{fields_json}), read
+    only by L{as_dict} (about L{FORWARDED_RECORD_BYTES} bytes held).
+
+    @ivar text: the record's JSON text after its C{id} (bytes).
     """
 
-    __slots__ = ("names", "values")
+    __slots__ = ("text",)
 
-    def __init__(self, document: Mapping[str, Any]) -> None:
-        self.names, shared = _names(document)
-        values = list(document.values())
-        for place in shared:
-            value = values[place]
-            if type(value) is str:
-                values[place] = sys.intern(value)
-        self.values = tuple(values)
-        # The fields the ring's filters, the log event and repr read.
-        get = document.get
+    def __init__(self, service: str, client: str, cause: str, text: bytes) -> None:
         self.id = None
         # Not logged yet: the supervisor's JSON log has it (log_record).
         self.logged = False
-        self.service = str(get("service"))
-        self.client = str(get("client"))
-        self.cause = str(get("cause"))
-        self.limit = get("limit")
-        self.bytes_in = int(get("bytes_in") or 0)
-        self.bytes_out = int(get("bytes_out") or 0)
+        self.service = service
+        self.client = client
+        self.cause = cause
+        self.text = text
+
+    def as_json(self) -> bytes:
+        """
+        @return: the worker's JSON text, its C{id} the supervisor's.
+        """
+        number = b"null" if self.id is None else b"%d" % self.id
+        return b'{"schema":%d,"id":%s,%s' % (SCHEMA_VERSION, number, self.text)
 
     def as_dict(self) -> dict[str, Any]:
         """
-        @return: the worker's JSON form, its C{id} the supervisor's.
+        @return: L{as_json}, decoded.
         """
-        made = dict(zip(self.names, self.values, strict=True))
-        made["id"] = self.id
+        made: dict[str, Any] = json.loads(self.as_json())
         return made
 
+    def __repr__(self) -> str:
+        made = self.as_dict()
+        limit = made.get("limit")
+        return (
+            f"<record {self.id} {self.service} {self.client} {self.cause}"
+            f"{'' if limit is None else ' ' + str(limit)}: "
+            f"{made.get('bytes_in')} in, {made.get('bytes_out')} out>"
+        )
 
-def add_forwarded_record(ring: RecordRing, document: Any) -> None:
+
+def add_forwarded_records(ring: RecordRing, line: bytes) -> int:
     """
-    Keep a worker's record (a C{record} event) in the supervisor's ring.
+    Keep a worker's line of records (L{record_item}s, its tag taken off)
+    in the supervisor's ring, in order.
+
+    @return: how many items were not records (dropped).
     """
-    if isinstance(document, dict):
-        ring.add(ForwardedRecord(document))
+    bad = 0
+    add = ring.add
+    for item in line.split(_RECORD_SEPARATOR):
+        parts = item.split(_FIELD_SEPARATOR, 3)
+        try:
+            service, client, cause, text = parts
+            record = ForwardedRecord(
+                _shared(service), _text(client), _shared(cause), text
+            )
+        except ValueError:
+            bad += 1
+            continue
+        add(record)
+    return bad
 
 
 def worker_handlers(

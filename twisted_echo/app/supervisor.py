@@ -85,14 +85,14 @@ from twisted_echo.app.control import (
     RECORDS_ORDER,
     STATE_ORDER,
     JsonLines,
+    Worker,
     WorkerControl,
 )
 from twisted_echo.app.draindelay import DEFAULT_DRAIN_DELAY, DrainDelay
 from twisted_echo.app.forwarded import (
-    RECORD_EVENT,
     SKIPPED_EVENT,
     ForwardedFaultSlot,
-    add_forwarded_record,
+    add_forwarded_records,
 )
 from twisted_echo.app.inherit import (
     REUSEPORT_KINDS,
@@ -221,6 +221,7 @@ class WorkerProtocol(ProcessProtocol):
         self._control = JsonLines(
             lambda message: supervisor.control.received(self, message),
             self._bad_control_line,
+            records=lambda line: supervisor.control.received_records(self, line),
         )
         self.counters: dict[str, ServiceCounters] = {}
         #: When it was started and when it reported ready (reactor seconds).
@@ -382,11 +383,20 @@ class Supervisor(Service):
         """
         self.records = ring
         if ring is None:
-            self.control.events.pop(RECORD_EVENT, None)
-        else:
-            self.control.events[RECORD_EVENT] = lambda worker, document: (
-                add_forwarded_record(ring, document)
-            )
+            self.control.records = None
+            return
+
+        def keep(worker: Worker, line: bytes) -> None:
+            bad = add_forwarded_records(ring, line)
+            if bad:
+                _log.error(
+                    "worker {number}: control channel: {count} record(s) not "
+                    "understood; dropped",
+                    number=worker.number,
+                    count=bad,
+                )
+
+        self.control.records = keep
 
     # Start-up
 

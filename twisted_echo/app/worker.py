@@ -160,7 +160,7 @@ def main() -> None:
         WorkerChannel,
         apply_state,
     )
-    from twisted_echo.app.forwarded import RECORD_EVENT, worker_handlers
+    from twisted_echo.app.forwarded import record_item, worker_handlers
 
     handlers = worker_handlers(service.fault_slots, service.health)
     channel = WorkerChannel(handlers, reactor)
@@ -171,7 +171,7 @@ def main() -> None:
         )
         if service.records is not None:
             service.records.observers[:] = [
-                lambda record: channel.send_event(RECORD_EVENT, record.as_dict())
+                lambda record: channel.send_record(record_item(record))
             ]
             # The supervisor logs each record once, numbered there: this
             # worker's close lines do not carry its own numbering.

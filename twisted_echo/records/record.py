@@ -7,6 +7,7 @@ this module (L{SCHEMA_VERSION}; checked by L{twisted_echo.records.schema}).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -197,6 +198,12 @@ class ConnectionRecord:
             made["dropped"] = dict(self.dropped or {})
             made["last_seen"] = seconds(self.last_seen)
         return made
+
+    def as_json(self) -> bytes:
+        """
+        @return: L{as_dict} as JSON text (UTF-8, ASCII only).
+        """
+        return json.dumps(self.as_dict()).encode("utf-8")
 
     def __repr__(self) -> str:
         return (
