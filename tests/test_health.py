@@ -229,6 +229,20 @@ class PagesTests(SynchronousTestCase):
         self.assertEqual(code, 200)
         self.assertEqual(render(site, b"readyz"), (503, "failed by the admin API\n"))
 
+    def test_index_lists_admin_routes(self) -> None:
+        """
+        C{/} names every route served: C{/faults} and C{/health} with
+        C{--admin}, not without.
+        """
+        self.assertEqual(
+            render(self.site, b""),
+            (200, "sockecho: /metrics /healthz /readyz /records /faults /health\n"),
+        )
+        site = metrics_site(self.registry, self.readiness, health=self.switch)
+        self.assertEqual(
+            render(site, b""), (200, "sockecho: /metrics /healthz /readyz /records\n")
+        )
+
     def test_no_admin_no_route(self) -> None:
         """
         Without C{--admin} there is no C{/health}, but the probes still

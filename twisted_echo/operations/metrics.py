@@ -493,13 +493,20 @@ class ReadyPage(_Text):
 
 class IndexPage(_Text):
     """
-    C{/}: what is served here.
+    C{/}: what is served here, one line: C{sockecho: /metrics /healthz
+    /readyz /records}, and C{/faults /health} with C{--admin}.
     """
 
+    def __init__(self, root: Resource) -> None:
+        """
+        @param root: the site's root, whose other children are listed.
+        """
+        Resource.__init__(self)
+        self.root = root
+
     def render_GET(self, request: Request) -> bytes:
-        return self._reply(
-            request, 200, "sockecho: /metrics /healthz /readyz /records\n"
-        )
+        paths = " ".join("/" + name.decode() for name in self.root.children if name)
+        return self._reply(request, 200, f"sockecho: {paths}\n")
 
 
 class QuietSite(BoundedSite):
@@ -545,7 +552,7 @@ def metrics_site(
         (L{twisted_echo.operations.httpbounds}).
     """
     root = Resource()
-    root.putChild(b"", IndexPage())  # type: ignore[no-untyped-call]
+    root.putChild(b"", IndexPage(root))
     root.putChild(b"metrics", MetricsPage(registry))
     root.putChild(b"healthz", HealthPage(health))
     root.putChild(b"readyz", ReadyPage(readiness, health))
