@@ -150,24 +150,37 @@ class ExchangeLoops:
             thread.join(30)
         return sum(self.passed), sum(self.failed)
 
+
+def start_balancer(
+    backends: list[tuple[int, int]], fall: int
+) -> tuple[Process, int]:
+    """
+    HAProxy in front of C{backends} (echo port, metrics port), checking
+    C{/readyz} with C{fall}; returned once an echo exchange passes through
+    it (at most 10 s), with its front port. Kill the process when done.
+    """
+    front = free_port()
+    config = os.path.join(tempfile.mkdtemp(prefix="sockecho-bench-"), "h.cfg")
+    text = readyz_config(front, backends)
+    Path(config).write_text(text.replace(f"fall {CHECK_FALL} ", f"fall {fall} "))
+    balancer = Process(["haproxy", "-f", config, "-db"])
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            exchange(front, b"up?")
+            return balancer, front
+        except OSError:
+            if time.monotonic() > deadline:
+                balancer.kill()
+                raise SystemExit("haproxy did not start") from None
+            time.sleep(0.05)
+
 def run(delay: float, fall: int) -> tuple[float, int, int, int]:
     leaving, echo1, metrics1 = backend(delay)
     staying, echo2, metrics2 = backend(delay)
-    front = free_port()
-    config = os.path.join(tempfile.mkdtemp(prefix="sockecho-bench-"), "h.cfg")
-    text = readyz_config(front, [(echo1, metrics1), (echo2, metrics2)])
-    Path(config).write_text(text.replace(f"fall {CHECK_FALL} ", f"fall {fall} "))
-    balancer = Process(["haproxy", "-f", config, "-db"])
+    balancer = None
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection((HOST, front), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("haproxy did not start") from None
-                time.sleep(0.05)
+        balancer, front = start_balancer([(echo1, metrics1), (echo2, metrics2)], fall)
         loops = ExchangeLoops(front)
         time.sleep(1)
         served = re.compile(r"echo connection from .* closed: \d+ bytes in")
@@ -183,7 +196,8 @@ def run(delay: float, fall: int) -> tuple[float, int, int, int]:
         return down_at - signalled, passed, failed, after
     finally:
         for process in (balancer, leaving, staying):
-            process.kill()
+            if process is not None:
+                process.kill()
 
 
 def main() -> None:

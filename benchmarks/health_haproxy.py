@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -36,10 +34,9 @@ from benchmarks.drain_delay_haproxy import (  # noqa: E402
     TWISTD,
     ExchangeLoops,
     Process,
-    exchange,
-    free_port,
+    start_balancer,
 )
-from tests.test_haproxy import CHECK_FALL, readyz_config  # noqa: E402
+from tests.test_haproxy import CHECK_FALL  # noqa: E402
 
 
 def backend() -> tuple[Process, int, int]:
@@ -70,21 +67,9 @@ def put(metrics: int, readyz: str) -> float:
 def run(fall: int) -> tuple[float, float, int, int]:
     switched, echo1, metrics1 = backend()
     other, echo2, metrics2 = backend()
-    front = free_port()
-    config = os.path.join(tempfile.mkdtemp(prefix="sockecho-bench-"), "h.cfg")
-    text = readyz_config(front, [(echo1, metrics1), (echo2, metrics2)])
-    Path(config).write_text(text.replace(f"fall {CHECK_FALL} ", f"fall {fall} "))
-    balancer = Process(["haproxy", "-f", config, "-db"])
+    balancer = None
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                exchange(front, b"up?")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("haproxy did not start") from None
-                time.sleep(0.05)
+        balancer, front = start_balancer([(echo1, metrics1), (echo2, metrics2)], fall)
         loops = ExchangeLoops(front)
         time.sleep(1)
         failed_at = put(metrics1, "fail")
@@ -97,7 +82,8 @@ def run(fall: int) -> tuple[float, float, int, int]:
         return down_at - failed_at, up_at - passed_at, passed, failed
     finally:
         for process in (balancer, switched, other):
-            process.kill()
+            if process is not None:
+                process.kill()
 
 
 def main() -> None:
