@@ -281,6 +281,39 @@ def readyz_config(front: int, backs: list[tuple[int, int]]) -> str:
     )
 
 
+
+#: A sockecho close line of an echo connection (in its text log).
+SERVED = re.compile(r"\] echo connection from .* closed: \d+ bytes in")
+
+
+def served_by(server: RunningServer) -> int:
+    """
+    @return: how many echo connections C{server} has logged as closed.
+    """
+    return sum(bool(SERVED.search(line)) for line in server.output)
+
+
+def wait_for_balancer(balancer: RunningServer, front: int) -> None:
+    """
+    Wait (at most C{IO_TIMEOUT}) until HAProxy, started as C{balancer},
+    accepts on C{front}.
+
+    @raise AssertionError: it exited (with its output) or never accepted.
+    """
+
+    def accepting() -> bool:
+        if balancer.process.poll() is not None:
+            output = "\n".join(balancer.output)
+            raise AssertionError(f"haproxy did not start: {output}")
+        try:
+            socket.create_connection((HOST, front), timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    if not wait_until(accepting, IO_TIMEOUT, interval=0.05):
+        raise AssertionError(f"haproxy did not accept on {front}")
+
 class DrainDelayBehindHAProxyTests(pyunit.TestCase):
     """
     Issue 21's acceptance for C{--drain-delay}: two sockecho behind a real
@@ -332,21 +365,7 @@ class DrainDelayBehindHAProxyTests(pyunit.TestCase):
             self, ["sh", "-c", f'exec "{haproxy}" -f "{config}" -db 2>&1'], child_env()
         )
 
-        def accepting() -> bool:
-            if balancer.process.poll() is not None:
-                output = "\n".join(balancer.output)
-                raise AssertionError(f"haproxy did not start: {output}")
-            try:
-                socket.create_connection((HOST, front), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        self.assertTrue(wait_until(accepting, IO_TIMEOUT, interval=0.05))
-        served = re.compile(r"\] echo connection from .* closed: \d+ bytes in")
-
-        def served_by(server: RunningServer) -> int:
-            return sum(bool(served.search(line)) for line in server.output)
+        wait_for_balancer(balancer, front)
 
         # Both servers up in HAProxy: requests reach both.
         probers = [Prober(front, limit=100_000) for _ in range(2)]
@@ -438,21 +457,7 @@ class AdminSwitchBehindHAProxyTests(pyunit.TestCase):
             )
         )
 
-        def accepting() -> bool:
-            if balancer.process.poll() is not None:
-                output = "\n".join(balancer.output)
-                raise AssertionError(f"haproxy did not start: {output}")
-            try:
-                socket.create_connection((HOST, front), timeout=1).close()
-            except OSError:
-                return False
-            return True
-
-        self.assertTrue(wait_until(accepting, IO_TIMEOUT, interval=0.05))
-        served = re.compile(r"\] echo connection from .* closed: \d+ bytes in")
-
-        def served_by(server: RunningServer) -> int:
-            return sum(bool(served.search(line)) for line in server.output)
+        wait_for_balancer(balancer, front)
 
         def accepted(metrics: int) -> float:
             url = f"http://{HOST}:{metrics}/metrics"
