@@ -501,3 +501,22 @@ class EchoReader:
         """
         self._thread.join(timeout)
         return self._digest.digest()
+
+
+def http_call(
+    url: str, method: str = "GET", body: bytes | None = None
+) -> tuple[int, str]:
+    """
+    One HTTP request (at most C{IO_TIMEOUT} seconds).
+
+    @return: the status and body text, error statuses included.
+    """
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()

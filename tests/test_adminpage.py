@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import socket
-import urllib.error
-import urllib.request
 
 from twisted.python import usage
 from twisted.trial.unittest import TestCase
@@ -20,6 +18,9 @@ from tests.process import (
     run_twistd,
     start_server,
     tcp_exchange,
+)
+from tests.process import (
+    http_call as call,
 )
 from twisted_echo.app.options import Options, is_loopback_description
 from twisted_echo.operations.adminpage import profile_from_body
@@ -33,16 +34,6 @@ def parse(*args: str) -> Options:
     return options
 
 
-def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
-    """
-    @return: the status and body text of an HTTP request.
-    """
-    request = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 class OptionTests(TestCase):

@@ -16,8 +16,6 @@ import signal
 import socket
 import threading
 import tracemalloc
-import urllib.error
-import urllib.request
 from typing import Any
 
 from twisted.internet.task import Clock
@@ -25,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.process import IO_TIMEOUT, RunningServer, start_server, wait_until
+from tests.process import http_call as call
 from tests.test_control import FakeWorker
 from tests.test_records import a_record
 from twisted_echo.app.control import CommandError, WorkerControl
@@ -274,13 +273,6 @@ class WorkerHandlerTests(SynchronousTestCase):
 # Over real processes.
 
 
-def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def exchange(port: int, data: bytes = b"x" * 100) -> tuple[bytes, str, int]:

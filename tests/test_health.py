@@ -14,14 +14,13 @@ from __future__ import annotations
 import io
 import json
 import socket
-import urllib.error
-import urllib.request
 from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.test.requesthelper import DummyRequest
 
 from tests.process import IO_TIMEOUT, start_server, tcp_exchange, wait_until
+from tests.process import http_call as call
 from twisted_echo.operations.health import (
     DEFAULTS,
     HealthSwitch,
@@ -267,13 +266,6 @@ class PagesTests(SynchronousTestCase):
         self.assertEqual(found[("sockecho_admin_listeners_paused", ())], 1)
 
 
-def call(url: str, method: str = "GET", body: bytes | None = None) -> tuple[int, str]:
-    request = urllib.request.Request(url, data=body, method=method)
-    try:
-        with urllib.request.urlopen(request, timeout=IO_TIMEOUT) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 
 def put(url: str, **changes: str) -> tuple[int, str]:
